@@ -1,0 +1,94 @@
+/*
+ * neurowire codec: lossless adaptive compression of 16-bit electrode samples.
+ *
+ * Two layers, both documented byte for byte in docs/FORMAT.md:
+ *  - blocks: `n_samples x channels` int16 samples (row = one time step), coded with
+ *    per-channel state that persists from block to block; a keyframe block resets that
+ *    state so it decodes without any earlier block.
+ *  - files: any byte string (a WAV file or not) wrapped in a container whose samples, when
+ *    it is 16-bit PCM WAV, are coded as blocks. This is what ./encode and ./decode write.
+ *
+ * Portable C99, no allocation after *_new, every read of compressed input bounds-checked.
+ * Functions return NW_OK (0) or a negative nw_status; nw_strerror() names it.
+ */
+#ifndef NEUROWIRE_H
+#define NEUROWIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define NW_FORMAT_VERSION 1
+#define NW_MAX_CHANNELS 4096
+/* Largest block, in time steps; longer recordings are cut into several blocks. */
+#define NW_MAX_BLOCK_SAMPLES (1u << 20)
+/* Bytes of a block header (see nw_block_info). */
+#define NW_BLOCK_HEADER_BYTES 20
+
+enum nw_status {
+    NW_OK = 0,
+    NW_ERR_ARGUMENT = -1,      /* bad argument: channel count, sizes, NULL pointer */
+    NW_ERR_NOMEM = -2,         /* allocation failed */
+    NW_ERR_OUTPUT_FULL = -3,   /* output buffer too small */
+    NW_ERR_MAGIC = -4,         /* input does not start with a neurowire header */
+    NW_ERR_VERSION = -5,       /* written by an unsupported format version */
+    NW_ERR_TRUNCATED = -6,     /* input ends before the block or file does */
+    NW_ERR_CORRUPT = -7,       /* impossible value inside the compressed data */
+    NW_ERR_CHECKSUM = -8,      /* decoded samples fail the integrity check */
+    NW_ERR_CHANNELS = -9,      /* block channel count differs from the decoder's */
+    NW_ERR_NEED_KEYFRAME = -10,/* decoder has no valid state: it must resume at a keyframe */
+    NW_ERR_SEQUENCE = -11      /* block index is not the one after the previous block */
+};
+
+const char *nw_strerror(int status);
+
+/* What a block header says; filled by nw_block_peek and nw_decode_block. */
+typedef struct nw_block_info {
+    uint32_t channels;
+    uint32_t n_samples;    /* time steps in the block */
+    uint32_t index;        /* block counter of the stream, from 0 at its first block */
+    uint32_t block_bytes;  /* header + payload */
+    uint32_t crc32;        /* CRC-32 of the decoded samples (little-endian int16) */
+    int keyframe;          /* 1: decodes without earlier blocks */
+    int stored;            /* 1: payload holds the samples uncompressed */
+} nw_block_info;
+
+/* ---- block stream -------------------------------------------------------------- */
+
+typedef struct nw_encoder nw_encoder;
+typedef struct nw_decoder nw_decoder;
+
+nw_encoder *nw_encoder_new(uint32_t channels);
+void nw_encoder_free(nw_encoder *encoder);
+/* Largest possible size of one encoded block (never more than raw + header + a little). */
+size_t nw_encode_bound(uint32_t channels, uint32_t n_samples);
+/* Encode n_samples time steps of `samples` (n_samples * channels int16, row-major).
+ * keyframe != 0 resets the channel state first; the first block is always a keyframe.
+ * Returns the block size in bytes (> 0) or a negative nw_status. */
+int64_t nw_encode_block(nw_encoder *encoder, const int16_t *samples, uint32_t n_samples,
+                        int keyframe, uint8_t *out, size_t out_cap);
+/* Compressed bytes spent on each channel since the encoder was created (approximate to
+ * a byte per block and channel): copies min(count, channels) totals, returns that number. */
+uint32_t nw_encoder_channel_bytes(const nw_encoder *encoder, uint64_t *totals, uint32_t count);
+
+nw_decoder *nw_decoder_new(uint32_t channels);
+void nw_decoder_free(nw_decoder *decoder);
+/* Forget the channel state: the next block must be a keyframe. */
+void nw_decoder_reset(nw_decoder *decoder);
+/* Read and check a block header without decoding it. */
+int nw_block_peek(const uint8_t *in, size_t in_len, nw_block_info *info);
+/* Decode one block into `samples` (capacity samples_cap int16 values). On any error the
+ * decoder forgets its state (next block must be a keyframe) and `samples` is unspecified. */
+int nw_decode_block(nw_decoder *decoder, const uint8_t *in, size_t in_len,
+                    int16_t *samples, size_t samples_cap, nw_block_info *info);
+
+/* ---- file container (./encode, ./decode, neurowire.codec.compress) --------------- */
+
+size_t nw_file_bound(size_t in_len);
+/* Returns the compressed size or a negative nw_status. */
+int64_t nw_file_compress(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_cap);
+/* Size the original file had, read from the container header. */
+int nw_file_original_size(const uint8_t *in, size_t in_len, uint64_t *size);
+/* Returns the original size or a negative nw_status. */
+int64_t nw_file_decompress(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_cap);
+
+#endif
