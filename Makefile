@@ -1,0 +1,82 @@
+# neurowire: `make` installs the package (compiling the C core) into .venv and builds the
+# native ./encode and ./decode; `make test` does the same first, so it works on a fresh clone.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+CC     ?= cc
+
+CSRC := $(wildcard codec_c/src/*.c)
+CHDR := $(wildcard codec_c/src/*.h)
+
+# The tools' byte sizes count in the challenge score: optimise for size, drop unused
+# functions and sections, unwind tables, build ids, relro padding and PIE relocations.
+TOOL_CFLAGS  := -std=c99 -Os -Icodec_c/src -ffunction-sections -fdata-sections \
+                -fno-asynchronous-unwind-tables -fno-unwind-tables -fno-stack-protector \
+                -fno-ident -fno-pie
+TOOL_LDFLAGS := -s -no-pie -Wl,--gc-sections -Wl,--as-needed -Wl,--build-id=none \
+                -Wl,-z,norelro -Wl,-z,noseparate-code -Wl,--hash-style=gnu
+TOOL_LIBS    := -lm
+
+ASAN_VENV := build/venv-asan
+LIBASAN    = $(shell $(CC) -print-file-name=libasan.so)
+FUZZ_BIN  := build/fuzz_decode
+FUZZ_TIME ?= 60
+
+.PHONY: all install tools test bench run asan fuzz clean
+
+all: install tools
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# Editable install: Python edits are live, and the stamp re-runs pip (recompiling the
+# extension) whenever the C sources or the build description change.
+$(VENV)/.installed: $(PY) pyproject.toml setup.py codec_c/build_ffi.py $(CSRC) $(CHDR)
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $@
+
+install: $(VENV)/.installed
+
+encode: codec_c/tools/encode.c $(CSRC) $(CHDR)
+	$(CC) $(TOOL_CFLAGS) $(TOOL_LDFLAGS) -o $@ codec_c/tools/encode.c $(CSRC) $(TOOL_LIBS)
+
+decode: codec_c/tools/decode.c $(CSRC) $(CHDR)
+	$(CC) $(TOOL_CFLAGS) $(TOOL_LDFLAGS) -o $@ codec_c/tools/decode.c $(CSRC) $(TOOL_LIBS)
+
+tools: encode decode
+	@echo "tool sizes (bytes):"; wc -c encode decode
+
+test: install tools
+	$(VENV)/bin/pytest tests/
+
+bench: install
+	$(PY) bench/bench_codec.py
+
+run: install
+	$(VENV)/bin/neurowire bench stream --seconds 10
+
+# C core built with ASan+UBSan into its own venv (so the normal build stays untouched);
+# python itself is not instrumented, hence the preloaded runtime and no leak checks.
+asan:
+	@test -x $(ASAN_VENV)/bin/python || $(PYTHON) -m venv $(ASAN_VENV)
+	rm -rf build/lib.* build/temp.*
+	NEUROWIRE_SANITIZE=1 $(ASAN_VENV)/bin/python -m pip install --quiet '.[test]'
+	LD_PRELOAD=$(LIBASAN) ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		$(ASAN_VENV)/bin/pytest -p no:cacheprovider \
+		$(wildcard tests/test_codec*.py tests/test_fuzz*.py)
+
+# libFuzzer needs clang; new inputs go to build/, the committed corpus only seeds.
+fuzz:
+	@if ! command -v clang >/dev/null; then \
+		echo "make fuzz: clang not found (apt-get install -y clang); skipped"; exit 0; fi; \
+	mkdir -p build/fuzz-corpus && \
+	clang -g -O1 -std=c99 -fsanitize=fuzzer,address,undefined -Icodec_c/src \
+		-o $(FUZZ_BIN) codec_c/fuzz/fuzz_decode.c $(CSRC) && \
+	$(FUZZ_BIN) -max_total_time=$(FUZZ_TIME) -max_len=65536 -timeout=10 \
+		-artifact_prefix=build/ build/fuzz-corpus codec_c/fuzz/corpus
+
+clean:
+	rm -rf build encode decode codec_c/_native*.so codec_c/_native.c *.egg-info

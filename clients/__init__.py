@@ -1,0 +1,1 @@
+"""neurowire.clients: programs that feed, receive and watch the daemon"""

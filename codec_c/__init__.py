@@ -1,0 +1,33 @@
+"""neurowire.codec: lossless compression of 16-bit electrode samples (C core via cffi).
+
+See docs/CONTRACTS.md for the interface and docs/FORMAT.md for the bytes."""
+from ._codec import (
+    BLOCK_HEADER_BYTES,
+    FORMAT_VERSION,
+    MAX_BLOCK_SAMPLES,
+    MAX_CHANNELS,
+    BlockInfo,
+    CodecError,
+    CodecMemoryError,
+    CorruptStreamError,
+    InvalidArgumentError,
+    NeedKeyframeError,
+    OutputFullError,
+    SequenceError,
+    StreamDecoder,
+    StreamEncoder,
+    VersionError,
+    block_info,
+    compress,
+    compress_bytes,
+    decompress,
+    read_samples,
+)
+
+__all__ = [
+    "BLOCK_HEADER_BYTES", "FORMAT_VERSION", "MAX_BLOCK_SAMPLES", "MAX_CHANNELS",
+    "BlockInfo", "CodecError", "CodecMemoryError", "CorruptStreamError",
+    "InvalidArgumentError", "NeedKeyframeError", "OutputFullError", "SequenceError",
+    "StreamDecoder", "StreamEncoder", "VersionError", "block_info", "compress",
+    "compress_bytes", "decompress", "read_samples",
+]

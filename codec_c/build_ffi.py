@@ -1,0 +1,106 @@
+"""Declares the C interface of neurowire.h to cffi and compiles it (API mode, out-of-line).
+
+Run by setuptools through ``cffi_modules`` (``pip install .``); running it as a script
+builds the extension under build/ffi/, to debug the build alone.
+
+Constants and enum values are written as ``...`` so the compiler reads them from the
+header: the header is the only place that owns those numbers.
+"""
+import glob
+import os
+
+from cffi import FFI
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRC = os.path.join(HERE, "src")
+
+CDEF = """
+#define NW_FORMAT_VERSION ...
+#define NW_MAX_CHANNELS ...
+#define NW_MAX_BLOCK_SAMPLES ...
+#define NW_BLOCK_HEADER_BYTES ...
+
+enum nw_status {
+    NW_OK, NW_ERR_ARGUMENT, NW_ERR_NOMEM, NW_ERR_OUTPUT_FULL, NW_ERR_MAGIC,
+    NW_ERR_VERSION, NW_ERR_TRUNCATED, NW_ERR_CORRUPT, NW_ERR_CHECKSUM,
+    NW_ERR_CHANNELS, NW_ERR_NEED_KEYFRAME, NW_ERR_SEQUENCE, ...
+};
+
+const char *nw_strerror(int status);
+
+typedef struct nw_block_info {
+    uint32_t channels;
+    uint32_t n_samples;
+    uint32_t index;
+    uint32_t block_bytes;
+    uint32_t crc32;
+    int keyframe;
+    int stored;
+    ...;
+} nw_block_info;
+
+typedef struct nw_encoder nw_encoder;
+typedef struct nw_decoder nw_decoder;
+
+nw_encoder *nw_encoder_new(uint32_t channels);
+void nw_encoder_free(nw_encoder *encoder);
+size_t nw_encode_bound(uint32_t channels, uint32_t n_samples);
+int64_t nw_encode_block(nw_encoder *encoder, const int16_t *samples, uint32_t n_samples,
+                        int keyframe, uint8_t *out, size_t out_cap);
+uint32_t nw_encoder_channel_bytes(const nw_encoder *encoder, uint64_t *totals,
+                                  uint32_t count);
+
+nw_decoder *nw_decoder_new(uint32_t channels);
+void nw_decoder_free(nw_decoder *decoder);
+void nw_decoder_reset(nw_decoder *decoder);
+int nw_block_peek(const uint8_t *in, size_t in_len, nw_block_info *info);
+int nw_decode_block(nw_decoder *decoder, const uint8_t *in, size_t in_len,
+                    int16_t *samples, size_t samples_cap, nw_block_info *info);
+
+size_t nw_file_bound(size_t in_len);
+int64_t nw_file_compress(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_cap);
+int nw_file_original_size(const uint8_t *in, size_t in_len, uint64_t *size);
+int64_t nw_file_decompress(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_cap);
+"""
+
+
+def _rel(path):
+    # setuptools wants source paths relative to the project root it runs from; fall
+    # back to absolute ones when this script is run from elsewhere.
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
+def _flags():
+    compile_args = ["-O2", "-std=c99"]
+    link_args = []
+    if os.environ.get("NEUROWIRE_SANITIZE") == "1":
+        # Opt-in: the tests must then run with libasan preloaded into python
+        # (see `make asan`). Aborting on the first UB report makes it a test failure
+        # rather than a line lost in the log.
+        san = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
+               "-fno-omit-frame-pointer", "-g"]
+        compile_args += san
+        link_args += san
+    return compile_args, link_args
+
+
+def make_ffibuilder():
+    ffi = FFI()
+    ffi.cdef(CDEF)
+    compile_args, link_args = _flags()
+    ffi.set_source(
+        "neurowire.codec._native",
+        '#include "neurowire.h"',
+        sources=[_rel(p) for p in sorted(glob.glob(os.path.join(SRC, "*.c")))],
+        include_dirs=[_rel(SRC)],
+        extra_compile_args=compile_args,
+        extra_link_args=link_args,
+    )
+    return ffi
+
+
+ffibuilder = make_ffibuilder()
+
+if __name__ == "__main__":
+    ffibuilder.compile(tmpdir=os.path.join(HERE, os.pardir, "build", "ffi"), verbose=True)

@@ -1,0 +1,5 @@
+import sys
+
+from neurowire.cli import main
+
+sys.exit(main())

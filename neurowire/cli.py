@@ -1,0 +1,93 @@
+"""The `neurowire` command.
+
+Each subcommand lives in its own module, which provides ``configure_parser(parser)`` and
+``run(args) -> int``. Modules are imported only when their subcommand runs, so one broken
+or heavy part never slows down or breaks the others, and a subcommand whose module is not
+installed is simply not offered. A module serving several subcommands reads
+``args.command`` (or ``args.<group>_command`` inside a group).
+"""
+import argparse
+import importlib
+import importlib.util
+import sys
+
+# The one table of subcommands: name -> (module, help), or name -> {nested table}.
+COMMANDS = {
+    "daemon": ("neurowire.daemon.cli", "run the compression daemon"),
+    "simulate": ("neurowire.clients.simulate", "stream simulated electrode data to a daemon"),
+    "subscribe": ("neurowire.clients.subscribe", "receive and decode a compressed stream"),
+    "dashboard": ("neurowire.clients.dashboard.cli", "serve the live monitoring page"),
+    "compress": ("neurowire.archive.cli", "compress recordings into an archive"),
+    "decompress": ("neurowire.archive.cli", "restore recordings from an archive"),
+    "bench": {
+        "codec": ("neurowire.codec.bench", "measure codec ratio, speed and latency"),
+        "stream": ("neurowire.clients.bench_stream", "measure end-to-end streaming"),
+    },
+}
+
+_GROUP_HELP = {"bench": "benchmarks"}
+
+
+def _available(module):
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a missing parent package raises here
+        return False
+
+
+def _any_available(table):
+    return any(_any_available(t) if isinstance(t, dict) else _available(t[0])
+               for t in table.values())
+
+
+def _first_positional(argv):
+    # Options before a subcommand take no values (-h, --version), so the first word
+    # not starting with '-' is the subcommand's name.
+    for i, word in enumerate(argv):
+        if not word.startswith("-"):
+            return word, argv[i + 1:]
+    return None, []
+
+
+def _add_commands(parser, table, argv, dest):
+    subparsers = parser.add_subparsers(dest=dest, metavar="COMMAND")
+    subparsers.required = True
+    chosen, rest = _first_positional(argv)
+    for name, target in table.items():
+        if isinstance(target, dict):
+            if not _any_available(target):
+                continue
+            sub = subparsers.add_parser(name, help=_GROUP_HELP.get(name, name))
+            if name == chosen:
+                _add_commands(sub, target, rest, f"{name}_command")
+            continue
+        module_name, help_text = target
+        if not _available(module_name):
+            continue
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:
+            module = importlib.import_module(module_name)
+            module.configure_parser(sub)
+            sub.set_defaults(_run=module.run)
+
+
+def build_parser(argv):
+    from neurowire import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="neurowire",
+        description="Lossless real-time compression of raw electrode data.")
+    parser.add_argument("--version", action="version", version=f"neurowire {__version__}")
+    _add_commands(parser, COMMANDS, argv, "command")
+    return parser
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
+    result = args._run(args)
+    return 0 if result is None else int(result)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

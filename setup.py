@@ -1,0 +1,10 @@
+from setuptools import find_packages, setup
+
+# Import name -> folder. Subpackages are discovered, so a new folder with an __init__.py
+# under any of these is packaged without editing this file.
+ROOTS = {"neurowire": "neurowire", "neurowire.codec": "codec_c",
+         "neurowire.daemon": "daemon", "neurowire.clients": "clients"}
+PACKAGES = [f"{root}.{sub}" if sub else root
+            for root, folder in ROOTS.items() for sub in [""] + find_packages(folder)]
+
+setup(package_dir=ROOTS, packages=PACKAGES, cffi_modules=["codec_c/build_ffi.py:ffibuilder"])
