@@ -1,0 +1,1 @@
+"""Live latency dashboard for a neurowire daemon (``neurowire dashboard``)."""

@@ -1,0 +1,91 @@
+"""``neurowire dashboard``: the live latency dashboard, served on localhost."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+
+from .server import Monitor, make_app
+
+DEFAULT_CONTROL = "tcp://127.0.0.1:7343"
+DEFAULT_PORT = 8765
+
+log = logging.getLogger(__name__)
+
+
+def default_control() -> str:
+    """The daemon's own default control endpoint, so both agree without configuration."""
+    try:
+        from neurowire.daemon.config import DaemonConfig
+        return DaemonConfig().control
+    except Exception:  # noqa: BLE001 - the dashboard also runs without the daemon installed
+        return DEFAULT_CONTROL
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--control", default=None, metavar="ENDPOINT",
+                        help="daemon control endpoint (default: the daemon's default, "
+                             f"{DEFAULT_CONTROL} if unknown)")
+    parser.add_argument("--publish", default=None, metavar="ENDPOINT",
+                        help="daemon publish endpoint for the dashboard's own subscriber "
+                             "(default: asked from the daemon's config)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to serve the page on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT,
+                        help="port to serve the page on; 0 picks a free one "
+                             "(default: %(default)s)")
+    parser.add_argument("--interval", type=float, default=0.2, metavar="S",
+                        help="seconds between updates (default: %(default)s)")
+    parser.add_argument("--timeout", type=float, default=1.0, metavar="S",
+                        help="seconds to wait for a daemon reply (default: %(default)s)")
+    parser.add_argument("--history", type=float, default=120.0, metavar="S",
+                        help="seconds of history kept for a newly opened page "
+                             "(default: %(default)s)")
+    parser.add_argument("--no-tap", action="store_true",
+                        help="do not subscribe to the stream (no receive/decode latency)")
+    parser.add_argument("--decode-ms", type=float, default=100.0, metavar="MS",
+                        help="ms of signal decoded after each keyframe by the dashboard's "
+                             "subscriber (default: %(default)s)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    return parser
+
+
+async def _serve(args) -> int:
+    monitor = Monitor(args.control or default_control(), interval_s=args.interval,
+                      timeout_s=args.timeout, data_endpoint=args.publish,
+                      tap=not args.no_tap, decode_ms=args.decode_ms, history_s=args.history)
+    runner = web.AppRunner(make_app(monitor), handle_signals=False, access_log=None,
+                           shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, args.host, args.port)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # the real port when --port 0
+    # One parseable line, so scripts and tests that start us can find the page.
+    print(f"dashboard: http://{args.host}:{port}/ (daemon control {monitor.control.endpoint})",
+          flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+    return 0
+
+
+def run(args) -> int:
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    return asyncio.run(_serve(args))
+
+
+def main(argv=None) -> int:
+    parser = configure_parser(argparse.ArgumentParser(prog="neurowire dashboard",
+                                                      description=__doc__))
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

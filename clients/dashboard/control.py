@@ -1,0 +1,78 @@
+"""Client for the daemon's control endpoint (REQ/REP, msgpack) that survives a dead daemon."""
+from __future__ import annotations
+
+import time
+
+import msgpack
+import zmq
+import zmq.asyncio
+
+
+class ControlError(Exception):
+    """The daemon did not answer in time, or answered with an error."""
+
+
+class ControlClient:
+    """One outstanding request at a time, each with a deadline.
+
+    A REQ socket whose request got no reply refuses to send again (its state machine waits
+    for the reply forever), so after any failure the socket is thrown away (linger 0, so the
+    unsent request dies with it) and the next request starts on a fresh one.
+    """
+
+    def __init__(self, endpoint: str, timeout_s: float = 1.0,
+                 context: zmq.asyncio.Context | None = None):
+        self.endpoint = endpoint
+        self.timeout_s = timeout_s
+        self._ctx = context or zmq.asyncio.Context.instance()
+        self._sock: zmq.asyncio.Socket | None = None
+        self.recreated = 0
+        self.last_rtt_s: float | None = None
+
+    def _socket(self) -> zmq.asyncio.Socket:
+        if self._sock is None:
+            s = self._ctx.socket(zmq.REQ)
+            s.setsockopt(zmq.LINGER, 0)
+            # Reconnect quickly: the page should recover within a second of the daemon's return.
+            s.setsockopt(zmq.RECONNECT_IVL, 100)
+            s.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+            s.connect(self.endpoint)
+            self._sock = s
+        return self._sock
+
+    def _discard(self) -> None:
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+            self.recreated += 1
+
+    async def request(self, cmd: str, **fields) -> dict:
+        sock = self._socket()
+        t0 = time.monotonic()
+        try:
+            await sock.send(msgpack.packb({"cmd": cmd, **fields}, use_bin_type=True),
+                            flags=zmq.NOBLOCK)
+            if not await sock.poll(int(self.timeout_s * 1000), zmq.POLLIN):
+                raise ControlError(f"no reply from {self.endpoint} within {self.timeout_s:g} s")
+            raw = await sock.recv()
+        except ControlError:
+            self._discard()
+            raise
+        except zmq.ZMQError as e:
+            self._discard()
+            raise ControlError(f"{self.endpoint}: {e}") from e
+        self.last_rtt_s = time.monotonic() - t0
+        try:
+            reply = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+        except Exception as e:  # noqa: BLE001 - any undecodable reply is the daemon's fault
+            raise ControlError(f"undecodable reply: {e}") from e
+        if not isinstance(reply, dict):
+            raise ControlError(f"reply is not a map: {type(reply).__name__}")
+        if "error" in reply:
+            raise ControlError(f"daemon: {reply['error']}")
+        return reply
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None

@@ -1,0 +1,175 @@
+"""The dashboard's own light subscriber: latency after publish, losses, and decode time.
+
+The daemon can only time what happens inside it; how late a block reaches a subscriber and
+when it is decoded has to be seen from a subscriber. Decoding every block of 1024 channels
+at 20 kHz would take most of a core, which the dashboard must not steal from the daemon it
+watches, so decoding is duty-cycled: from each keyframe (where a decoder can start cold) the
+tap decodes ``decode_ms`` of signal, then only reads headers until the next keyframe. Every
+message is still counted, so losses and gaps are exact.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+
+import msgpack
+import zmq
+
+from .window import LatencyWindow
+
+log = logging.getLogger(__name__)
+
+try:  # the codec may be absent from a checkout that has not been built
+    from neurowire.codec import CodecError, StreamDecoder
+except Exception:  # noqa: BLE001
+    StreamDecoder = None
+    CodecError = Exception
+
+
+def topic_for(stream_id: str) -> bytes:
+    # The daemon ends each topic with NUL so that "imp1" does not match "imp10".
+    return stream_id.encode() + b"\0"
+
+
+class Tap(threading.Thread):
+    def __init__(self, endpoint: str, stream_id: str, context: zmq.Context | None = None,
+                 decode_ms: float = 100.0, curve: dict | None = None):
+        super().__init__(name=f"tap-{stream_id}", daemon=True)
+        self.endpoint = endpoint
+        self.stream_id = stream_id
+        self.decode_ms = decode_ms
+        self._ctx = context or zmq.Context.instance()
+        self._stop_evt = threading.Event()
+        self.received = LatencyWindow()   # acquired -> received here (us)
+        self.decoded = LatencyWindow()    # acquired -> decoded here (us)
+        self.decode_time = LatencyWindow()  # time in the decoder alone (us)
+        self.messages = 0
+        self.lost_packets = 0
+        self.gaps = 0
+        self.recent_gaps: deque = deque(maxlen=8)  # (first missing sample, end) pairs
+        self.decoded_blocks = 0
+        self.decode_errors = 0
+        self.keyframes_seen = 0
+        self.last_message_at: float | None = None
+        self.decode_available = StreamDecoder is not None
+        self._last_seq: int | None = None
+        self._next_sample: int | None = None
+        self._epoch = None
+
+    def stop(self) -> None:
+        self._stop_evt.set()
+
+    def run(self) -> None:
+        sock = self._ctx.socket(zmq.SUB)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVHWM, 10000)
+        sock.setsockopt(zmq.SUBSCRIBE, topic_for(self.stream_id))
+        sock.connect(self.endpoint)
+        decoders = None
+        decode_until_sample = -1
+        try:
+            while not self._stop_evt.is_set():
+                if not sock.poll(200):
+                    continue
+                # Drain what is queued so a slow tick does not leave us permanently behind.
+                while True:
+                    try:
+                        frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=True)
+                    except zmq.Again:
+                        break
+                    decoders, decode_until_sample = self._handle(
+                        frames, decoders, decode_until_sample)
+        finally:
+            sock.close(linger=0)
+
+    def _handle(self, frames, decoders, decode_until_sample):
+        """One published message: topic, msgpack header, one codec block per channel group.
+
+        Header keys (neurowire.daemon.protocol.publish_header): seq, epoch, first, n, ch,
+        rate, key (keyframe), t_acq (ns, CLOCK_REALTIME, stamped by the implant), groups
+        (channels per block frame).
+        """
+        now_ns = time.time_ns()
+        now = time.monotonic()
+        if len(frames) < 3 or frames[0] != topic_for(self.stream_id):
+            return decoders, decode_until_sample
+        try:
+            header = msgpack.unpackb(frames[1], raw=False, strict_map_key=False)
+            seq = int(header["seq"])
+            first = int(header["first"])
+            n = int(header["n"])
+            acq = int(header["t_acq"])
+        except Exception:  # noqa: BLE001 - a header we cannot read is skipped, not fatal
+            return decoders, decode_until_sample
+        blobs = frames[2:]
+        self.messages += 1
+        self.last_message_at = now
+        epoch = header.get("epoch")
+        if epoch != self._epoch:
+            # A new epoch restarts the sequence numbers (daemon or stream restarted).
+            self._epoch = epoch
+            self._last_seq = None
+            decoders, decode_until_sample = None, -1
+        if self._last_seq is not None and seq > self._last_seq + 1:
+            self.lost_packets += seq - self._last_seq - 1
+            self.gaps += 1
+            if self._next_sample is not None:
+                self.recent_gaps.append((self._next_sample, first))
+            # The decoders' state no longer matches the stream: wait for a keyframe.
+            decoders, decode_until_sample = None, -1
+        self._last_seq = seq
+        self._next_sample = first + n
+        self.received.add((now_ns - acq) / 1000.0, now)
+        keyframe = bool(header.get("key"))
+        if keyframe:
+            self.keyframes_seen += 1
+        if not self.decode_available:
+            return decoders, decode_until_sample
+        if keyframe:
+            groups = header.get("groups") or [header.get("ch")]
+            if len(groups) != len(blobs) or not all(isinstance(g, int) and g > 0
+                                                    for g in groups):
+                return None, -1
+            if decoders is None or [d[0] for d in decoders] != groups:
+                decoders = [(g, StreamDecoder(g)) for g in groups]
+            else:
+                for _, d in decoders:
+                    d.reset()
+            rate = float(header.get("rate") or 20000.0)
+            decode_until_sample = first + int(rate * self.decode_ms / 1000.0)
+        if decoders is not None and first < decode_until_sample:
+            t0 = time.perf_counter_ns()
+            try:
+                for (_, d), blob in zip(decoders, blobs):
+                    d.decode(blob)
+            except CodecError:
+                self.decode_errors += 1
+                return None, -1
+            t1 = time.perf_counter_ns()
+            self.decoded_blocks += 1
+            self.decode_time.add((t1 - t0) / 1000.0, now)
+            self.decoded.add((now_ns + (t1 - t0) - acq) / 1000.0, now)
+        return decoders, decode_until_sample
+
+    def snapshot(self, now: float | None = None) -> dict:
+        if now is None:
+            now = time.monotonic()
+        return {
+            "endpoint": self.endpoint,
+            "messages": self.messages,
+            "lost_packets": self.lost_packets,
+            "gaps": self.gaps,
+            "recent_gaps": [list(g) for g in self.recent_gaps],
+            "decoded_blocks": self.decoded_blocks,
+            "decode_errors": self.decode_errors,
+            "decode_available": self.decode_available,
+            "keyframes_seen": self.keyframes_seen,
+            "idle_s": None if self.last_message_at is None else now - self.last_message_at,
+            "latency": {
+                "received": self.received.summary(1.0, now),
+                "decoded": self.decoded.summary(1.0, now),
+                "decode": self.decode_time.summary(1.0, now),
+            },
+        }

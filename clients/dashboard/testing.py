@@ -1,0 +1,168 @@
+"""Helpers for the dashboard's tests and screenshot: a fake daemon, free ports, processes.
+
+The fake daemon answers ``stats`` and ``config`` like the real one (docs/CONTRACTS.md) and
+publishes headers shaped like neurowire.daemon.protocol's, so the page and the server can be
+exercised without the codec or the daemon; the browser test itself uses the real daemon.
+"""
+from __future__ import annotations
+
+import os
+import random
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import msgpack
+import zmq
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class FakeDaemon(threading.Thread):
+    def __init__(self, control: str, publish: str, streams=("imp0", "imp1"), channels=1024,
+                 rate=20000.0, packet_samples=10, publish_hz=200.0):
+        super().__init__(name="fake-daemon", daemon=True)
+        self.control = control
+        self.publish = publish
+        self.streams = list(streams)
+        self.channels = channels
+        self.rate = rate
+        self.packet_samples = packet_samples
+        self.publish_hz = publish_hz
+        self.requests = 0
+        self._stop_evt = threading.Event()
+        self._ready = threading.Event()
+        self._t0 = time.monotonic()
+        self._seq = {s: 0 for s in self.streams}
+        self.skip_every = 0  # >0: leave out one message in that many, to make gaps
+
+    def start(self):
+        super().start()
+        if not self._ready.wait(5):
+            raise RuntimeError("fake daemon did not start")
+        return self
+
+    def stop(self):
+        self._stop_evt.set()
+        self.join(5)
+
+    def stats(self) -> dict:
+        up = time.monotonic() - self._t0
+        out = {}
+        for i, sid in enumerate(self.streams):
+            packets = int(up * self.rate / self.packet_samples)
+            bytes_in = packets * self.packet_samples * self.channels * 2
+            ratio = 3.4 + 0.1 * i
+            out[sid] = {
+                "channels": self.channels, "rate": self.rate, "packets_in": packets,
+                "samples_in": packets * self.packet_samples, "bytes_in": bytes_in,
+                "bytes_out": int(bytes_in / ratio), "ratio": ratio, "drops": 0,
+                "keyframes": int(up), "subscribers": 1,
+                "latency_us": {
+                    "ingest": {"p50": 80 + random.random() * 20, "p99": 300.0, "max": 900.0,
+                               "count": packets},
+                    "compress": {"p50": 120.0, "p99": 250 + random.random() * 50,
+                                 "max": 700.0, "count": packets},
+                    "publish": {"p50": 260.0, "p99": 700.0,
+                                "max": 1500 + random.random() * 500, "count": packets}},
+                "channel_ratio": [ratio + 0.5 * ((c * 7919) % 97) / 97 - 0.25
+                                  + random.random() * 0.01 for c in range(self.channels)],
+            }
+        return {"version": "fake", "uptime_s": up, "time_ns": time.time_ns(), "rejected": {},
+                "streams": out}
+
+    def run(self):
+        ctx = zmq.Context()
+        rep = ctx.socket(zmq.REP)
+        rep.setsockopt(zmq.LINGER, 0)
+        rep.bind(self.control)
+        pub = ctx.socket(zmq.PUB)
+        pub.setsockopt(zmq.LINGER, 0)
+        pub.bind(self.publish)
+        self._ready.set()
+        next_pub = time.monotonic()
+        n = 0
+        try:
+            while not self._stop_evt.is_set():
+                if rep.poll(1):
+                    req = msgpack.unpackb(rep.recv(), raw=False)
+                    self.requests += 1
+                    cmd = req.get("cmd")
+                    if cmd == "stats":
+                        reply = self.stats()
+                    elif cmd == "config":
+                        reply = {"publish": self.publish, "control": self.control}
+                    elif cmd == "status":
+                        reply = {"ok": True}
+                    else:
+                        reply = {"error": f"unknown cmd {cmd!r}"}
+                    rep.send(msgpack.packb(reply, use_bin_type=True))
+                if time.monotonic() >= next_pub:
+                    next_pub += 1 / self.publish_hz
+                    for sid in self.streams:
+                        seq = self._seq[sid]
+                        self._seq[sid] += 1
+                        n += 1
+                        if self.skip_every and n % self.skip_every == 0:
+                            continue
+                        header = {"v": 1, "stream": sid, "seq": seq, "epoch": 1,
+                                  "first": seq * self.packet_samples, "n": self.packet_samples,
+                                  "ch": self.channels, "rate": self.rate,
+                                  "key": seq % int(self.publish_hz) == 0,
+                                  "t_acq": time.time_ns() - 300_000, "groups": [self.channels]}
+                        pub.send_multipart([sid.encode() + b"\0", msgpack.packb(header),
+                                            b"\0" * 64])
+        finally:
+            rep.close(0)
+            pub.close(0)
+            ctx.term()
+
+
+def python_env(extra_path: str | None = None) -> dict:
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    if extra_path:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (extra_path, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def start_process(args: list[str], log_path: str | None = None, env=None) -> subprocess.Popen:
+    """A child in its own process group, so it and anything it starts can be stopped."""
+    out = open(log_path, "wb") if log_path else subprocess.DEVNULL
+    return subprocess.Popen([sys.executable, *args], stdout=out, stderr=subprocess.STDOUT,
+                            env=env or python_env(), start_new_session=True)
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 5.0) -> None:
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout)
+
+
+def wait_for_line(path: str, needle: str, timeout: float, proc=None) -> str:
+    """Wait until a child's log holds a line containing needle; returns that line."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(path, errors="replace") as f:
+                for line in f:
+                    if needle in line:
+                        return line.strip()
+        except FileNotFoundError:
+            pass
+        if proc is not None and proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    tail = open(path, errors="replace").read()[-2000:] if os.path.exists(path) else ""
+    raise TimeoutError(f"no {needle!r} in {path} within {timeout} s; log ends:\n{tail}")
