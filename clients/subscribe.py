@@ -1,0 +1,459 @@
+"""Decoding subscriber: `neurowire subscribe` and the `neurowire.subscribe(...)` iterator.
+
+    for block in neurowire.subscribe("tcp://127.0.0.1:7341"):
+        block.samples          # int16 (n_samples, channels), exactly what the implant sent
+        block.first_sample     # index of its first time step in the stream
+        block.gaps             # sample ranges missed just before this block, if any
+
+Live delivery (default) subscribes to the daemon's PUB socket; a subscriber that cannot keep
+up loses blocks and reports them.  `lossless=True` talks to the daemon's lossless endpoint,
+which holds blocks until this subscriber grants credit for them.
+
+Every block is checked: the daemon's CRC-32 of the raw packet against the decoded samples.
+Gaps are exact sample ranges, found from the daemon's per-stream block sequence (blocks that
+never arrived) and the implant's sample indices (packets the daemon dropped or never got).
+After any loss the decoder waits for the next keyframe, and the range up to it is the gap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+import uuid
+import zlib
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import msgpack
+import numpy as np
+import zmq
+
+DEFAULT_LIVE = "tcp://127.0.0.1:7341"
+DEFAULT_LOSSLESS = "tcp://127.0.0.1:7342"
+LATENCY_STAGES = ("ingest", "queue_compress", "publish", "delivery", "decode", "end_to_end")
+
+
+@dataclass(frozen=True)
+class Gap:
+    stream: str
+    start: int  # first missing sample index
+    stop: int   # first sample index received again (exclusive end)
+    reason: str  # "delivery" (blocks lost after the daemon), "daemon_dropped", "source"
+
+    @property
+    def samples(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass
+class Block:
+    stream: str
+    first_sample: int
+    samples: np.ndarray
+    rate: float
+    seq: int
+    keyframe: bool
+    latency_ns: dict
+    gaps: list = field(default_factory=list)
+
+    @property
+    def stop_sample(self) -> int:
+        return self.first_sample + self.samples.shape[0]
+
+
+class _StreamState:
+    def __init__(self, header: dict):
+        from neurowire import codec
+
+        self.epoch = header.get("epoch")
+        self.groups = list(header.get("groups") or [header["ch"]])
+        self.decoders = [codec.StreamDecoder(count) for count in self.groups]
+        self.next_seq: int | None = None
+        self.next_sample: int | None = None
+        self.synced = False
+        self.lost_delivery = False
+        self.dropped_seen = header.get("dropped", 0)
+        self.joined_at: int | None = None
+
+    def desync(self) -> None:
+        for decoder in self.decoders:
+            decoder.reset()
+        self.synced = False
+
+
+class Subscription:
+    """Iterator of decoded Blocks; use as a context manager or call close()."""
+
+    def __init__(self, endpoint: str | None = None, *, streams=None, lossless: bool = False,
+                 control: str | None = None, credit: int = 512, curve: dict | None = None,
+                 idle_timeout: float | None = None, context: zmq.Context | None = None,
+                 expected: Callable[[str, int, int], np.ndarray] | None = None,
+                 record_latency: bool = False, live_hwm: int = 4000):
+        if isinstance(streams, str):
+            streams = [streams]
+        self.streams = list(streams) if streams else None
+        self.lossless = lossless
+        if endpoint is None and control is not None:
+            from neurowire.daemon.control import query
+
+            bound = query(control, "config", curve=curve)["bound"]
+            endpoint = bound["lossless" if lossless else "publish"]
+        self.endpoint = endpoint or (DEFAULT_LOSSLESS if lossless else DEFAULT_LIVE)
+        self.credit_window = credit
+        self.idle_timeout = idle_timeout
+        self.expected = expected
+        self.context = context or zmq.Context.instance()
+        self.states: dict[str, _StreamState] = {}
+        self.gaps: list[Gap] = []
+        self.blocks = self.samples = self.bytes_in = 0
+        self.crc_errors = self.mismatches = self.decode_errors = self.skipped_blocks = 0
+        self.lost_blocks = 0
+        self.record_latency = record_latency
+        self.latency_ns: dict[str, list[int]] = {stage: [] for stage in LATENCY_STAGES}
+        self.sock = self.context.socket(zmq.DEALER if lossless else zmq.SUB)
+        self.sock.linger = 0
+        self.sock.rcvhwm = 100_000 if lossless else live_hwm
+        if curve:
+            self.sock.curve_serverkey = curve["server_public"]
+            self.sock.curve_publickey = curve["public"]
+            self.sock.curve_secretkey = curve["secret"]
+        if lossless:
+            # A stable identity lets the daemon recognise us after a reconnect.
+            self.sock.routing_id = uuid.uuid4().bytes
+        else:
+            for stream in self.streams or [""]:
+                self.sock.subscribe(stream.encode() + b"\0" if stream else b"")
+        self.sock.connect(self.endpoint)
+        self._ungranted = 0
+        self._last_sent = 0.0
+        if lossless:
+            self._hello()
+
+    # ---- lossless credit -----------------------------------------------------------------
+
+    def _send(self, message: dict) -> None:
+        try:
+            self.sock.send(msgpack.packb(message), zmq.NOBLOCK)
+            self._last_sent = time.monotonic()
+        except zmq.Again:
+            pass  # not connected yet: the next idle tick says hello again
+
+    def _hello(self) -> None:
+        self._ungranted = 0
+        self._send({"cmd": "hello", "streams": self.streams, "credit": self.credit_window})
+
+    def _grant(self) -> None:
+        self._ungranted += 1
+        if self._ungranted >= self.credit_window // 2:
+            self._send({"cmd": "credit", "n": self._ungranted})
+            self._ungranted = 0
+        elif time.monotonic() - self._last_sent > 1.0:
+            self._send({"cmd": "credit", "n": 0})  # keep-alive while the window is open
+
+    # ---- receiving -------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[Block]:
+        return self
+
+    def __next__(self) -> Block:
+        block = self.receive(self.idle_timeout)
+        if block is None:
+            raise StopIteration
+        return block
+
+    def receive(self, timeout: float | None = None) -> Block | None:
+        """Next decoded block, or None after `timeout` seconds without one."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+            if wait <= 0:
+                return None
+            if not self.sock.poll(int(wait * 1000)):
+                if self.lossless:
+                    self._hello()  # idle: the daemon may have restarted and forgotten us
+                continue
+            frames = self.sock.recv_multipart(copy=False)
+            received_ns = time.time_ns()
+            if self.lossless:
+                self._grant()
+            block = self._handle(frames, received_ns)
+            if block is not None:
+                return block
+
+    def _handle(self, frames, received_ns: int) -> Block | None:
+        from neurowire.codec import CodecError
+
+        if len(frames) < 3:
+            self.decode_errors += 1
+            return None
+        header = msgpack.unpackb(frames[1].bytes, raw=False)
+        stream = header["stream"]
+        state = self.states.get(stream)
+        if state is None or state.epoch != header.get("epoch"):
+            previous = state
+            state = self.states[stream] = _StreamState(header)
+            if previous is not None:  # the daemon restarted: keep counting samples across it
+                state.next_sample = previous.next_sample
+                state.joined_at = previous.joined_at
+                state.lost_delivery = True
+        seq = header["seq"]
+        if state.next_seq is not None and seq != state.next_seq:
+            self.lost_blocks += max(0, seq - state.next_seq)
+            state.lost_delivery = True
+            state.desync()
+        state.next_seq = seq + 1
+        blobs = frames[2:]
+        self.bytes_in += sum(len(blob) for blob in blobs)
+        if not state.synced and not header["key"]:
+            self.skipped_blocks += 1  # a keyframe is where decoding can resume
+            return None
+        try:
+            parts = [decoder.decode(blob.buffer) for decoder, blob in zip(state.decoders, blobs)]
+        except CodecError:
+            self.decode_errors += 1
+            state.lost_delivery = True
+            state.desync()
+            return None
+        samples = parts[0] if len(parts) == 1 else np.hstack(parts)
+        decoded_ns = time.time_ns()
+        state.synced = True
+        if zlib.crc32(samples) != header["crc"]:
+            self.crc_errors += 1
+        first = header["first"]
+        n_samples = samples.shape[0]
+        if self.expected is not None and not np.array_equal(
+                samples, self.expected(stream, first, n_samples)):
+            self.mismatches += 1
+        gaps = []
+        if state.next_sample is None:
+            state.joined_at = first
+        elif first > state.next_sample:
+            dropped = header.get("dropped", 0)
+            reason = ("delivery" if state.lost_delivery else
+                      "daemon_dropped" if dropped > state.dropped_seen else "source")
+            gaps.append(Gap(stream, state.next_sample, first, reason))
+        state.dropped_seen = header.get("dropped", 0)
+        state.lost_delivery = False
+        state.next_sample = first + n_samples
+        self.gaps.extend(gaps)
+        self.blocks += 1
+        self.samples += n_samples
+        acquired = header["t_acq"]
+        latency = {"ingest": header["t_recv"] - acquired,
+                   "queue_compress": header["t_comp"] - header["t_recv"],
+                   "compress": header.get("compress_ns", 0),
+                   "publish": header["t_pub"] - acquired,
+                   "delivery": received_ns - header["t_pub"],
+                   "decode": decoded_ns - received_ns,
+                   "end_to_end": decoded_ns - acquired}
+        if self.record_latency:
+            for stage in LATENCY_STAGES:
+                self.latency_ns[stage].append(latency[stage])
+            self.latency_ns.setdefault("compress", []).append(latency["compress"])
+        return Block(stream, first, samples, header["rate"], seq, header["key"], latency, gaps)
+
+    # ---- reporting -------------------------------------------------------------------------
+
+    def latency_summary_us(self) -> dict:
+        summary = {}
+        for stage, values in self.latency_ns.items():
+            if values:
+                data = np.asarray(values, dtype=np.float64) / 1e3
+                summary[stage] = {"p50": float(np.percentile(data, 50)),
+                                  "p99": float(np.percentile(data, 99)),
+                                  "max": float(data.max()), "count": len(values)}
+        return summary
+
+    def report(self) -> dict:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return {"blocks": self.blocks, "samples": self.samples, "bytes_in": self.bytes_in,
+                "lost_blocks": self.lost_blocks, "skipped_blocks": self.skipped_blocks,
+                "decode_errors": self.decode_errors, "crc_errors": self.crc_errors,
+                "mismatches": self.mismatches,
+                "gaps": [{"stream": g.stream, "start": g.start, "stop": g.stop,
+                          "samples": g.samples, "reason": g.reason} for g in self.gaps],
+                "streams": {name: {"joined_at": s.joined_at, "next_sample": s.next_sample}
+                            for name, s in self.states.items()},
+                "latency_us": self.latency_summary_us(),
+                "cpu_s": usage.ru_utime + usage.ru_stime}
+
+    def close(self) -> None:
+        if self.lossless and not self.sock.closed:
+            self._send({"cmd": "bye"})
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+def subscribe(endpoint: str | None = None, **options) -> Subscription:
+    """`for block in neurowire.subscribe(...)`: see Subscription for the options."""
+    return Subscription(endpoint, **options)
+
+
+# ---- outputs for the command ---------------------------------------------------------------
+
+class SampleWriter:
+    """Appends raw int16 rows to a scratch file; at close writes .npy and/or WAV per channel."""
+
+    def __init__(self, npy_path: str | None, wav_dir: str | None):
+        self.npy_path, self.wav_dir = npy_path, wav_dir
+        directory = os.path.dirname(os.path.abspath(npy_path or os.path.join(wav_dir, "x")))
+        os.makedirs(directory, exist_ok=True)
+        self.scratch = tempfile.NamedTemporaryFile(dir=directory, suffix=".raw", delete=False)
+        self.rows = 0
+        self.channels = None
+        self.rate = None
+
+    def write(self, block: Block) -> None:
+        self.channels = block.samples.shape[1]
+        self.rate = block.rate
+        self.scratch.write(np.ascontiguousarray(block.samples, dtype="<i2").tobytes())
+        self.rows += block.samples.shape[0]
+
+    def close(self) -> None:
+        import wave
+
+        self.scratch.close()
+        try:
+            if not self.rows:
+                return
+            raw = np.memmap(self.scratch.name, dtype="<i2", mode="r",
+                            shape=(self.rows, self.channels))
+            if self.npy_path:
+                out = np.lib.format.open_memmap(self.npy_path, mode="w+", dtype="<i2",
+                                                shape=raw.shape)
+                for start in range(0, self.rows, 65536):
+                    out[start:start + 65536] = raw[start:start + 65536]
+                out.flush()
+                del out
+            if self.wav_dir:
+                os.makedirs(self.wav_dir, exist_ok=True)
+                for channel in range(self.channels):
+                    with wave.open(os.path.join(self.wav_dir, f"ch{channel:04d}.wav"), "wb") as w:
+                        w.setnchannels(1)
+                        w.setsampwidth(2)
+                        w.setframerate(round(self.rate))
+                        w.writeframes(np.ascontiguousarray(raw[:, channel]).tobytes())
+            del raw
+        finally:
+            os.unlink(self.scratch.name)
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.description = "Receive, decode and verify a daemon's compressed feed."
+    parser.add_argument("--connect", help="daemon publish (or, with --lossless, lossless) "
+                        f"endpoint (default {DEFAULT_LIVE} / {DEFAULT_LOSSLESS})")
+    parser.add_argument("--control", help="ask this control endpoint for the data endpoints")
+    parser.add_argument("--stream", action="append", help="stream id (repeatable; default all)")
+    parser.add_argument("--lossless", action="store_true",
+                        help="the daemon holds blocks for us instead of dropping them")
+    parser.add_argument("--seconds", type=float, default=0.0, help="stop after this long")
+    parser.add_argument("--idle-timeout", type=float, default=0.0,
+                        help="stop after this many seconds without data (0: never)")
+    parser.add_argument("--until-sample", type=int, default=0,
+                        help="stop once a stream has delivered samples up to this index")
+    parser.add_argument("--npy", metavar="FILE", help="write the samples here (.npy)")
+    parser.add_argument("--wav-dir", metavar="DIR", help="write one WAV file per channel")
+    parser.add_argument("--republish", metavar="ENDPOINT",
+                        help="bind a PUB socket here with the decoded samples "
+                             "(frames: topic, msgpack header, raw int16)")
+    parser.add_argument("--verify-synth", type=int, metavar="SEED",
+                        help="compare every sample with the simulator's synthetic table")
+    parser.add_argument("--channels", type=int, default=1024, help="for --verify-synth")
+    parser.add_argument("--rate", type=float, default=20000.0, help="for --verify-synth")
+    parser.add_argument("--loop-samples", type=int, default=15000, help="for --verify-synth")
+    parser.add_argument("--report", metavar="FILE", help="write the final report as JSON")
+    parser.add_argument("--ready-file", metavar="FILE", help=argparse.SUPPRESS)
+    parser.add_argument("--quiet", action="store_true")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    expected = None
+    if args.verify_synth is not None:
+        from .synth import LoopingSource, synthesize
+
+        source = LoopingSource(synthesize(args.channels, args.rate, args.loop_samples,
+                                          args.verify_synth))
+        expected = lambda stream, first, n: source.samples(first, n)  # noqa: E731
+    subscription = Subscription(args.connect, streams=args.stream, lossless=args.lossless,
+                                control=args.control, expected=expected, record_latency=True,
+                                idle_timeout=None)
+    writer = SampleWriter(args.npy, args.wav_dir) if (args.npy or args.wav_dir) else None
+    republisher = None
+    if args.republish:
+        republisher = subscription.context.socket(zmq.PUB)
+        republisher.bind(args.republish)
+    if args.ready_file:
+        open(args.ready_file, "w").close()
+    started = time.monotonic()
+    last_data = started
+    last_status = started
+    try:
+        while True:
+            now = time.monotonic()
+            if args.seconds and now - started >= args.seconds:
+                break
+            if args.idle_timeout and now - last_data >= args.idle_timeout:
+                break
+            block = subscription.receive(timeout=0.2)
+            now = time.monotonic()
+            if block is None:
+                continue
+            last_data = now
+            for gap in block.gaps:
+                print(f"gap in {gap.stream}: samples {gap.start}..{gap.stop - 1} "
+                      f"({gap.samples} samples, {gap.reason})", file=sys.stderr)
+            if writer is not None:
+                writer.write(block)
+            if republisher is not None:
+                republisher.send_multipart(
+                    [block.stream.encode() + b"\0",
+                     msgpack.packb({"stream": block.stream, "first": block.first_sample,
+                                    "n": block.samples.shape[0],
+                                    "ch": block.samples.shape[1], "rate": block.rate}),
+                     block.samples], copy=False)
+            if not args.quiet and now - last_status >= 5:
+                last_status = now
+                e2e = subscription.latency_ns["end_to_end"][-2000:]
+                print(f"{subscription.blocks} blocks, {subscription.samples} samples, "
+                      f"{len(subscription.gaps)} gaps, {subscription.crc_errors} check failures"
+                      f", end-to-end p50 {np.median(e2e) / 1e3 if e2e else 0:.0f} us",
+                      file=sys.stderr)
+            if args.until_sample and block.stop_sample >= args.until_sample:
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        subscription.close()
+        if republisher is not None:
+            republisher.close(linger=0)
+        if writer is not None:
+            writer.close()
+    report = subscription.report()
+    if args.report:
+        with open(args.report, "w") as handle:
+            json.dump(report, handle)
+    if not args.quiet:
+        print(json.dumps({k: v for k, v in report.items() if k != "latency_us"}),
+              file=sys.stderr)
+    failed = report["crc_errors"] or report["mismatches"] or report["decode_errors"]
+    return 1 if failed else 0
+
+
+def main(argv=None) -> int:
+    return run(configure_parser(argparse.ArgumentParser(prog="neurowire subscribe"))
+               .parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""Daemon configuration: a TOML file read with tomllib into frozen dataclasses.
+
+Every key is optional; an unknown key, a wrong type or an unsafe endpoint is a ConfigError
+that names the file, the table and the key, so an operator reading journald sees what to fix.
+
+    [daemon]
+    ingest = "tcp://127.0.0.1:7340"      # implants PUSH packets here
+    publish = "tcp://127.0.0.1:7341"     # live subscribers (SUB, topic = stream id)
+    lossless = "tcp://127.0.0.1:7342"    # lossless subscribers (DEALER with credit)
+    control = "tcp://127.0.0.1:7343"     # REQ/REP status, stats, config
+    metrics = "127.0.0.1:7344"           # Prometheus /metrics; "" turns it off
+    keyframe_interval_s = 1.0
+    ...
+    [security]
+    curve = false                         # forced on for any non-loopback endpoint
+    server_secret_key = "/etc/neurowire/server.key_secret"
+    client_keys_dir = "/etc/neurowire/clients"
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration the daemon refuses to start with; the message says which key."""
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    curve: bool = False
+    server_secret_key: str = ""
+    client_keys_dir: str = ""
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    ingest: str = "tcp://127.0.0.1:7340"
+    publish: str = "tcp://127.0.0.1:7341"
+    lossless: str = "tcp://127.0.0.1:7342"
+    control: str = "tcp://127.0.0.1:7343"
+    metrics: str = "127.0.0.1:7344"
+    keyframe_interval_s: float = 1.0
+    # Whole packets waiting in the daemon beyond this are dropped (oldest first) and counted:
+    # 200 packets is 100 ms of 0.5 ms packets, far beyond any healthy backlog.
+    max_backlog_packets: int = 200
+    max_channels: int = 4096
+    max_packet_samples: int = 4096
+    max_streams: int = 64
+    # Per live subscriber; a slow one loses messages (and sees the gap), the others do not wait.
+    live_hwm: int = 4000
+    lossless_max_messages: int = 20000
+    lossless_timeout_s: float = 30.0
+    # Channel groups encoded in parallel threads (the C codec releases the GIL).
+    workers: int = 1
+    flush_timeout_s: float = 2.0
+    latency_window: int = 8192
+    log_level: str = "INFO"
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+
+    def max_packet_bytes(self) -> int:
+        return self.max_channels * self.max_packet_samples * 2
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_ENDPOINT_KEYS = ("ingest", "publish", "lossless", "control")
+
+
+def _check_type(where: str, key: str, value: Any, expected: type) -> Any:
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is int and isinstance(value, bool):
+        raise ConfigError(f"{where}: '{key}' must be an integer, not {value!r}")
+    if not isinstance(value, expected):
+        raise ConfigError(
+            f"{where}: '{key}' must be {expected.__name__}, not {type(value).__name__} {value!r}")
+    return value
+
+
+def _build(cls, table: dict, where: str, nested: dict[str, Any] | None = None):
+    known = {f.name: f for f in fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in known or (nested and key in nested):
+            allowed = ", ".join(sorted(k for k in known if not (nested and k in nested)))
+            raise ConfigError(f"{where}: unknown key '{key}' (known keys: {allowed})")
+        default = known[key].default
+        values[key] = _check_type(where, key, value, type(default))
+    if nested:
+        values.update(nested)
+    return cls(**values)
+
+
+def is_local_endpoint(endpoint: str) -> bool:
+    """True for ipc:// and inproc://, and tcp:// on a loopback address."""
+    if endpoint.startswith(("ipc://", "inproc://")):
+        return True
+    if not endpoint.startswith("tcp://"):
+        return False
+    host = endpoint[len("tcp://"):].rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # an interface name or wildcard reaches beyond this machine
+
+
+def is_local_http(address: str) -> bool:
+    host = address.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def validate(config: DaemonConfig, where: str = "config") -> DaemonConfig:
+    for key in _ENDPOINT_KEYS:
+        endpoint = getattr(config, key)
+        if not endpoint.startswith(("tcp://", "ipc://", "inproc://")):
+            raise ConfigError(f"{where}: '{key}' = {endpoint!r} is not a tcp://, ipc:// or "
+                              "inproc:// endpoint")
+    if config.metrics and ":" not in config.metrics:
+        raise ConfigError(f"{where}: 'metrics' = {config.metrics!r} must be HOST:PORT or empty")
+    positive = ("max_backlog_packets", "max_channels", "max_packet_samples", "max_streams",
+                "live_hwm", "lossless_max_messages", "workers", "latency_window")
+    for key in positive:
+        if getattr(config, key) < 1:
+            raise ConfigError(f"{where}: '{key}' must be at least 1, not {getattr(config, key)}")
+    if config.max_channels > 4096:
+        raise ConfigError(f"{where}: 'max_channels' is at most 4096 (the codec's limit)")
+    if config.lossless_timeout_s <= 0 or config.flush_timeout_s < 0:
+        raise ConfigError(f"{where}: timeouts must be positive")
+    if config.workers > 64:
+        raise ConfigError(f"{where}: 'workers' = {config.workers} is more than 64")
+    remote = [key for key in _ENDPOINT_KEYS if not is_local_endpoint(getattr(config, key))]
+    security = config.security
+    if remote and not security.curve:
+        raise ConfigError(
+            f"{where}: {', '.join(remote)} bind beyond loopback; set [security] curve = true "
+            "with server_secret_key and client_keys_dir (plain text on a network is refused)")
+    if security.curve:
+        if not security.server_secret_key or not os.path.isfile(security.server_secret_key):
+            raise ConfigError(f"{where}: [security] server_secret_key "
+                              f"{security.server_secret_key!r} is not a readable file "
+                              "(make one with `python -m zmq.auth.certs` / zmq.auth.create_certificates)")
+        if not security.client_keys_dir or not os.path.isdir(security.client_keys_dir):
+            raise ConfigError(f"{where}: [security] client_keys_dir "
+                              f"{security.client_keys_dir!r} is not a directory of allowed "
+                              "client public keys")
+    if config.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"{where}: 'log_level' must be DEBUG, INFO, WARNING or ERROR")
+    return config
+
+
+def config_from_dict(document: dict, where: str = "config") -> DaemonConfig:
+    unknown = set(document) - {"daemon", "security"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown table(s) {sorted(unknown)}; "
+                          "expected [daemon] and [security]")
+    daemon_table = document.get("daemon", {})
+    security_table = document.get("security", {})
+    if not isinstance(daemon_table, dict) or not isinstance(security_table, dict):
+        raise ConfigError(f"{where}: [daemon] and [security] must be tables")
+    security = _build(SecurityConfig, security_table, f"{where} [security]")
+    config = _build(DaemonConfig, daemon_table, f"{where} [daemon]",
+                    nested={"security": security})
+    return validate(config, where)
+
+
+def load_config(path: str | os.PathLike | None = None, **overrides: Any) -> DaemonConfig:
+    """Read `path` (None: all defaults), then apply keyword overrides of [daemon] keys."""
+    document: dict = {}
+    where = "defaults"
+    if path is not None:
+        where = os.fspath(path)
+        try:
+            with open(path, "rb") as handle:
+                document = tomllib.load(handle)
+        except FileNotFoundError:
+            raise ConfigError(f"{where}: no such config file") from None
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"{where}: not valid TOML: {error}") from None
+    if overrides:
+        document = dict(document)
+        document["daemon"] = {**document.get("daemon", {}), **overrides}
+    return config_from_dict(document, where)

@@ -1,0 +1,155 @@
+"""Latency bookkeeping and the Prometheus /metrics endpoint.
+
+The hot path only appends to plain Python counters and a numpy ring per stage; Prometheus
+reads them at scrape time through a custom collector, so metric values are by construction the
+daemon's own counters (the same numbers `stats` on the control endpoint reports) and a packet
+costs no lock or label lookup.  Each daemon registers into its own CollectorRegistry, so
+several daemons (and tests) can live in one process.
+
+Metric names (label `stream` is the stream id):
+
+| name | type | labels | meaning |
+|---|---|---|---|
+| `neurowire_up` | gauge | | 1 while the daemon runs |
+| `neurowire_uptime_seconds` | gauge | | seconds since the daemon started |
+| `neurowire_packets_received_total` | counter | stream | ingest packets accepted |
+| `neurowire_samples_received_total` | counter | stream | time steps accepted (per channel row) |
+| `neurowire_bytes_received_total` | counter | stream | raw sample bytes accepted |
+| `neurowire_bytes_published_total` | counter | stream | compressed bytes published (once per block, not per subscriber) |
+| `neurowire_blocks_published_total` | counter | stream | compressed blocks published |
+| `neurowire_keyframes_total` | counter | stream | blocks sent as keyframes |
+| `neurowire_packets_dropped_total` | counter | stream, reason | whole packets lost: `backlog` (daemon behind) or `sequence_gap` (never reached the daemon) |
+| `neurowire_lossless_overflow_total` | counter | stream | blocks dropped for a lossless subscriber past its hold limit |
+| `neurowire_messages_rejected_total` | counter | reason | malformed, oversized or wrong-version input messages |
+| `neurowire_compression_ratio` | gauge | stream | raw bytes / compressed bytes so far |
+| `neurowire_subscribers` | gauge | stream, mode | connected subscribers, mode `live` or `lossless` |
+| `neurowire_stage_latency_seconds` | histogram | stream, stage | `ingest` (acquired -> received), `compress` (codec time), `publish` (acquired -> sent); buckets 10 us .. 10 ms (+ 50 ms, 0.1 s) |
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+
+import numpy as np
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+# Microsecond-to-millisecond resolution: prometheus-client's defaults start at 5 ms.
+LATENCY_BUCKETS_S = (1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 3e-4, 5e-4, 7.5e-4, 1e-3, 2e-3, 5e-3, 1e-2,
+                     5e-2, 1e-1)
+STAGES = ("ingest", "compress", "publish")
+
+
+class LatencyStage:
+    """Recent values in a ring (for percentiles) plus cumulative histogram buckets."""
+
+    __slots__ = ("ring", "position", "count", "sum_s", "bucket_counts", "_bounds_ns")
+
+    def __init__(self, window: int):
+        self.ring = np.zeros(window, dtype=np.float64)
+        self.position = 0
+        self.count = 0
+        self.sum_s = 0.0
+        self.bucket_counts = [0] * (len(LATENCY_BUCKETS_S) + 1)
+        self._bounds_ns = [round(b * 1e9) for b in LATENCY_BUCKETS_S]
+
+    def add_ns(self, value_ns: int) -> None:
+        self.ring[self.position] = value_ns
+        self.position = (self.position + 1) % len(self.ring)
+        self.count += 1
+        self.sum_s += value_ns * 1e-9
+        self.bucket_counts[bisect.bisect_left(self._bounds_ns, value_ns)] += 1
+
+    def summary_us(self) -> dict:
+        """p50/p99/max over the recent window, in microseconds; count is all-time."""
+        filled = min(self.count, len(self.ring))
+        if filled == 0:
+            return {"p50": 0.0, "p99": 0.0, "max": 0.0, "count": 0}
+        recent = self.ring[:filled]
+        p50, p99 = np.percentile(recent, (50, 99))
+        return {"p50": float(p50) / 1e3, "p99": float(p99) / 1e3,
+                "max": float(recent.max()) / 1e3, "count": self.count}
+
+    def prometheus_buckets(self) -> list[tuple[str, float]]:
+        cumulative, total = [], 0
+        for bound, count in zip(LATENCY_BUCKETS_S, self.bucket_counts):
+            total += count
+            cumulative.append((repr(bound), total))
+        cumulative.append(("+Inf", total + self.bucket_counts[-1]))
+        return cumulative
+
+
+class DaemonCollector:
+    """Reads a Daemon's counters whenever Prometheus scrapes."""
+
+    def __init__(self, daemon):
+        self.daemon = daemon
+
+    def describe(self):
+        return []  # collected lazily; nothing to check at registration time
+
+    def collect(self):
+        daemon = self.daemon
+        yield GaugeMetricFamily("neurowire_up", "1 while the daemon runs", value=1)
+        yield GaugeMetricFamily("neurowire_uptime_seconds", "Seconds since the daemon started",
+                                value=time.monotonic() - daemon.started_monotonic)
+        families = {
+            "packets_received": ("Ingest packets accepted", "packets_in"),
+            "samples_received": ("Time steps accepted", "samples_in"),
+            "bytes_received": ("Raw sample bytes accepted", "bytes_in"),
+            "bytes_published": ("Compressed bytes published", "bytes_out"),
+            "blocks_published": ("Compressed blocks published", "blocks_out"),
+            "keyframes": ("Blocks sent as keyframes", "keyframes"),
+            "lossless_overflow": ("Blocks dropped for a lossless subscriber past its limit",
+                                  "lossless_overflow"),
+        }
+        streams = list(daemon.streams.values())
+        for name, (help_text, attribute) in families.items():
+            family = CounterMetricFamily(f"neurowire_{name}", help_text, labels=["stream"])
+            for stream in streams:
+                family.add_metric([stream.stream_id], getattr(stream, attribute))
+            yield family
+        dropped = CounterMetricFamily("neurowire_packets_dropped", "Whole packets lost",
+                                      labels=["stream", "reason"])
+        ratio = GaugeMetricFamily("neurowire_compression_ratio", "Raw bytes / compressed bytes",
+                                  labels=["stream"])
+        subscribers = GaugeMetricFamily("neurowire_subscribers", "Connected subscribers",
+                                        labels=["stream", "mode"])
+        latency = HistogramMetricFamily("neurowire_stage_latency_seconds",
+                                        "Latency per pipeline stage",
+                                        labels=["stream", "stage"])
+        for stream in streams:
+            dropped.add_metric([stream.stream_id, "backlog"], stream.drops_backlog)
+            dropped.add_metric([stream.stream_id, "sequence_gap"], stream.drops_sequence)
+            ratio.add_metric([stream.stream_id], stream.ratio())
+            live, lossless = daemon.subscriber_counts(stream.stream_id)
+            subscribers.add_metric([stream.stream_id, "live"], live)
+            subscribers.add_metric([stream.stream_id, "lossless"], lossless)
+            for stage_name, stage in stream.latency.items():
+                latency.add_metric([stream.stream_id, stage_name], stage.prometheus_buckets(),
+                                   stage.sum_s)
+        yield from (dropped, ratio, subscribers, latency)
+        rejected = CounterMetricFamily("neurowire_messages_rejected",
+                                       "Input messages rejected", labels=["reason"])
+        for reason, count in list(daemon.rejected.items()):
+            rejected.add_metric([reason], count)
+        yield rejected
+
+
+class MetricsServer:
+    """/metrics over HTTP on its own thread, with a registry of its own."""
+
+    def __init__(self, daemon, address: str):
+        from prometheus_client import start_http_server
+
+        host, port = address.rsplit(":", 1)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(DaemonCollector(daemon))
+        self.server, self.thread = start_http_server(int(port), addr=host.strip("[]"),
+                                                     registry=self.registry)
+        self.port = self.server.server_port
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
