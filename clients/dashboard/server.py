@@ -45,7 +45,14 @@ def _triplet(summary):
 
 
 def _data_endpoint_from_config(cfg: dict) -> str | None:
-    """Find the daemon's publish endpoint in its ``config`` reply, whatever it nests it in."""
+    """The daemon's publish endpoint from its ``config`` reply.
+
+    ``bound`` holds what the daemon really bound (a configured wildcard port becomes a real
+    one there); the top-level keys are the configuration as written.
+    """
+    bound = cfg.get("bound")
+    if isinstance(bound, dict) and isinstance(bound.get("publish"), str):
+        return bound["publish"]
     for key in ("publish", "pub", "publish_endpoint", "pub_endpoint", "data", "out"):
         v = cfg.get(key)
         if isinstance(v, str) and "://" in v:
@@ -85,6 +92,8 @@ class Monitor:
         self.history: dict[str, deque] = {}
         self._payload_cache: dict[str | None, tuple[int, str]] = {}
         self._noise_rec = [None, None, None]
+        self._cpu_prev = None
+        self.daemon_cpu_pct: float | None = None
         self._task: asyncio.Task | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -157,6 +166,7 @@ class Monitor:
         self.stats = stats
         t_ns = stats.get("time_ns")
         t = t_ns / 1e9 if isinstance(t_ns, int) else time.monotonic()
+        self._derive_process(t, stats.get("process") or {})
         streams = stats.get("streams") or {}
         for sid, s in streams.items():
             sid = str(sid)
@@ -165,6 +175,15 @@ class Monitor:
             if sid not in {str(k) for k in streams}:
                 self.derived.pop(sid)
                 self._counters.pop(sid, None)
+
+    def _derive_process(self, t: float, proc: dict) -> None:
+        """The daemon's CPU use over the last poll, from its cumulative rusage times."""
+        cpu = (proc.get("cpu_user_s") or 0.0) + (proc.get("cpu_system_s") or 0.0)
+        prev = self._cpu_prev
+        self._cpu_prev = (t, cpu, proc.get("pid"))
+        self.daemon_cpu_pct = None
+        if prev and prev[2] == proc.get("pid") and t > prev[0] and cpu >= prev[1]:
+            self.daemon_cpu_pct = 100.0 * (cpu - prev[1]) / (t - prev[0])
 
     def _derive(self, sid: str, t: float, s: dict) -> dict:
         """Rates over the last second from the daemon's cumulative counters."""
@@ -313,6 +332,9 @@ class Monitor:
             if up else [{"id": k} for k in sorted(self.history)],
             "stream": sid, "s": detail, "tap": tap_info,
             "rejected": (self.stats or {}).get("rejected") if up else None,
+            "lossless": (self.stats or {}).get("lossless") if up else None,
+            "process": {**((self.stats or {}).get("process") or {}),
+                        "cpu_pct": self.daemon_cpu_pct} if up else None,
             "hist": hist, "tick": tick,
         }
 

@@ -109,7 +109,7 @@ class FakeDaemon(threading.Thread):
                         seq = self._seq[sid]
                         self._seq[sid] += 1
                         n += 1
-                        if self.skip_every and n % self.skip_every == 0:
+                        if self.skip_every and seq % self.skip_every == self.skip_every - 1:
                             continue
                         header = {"v": 1, "stream": sid, "seq": seq, "epoch": 1,
                                   "first": seq * self.packet_samples, "n": self.packet_samples,

@@ -220,7 +220,7 @@
   });
 
   // ---- status, streams, tiles -----------------------------------------------------
-  function setStatus(d) {
+  function setStatus(d, proc) {
     const state = d.up ? "up" : "down";
     document.body.dataset.state = state;
     const pill = $("daemon-status");
@@ -233,7 +233,8 @@
         `last reply ${d.last_ok ? new Date(d.last_ok * 1000).toLocaleTimeString() : "never"}.`;
     }
     $("daemon-meta").textContent = d.up
-      ? `${d.endpoint} · v${d.version ?? "?"} · up ${fmtDur(d.uptime_s)} · rtt ${d.rtt_ms != null ? d.rtt_ms.toFixed(1) : "–"} ms`
+      ? `${d.endpoint} · v${d.version ?? "?"} · up ${fmtDur(d.uptime_s)} · rtt ${d.rtt_ms != null ? d.rtt_ms.toFixed(1) : "–"} ms` +
+        (proc && proc.cpu_pct != null ? ` · CPU ${proc.cpu_pct.toFixed(0)}%` : "")
       : d.endpoint;
   }
 
@@ -283,6 +284,7 @@
     setText("v-keyframes", fmtNum(s.keyframes));
     setText("v-keyframes-rate", `${fmtNum(s.keyframes_per_s, 2)} /s`);
     setText("v-subscribers", fmtNum(s.subscribers));
+
     setText("v-stream-shape", `${fmtNum(s.channels)} ch @ ${fmtNum((s.rate || 0) / 1000, 1)} kHz`);
     setText("v-drops", fmtNum(s.drops));
     const rej = p.rejected || {};
@@ -298,15 +300,12 @@
       rows.push(["dashboard's own", tap.messages, tap.lost_packets, tap.gaps,
         (tap.recent_gaps || []).slice(-3).map((g) => `${g[0]}–${g[1]}`).join(", ") || "none"]);
     }
-    // Per-subscriber figures the daemon may report, whatever it names the list.
-    const extra = (p.s && p.s.extra) || {};
-    for (const v of Object.values(extra)) {
-      if (!Array.isArray(v)) continue;
-      for (const sub of v.slice(0, 16)) {
-        if (!sub || typeof sub !== "object") continue;
-        rows.push([sub.id ?? sub.name ?? "?", sub.messages ?? sub.sent ?? "–",
-          sub.lost ?? sub.lost_packets ?? sub.drops ?? "–", sub.gaps ?? "–", sub.mode ?? ""]);
-      }
+    // Lossless subscribers are the ones the daemon itself can account for: what it had to
+    // throw away past their hold limit is their loss. Live subscribers' losses happen in
+    // libzmq and only they can see them (as the dashboard's own row above does).
+    for (const sub of (p.lossless || []).slice(0, 16)) {
+      rows.push([`lossless ${String(sub.id).slice(0, 8)}`, sub.sent, sub.overflow,
+        sub.overflow ? "≥1" : 0, `held ${fmtNum(sub.held)}, credit ${fmtNum(sub.credit)}`]);
     }
     while (tb.rows.length > rows.length) tb.deleteRow(-1);
     rows.forEach((r, i) => {
@@ -337,7 +336,7 @@
     ticks++;
     document.body.dataset.ticks = ticks;
     $("server-banner").hidden = true;
-    setStatus(p.daemon);
+    setStatus(p.daemon, p.process);
     setStreams(p.streams || [], p.stream);
     pushTick(p.tick);
     setTiles(p);

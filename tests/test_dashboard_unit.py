@@ -1,0 +1,186 @@
+"""The dashboard's server side without a browser: control client, windows, monitor, HTTP."""
+import asyncio
+import json
+import time
+
+import msgpack
+import pytest
+import zmq
+
+pytest.importorskip("aiohttp")
+pytest.importorskip("aiohttp_sse")
+
+from aiohttp.test_utils import TestClient, TestServer  # noqa: E402
+
+from neurowire.clients.dashboard import cli  # noqa: E402
+from neurowire.clients.dashboard.control import ControlClient, ControlError  # noqa: E402
+from neurowire.clients.dashboard.noise import NoiseFloor  # noqa: E402
+from neurowire.clients.dashboard.server import (  # noqa: E402
+    Monitor, _data_endpoint_from_config, make_app)
+from neurowire.clients.dashboard.testing import FakeDaemon, free_port  # noqa: E402
+from neurowire.clients.dashboard.window import HIST_EDGES_US, LatencyWindow  # noqa: E402
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def endpoints():
+    return f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+
+
+def test_window_percentiles_and_histogram_forget_old_samples():
+    w = LatencyWindow(capacity=100)
+    for v in range(1, 101):
+        w.add(float(v), now=10.0)
+    s = w.summary(1.0, now=10.5)
+    assert s["count"] == 100 and s["max"] == 100 and 49 <= s["p50"] <= 52
+    assert w.summary(1.0, now=12.0) is None  # older than the span
+    # Capacity bounds memory: the oldest samples are overwritten.
+    for _ in range(50):
+        w.add(5000.0, now=15.0)
+    assert w.summary(1.0, now=15.0)["count"] == 50
+    hist = w.histogram(10.0, now=15.0)
+    assert len(hist) == len(HIST_EDGES_US) + 1 and sum(hist) == 100
+    assert hist[1 + 26] == 50  # 5000 us lies in [3981, 5012)
+
+
+def test_noise_floor_measures_wakeups():
+    nf = NoiseFloor()
+    nf.start()
+    time.sleep(0.3)
+    nf.stop()
+    s = nf.window.summary(1.0)
+    assert s is not None and s["count"] >= 50 and s["p50"] >= 0
+
+
+def test_config_reply_gives_the_bound_publish_endpoint():
+    assert _data_endpoint_from_config(
+        {"publish": "tcp://127.0.0.1:0", "bound": {"publish": "tcp://127.0.0.1:4444"}}
+    ) == "tcp://127.0.0.1:4444"
+    assert _data_endpoint_from_config({"publish": "ipc:///run/x"}) == "ipc:///run/x"
+    assert _data_endpoint_from_config({"other": 1}) is None
+
+
+def test_cli_defaults_to_the_daemons_control_endpoint():
+    import argparse
+    args = cli.configure_parser(argparse.ArgumentParser()).parse_args([])
+    assert args.control is None and args.host == "127.0.0.1"
+    assert cli.default_control().startswith("tcp://127.0.0.1:")
+
+
+def test_control_client_times_out_then_recovers_on_a_fresh_socket():
+    control, _ = endpoints()
+
+    async def main():
+        client = ControlClient(control, timeout_s=0.3)
+        # Nobody listening: a timeout, and the wedged REQ socket is replaced.
+        with pytest.raises(ControlError):
+            await client.request("stats")
+        with pytest.raises(ControlError):
+            await client.request("stats")
+        assert client.recreated == 2
+        client.timeout_s = 3.0  # generous now: the machine is shared and may be busy
+        ctx = zmq.asyncio.Context.instance()
+        rep = ctx.socket(zmq.REP)
+        rep.bind(control)
+
+        async def serve():
+            req = msgpack.unpackb(await rep.recv())
+            await rep.send(msgpack.packb({"echo": req["cmd"]}))
+            req = msgpack.unpackb(await rep.recv())
+            await rep.send(msgpack.packb({"error": "nope"}))
+
+        task = asyncio.create_task(serve())
+        assert await client.request("stats") == {"echo": "stats"}
+        with pytest.raises(ControlError, match="nope"):
+            await client.request("bogus")
+        await task
+        rep.close(0)
+        client.close()
+
+    import zmq.asyncio  # noqa: F401
+    asyncio.run(main())
+
+
+def test_monitor_derives_rates_counts_gaps_and_notices_a_dead_daemon():
+    control, publish = endpoints()
+    fake = FakeDaemon(control, publish, publish_hz=200)
+    fake.skip_every = 50
+    fake.start()
+
+    async def main():
+        mon = Monitor(control, interval_s=0.1, timeout_s=0.3, decode_ms=50)
+        mon.start()
+        try:
+            mon.want_tap("imp0")
+            await asyncio.sleep(2.5)
+            p = json.loads(mon.payload("imp0"))
+            assert p["daemon"]["up"] and p["stream"] == "imp0"
+            assert [s["id"] for s in p["streams"]] == ["imp0", "imp1"]
+            s = p["s"]
+            assert len(s["channel_ratio"]) == 1024
+            # 2000 packets/s of 10 x 1024 int16 = 327.68 Mb/s in the fake's counters.
+            assert 250 < s["mbps_in"] < 400 and s["ratio_now"] == pytest.approx(3.4, rel=0.01)
+            assert p["tap"]["state"] == "running" and p["tap"]["messages"] > 100
+            assert p["tap"]["lost_packets"] >= 1 and p["tap"]["gaps"] >= 1
+            assert p["tap"]["latency"]["received"]["p50"] > 0
+            assert p["tick"]["lat"]["ingest"][0] > 0 and p["tick"]["noise"][0] is not None
+            assert len(mon.history["imp0"]) >= 15
+            fake.stop()
+            await asyncio.sleep(1.0)
+            p = json.loads(mon.payload("imp0"))
+            assert not p["daemon"]["up"] and "no reply" in p["daemon"]["error"]
+            assert p["s"] is None and p["tick"]["up"] is False
+        finally:
+            await mon.stop()
+
+    asyncio.run(main())
+
+
+def test_history_is_bounded():
+    mon = Monitor("tcp://127.0.0.1:9", interval_s=0.1, history_s=2.0)
+    mon.stats = {"streams": {"a": {"ratio": 2.0}}}
+    mon.daemon["up"] = True
+    for _ in range(100):
+        mon._record_tick()
+    assert len(mon.history["a"]) == 20
+
+
+def test_http_page_assets_snapshot_and_event_stream():
+    control, publish = endpoints()
+    fake = FakeDaemon(control, publish).start()
+
+    async def main():
+        mon = Monitor(control, interval_s=0.1, timeout_s=0.3, tap=False)
+        async with TestClient(TestServer(make_app(mon))) as client:
+            r = await client.get("/")
+            html = await r.text()
+            assert r.status == 200 and "/static/vendor/uPlot.iife.min.js" in html
+            assert "http://" not in html.replace("http://www.w3", "")  # nothing from a CDN
+            for path in ("/static/vendor/uPlot.iife.min.js", "/static/vendor/uPlot.min.css",
+                         "/static/vendor/uPlot.LICENSE", "/static/dashboard.js",
+                         "/static/dashboard.css"):
+                assert (await client.get(path)).status == 200, path
+            assert "MIT" in await (await client.get("/static/vendor/uPlot.LICENSE")).text()
+            await asyncio.sleep(0.5)
+            snap = await (await client.get("/api/snapshot?stream=imp1")).json()
+            assert snap["stream"] == "imp1" and snap["daemon"]["up"]
+            r = await client.get("/events")
+            assert r.headers["Content-Type"].startswith("text/event-stream")
+            events, buf = [], b""
+            deadline = time.monotonic() + 5
+            while len(events) < 4 and time.monotonic() < deadline:
+                buf += await asyncio.wait_for(r.content.readany(), 5)
+                *done, buf = buf.split(b"\r\n\r\n")
+                events += [e for e in done if e.strip()]
+            r.close()
+            kinds = [next(line[7:] for line in e.decode().splitlines()
+                          if line.startswith("event: ")) for e in events]
+            assert kinds[0] == "hello" and kinds[1:] == ["tick"] * (len(kinds) - 1)
+            tick = json.loads(next(line[6:] for line in events[1].decode().splitlines()
+                                   if line.startswith("data: ")))
+            assert tick["stream"] == "imp0"  # no choice made: the first stream
+
+    try:
+        asyncio.run(main())
+    finally:
+        fake.stop()
