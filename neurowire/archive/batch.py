@@ -105,7 +105,7 @@ def _verify_and_mark(stored: np.ndarray, source: np.ndarray, *, progress: str,
 def _manifest(sources: list[SourceFile], shape, chunks, zarr_format: int) -> dict:
     return {"version": ARCHIVE_VERSION, "complete": False, "zarr_format": zarr_format,
             "shape": list(shape), "chunks": list(chunks),
-            "files": [s.to_json() for s in sources]}
+            "files": [s.to_json(with_path=False) for s in sources]}
 
 
 def _same_run(old: dict, new: dict) -> bool:
@@ -198,7 +198,9 @@ def compress(inputs: list[str], out: str, *, chunk_samples: int = DEFAULT_CHUNK_
             n = int(np.prod(_chunk_grid(shape, chunks)))
             return Summary(len(sources), sum(s.size for s in sources), _store_bytes(out),
                            n, 0, n, time.perf_counter() - t0, 0)
-        z = group[ARRAY_NAME]
+        # Runtime settings are not stored: padding-only chunks must still be written, so
+        # that a missing chunk file always means damage.
+        z = group[ARRAY_NAME].with_config({"write_empty_chunks": True})
         # A killed writer can leave zarr's temporary files; they are never read as chunks.
         for root, _dirs, files in os.walk(out):
             for f in files:

@@ -47,8 +47,11 @@ class SourceFile:
     def data_bytes(self) -> int:
         return self.n_samples * self.channels * 2
 
-    def to_json(self) -> dict:
+    def to_json(self, with_path: bool = True) -> dict:
         d = asdict(self)
+        if not with_path:
+            # Where the inputs were is none of the archive's business (nor reproducible).
+            d["path"] = ""
         d["header"] = base64.b64encode(self.header).decode("ascii")
         d["trailer"] = base64.b64encode(self.trailer).decode("ascii")
         return d
