@@ -81,3 +81,28 @@ def test_zarr_damaged_chunk_error(tmp_path):
     np.testing.assert_array_equal(again[:1024], x[:1024])
     with pytest.raises(Exception, match="damaged neurowire chunk"):
         again[1024:]
+
+
+def test_entry_points_open_stores_in_a_fresh_interpreter(tmp_path):
+    """With neurowire installed, zarr reads both formats without being told about the
+    codec: the numcodecs.codecs and zarr.codecs entry points find it."""
+    import subprocess
+    import sys
+    from importlib.metadata import entry_points
+
+    for group in ("numcodecs.codecs", "zarr.codecs"):
+        if CODEC_ID not in {e.name for e in entry_points(group=group)}:
+            pytest.skip(f"neurowire installed without the {group} entry point (yet)")
+    x = grid_signal(3000, 3)
+    for fmt, kwargs in ((2, dict(compressors=NeurowireCodec(), filters=None)),
+                        (3, dict(serializer=NeurowireZarr3Codec(), compressors=None))):
+        z = zarr.create_array(tmp_path / f"e{fmt}.zarr", shape=x.shape, chunks=(1000, 3),
+                              dtype="int16", zarr_format=fmt, **kwargs)
+        z[:] = x
+    np.save(tmp_path / "x.npy", x)
+    code = ("import sys, numpy as np, zarr\n"
+            "x = np.load(sys.argv[1] + '/x.npy')\n"
+            "for fmt in (2, 3):\n"
+            "    assert (zarr.open_array(sys.argv[1] + f'/e{fmt}.zarr', mode='r')[:] == x).all()\n"
+            )
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, timeout=60)

@@ -184,6 +184,8 @@ def compress(inputs: list[str], out: str, *, chunk_samples: int = DEFAULT_CHUNK_
     progress_dir = os.path.join(out, PROGRESS_DIR)
 
     group = None
+    if os.path.isdir(out) and not os.listdir(out):
+        os.rmdir(out)  # an empty directory made ahead of time is as good as none
     if os.path.exists(out) and not overwrite:
         try:
             group = zarr.open_group(out, mode="r+")
