@@ -112,7 +112,8 @@ class NeurowireCodec(Codec):
         return b"".join(parts)
 
     def decode(self, buf, out=None):
-        data = ensure_contiguous_ndarray(buf).view(np.uint8).tobytes()
+        # A flat byte view, no copy: the C wrapper reads any contiguous buffer.
+        data = memoryview(ensure_contiguous_ndarray(buf).reshape(-1).view(np.uint8))
         if len(data) == 0:
             samples = np.empty((0, self.channels or 1), dtype=np.int16)
             return ndarray_copy(samples, out) if out is not None else samples
