@@ -66,6 +66,11 @@ class Block:
         return self.first_sample + self.samples.shape[0]
 
 
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 class _StreamState:
     def __init__(self, header: dict):
         from neurowire import codec
@@ -93,7 +98,8 @@ class Subscription:
                  control: str | None = None, credit: int = 512, curve: dict | None = None,
                  idle_timeout: float | None = None, context: zmq.Context | None = None,
                  expected: Callable[[str, int, int], np.ndarray] | None = None,
-                 record_latency: bool = False, live_hwm: int = 4000):
+                 record_latency: bool = False, live_hwm: int = 4000,
+                 resume_from: dict | int | None = None):
         if isinstance(streams, str):
             streams = [streams]
         self.streams = list(streams) if streams else None
@@ -111,9 +117,13 @@ class Subscription:
         self.states: dict[str, _StreamState] = {}
         self.gaps: list[Gap] = []
         self.blocks = self.samples = self.bytes_in = 0
+        self.verified_samples = 0
         self.crc_errors = self.mismatches = self.decode_errors = self.skipped_blocks = 0
         self.lost_blocks = 0
         self.record_latency = record_latency
+        # Where an earlier run of this subscriber stopped ({stream: next sample index}, or one
+        # index for every stream): what is missing since then is reported as a gap.
+        self.resume_from = resume_from
         self.latency_ns: dict[str, list[int]] = {stage: [] for stage in LATENCY_STAGES}
         self.sock = self.context.socket(zmq.DEALER if lossless else zmq.SUB)
         self.sock.linger = 0
@@ -131,6 +141,7 @@ class Subscription:
         self.sock.connect(self.endpoint)
         self._ungranted = 0
         self._last_sent = 0.0
+        self._cpu_start = _cpu_s()  # what building a reference table cost is not ours
         if lossless:
             self._hello()
 
@@ -197,6 +208,12 @@ class Subscription:
         if state is None or state.epoch != header.get("epoch"):
             previous = state
             state = self.states[stream] = _StreamState(header)
+            if previous is None and self.resume_from is not None:
+                resume = (self.resume_from.get(stream) if isinstance(self.resume_from, dict)
+                          else self.resume_from)
+                if resume is not None:
+                    state.next_sample = state.joined_at = resume
+                    state.lost_delivery = True
             if previous is not None:  # the daemon restarted: keep counting samples across it
                 state.next_sample = previous.next_sample
                 state.joined_at = previous.joined_at
@@ -229,6 +246,8 @@ class Subscription:
         if self.expected is not None and not np.array_equal(
                 samples, self.expected(stream, first, n_samples)):
             self.mismatches += 1
+        elif self.expected is not None:
+            self.verified_samples += samples.size
         gaps = []
         if state.next_sample is None:
             state.joined_at = first
@@ -270,17 +289,16 @@ class Subscription:
         return summary
 
     def report(self) -> dict:
-        usage = resource.getrusage(resource.RUSAGE_SELF)
         return {"blocks": self.blocks, "samples": self.samples, "bytes_in": self.bytes_in,
                 "lost_blocks": self.lost_blocks, "skipped_blocks": self.skipped_blocks,
                 "decode_errors": self.decode_errors, "crc_errors": self.crc_errors,
-                "mismatches": self.mismatches,
+                "mismatches": self.mismatches, "verified_samples": self.verified_samples,
                 "gaps": [{"stream": g.stream, "start": g.start, "stop": g.stop,
                           "samples": g.samples, "reason": g.reason} for g in self.gaps],
                 "streams": {name: {"joined_at": s.joined_at, "next_sample": s.next_sample}
                             for name, s in self.states.items()},
                 "latency_us": self.latency_summary_us(),
-                "cpu_s": usage.ru_utime + usage.ru_stime}
+                "cpu_s": _cpu_s() - self._cpu_start}
 
     def close(self) -> None:
         if self.lossless and not self.sock.closed:
@@ -371,6 +389,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--channels", type=int, default=1024, help="for --verify-synth")
     parser.add_argument("--rate", type=float, default=20000.0, help="for --verify-synth")
     parser.add_argument("--loop-samples", type=int, default=15000, help="for --verify-synth")
+    parser.add_argument("--resume-from", type=int, metavar="SAMPLE",
+                        help="report samples missed since this index (where a previous run "
+                             "stopped) as a gap")
     parser.add_argument("--report", metavar="FILE", help="write the final report as JSON")
     parser.add_argument("--ready-file", metavar="FILE", help=argparse.SUPPRESS)
     parser.add_argument("--quiet", action="store_true")
@@ -387,7 +408,7 @@ def run(args: argparse.Namespace) -> int:
         expected = lambda stream, first, n: source.samples(first, n)  # noqa: E731
     subscription = Subscription(args.connect, streams=args.stream, lossless=args.lossless,
                                 control=args.control, expected=expected, record_latency=True,
-                                idle_timeout=None)
+                                idle_timeout=None, resume_from=args.resume_from)
     writer = SampleWriter(args.npy, args.wav_dir) if (args.npy or args.wav_dir) else None
     republisher = None
     if args.republish:

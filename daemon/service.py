@@ -300,6 +300,9 @@ class Daemon:
                     break
                 self._accept(frames)
             self._process_backlogs()
+            # An awaited recv that finds a message ready does not yield to the loop, so under
+            # steady load this coroutine would starve control and lossless credit: yield here.
+            await asyncio.sleep(0)
 
     def _flush_ingest(self) -> None:
         while True:

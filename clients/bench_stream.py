@@ -1,0 +1,252 @@
+"""`neurowire bench stream --seconds N [--json]`: the whole pipeline, measured.
+
+Starts the daemon, a lossless (or, with --live, live) subscriber and the simulator as three
+separate processes on loopback; the subscriber compares every decoded sample with the
+simulator's synthetic table (same seed, rebuilt on its side).  Meanwhile this process runs a
+timed sleep loop: how late the machine wakes a sleeper is the floor under every latency here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.description = "Run daemon, simulator and subscriber on loopback and measure them."
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--channels", type=int, default=1024)
+    parser.add_argument("--rate", type=float, default=20000.0)
+    parser.add_argument("--packet-samples", type=int, default=10,
+                        help="10 = 0.5 ms packets at 20 kHz")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="daemon channel groups encoded in parallel threads")
+    parser.add_argument("--keyframe-interval", type=float, default=1.0)
+    parser.add_argument("--live", action="store_true",
+                        help="live subscriber (drops when behind) instead of lossless")
+    parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    parser.add_argument("--keep", metavar="DIR", help="keep configs, logs and reports here")
+    return parser
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _python(module: str, *arguments: str) -> list[str]:
+    return [sys.executable, "-m", module, *map(str, arguments)]
+
+
+def _percentiles_us(values_ns) -> dict:
+    data = np.asarray(values_ns, dtype=np.float64) / 1e3
+    if not len(data):
+        return {}
+    return {"p50": round(float(np.percentile(data, 50)), 1),
+            "p99": round(float(np.percentile(data, 99)), 1),
+            "max": round(float(data.max()), 1), "count": int(len(data))}
+
+
+def noise_floor(until, period_s: float = 0.001) -> dict:
+    """Oversleep of a `period_s` sleep, repeated until `until()` is true."""
+    lateness = []
+    while not until():
+        start = time.perf_counter_ns()
+        time.sleep(period_s)
+        lateness.append(time.perf_counter_ns() - start - period_s * 1e9)
+    return _percentiles_us(lateness)
+
+
+def keyframe_cost(channels: int, rate: float, packet_samples: int, interval_s: float,
+                  seed: int = 1) -> dict:
+    """Ratio of 2 s of the synthetic signal with keyframes every interval_s vs only one."""
+    from neurowire import codec
+
+    from .synth import LoopingSource, synthesize
+
+    source = LoopingSource(synthesize(channels, rate, 15000, seed))
+    total = int(2 * rate) // packet_samples * packet_samples
+    every = max(1, round(interval_s * rate)) if interval_s > 0 else None
+    sizes = {}
+    for name, use_keyframes in (("with_keyframes", True), ("first_only", False)):
+        encoder = codec.StreamEncoder(channels)
+        size = 0
+        for first in range(0, total, packet_samples):
+            key = use_keyframes and every is not None and first % every == 0
+            size += len(encoder.encode(source.samples(first, packet_samples), keyframe=key))
+        sizes[name] = total * channels * 2 / size
+    sizes["cost_percent"] = round(100 * (1 - sizes["with_keyframes"] / sizes["first_only"]), 3)
+    return sizes
+
+
+def run(args: argparse.Namespace) -> int:
+    from neurowire.daemon.control import ControlTimeout, query, wait_ready
+
+    workdir = args.keep or tempfile.mkdtemp(prefix="neurowire-bench-")
+    os.makedirs(workdir, exist_ok=True)
+    ports = {name: _free_port() for name in ("ingest", "publish", "lossless", "control")}
+    endpoints = {name: f"tcp://127.0.0.1:{port}" for name, port in ports.items()}
+    config_path = os.path.join(workdir, "daemon.toml")
+    with open(config_path, "w") as handle:
+        handle.write("[daemon]\n" + "".join(f'{k} = "{v}"\n' for k, v in endpoints.items()))
+        handle.write(f'metrics = ""\nworkers = {args.workers}\n'
+                     f"keyframe_interval_s = {args.keyframe_interval}\n"
+                     "max_backlog_packets = 2000\nlog_level = \"WARNING\"\n")
+    sub_report = os.path.join(workdir, "subscriber.json")
+    sim_report = os.path.join(workdir, "simulator.json")
+    total_samples = round(args.seconds * args.rate / args.packet_samples) * args.packet_samples
+    logs = {name: open(os.path.join(workdir, f"{name}.log"), "w")
+            for name in ("daemon", "subscriber", "simulator")}
+    say = (lambda *a: print(*a, file=sys.stderr)) if not args.json else (lambda *a: None)
+    processes = {}
+    try:
+        processes["daemon"] = subprocess.Popen(
+            _python("neurowire.daemon", "--config", config_path),
+            stdout=logs["daemon"], stderr=subprocess.STDOUT)
+        wait_ready(endpoints["control"], timeout=20)
+        say(f"daemon up ({endpoints['ingest']}); starting subscriber")
+        processes["subscriber"] = subprocess.Popen(
+            _python("neurowire.clients.subscribe",
+                    "--connect", endpoints["publish" if args.live else "lossless"],
+                    *([] if args.live else ["--lossless"]),
+                    "--verify-synth", 1, "--channels", args.channels, "--rate", args.rate,
+                    "--until-sample", total_samples, "--idle-timeout", 5,
+                    "--report", sub_report, "--quiet"),
+            stdout=logs["subscriber"], stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while True:  # the subscriber builds its reference table before it connects
+            status = query(endpoints["control"], "status")
+            if status["lossless_subscribers"] + status["live_subscriptions"] >= 1:
+                break
+            if time.monotonic() > deadline or processes["subscriber"].poll() is not None:
+                raise RuntimeError("subscriber did not connect; see " + workdir)
+            time.sleep(0.1)
+        say(f"streaming {args.channels} ch x {args.rate:g} Hz in {args.packet_samples}-sample "
+            f"packets for {args.seconds:g} s")
+        processes["simulator"] = subprocess.Popen(
+            _python("neurowire.clients.simulate", "--connect", endpoints["ingest"],
+                    "--channels", args.channels, "--rate", args.rate,
+                    "--packet-samples", args.packet_samples, "--seconds", args.seconds,
+                    "--report", sim_report, "--quiet"),
+            stdout=logs["simulator"], stderr=subprocess.STDOUT)
+        floor = noise_floor(lambda: processes["simulator"].poll() is not None)
+        processes["subscriber"].wait(timeout=60)
+        try:
+            stats = query(endpoints["control"], "stats", timeout=5)
+        except ControlTimeout:
+            stats = {}
+        processes["daemon"].send_signal(signal.SIGTERM)
+        daemon_exit = processes["daemon"].wait(timeout=30)
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        for handle in logs.values():
+            handle.close()
+    with open(sim_report) as handle:
+        simulator = json.load(handle)
+    with open(sub_report) as handle:
+        subscriber = json.load(handle)
+    stream = next(iter(stats.get("streams", {}).values()), {})
+    daemon_cpu = stats.get("process", {})
+    daemon_cpu_s = daemon_cpu.get("cpu_user_s", 0) + daemon_cpu.get("cpu_system_s", 0)
+    wall = simulator["elapsed_s"]
+    latency = {stage: {k: round(v, 1) if isinstance(v, float) else v for k, v in values.items()}
+               for stage, values in subscriber["latency_us"].items()}
+    exact = (subscriber["mismatches"] == 0 and subscriber["crc_errors"] == 0
+             and subscriber["decode_errors"] == 0)
+    packets_lost = simulator["packets_sent"] - subscriber["blocks"]
+    result = {
+        "config": {"channels": args.channels, "rate": args.rate,
+                   "packet_samples": args.packet_samples,
+                   "packet_ms": 1000 * args.packet_samples / args.rate,
+                   "seconds": args.seconds, "workers": args.workers,
+                   "delivery": "live" if args.live else "lossless",
+                   "keyframe_interval_s": args.keyframe_interval, "cpus": os.cpu_count()},
+        "sustained": {"channels": args.channels,
+                      "sample_rate": round(simulator["achieved_rate"], 1),
+                      "channel_samples_per_s": round(args.channels * simulator["achieved_rate"])},
+        "samples_sent": simulator["samples_sent"],
+        "samples_received": subscriber["samples"],
+        "samples_compared": subscriber["samples"] * args.channels,
+        "exact": exact and subscriber["samples"] == simulator["samples_sent"],
+        "packets_sent": simulator["packets_sent"],
+        "packets_refused_by_socket": simulator["packets_refused"],
+        "packets_lost": packets_lost,
+        "daemon_drops": stream.get("drops"),
+        "gaps": subscriber["gaps"],
+        "ratio": stream.get("ratio"),
+        "keyframes": stream.get("keyframes"),
+        "latency_us": latency,
+        "daemon_latency_us_recent": stream.get("latency_us"),
+        "cpu": {"daemon": {"cpu_s": round(daemon_cpu_s, 2),
+                           "percent_of_core": round(100 * daemon_cpu_s / wall, 1)},
+                "simulator": {"cpu_s": round(simulator["cpu_s"], 2),
+                              "percent_of_core": round(100 * simulator["cpu_s"] / wall, 1)},
+                "subscriber": {"cpu_s": round(subscriber["cpu_s"], 2),
+                               "percent_of_core": round(100 * subscriber["cpu_s"] / wall, 1)}},
+        "simulator_pacing_lateness_us": simulator["pacing_lateness"],
+        "noise_floor_us": floor,
+        "daemon_exit_code": daemon_exit,
+        "workdir": workdir if args.keep else None,
+    }
+    try:
+        result["keyframe_cost"] = keyframe_cost(args.channels, args.rate, args.packet_samples,
+                                                args.keyframe_interval)
+    except Exception as error:  # the figure is a bonus; the run itself already succeeded
+        result["keyframe_cost"] = {"error": str(error)}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        _print_human(result)
+    return 0 if result["exact"] and packets_lost == 0 else 1
+
+
+def _print_human(result: dict) -> None:
+    config = result["config"]
+    print(f"pipeline: {config['channels']} ch x {config['rate']:g} Hz, "
+          f"{config['packet_ms']:g} ms packets, {config['seconds']:g} s, {config['delivery']} "
+          f"subscriber, {config['workers']} encoder thread(s), {config['cpus']} CPUs")
+    sustained = result["sustained"]
+    print(f"sustained: {sustained['channels']} ch x {sustained['sample_rate']:g} Hz = "
+          f"{sustained['channel_samples_per_s'] / 1e6:.2f} M samples/s")
+    print(f"exact: {result['exact']} ({result['samples_received']} of {result['samples_sent']}"
+          f" time steps, {result['samples_compared']} samples compared)")
+    print(f"packets: {result['packets_sent']} sent, {result['packets_lost']} lost, "
+          f"{result['daemon_drops']} dropped by the daemon, "
+          f"{result['packets_refused_by_socket']} refused at the simulator; "
+          f"{len(result['gaps'])} gaps")
+    print(f"ratio: {result['ratio']:.3f}  keyframes: {result['keyframes']}  keyframe cost: "
+          f"{result['keyframe_cost']}")
+    print("latency (us)        p50       p99       max")
+    for stage, values in result["latency_us"].items():
+        print(f"  {stage:<15}{values['p50']:>9.0f} {values['p99']:>9.0f} {values['max']:>9.0f}")
+    floor = result["noise_floor_us"]
+    print(f"  {'noise floor':<15}{floor.get('p50', 0):>9.0f} {floor.get('p99', 0):>9.0f} "
+          f"{floor.get('max', 0):>9.0f}   (oversleep of a 1 ms sleep)")
+    pacing = result["simulator_pacing_lateness_us"]
+    print(f"  {'sim pacing':<15}{pacing.get('p50_us', 0):>9.0f} {pacing.get('p99_us', 0):>9.0f} "
+          f"{pacing.get('max_us', 0):>9.0f}")
+    print("cpu: " + ", ".join(f"{name} {v['cpu_s']} s ({v['percent_of_core']}% of a core)"
+                              for name, v in result["cpu"].items()))
+    print(f"daemon exit code after SIGTERM: {result['daemon_exit_code']}")
+
+
+def main(argv=None) -> int:
+    return run(configure_parser(argparse.ArgumentParser(prog="neurowire bench stream"))
+               .parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
