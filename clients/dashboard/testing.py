@@ -11,6 +11,7 @@ import random
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -132,11 +133,22 @@ def python_env(extra_path: str | None = None) -> dict:
     return env
 
 
-def start_process(args: list[str], log_path: str | None = None, env=None) -> subprocess.Popen:
-    """A child in its own process group, so it and anything it starts can be stopped."""
+def start_process(args: list[str], log_path: str | None = None, env=None,
+                  cwd: str | None = None) -> subprocess.Popen:
+    """A Python child in its own session, so a signal to the test does not reach it.
+
+    It runs outside the source tree by default: from the repository root, ``python -m``
+    would import the bare ``neurowire/`` folder instead of the installed package.
+    """
     out = open(log_path, "wb") if log_path else subprocess.DEVNULL
-    return subprocess.Popen([sys.executable, *args], stdout=out, stderr=subprocess.STDOUT,
-                            env=env or python_env(), start_new_session=True)
+    if cwd is None:
+        cwd = os.path.dirname(log_path) if log_path else tempfile.gettempdir()
+    try:
+        return subprocess.Popen([sys.executable, *args], stdout=out, stderr=subprocess.STDOUT,
+                                env=env or python_env(), cwd=cwd, start_new_session=True)
+    finally:
+        if log_path:
+            out.close()
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 5.0) -> None:
@@ -166,3 +178,87 @@ def wait_for_line(path: str, needle: str, timeout: float, proc=None) -> str:
         time.sleep(0.05)
     tail = open(path, errors="replace").read()[-2000:] if os.path.exists(path) else ""
     raise TimeoutError(f"no {needle!r} in {path} within {timeout} s; log ends:\n{tail}")
+
+
+CHROMIUM = "/usr/bin/chromium"
+# Debian's Chromium under Playwright: no sandbox (root in a container), and nothing that
+# would reach for the network on its own.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-quic", "--no-first-run", "--disable-component-update",
+                 "--disable-sync"]
+
+
+class Pipeline:
+    """Daemon, simulator and dashboard as separate processes on free loopback ports."""
+
+    def __init__(self, workdir, stream: str = "implant0", channels: int = 1024,
+                 rate: float = 20000.0, interval: float = 0.2, timeout: float = 0.5,
+                 fake: bool = False):
+        # fake: the FakeDaemon below in place of daemon and simulator, to work on the page
+        # while the real ones are unavailable; tests that claim the real thing never set it.
+        self.fake = fake
+        self.dir = os.fspath(workdir)
+        self.stream, self.channels, self.rate = stream, channels, rate
+        self.interval, self.timeout = interval, timeout
+        self.ep = {k: f"tcp://127.0.0.1:{free_port()}"
+                   for k in ("ingest", "publish", "lossless", "control")}
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.daemon_starts = 0
+        self.url: str | None = None
+
+    def _log(self, name: str) -> str:
+        return os.path.join(self.dir, name + ".log")
+
+    def start_daemon(self, ready_timeout: float = 30.0) -> None:
+        from neurowire.daemon.control import wait_ready
+
+        self.daemon_starts += 1
+        if self.fake:
+            args = ["-m", "neurowire.clients.dashboard.testing", self.ep["control"],
+                    self.ep["publish"], self.stream]
+        else:
+            args = ["-m", "neurowire.cli", "daemon", "--metrics", ""]
+            for k in ("ingest", "publish", "lossless", "control"):
+                args += [f"--{k}", self.ep[k]]
+        self.procs["daemon"] = start_process(args, self._log(f"daemon{self.daemon_starts}"))
+        wait_ready(self.ep["control"], timeout=ready_timeout)
+
+    def start(self) -> "Pipeline":
+        self.start_daemon()
+        if not self.fake:
+            self.procs["sim"] = start_process(
+                ["-m", "neurowire.cli", "simulate", "--connect", self.ep["ingest"],
+                 "--stream", self.stream, "--channels", str(self.channels),
+                 "--rate", str(self.rate), "--quiet"], self._log("sim"))
+        self.procs["dash"] = start_process(
+            ["-m", "neurowire.cli", "dashboard", "--control", self.ep["control"],
+             "--port", "0", "--interval", str(self.interval), "--timeout", str(self.timeout)],
+            self._log("dashboard"))
+        line = wait_for_line(self._log("dashboard"), "dashboard: http://", 30,
+                             self.procs["dash"])
+        self.url = line.split()[1]
+        return self
+
+    def stop(self) -> None:
+        for name in ("dash", "sim", "daemon"):
+            if name in self.procs:
+                stop_process(self.procs[name])
+
+    def logs(self, tail: int = 1500) -> str:
+        out = []
+        for name in sorted(os.listdir(self.dir)):
+            if name.endswith(".log"):
+                with open(os.path.join(self.dir, name), errors="replace") as f:
+                    out.append(f"--- {name}\n{f.read()[-tail:]}")
+        return "\n".join(out)
+
+
+if __name__ == "__main__":
+    # python -m neurowire.clients.dashboard.testing CONTROL PUBLISH [STREAM...]: a fake
+    # daemon in its own process, so that it can be killed like the real one.
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    fake = FakeDaemon(sys.argv[1], sys.argv[2], streams=sys.argv[3:] or ("imp0",)).start()
+    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    fake.stop()

@@ -350,6 +350,10 @@
     if (p.s) setChanMap(p.s.channel_ratio);
     setSubs(p);
     setText("clock", new Date(p.t * 1000).toLocaleTimeString());
+    // For tests and the curious: how many points the time charts hold, and the newest one.
+    const xs = charts.p50._nwData[0];
+    document.body.dataset.points = xs.length;
+    document.body.dataset.lastT = xs.length ? xs[xs.length - 1] : "";
     dirty = true;
     redraw();
   }

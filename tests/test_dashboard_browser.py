@@ -1,0 +1,137 @@
+"""The live page in headless Chromium against a real daemon fed by the simulator.
+
+Chromium is Debian's (browser downloads are impossible here): installed with apt-get when
+missing, which needs root, as CI has. Playwright drives it through executable_path.
+"""
+import os
+import re
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from neurowire.clients.dashboard.testing import CHROMIUM, CHROMIUM_ARGS, Pipeline
+
+pytestmark = pytest.mark.timeout(240)
+
+# A tenth of the real rate: the page does not care, and the machine is shared.
+SIM_RATE = 2000.0
+
+
+def ensure_chromium() -> str:
+    if os.path.exists(CHROMIUM):
+        return CHROMIUM
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        pytest.skip(f"{CHROMIUM} is missing and apt-get cannot install it (needs root)")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+        if r.returncode:
+            pytest.skip(f"cannot install chromium: {' '.join(cmd)} -> {r.stderr[-500:]}")
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"apt-get installed chromium but {CHROMIUM} is not there")
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api",
+                                   reason="playwright (PyPI) is not installed")
+    path = ensure_chromium()
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=path, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def pipeline(tmp_path):
+    # NW_DASHBOARD_FAKE_DAEMON=1 is for working on the page alone; CI never sets it.
+    p = Pipeline(tmp_path, stream="implant7", rate=SIM_RATE,
+                 fake=os.environ.get("NW_DASHBOARD_FAKE_DAEMON") == "1")
+    try:
+        yield p.start()
+    finally:
+        p.stop()
+
+
+def ticks(page) -> int:
+    return int(page.evaluate("document.body.dataset.ticks"))
+
+
+def figures(page) -> dict:
+    return page.evaluate("""() => {
+        const t = (id) => document.getElementById(id).textContent;
+        const rows = {};
+        for (const tr of document.querySelectorAll('#lat-table tbody tr'))
+            rows[tr.cells[0].textContent] = [...tr.cells].slice(1).map(c => c.textContent);
+        return {pps: t('v-pps'), mbps_in: t('v-mbps-in'), mbps_out: t('v-mbps-out'),
+                ratio: t('v-ratio'), keyframes: t('v-keyframes'), subs: t('v-subscribers'),
+                e2e: t('v-e2e'), noise: t('v-noise'), rows,
+                points: +document.body.dataset.points, lastT: +document.body.dataset.lastT,
+                elements: document.getElementsByTagName('*').length};
+    }""")
+
+
+def test_live_page_moves_maps_1024_channels_and_survives_a_daemon_restart(browser, pipeline):
+    page = browser.new_page(viewport={"width": 1500, "height": 1100})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        page.goto(pipeline.url)
+        page.wait_for_selector("#daemon-status[data-state=up]", timeout=20000)
+        # Figures appear once the simulator's packets have gone through the daemon.
+        page.wait_for_function(
+            "document.getElementById('v-mbps-in').textContent.includes('Mb/s') && "
+            "document.getElementById('v-e2e').textContent.includes('s')", timeout=30000)
+        assert page.locator("#stream-select option").first.get_attribute("value") == "implant7"
+
+        # The channel map: one cell per channel, coloured from the daemon's per-channel ratios.
+        assert page.locator("#chanmap .cell").count() == 1024
+        page.wait_for_function(
+            "[...document.querySelectorAll('#chanmap .cell')]"
+            ".filter(c => c.style.background).length === 1024", timeout=10000)
+
+        a = figures(page)
+        t0, n0 = time.monotonic(), ticks(page)
+        time.sleep(3.0)
+        b = figures(page)
+        rate = (ticks(page) - n0) / (time.monotonic() - t0)
+        assert rate >= 4, f"{rate:.1f} updates per second"
+        assert b["pps"] != a["pps"], "packet count does not move"
+        assert b["points"] > a["points"] and b["lastT"] > a["lastT"], "charts do not move"
+        for f in ("mbps_in", "mbps_out", "ratio", "e2e", "noise"):
+            assert re.search(r"\d", b[f]), (f, b[f])
+        assert float(b["ratio"]) > 1.5
+        ingest = next(v for k, v in b["rows"].items() if k.startswith("ingest"))
+        assert re.search(r"\d+(\.\d+)? (µs|ms)", ingest[0]), ingest
+        assert b["elements"] == a["elements"], "the page's DOM grows"
+        assert page.locator("#down-banner").is_hidden()
+
+        # Kill the daemon: the page must say so plainly.
+        pipeline.procs["daemon"].kill()
+        pipeline.procs["daemon"].wait(10)
+        page.wait_for_selector("#daemon-status[data-state=down]", timeout=10000)
+        assert page.locator("#down-banner").is_visible()
+        assert "unreachable" in page.locator("#down-banner").inner_text().lower()
+        n_down = ticks(page)
+        time.sleep(1.0)
+        assert ticks(page) > n_down, "the page stopped updating while the daemon is down"
+
+        # Restart it on the same endpoints: the page recovers with no help.
+        pipeline.start_daemon()
+        page.wait_for_selector("#daemon-status[data-state=up]", timeout=20000)
+        page.wait_for_function("document.getElementById('down-banner').hidden", timeout=5000)
+        c = figures(page)
+        page.wait_for_function(
+            f"document.getElementById('v-pps').textContent !== {c['pps']!r}", timeout=20000)
+        assert not errors, errors
+    except Exception:
+        print(pipeline.logs())
+        shot = os.path.join(pipeline.dir, "failure.png")
+        page.screenshot(path=shot, full_page=True)
+        print("screenshot:", shot)
+        raise
+    finally:
+        page.close()
