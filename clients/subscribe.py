@@ -99,7 +99,7 @@ class Subscription:
                  idle_timeout: float | None = None, context: zmq.Context | None = None,
                  expected: Callable[[str, int, int], np.ndarray] | None = None,
                  record_latency: bool = False, live_hwm: int = 4000,
-                 resume_from: dict | int | None = None):
+                 resume_from: dict | int | None = None, socket_options: dict | None = None):
         if isinstance(streams, str):
             streams = [streams]
         self.streams = list(streams) if streams else None
@@ -132,6 +132,8 @@ class Subscription:
             self.sock.curve_serverkey = curve["server_public"]
             self.sock.curve_publickey = curve["public"]
             self.sock.curve_secretkey = curve["secret"]
+        for option, value in (socket_options or {}).items():
+            self.sock.setsockopt(option, value)
         if lossless:
             # A stable identity lets the daemon recognise us after a reconnect.
             self.sock.routing_id = uuid.uuid4().bytes
@@ -141,6 +143,7 @@ class Subscription:
         self.sock.connect(self.endpoint)
         self._ungranted = 0
         self._last_sent = 0.0
+        self._last_hello = 0.0
         self._cpu_start = _cpu_s()  # what building a reference table cost is not ours
         if lossless:
             self._hello()
@@ -155,6 +158,7 @@ class Subscription:
             pass  # not connected yet: the next idle tick says hello again
 
     def _hello(self) -> None:
+        self._last_hello = time.monotonic()
         self._ungranted = 0
         self._send({"cmd": "hello", "streams": self.streams, "credit": self.credit_window})
 
@@ -181,11 +185,11 @@ class Subscription:
         """Next decoded block, or None after `timeout` seconds without one."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            wait = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+            wait = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
             if wait <= 0:
                 return None
             if not self.sock.poll(int(wait * 1000)):
-                if self.lossless:
+                if self.lossless and time.monotonic() - self._last_hello >= 1.0:
                     self._hello()  # idle: the daemon may have restarted and forgotten us
                 continue
             frames = self.sock.recv_multipart(copy=False)

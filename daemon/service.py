@@ -85,6 +85,7 @@ class StreamState:
         else:
             self.keyframe_every = None  # only the first block
         self.next_keyframe_sample: int | None = None
+        self.force_keyframe = False  # a subscriber just joined: let it decode from the next block
         self.last_first_sample = -1
         self.next_ingest_seq: int | None = None
         self.seq_out = 0
@@ -105,8 +106,9 @@ class StreamState:
     def keyframe_due(self, first_sample: int) -> bool:
         restarted = first_sample <= self.last_first_sample  # the implant started over
         self.last_first_sample = first_sample
-        if self.next_keyframe_sample is None or restarted:
+        if self.next_keyframe_sample is None or restarted or self.force_keyframe:
             due = True
+            self.force_keyframe = False
         elif self.keyframe_every is None:
             due = False
         else:
@@ -386,16 +388,7 @@ class Daemon:
                                 group_channels=state.group_channels, dropped=state.drops)
         header["t_pub"] = published_ns = time.time_ns()
         frames = [state.topic, msgpack.packb(header), *blobs]
-        # XPUB never blocks: past a subscriber's HWM libzmq drops for that subscriber only.
-        _send_now(self.publisher, frames)
-        for subscriber in self.lossless_subscribers.values():
-            if subscriber.wants(state.stream_id):
-                subscriber.queue.append(frames)
-                if len(subscriber.queue) > self.config.lossless_max_messages:
-                    subscriber.queue.popleft()
-                    subscriber.overflow += 1
-                    state.lossless_overflow += 1
-                self._pump(subscriber)
+        # Counted before sending, so that whoever has the block also sees it in the stats.
         state.seq_out += 1
         state.packets_in += 1
         state.samples_in += packet.n_samples
@@ -407,6 +400,16 @@ class Daemon:
         latency["ingest"].add_ns(packet.received_ns - packet.acquired_ns)
         latency["compress"].add_ns(compress_ns)
         latency["publish"].add_ns(published_ns - packet.acquired_ns)
+        # XPUB never blocks: past a subscriber's HWM libzmq drops for that subscriber only.
+        _send_now(self.publisher, frames)
+        for subscriber in self.lossless_subscribers.values():
+            if subscriber.wants(state.stream_id):
+                subscriber.queue.append(frames)
+                if len(subscriber.queue) > self.config.lossless_max_messages:
+                    subscriber.queue.popleft()
+                    subscriber.overflow += 1
+                    state.lossless_overflow += 1
+                self._pump(subscriber)
 
     # ---- lossless subscribers -----------------------------------------------------------
 
@@ -450,6 +453,7 @@ class Daemon:
                                  streams or "all")
                     else:  # it reconnected or re-announced itself: its window starts afresh
                         subscriber.credit = credit
+                    self._keyframe_soon(lambda stream_id: subscriber.wants(stream_id))
                 elif subscriber is None:
                     raise Rejected("lossless_request", f"{command!r} before hello")
                 elif command == "credit":
@@ -490,10 +494,18 @@ class Daemon:
             prefix = bytes(message[1:])
             if message[0] == 1:
                 self.live_subscriptions[prefix] = self.live_subscriptions.get(prefix, 0) + 1
+                self._keyframe_soon(lambda stream_id: topic_for(stream_id).startswith(prefix))
             elif message[0] == 0 and self.live_subscriptions.get(prefix, 0) > 0:
                 self.live_subscriptions[prefix] -= 1
                 if not self.live_subscriptions[prefix]:
                     del self.live_subscriptions[prefix]
+
+    def _keyframe_soon(self, wanted) -> None:
+        """A new subscriber decodes from the next block instead of waiting up to a keyframe
+        interval; the extra keyframe costs one block's worth of ratio."""
+        for stream_id, state in self.streams.items():
+            if wanted(stream_id):
+                state.force_keyframe = True
 
     def subscriber_counts(self, stream_id: str) -> tuple[int, int]:
         topic = topic_for(stream_id)

@@ -1,0 +1,216 @@
+"""End to end on real sockets: implant -> daemon -> subscribers, lossless and live."""
+
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+pytest.importorskip("neurowire.codec")
+
+from neurowire.clients.simulate import Simulator  # noqa: E402
+from neurowire.clients.subscribe import Subscription, subscribe  # noqa: E402
+from neurowire.clients.synth import LoopingSource, load_wav_dir, synthesize  # noqa: E402
+from neurowire.daemon import DaemonThread, load_config  # noqa: E402
+
+CHALLENGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..",
+                         "shared", "data", "challenge")
+LOOPBACK = dict(ingest="tcp://127.0.0.1:*", publish="tcp://127.0.0.1:*",
+                lossless="tcp://127.0.0.1:*", control="tcp://127.0.0.1:*", metrics="",
+                max_backlog_packets=100_000)
+
+
+def wait_for(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def context():
+    ctx = zmq.Context()
+    yield ctx
+    ctx.destroy(linger=0)
+
+
+def send_packets(simulator, count, pause_every=50, pause=0.002):
+    """As fast as the test allows, with short pauses so a loaded machine keeps up."""
+    for number in range(count):
+        simulator.send_packet()
+        if number % pause_every == pause_every - 1:
+            time.sleep(pause)
+
+
+def collect(subscription, n_samples, timeout=10.0):
+    blocks = []
+    got = 0
+    while got < n_samples:
+        block = subscription.receive(timeout=timeout)
+        assert block is not None, f"stalled after {got} of {n_samples} samples"
+        blocks.append(block)
+        got += block.samples.shape[0]
+    return blocks
+
+
+def check_exact(blocks, source):
+    for block in blocks:
+        expected = source.samples(block.first_sample, block.samples.shape[0])
+        np.testing.assert_array_equal(block.samples, expected)
+
+
+def run_lossless(table, rate, context, packet_samples=10, packets=600, workers=1):
+    config = load_config(**LOOPBACK, workers=workers)
+    with DaemonThread(config) as running:
+        endpoints = running.daemon.endpoints
+        with subscribe(endpoints["lossless"], lossless=True, context=context) as subscription:
+            wait_for(lambda: running.daemon.lossless_subscribers)
+            simulator = Simulator(endpoints["ingest"], table, rate, packet_samples,
+                                  context=context)
+            send_packets(simulator, packets)
+            blocks = collect(subscription, packets * packet_samples)
+            simulator.close()
+        stats = running.daemon.stats()["streams"]["implant0"]
+    check_exact(blocks, LoopingSource(table))
+    assert [b.first_sample for b in blocks] == list(range(0, packets * packet_samples,
+                                                          packet_samples))
+    assert subscription.gaps == [] and subscription.crc_errors == 0
+    assert stats["drops"] == 0 and stats["packets_in"] == packets
+    return stats
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(not os.path.isdir(CHALLENGE), reason="../shared/data/challenge not here")
+def test_lossless_end_to_end_real_recordings(context):
+    table, rate = load_wav_dir(CHALLENGE, channels=32)
+    stats = run_lossless(table, rate, context, packet_samples=20, packets=500)
+    assert stats["ratio"] > 1.0
+
+
+@pytest.mark.timeout(60)
+def test_lossless_end_to_end_synthetic_parallel_groups(context):
+    table = synthesize(channels=96, rate=20000, loop_samples=3000, seed=5)
+    stats = run_lossless(table, 20000.0, context, packets=400, workers=3)
+    assert stats["workers"] == 3
+
+
+@pytest.mark.timeout(60)
+def test_late_joiner_resumes_at_keyframe(context):
+    table = synthesize(channels=16, rate=20000, loop_samples=5000, seed=2)
+    config = load_config(**LOOPBACK, keyframe_interval_s=0.05)  # every 1000 samples
+    with DaemonThread(config) as running:
+        endpoints = running.daemon.endpoints
+        simulator = Simulator(endpoints["ingest"], table, 20000.0, 10, context=context)
+        send_packets(simulator, 250)  # 2500 samples before anyone listens
+        wait_for(lambda: running.daemon.streams["implant0"].packets_in == 250)
+        late = Subscription(endpoints["publish"], context=context)
+        wait_for(lambda: running.daemon.live_subscriptions)
+        send_packets(simulator, 320)
+        blocks = collect(late, 1100)
+        late.close()
+        simulator.close()
+    # Its subscription made the daemon send the next block as a keyframe: no waiting for
+    # the periodic one, and nothing undecodable in between.
+    assert blocks[0].keyframe and blocks[0].first_sample == 2500
+    assert late.skipped_blocks == 0 and late.gaps == []
+    assert [b.keyframe for b in blocks].count(True) == 2  # 2500 (joined), 3500 (periodic)
+    check_exact(blocks, LoopingSource(table))
+
+
+@pytest.mark.timeout(60)
+def test_slow_subscriber_does_not_slow_others(context):
+    table = synthesize(channels=512, rate=20000, loop_samples=4000, seed=3)
+    config = load_config(**dict(LOOPBACK, live_hwm=300), keyframe_interval_s=0.01)
+    with DaemonThread(config) as running:
+        endpoints = running.daemon.endpoints
+        fast = Subscription(endpoints["publish"], context=context)
+        # Small kernel buffers too, so that its backlog overflows within the test.
+        slow = Subscription(endpoints["publish"], context=context, live_hwm=10,
+                            socket_options={zmq.RCVBUF: 4096})
+        wait_for(lambda: sum(running.daemon.live_subscriptions.values()) == 2)
+        simulator = Simulator(endpoints["ingest"], table, 20000.0, 10, context=context)
+        packets = 1500
+        received = []
+        reader = threading.Thread(target=lambda: received.extend(collect(fast, packets * 10)))
+        reader.start()
+        send_packets(simulator, packets, pause_every=10)  # `slow` reads nothing meanwhile
+        reader.join(30)
+        assert not reader.is_alive()
+        assert fast.gaps == [] and fast.lost_blocks == 0
+        check_exact(received, LoopingSource(table))
+        # The slow one lost blocks at its high-water mark; once it reads again it says exactly
+        # which samples it missed, and resumes at the next keyframe.
+        slow_blocks = []
+        for _ in range(2):
+            while True:
+                block = slow.receive(timeout=1)
+                if block is None:
+                    break
+                slow_blocks.append(block)
+            send_packets(simulator, 100)
+        simulator.close()
+        fast.close()
+        slow.close()
+    assert slow.lost_blocks > 0 and slow.gaps
+    check_exact(slow_blocks, LoopingSource(table))
+    covered = sum(b.samples.shape[0] for b in slow_blocks) + sum(g.samples for g in slow.gaps)
+    assert covered == slow_blocks[-1].stop_sample - slow_blocks[0].first_sample
+    assert all(g.reason == "delivery" for g in slow.gaps)
+
+
+@pytest.mark.timeout(60)
+def test_restarted_subscriber_reports_gap(context):
+    table = synthesize(channels=16, rate=20000, loop_samples=5000, seed=4)
+    config = load_config(**LOOPBACK, keyframe_interval_s=0.02)
+    with DaemonThread(config) as running:
+        endpoints = running.daemon.endpoints
+        simulator = Simulator(endpoints["ingest"], table, 20000.0, 10, context=context)
+        first = Subscription(endpoints["publish"], context=context)
+        wait_for(lambda: running.daemon.live_subscriptions)
+        send_packets(simulator, 100)
+        before = collect(first, 1000)
+        stopped_at = before[-1].stop_sample
+        first.close()  # "killed"
+        send_packets(simulator, 100)  # missed while down
+        wait_for(lambda: running.daemon.streams["implant0"].packets_in == 200)
+        second = Subscription(endpoints["publish"], context=context, resume_from=stopped_at)
+        wait_for(lambda: running.daemon.live_subscriptions)
+        send_packets(simulator, 200)
+        after = collect(second, 500)
+        second.close()
+        simulator.close()
+    gap = after[0].gaps[0]
+    assert (gap.start, gap.stop) == (stopped_at, after[0].first_sample)
+    assert after[0].first_sample >= 2000 and after[0].keyframe
+    check_exact(before + after, LoopingSource(table))
+
+
+@pytest.mark.timeout(60)
+def test_restarted_daemon_recovers_and_reports_gap(tmp_path, context):
+    table = synthesize(channels=16, rate=20000, loop_samples=5000, seed=6)
+    endpoints = {name: f"ipc://{tmp_path}/{name}" for name in
+                 ("ingest", "publish", "lossless", "control")}
+    config = load_config(**endpoints, metrics="", max_backlog_packets=100_000)
+    simulator = Simulator(endpoints["ingest"], table, 20000.0, 10, context=context)
+    with Subscription(endpoints["lossless"], lossless=True, context=context) as subscription:
+        with DaemonThread(config) as running:
+            wait_for(lambda: running.daemon.lossless_subscribers, timeout=15)
+            send_packets(simulator, 100)
+            before = collect(subscription, 1000)
+        send_packets(simulator, 50)  # the daemon is down: these are lost on the way
+        with DaemonThread(config) as running:
+            # The subscriber re-announces itself when idle, so the new daemon learns of it.
+            wait_for(lambda: subscription.receive(timeout=0.2) is None and
+                     running.daemon.lossless_subscribers, timeout=15)
+            time.sleep(0.2)  # the implant's PUSH reconnects to the new daemon on its own
+            send_packets(simulator, 100)
+            after = collect(subscription, 500)
+    simulator.close()
+    assert len(subscription.gaps) == 1
+    gap = subscription.gaps[0]
+    assert gap.start == 1000 and gap.stop == after[0].first_sample
+    assert gap.stop >= 1500  # what was sent while no daemon listened cannot come back
+    check_exact(before + after, LoopingSource(table))
