@@ -324,7 +324,8 @@ def subscribe(endpoint: str | None = None, **options) -> Subscription:
 # ---- outputs for the command ---------------------------------------------------------------
 
 class SampleWriter:
-    """Appends raw int16 rows to a scratch file; at close writes .npy and/or WAV per channel."""
+    """Appends raw int16 rows to a scratch file; at close writes .npy and/or WAV per channel.
+    Gaps are written as zeros so that row i is always sample (first + i)."""
 
     def __init__(self, npy_path: str | None, wav_dir: str | None):
         self.npy_path, self.wav_dir = npy_path, wav_dir
@@ -338,6 +339,10 @@ class SampleWriter:
     def write(self, block: Block) -> None:
         self.channels = block.samples.shape[1]
         self.rate = block.rate
+        for gap in block.gaps:
+            # Zeros keep every later sample at its true time; the report lists the ranges.
+            self.scratch.write(bytes(gap.samples * self.channels * 2))
+            self.rows += gap.samples
         self.scratch.write(np.ascontiguousarray(block.samples, dtype="<i2").tobytes())
         self.rows += block.samples.shape[0]
 
