@@ -135,3 +135,45 @@ def test_live_page_moves_maps_1024_channels_and_survives_a_daemon_restart(browse
         raise
     finally:
         page.close()
+
+
+def test_page_reaches_a_steady_state_that_does_not_grow(browser, tmp_path):
+    """An hour at 5 updates/s is 18000 updates; what matters is that past the history length
+    nothing grows any more. A short history and a fast tick get there in seconds: after the
+    charts are full, the DOM size, the JS heap and the cost of an update must stay put."""
+    from neurowire.clients.dashboard.testing import (
+        FakeDaemon, free_port, start_process, stop_process, wait_for_line)
+
+    control = f"tcp://127.0.0.1:{free_port()}"
+    fake = FakeDaemon(control, f"tcp://127.0.0.1:{free_port()}", publish_hz=50).start()
+    log = str(tmp_path / "dashboard.log")
+    dash = start_process(["-m", "neurowire.cli", "dashboard", "--control", control,
+                          "--port", "0", "--interval", "0.04", "--history", "8",
+                          "--no-tap"], log)
+    page = browser.new_page(viewport={"width": 1500, "height": 1100})
+    cdp = page.context.new_cdp_session(page)
+    try:
+        url = re.search(r"(http://\S+)", wait_for_line(log, "dashboard: http://", 30, dash))[1]
+        page.goto(url)
+        page.wait_for_function("+document.body.dataset.points >= 200", timeout=60000)
+
+        def sample():
+            cdp.send("HeapProfiler.collectGarbage")
+            return page.evaluate("""() => ({ticks: +document.body.dataset.ticks,
+                elements: document.getElementsByTagName('*').length,
+                heap: performance.memory.usedJSHeapSize,
+                ms: +document.body.dataset.tickMs})""")
+
+        first = sample()
+        page.wait_for_function(f"+document.body.dataset.ticks >= {first['ticks'] + 400}",
+                               timeout=90000)
+        last = sample()
+        print("steady state:", first, last)
+        assert page.evaluate("+document.body.dataset.points") == 200
+        assert last["elements"] == first["elements"]
+        assert last["heap"] < first["heap"] * 1.5 + 2e6, (first, last)
+        assert last["ms"] < first["ms"] * 3 + 5, (first, last)
+    finally:
+        page.close()
+        stop_process(dash)
+        fake.stop()

@@ -332,7 +332,16 @@
     redraw();
   }
 
+  // Mean cost of one update over the last 64, so a slow-down over hours would show.
+  let tickCost = 0;
   function onTick(p) {
+    const t0 = performance.now();
+    handleTick(p);
+    tickCost += (performance.now() - t0 - tickCost) / 64;
+    document.body.dataset.tickMs = tickCost.toFixed(3);
+  }
+
+  function handleTick(p) {
     ticks++;
     document.body.dataset.ticks = ticks;
     $("server-banner").hidden = true;
