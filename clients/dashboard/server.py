@@ -359,20 +359,23 @@ async def events(request: web.Request) -> web.StreamResponse:
     wanted = request.query.get("stream") or None
     # A stalled browser tab must not hold a send forever; it reconnects by itself.
     async with sse_response(request, send_timeout=5, ping_interval=10) as resp:
-        sid = mon.choose(wanted)
-        mon.want_tap(sid)
-        hello = {"edges_us": HIST_EDGES_US, "interval_s": mon.interval_s,
-                 "history_len": mon.history_len, "daemon_stages": DAEMON_STAGES,
-                 "tap_stages": TAP_STAGES, "stream": sid, "history": mon.history_for(sid)}
-        await resp.send(json.dumps(hello, separators=(",", ":"), allow_nan=False),
-                        event="hello")
-        seen = mon.seq
-        while resp.is_connected():
-            seen = await mon.wait_tick(seen, timeout=5 * mon.interval_s + 1)
-            if wanted is None:
-                sid = mon.choose(None)  # follow the first stream until the user picks one
+        try:
+            sid = mon.choose(wanted)
             mon.want_tap(sid)
-            await resp.send(mon.payload(sid), event="tick")
+            hello = {"edges_us": HIST_EDGES_US, "interval_s": mon.interval_s,
+                     "history_len": mon.history_len, "daemon_stages": DAEMON_STAGES,
+                     "tap_stages": TAP_STAGES, "stream": sid, "history": mon.history_for(sid)}
+            await resp.send(json.dumps(hello, separators=(",", ":"), allow_nan=False),
+                            event="hello")
+            seen = mon.seq
+            while resp.is_connected():
+                seen = await mon.wait_tick(seen, timeout=5 * mon.interval_s + 1)
+                if wanted is None:
+                    sid = mon.choose(None)  # follow the first stream until the user picks
+                mon.want_tap(sid)
+                await resp.send(mon.payload(sid), event="tick")
+        except (ConnectionResetError, asyncio.TimeoutError):
+            pass  # the page went away or stalled: the normal end of an event stream
     return resp
 
 

@@ -90,7 +90,8 @@
     ratio: makeChart($("c-ratio"), [
       { label: "overall", stroke: "#1d232b", width: 1.5 },
       { label: "last second", stroke: "#ef6c00", width: 1 }],
-      { uplot: { axes: [{}, { size: 50 }] } }),
+      { uplot: { axes: [{}, { size: 55, values: (u, vals, ax, space, incr) =>
+        vals.map((v) => v.toFixed(Math.max(1, -Math.floor(Math.log10(incr))))) }] } }),
   };
   const TIMESERIES = ["p50", "p99", "max", "tput", "ratio"];
 
@@ -273,7 +274,8 @@
     setText("v-noise-max", noise ? `p99 ${fmtUs(noise[1])} · max ${fmtUs(noise[2])}` : "–");
     setText("v-e2e", e2e ? fmtUs(e2e.p50) : "–");
     setText("v-e2e-max", e2e ? `p99 ${fmtUs(e2e.p99)} · max ${fmtUs(e2e.max)}` : (tap.state || "–"));
-    setText("e2e-kind", lat.decoded ? "acquired → decoded" : "acquired → received");
+    $("v-e2e").title = lat.decoded ? "acquired → decoded by the dashboard's subscriber"
+      : "acquired → received by the dashboard's subscriber (no decode yet)";
     if (!s) return;  // daemon down or no stream: keep the last figures, greyed out
     setText("v-ratio", s.ratio != null ? s.ratio.toFixed(3) : "–");
     setText("v-ratio-now", `last second ${s.ratio_now != null ? s.ratio_now.toFixed(3) : "–"}`);
