@@ -22,7 +22,7 @@
 /* Largest block, in time steps; longer recordings are cut into several blocks. */
 #define NW_MAX_BLOCK_SAMPLES (1u << 20)
 /* Bytes of a block header (see nw_block_info). */
-#define NW_BLOCK_HEADER_BYTES 20
+#define NW_BLOCK_HEADER_BYTES 22
 
 enum nw_status {
     NW_OK = 0,

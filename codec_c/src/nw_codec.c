@@ -1,0 +1,680 @@
+/*
+ * Block codec: per-channel NLMS prediction on ADC codes, residuals coded with an adaptive
+ * range coder whose probabilities are weighted by the width of the ADC code each residual
+ * would land on. The bitstream is described in docs/FORMAT.md.
+ *
+ * All model arithmetic is integer so that every platform decodes what every other encoded.
+ */
+#include "neurowire.h"
+#include "nw_internal.h"
+#include "nw_tables.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- model constants (changing any of them changes the format version) ----------- */
+#define TAPS 16
+#define CONTEXTS 12
+#define HALF 16                   /* residuals -HALF..HALF-1 are one symbol each */
+#define SYM_BIG_NEG (2 * HALF)    /* residual below -HALF: magnitude follows */
+#define SYM_BIG_POS (2 * HALF + 1)/* residual at or above HALF */
+#define SYM_ESCAPE (2 * HALF + 2) /* value off the ADC grid: 16 raw bits follow */
+#define MAIN_SYMBOLS (2 * HALF + 3)
+#define BIG_SYMBOLS 35            /* exponent class and one mantissa bit of the excess */
+#define MAIN_INCREMENT 24
+#define MAIN_LIMIT 60000u         /* keeps every count below 2^16 */
+#define BIG_INCREMENT 16
+#define BIG_LIMIT (1u << 13)
+#define WEIGHT_SHIFT 14           /* NLMS weights are Q14 */
+#define FRACTION_BITS 4           /* predictions carry 4 fractional bits */
+#define GRID_CODES 1024
+#define MU_SHIFT 7                /* NLMS step size 2^-7 */
+
+#define DOMAIN_GRID 0             /* samples are 10-bit ADC codes on the known grid */
+#define DOMAIN_LINEAR 1           /* anything else: the int16 value itself (offset by 32768) */
+
+typedef struct channel_state {
+    int32_t last;                 /* last sample, in domain units */
+    int32_t activity;             /* running mean |residual|, Q4, in grid-equivalent units */
+    int32_t deltas[TAPS];         /* recent first differences, newest first */
+    int32_t weights[TAPS];
+    int64_t energy;               /* sum of deltas[i]^2 */
+    uint32_t domain;
+    uint32_t big_total;
+    uint32_t main_total[CONTEXTS];
+    uint16_t main_freq[CONTEXTS][MAIN_SYMBOLS];
+    uint16_t big_freq[BIG_SYMBOLS];
+} channel_state;
+
+/* ---- grid of ADC codes ---------------------------------------------------------- */
+static int16_t grid_value[GRID_CODES];       /* code -> int16 sample */
+static uint8_t context_of_activity[256];
+static channel_state initial_state[2];        /* cold state per domain */
+/* Widths of the codes around a prediction, laid out so that the 2*HALF direct symbols read
+ * them in order whichever way the residual is mirrored; zero beyond the rails. */
+static uint8_t weight_up[GRID_CODES + 2 * HALF];
+static uint8_t weight_down[GRID_CODES + 2 * HALF];
+static const uint8_t flat_weight[2 * HALF] = {
+    64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64,
+    64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64};
+static int tables_ready;
+
+static void build_tables(void) {
+    /* The grid is stored as 2-bit steps over 64 per code (see nw_tables.h). */
+    int32_t value = NW_GRID_FIRST;
+    for (int k = 0; k < GRID_CODES; k++) {
+        if (k > 0) {
+            int step = (nw_grid_steps[(k - 1) >> 2] >> (((k - 1) & 3) * 2)) & 3;
+            value += 63 + step;
+        }
+        grid_value[k] = (int16_t)value;
+    }
+    for (int j = 0; j < GRID_CODES + 2 * HALF; j++) {
+        int up = j - HALF, down = GRID_CODES - 1 + HALF - j;
+        weight_up[j] = (up >= 0 && up < GRID_CODES) ? nw_code_weight[up] : 0;
+        weight_down[j] = (down >= 0 && down < GRID_CODES) ? nw_code_weight[down] : 0;
+    }
+    /* Activity buckets: mean |residual| thresholds in Q4 units, roughly geometric. */
+    static const uint16_t edges[CONTEXTS - 1] = {14, 20, 26, 32, 38, 46, 56, 70, 92, 124, 180};
+    for (int a = 0; a < 256; a++) {
+        int c = 0;
+        while (c < CONTEXTS - 1 && (a << 2) >= edges[c]) c++;
+        context_of_activity[a] = (uint8_t)c;
+    }
+    /* Cold start: each context begins with a two-sided geometric law whose mean matches
+     * the context's activity, so the first thousand samples are not coded blind. */
+    for (int d = 0; d < 2; d++) {
+        channel_state *s = &initial_state[d];
+        memset(s, 0, sizeof *s);
+        s->domain = (uint32_t)d;
+        s->activity = 16 * 4;
+        for (int c = 0; c < CONTEXTS; c++) {
+            uint32_t mean_q4 = c == 0 ? 10 : (c < CONTEXTS - 1 ? edges[c - 1] + edges[c] : 260) / (c < CONTEXTS - 1 ? 2 : 1);
+            uint32_t ratio = (uint32_t)(((uint64_t)mean_q4 << 16) / (mean_q4 + 16)); /* q = m/(1+m), Q16 */
+            uint32_t p = 4000, total = 0;
+            for (int r = 0; r < HALF; r++) {
+                uint16_t f = (uint16_t)(p > 1 ? p : 1);
+                s->main_freq[c][HALF + r] = f;          /* r >= 0 */
+                s->main_freq[c][HALF - 1 - r] = f;      /* -(r+1): same mass shifted by one */
+                total += 2u * f;
+                p = (uint32_t)(((uint64_t)p * ratio) >> 16);
+            }
+            uint32_t tail = (uint32_t)(((uint64_t)p * 65536) / (65536 - ratio + 1));
+            if (tail < 2) tail = 2;
+            if (tail > 8000) tail = 8000;
+            s->main_freq[c][SYM_BIG_NEG] = (uint16_t)tail;
+            s->main_freq[c][SYM_BIG_POS] = (uint16_t)tail;
+            s->main_freq[c][SYM_ESCAPE] = 1;
+            s->main_total[c] = total + 2 * tail + 1;
+        }
+        uint32_t total = 0;
+        for (int b = 0; b < BIG_SYMBOLS; b++) {
+            uint16_t f = (uint16_t)(b < 14 ? 64 - 4 * b : 2);
+            s->big_freq[b] = f;
+            total += f;
+        }
+        s->big_total = total;
+    }
+    tables_ready = 1;
+}
+
+static void ensure_tables(void) {
+    /* Idempotent and deterministic: a race between threads writes the same bytes. */
+    if (!tables_ready) build_tables();
+}
+
+/* Code of an on-grid sample, or -1 when the value is not one of the grid's. */
+static int grid_code(int32_t value) {
+    int32_t k = (int32_t)(((value + 32768) * 1023 + 32767) / 65535);
+    for (int32_t j = k - 1; j <= k + 1; j++)
+        if (j >= 0 && j < GRID_CODES && grid_value[j] == value) return (int)j;
+    return -1;
+}
+
+/* Nearest code of any value: keeps the predictor's history sensible after an escape. */
+static int32_t nearest_code(int32_t value) {
+    int32_t k = (int32_t)(((value + 32768) * 1023 + 32767) / 65535);
+    if (k < 0) k = 0;
+    if (k >= GRID_CODES) k = GRID_CODES - 1;
+    return k;
+}
+
+/* ---- range coder (LZMA-style carry propagation, 32-bit range) -------------------- */
+#define RANGE_TOP (1u << 24)
+
+typedef struct range_encoder {
+    uint64_t low;
+    uint32_t range;
+    uint8_t cache;
+    uint64_t pending;     /* bytes of 0xFF waiting for a possible carry */
+    uint8_t *out;
+    size_t pos, cap;
+    int first;            /* the first shifted byte is always 0 and is not written */
+    int overflow;
+} range_encoder;
+
+static void rc_put(range_encoder *rc, uint8_t byte) {
+    if (rc->pos < rc->cap) rc->out[rc->pos] = byte;
+    else rc->overflow = 1;
+    rc->pos++;
+}
+
+static void rc_shift_low(range_encoder *rc) {
+    if ((uint32_t)rc->low < 0xFF000000u || (rc->low >> 32) != 0) {
+        uint8_t carry = (uint8_t)(rc->low >> 32);
+        if (!rc->first) rc_put(rc, (uint8_t)(rc->cache + carry));
+        rc->first = 0;
+        for (; rc->pending; rc->pending--) rc_put(rc, (uint8_t)(0xFF + carry));
+        rc->cache = (uint8_t)(rc->low >> 24);
+    } else {
+        rc->pending++;
+    }
+    rc->low = (rc->low & 0x00FFFFFFu) << 8;
+}
+
+static void rc_encode(range_encoder *rc, uint32_t cum, uint32_t freq, uint32_t total) {
+    uint32_t r = rc->range / total;
+    rc->low += (uint64_t)r * cum;
+    rc->range = r * freq;
+    while (rc->range < RANGE_TOP) { rc->range <<= 8; rc_shift_low(rc); }
+}
+
+static void rc_encode_bits(range_encoder *rc, uint32_t value, int bits) {
+    while (bits > 0) {
+        int n = bits > 12 ? 12 : bits;
+        bits -= n;
+        uint32_t part = (value >> bits) & ((1u << n) - 1);
+        rc->range >>= n;
+        rc->low += (uint64_t)rc->range * part;
+        while (rc->range < RANGE_TOP) { rc->range <<= 8; rc_shift_low(rc); }
+    }
+}
+
+static void rc_flush(range_encoder *rc) {
+    for (int i = 0; i < 5; i++) rc_shift_low(rc);
+}
+
+typedef struct range_decoder {
+    uint32_t range, code;
+    const uint8_t *in;
+    size_t pos, len;
+    size_t overrun;       /* bytes read past the end (fed as zeros) */
+} range_decoder;
+
+static uint8_t rd_byte(range_decoder *rd) {
+    if (rd->pos < rd->len) return rd->in[rd->pos++];
+    rd->overrun++;
+    return 0;
+}
+
+static void rd_init(range_decoder *rd, const uint8_t *in, size_t len) {
+    rd->in = in; rd->len = len; rd->pos = 0; rd->overrun = 0;
+    rd->range = 0xFFFFFFFFu; rd->code = 0;
+    for (int i = 0; i < 4; i++) rd->code = (rd->code << 8) | rd_byte(rd);
+}
+
+static void rd_normalize(range_decoder *rd) {
+    while (rd->range < RANGE_TOP) { rd->range <<= 8; rd->code = (rd->code << 8) | rd_byte(rd); }
+}
+
+/* Returns the target count in [0, total); the caller finds the symbol and calls rd_take. */
+static uint32_t rd_target(range_decoder *rd, uint32_t total, uint32_t *r_out) {
+    uint32_t r = rd->range / total;
+    uint32_t t = rd->code / r;
+    *r_out = r;
+    return t < total ? t : total - 1;   /* only a corrupt stream gets clamped */
+}
+
+static void rd_take(range_decoder *rd, uint32_t r, uint32_t cum, uint32_t freq) {
+    rd->code -= r * cum;
+    rd->range = r * freq;
+    rd_normalize(rd);
+}
+
+static uint32_t rd_bits(range_decoder *rd, int bits) {
+    uint32_t value = 0;
+    while (bits > 0) {
+        int n = bits > 12 ? 12 : bits;
+        bits -= n;
+        rd->range >>= n;
+        uint32_t part = rd->code / rd->range;
+        if (part >= (1u << n)) part = (1u << n) - 1;
+        rd->code -= part * rd->range;
+        rd_normalize(rd);
+        value = (value << n) | part;
+    }
+    return value;
+}
+
+/* ---- the per-sample model ----------------------------------------------------------- */
+enum pass { PASS_ENCODE, PASS_DECODE, PASS_UPDATE };
+
+typedef struct coder {
+    range_encoder enc;
+    range_decoder dec;
+} coder;
+
+static void adapt(uint16_t *freq, uint32_t *total, int symbols, int symbol, uint32_t inc, uint32_t limit) {
+    freq[symbol] = (uint16_t)(freq[symbol] + inc);
+    *total += inc;
+    if (*total > limit) {
+        uint32_t t = 0;
+        for (int i = 0; i < symbols; i++) { freq[i] = (uint16_t)((freq[i] + 1) >> 1); t += freq[i]; }
+        *total = t;
+    }
+}
+
+/* Magnitude beyond the direct range: class c = floor(log2(excess+1)), then one mantissa bit
+ * as part of the symbol and c-1 raw bits. */
+static void big_encode(channel_state *s, coder *co, int pass, uint32_t excess) {
+    uint32_t v = excess + 1, c = 0;
+    while ((v >> (c + 1)) != 0) c++;
+    uint32_t symbol = c == 0 ? 0 : 1 + 2 * (c - 1) + ((v >> (c - 1)) & 1);
+    if (pass == PASS_ENCODE) {
+        uint32_t cum = 0;
+        for (uint32_t i = 0; i < symbol; i++) cum += s->big_freq[i];
+        rc_encode(&co->enc, cum, s->big_freq[symbol], s->big_total);
+        if (c > 1) rc_encode_bits(&co->enc, v & ((1u << (c - 1)) - 1), (int)c - 1);
+    }
+    adapt(s->big_freq, &s->big_total, BIG_SYMBOLS, (int)symbol, BIG_INCREMENT, BIG_LIMIT);
+}
+
+static int big_decode(channel_state *s, coder *co, uint32_t *excess) {
+    uint32_t r, target = rd_target(&co->dec, s->big_total, &r), cum = 0;
+    int symbol = 0;
+    while (symbol < BIG_SYMBOLS - 1 && cum + s->big_freq[symbol] <= target) cum += s->big_freq[symbol++];
+    rd_take(&co->dec, r, cum, s->big_freq[symbol]);
+    uint32_t c = symbol == 0 ? 0 : (uint32_t)(symbol - 1) / 2 + 1;
+    if (c > 17) return -1;
+    uint32_t v = 1;
+    if (c > 0) {
+        v = (2u | ((uint32_t)(symbol - 1) & 1)) << (c - 1);
+        if (c > 1) v |= rd_bits(&co->dec, (int)c - 1);
+    }
+    adapt(s->big_freq, &s->big_total, BIG_SYMBOLS, symbol, BIG_INCREMENT, BIG_LIMIT);
+    *excess = v - 1;
+    return 0;
+}
+
+/* One sample through the model: encodes `value`, decodes it into *value, or only updates
+ * the state (stored blocks). Returns 0, or -1 on an impossible decoded value. */
+static int code_sample(channel_state *s, coder *co, int pass, int16_t *value) {
+    const int grid = s->domain == DOMAIN_GRID;
+    const int32_t top = grid ? GRID_CODES - 1 : 65535;
+
+    int64_t acc = 0;
+    for (int i = 0; i < TAPS; i++) acc += (int64_t)s->weights[i] * s->deltas[i];
+    int64_t pred_q = ((int64_t)s->last << FRACTION_BITS) + (acc >> (WEIGHT_SHIFT - FRACTION_BITS));
+    if (pred_q < 0) pred_q = 0;
+    if (pred_q > ((int64_t)top << FRACTION_BITS)) pred_q = (int64_t)top << FRACTION_BITS;
+    int32_t pred = (int32_t)((pred_q + (1 << (FRACTION_BITS - 1))) >> FRACTION_BITS);
+    /* Mirror the residual so that the side the fractional prediction leans to is positive. */
+    int32_t flip = pred_q < ((int64_t)pred << FRACTION_BITS) ? -1 : 1;
+
+    int32_t act = s->activity >> (grid ? 2 : 8);
+    int ctx = context_of_activity[act > 255 ? 255 : act];
+    uint16_t *freq = s->main_freq[ctx];
+
+    /* Weighted frequencies: each direct symbol is scaled by the width of the code it maps
+     * to (64 = average width; 0 = outside the ADC's range, so impossible). */
+    const uint8_t *width = !grid ? flat_weight
+                         : flip > 0 ? weight_up + pred : weight_down + (GRID_CODES - 1 - pred);
+    uint32_t g[MAIN_SYMBOLS];
+    uint32_t total = 0;
+    for (int i = 0; i < 2 * HALF; i++) g[i] = ((uint32_t)freq[i] * width[i] + 63) >> 6;
+    for (int i = 2 * HALF; i < MAIN_SYMBOLS; i++) g[i] = freq[i];
+    for (int i = 0; i < MAIN_SYMBOLS; i++) total += g[i];
+
+    int32_t x = 0;          /* sample in domain units */
+    int symbol;
+    if (pass != PASS_DECODE) {
+        int32_t v = *value;
+        int escaped = 0;
+        if (grid) {
+            int k = grid_code(v);
+            escaped = k < 0;
+            x = escaped ? nearest_code(v) : k;
+        } else {
+            x = v + 32768;
+        }
+        int32_t r = flip * (x - pred);
+        symbol = escaped ? SYM_ESCAPE : r < -HALF ? SYM_BIG_NEG : r >= HALF ? SYM_BIG_POS : r + HALF;
+        if (pass == PASS_ENCODE) {
+            uint32_t cum = 0;
+            for (int i = 0; i < symbol; i++) cum += g[i];
+            rc_encode(&co->enc, cum, g[symbol], total);
+            if (escaped) rc_encode_bits(&co->enc, (uint16_t)v, 16);
+        }
+        if (symbol == SYM_BIG_NEG || symbol == SYM_BIG_POS)
+            big_encode(s, co, pass, (uint32_t)(symbol == SYM_BIG_POS ? r - HALF : -HALF - 1 - r));
+    } else {
+        uint32_t r, target = rd_target(&co->dec, total, &r), cum = 0;
+        symbol = 0;
+        while (symbol < MAIN_SYMBOLS - 1 && cum + g[symbol] <= target) cum += g[symbol++];
+        if (g[symbol] == 0) return -1;
+        rd_take(&co->dec, r, cum, g[symbol]);
+        if (symbol == SYM_ESCAPE) {
+            if (!grid) return -1;
+            int16_t v = (int16_t)rd_bits(&co->dec, 16);
+            if (grid_code(v) >= 0) return -1;   /* the encoder never escapes a grid value */
+            *value = v;
+            x = nearest_code(v);
+        } else {
+            int32_t res;
+            if (symbol < 2 * HALF) {
+                res = symbol - HALF;
+            } else {
+                uint32_t excess;
+                if (big_decode(s, co, &excess) < 0) return -1;
+                if (excess > 65536) return -1;
+                res = symbol == SYM_BIG_POS ? HALF + (int32_t)excess : -HALF - 1 - (int32_t)excess;
+            }
+            x = pred + flip * res;
+            if (x < 0 || x > top) return -1;
+            *value = grid ? grid_value[x] : (int16_t)(x - 32768);
+        }
+    }
+    adapt(freq, &s->main_total[ctx], MAIN_SYMBOLS, symbol, MAIN_INCREMENT, MAIN_LIMIT);
+
+    /* Update the activity and the NLMS predictor from the reconstructed sample. */
+    int32_t err = x - pred;
+    int32_t mag = err < 0 ? -err : err;
+    if (!grid) mag >>= 6;
+    if (mag > 1000) mag = 1000;
+    s->activity += ((mag << 4) - s->activity) >> 2;
+
+    int32_t delta = x - s->last;
+    int64_t err_q = ((int64_t)x << FRACTION_BITS) - pred_q;
+    if (err_q > (1 << 20)) err_q = 1 << 20;
+    if (err_q < -(1 << 20)) err_q = -(1 << 20);
+    int64_t gain = ((int64_t)1 << 34) / (s->energy + 64);   /* step size / energy, Q34 */
+    for (int i = 0; i < TAPS; i++) {
+        int64_t dw = (err_q * s->deltas[i] * gain) >> (34 - WEIGHT_SHIFT + FRACTION_BITS + MU_SHIFT);
+        int64_t w = s->weights[i] + dw;
+        if (w > (1 << 18)) w = 1 << 18;
+        if (w < -(1 << 18)) w = -(1 << 18);
+        s->weights[i] = (int32_t)w;
+    }
+    int32_t oldest = s->deltas[TAPS - 1];
+    s->energy += (int64_t)delta * delta - (int64_t)oldest * oldest;
+    memmove(s->deltas + 1, s->deltas, (TAPS - 1) * sizeof s->deltas[0]);
+    s->deltas[0] = delta;
+    s->last = x;
+    return 0;
+}
+
+/* ---- CRC-32 (IEEE), table built once ---------------------------------------------- */
+static uint32_t crc_table[256];
+static int crc_ready;
+
+uint32_t nw_crc32(uint32_t crc, const uint8_t *data, size_t len) {
+    if (!crc_ready) {
+        for (uint32_t i = 0; i < 256; i++) {
+            uint32_t c = i;
+            for (int k = 0; k < 8; k++) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+            crc_table[i] = c;
+        }
+        crc_ready = 1;
+    }
+    crc = ~crc;
+    for (size_t i = 0; i < len; i++) crc = crc_table[(crc ^ data[i]) & 0xFF] ^ (crc >> 8);
+    return ~crc;
+}
+
+/* CRC of the header's first 18 bytes, then of the samples as little-endian int16. */
+static uint32_t block_crc(const uint8_t *header, const int16_t *samples, size_t count) {
+    uint32_t crc = nw_crc32(0, header, 18);
+    uint8_t buf[512];
+    size_t i = 0;
+    while (i < count) {
+        size_t n = count - i < sizeof buf / 2 ? count - i : sizeof buf / 2;
+        for (size_t j = 0; j < n; j++) nw_put_u16(buf + 2 * j, (uint16_t)samples[i + j]);
+        crc = nw_crc32(crc, buf, 2 * n);
+        i += n;
+    }
+    return crc;
+}
+
+/* ---- block layer ---------------------------------------------------------------------- */
+#define MAGIC0 'N'
+#define MAGIC1 'W'
+#define FLAG_KEYFRAME 1u
+#define FLAG_STORED 2u
+
+struct nw_encoder {
+    uint32_t channels;
+    uint32_t next_index;
+    int started;
+    channel_state *state;
+    uint64_t *channel_bytes;
+};
+
+struct nw_decoder {
+    uint32_t channels;
+    uint32_t next_index;
+    int valid;
+    channel_state *state;
+};
+
+const char *nw_strerror(int status) {
+    switch (status) {
+    case NW_OK: return "ok";
+    case NW_ERR_ARGUMENT: return "invalid argument";
+    case NW_ERR_NOMEM: return "out of memory";
+    case NW_ERR_OUTPUT_FULL: return "output buffer too small";
+    case NW_ERR_MAGIC: return "not a neurowire stream (bad magic)";
+    case NW_ERR_VERSION: return "unsupported neurowire format version";
+    case NW_ERR_TRUNCATED: return "truncated neurowire data";
+    case NW_ERR_CORRUPT: return "corrupt neurowire data";
+    case NW_ERR_CHECKSUM: return "checksum mismatch: corrupt neurowire data";
+    case NW_ERR_CHANNELS: return "block channel count differs from the stream's";
+    case NW_ERR_NEED_KEYFRAME: return "decoder has no state: resume at a keyframe";
+    case NW_ERR_SEQUENCE: return "block out of sequence: a block is missing";
+    default: return "unknown neurowire error";
+    }
+}
+
+static int channels_ok(uint32_t channels) { return channels >= 1 && channels <= NW_MAX_CHANNELS; }
+
+size_t nw_encode_bound(uint32_t channels, uint32_t n_samples) {
+    return NW_BLOCK_HEADER_BYTES + (channels + 7) / 8 + 2 * (size_t)channels * n_samples;
+}
+
+nw_encoder *nw_encoder_new(uint32_t channels) {
+    if (!channels_ok(channels)) return NULL;
+    ensure_tables();
+    nw_encoder *e = calloc(1, sizeof *e);
+    if (!e) return NULL;
+    e->channels = channels;
+    e->state = calloc(channels, sizeof *e->state);
+    e->channel_bytes = calloc(channels, sizeof *e->channel_bytes);
+    if (!e->state || !e->channel_bytes) { nw_encoder_free(e); return NULL; }
+    return e;
+}
+
+void nw_encoder_free(nw_encoder *e) {
+    if (!e) return;
+    free(e->state);
+    free(e->channel_bytes);
+    free(e);
+}
+
+uint32_t nw_encoder_channel_bytes(const nw_encoder *e, uint64_t *totals, uint32_t count) {
+    if (!e || !totals) return 0;
+    uint32_t n = count < e->channels ? count : e->channels;
+    memcpy(totals, e->channel_bytes, n * sizeof *totals);
+    return n;
+}
+
+/* A channel is coded on the ADC grid when nearly all of its samples lie on it. */
+static uint32_t choose_domain(const int16_t *samples, uint32_t n, uint32_t channels, uint32_t c) {
+    uint32_t off = 0;
+    for (uint32_t t = 0; t < n; t++) off += grid_code(samples[(size_t)t * channels + c]) < 0;
+    return off * 16 <= n ? DOMAIN_GRID : DOMAIN_LINEAR;
+}
+
+static void write_header(uint8_t *out, uint32_t flags, uint32_t channels, uint32_t n,
+                         uint32_t index, uint32_t payload) {
+    out[0] = MAGIC0; out[1] = MAGIC1; out[2] = NW_FORMAT_VERSION; out[3] = (uint8_t)flags;
+    nw_put_u16(out + 4, channels);
+    nw_put_u32(out + 6, n);
+    nw_put_u32(out + 10, index);
+    nw_put_u32(out + 14, payload);
+}
+
+int64_t nw_encode_block(nw_encoder *e, const int16_t *samples, uint32_t n, int keyframe,
+                        uint8_t *out, size_t out_cap) {
+    if (!e || (!samples && n) || !out || n > NW_MAX_BLOCK_SAMPLES) return NW_ERR_ARGUMENT;
+    const uint32_t ch = e->channels;
+    /* Checked before any state changes, so a refused call leaves the stream intact. */
+    if (out_cap < nw_encode_bound(ch, n)) return NW_ERR_OUTPUT_FULL;
+    if (!e->started) keyframe = 1;
+    keyframe = keyframe ? 1 : 0;
+
+    uint8_t *payload = out + NW_BLOCK_HEADER_BYTES;
+    size_t stored_bytes = (keyframe ? (ch + 7) / 8 : 0) + 2 * (size_t)ch * n;
+    coder co;
+    memset(&co, 0, sizeof co);
+    range_encoder *rc = &co.enc;
+    rc->range = 0xFFFFFFFFu;
+    rc->first = 1;
+    rc->out = payload;
+    rc->cap = stored_bytes;       /* anything larger is sent stored instead */
+
+    if (keyframe) {
+        for (uint32_t c = 0; c < ch; c++) {
+            uint32_t d = choose_domain(samples, n, ch, c);
+            e->state[c] = initial_state[d];
+            rc_encode_bits(rc, d, 1);
+        }
+    }
+    for (uint32_t c = 0; c < ch; c++) {
+        size_t before = rc->pos;
+        channel_state *s = &e->state[c];
+        for (uint32_t t = 0; t < n; t++) {
+            int16_t v = samples[(size_t)t * ch + c];
+            code_sample(s, &co, PASS_ENCODE, &v);
+        }
+        e->channel_bytes[c] += rc->pos - before;
+    }
+    rc_flush(rc);
+
+    uint32_t flags = keyframe ? FLAG_KEYFRAME : 0;
+    size_t payload_bytes = rc->pos;
+    if (rc->overflow || payload_bytes >= stored_bytes) {
+        /* The model state was updated by the pass above, exactly as the decoder's update
+         * pass over stored samples will update it. */
+        flags |= FLAG_STORED;
+        uint8_t *p = payload;
+        if (keyframe) {
+            memset(p, 0, (ch + 7) / 8);
+            for (uint32_t c = 0; c < ch; c++) p[c / 8] |= (uint8_t)(e->state[c].domain << (c % 8));
+            p += (ch + 7) / 8;
+        }
+        for (size_t i = 0; i < (size_t)ch * n; i++) nw_put_u16(p + 2 * i, (uint16_t)samples[i]);
+        payload_bytes = stored_bytes;
+    }
+    write_header(out, flags, ch, n, e->next_index, (uint32_t)payload_bytes);
+    nw_put_u32(out + 18, block_crc(out, samples, (size_t)ch * n));
+    e->next_index++;
+    e->started = 1;
+    return (int64_t)(NW_BLOCK_HEADER_BYTES + payload_bytes);
+}
+
+int nw_block_peek(const uint8_t *in, size_t len, nw_block_info *info) {
+    if (!in || !info) return NW_ERR_ARGUMENT;
+    if (len < 2) return NW_ERR_TRUNCATED;
+    if (in[0] != MAGIC0 || in[1] != MAGIC1) return NW_ERR_MAGIC;
+    if (len < NW_BLOCK_HEADER_BYTES) return NW_ERR_TRUNCATED;
+    if (in[2] != NW_FORMAT_VERSION) return NW_ERR_VERSION;
+    if (in[3] & ~(FLAG_KEYFRAME | FLAG_STORED)) return NW_ERR_CORRUPT;
+    info->channels = nw_get_u16(in + 4);
+    info->n_samples = nw_get_u32(in + 6);
+    info->index = nw_get_u32(in + 10);
+    uint32_t payload = nw_get_u32(in + 14);
+    info->crc32 = nw_get_u32(in + 18);
+    info->keyframe = (in[3] & FLAG_KEYFRAME) != 0;
+    info->stored = (in[3] & FLAG_STORED) != 0;
+    if (!channels_ok(info->channels) || info->n_samples > NW_MAX_BLOCK_SAMPLES) return NW_ERR_CORRUPT;
+    size_t stored_bytes = (info->keyframe ? (info->channels + 7) / 8 : 0)
+                          + 2 * (size_t)info->channels * info->n_samples;
+    if (payload > stored_bytes || (info->stored && payload != stored_bytes)) return NW_ERR_CORRUPT;
+    if ((size_t)payload > len - NW_BLOCK_HEADER_BYTES) return NW_ERR_TRUNCATED;
+    info->block_bytes = NW_BLOCK_HEADER_BYTES + payload;
+    return NW_OK;
+}
+
+nw_decoder *nw_decoder_new(uint32_t channels) {
+    if (!channels_ok(channels)) return NULL;
+    ensure_tables();
+    nw_decoder *d = calloc(1, sizeof *d);
+    if (!d) return NULL;
+    d->channels = channels;
+    d->state = calloc(channels, sizeof *d->state);
+    if (!d->state) { free(d); return NULL; }
+    return d;
+}
+
+void nw_decoder_free(nw_decoder *d) {
+    if (!d) return;
+    free(d->state);
+    free(d);
+}
+
+void nw_decoder_reset(nw_decoder *d) {
+    if (d) d->valid = 0;
+}
+
+static int decode_payload(nw_decoder *d, const nw_block_info *info, const uint8_t *payload,
+                          int16_t *samples) {
+    const uint32_t ch = d->channels, n = info->n_samples;
+    const size_t payload_bytes = info->block_bytes - NW_BLOCK_HEADER_BYTES;
+    if (info->stored) {
+        const uint8_t *p = payload;
+        if (info->keyframe) {
+            for (uint32_t c = 0; c < ch; c++) d->state[c] = initial_state[(p[c / 8] >> (c % 8)) & 1];
+            p += (ch + 7) / 8;
+        }
+        for (size_t i = 0; i < (size_t)ch * n; i++) samples[i] = (int16_t)nw_get_u16(p + 2 * i);
+        for (uint32_t c = 0; c < ch; c++)
+            for (uint32_t t = 0; t < n; t++)
+                code_sample(&d->state[c], NULL, PASS_UPDATE, &samples[(size_t)t * ch + c]);
+        return NW_OK;
+    }
+    coder co;
+    memset(&co, 0, sizeof co);
+    rd_init(&co.dec, payload, payload_bytes);
+    if (info->keyframe)
+        for (uint32_t c = 0; c < ch; c++) d->state[c] = initial_state[rd_bits(&co.dec, 1)];
+    for (uint32_t c = 0; c < ch; c++) {
+        channel_state *s = &d->state[c];
+        for (uint32_t t = 0; t < n; t++) {
+            if (code_sample(s, &co, PASS_DECODE, &samples[(size_t)t * ch + c]) < 0) return NW_ERR_CORRUPT;
+            if (co.dec.overrun > 8) return NW_ERR_TRUNCATED;
+        }
+    }
+    return NW_OK;
+}
+
+int nw_decode_block(nw_decoder *d, const uint8_t *in, size_t len, int16_t *samples,
+                    size_t samples_cap, nw_block_info *info) {
+    nw_block_info local;
+    if (!info) info = &local;
+    if (!d || !in) return NW_ERR_ARGUMENT;
+    int status = nw_block_peek(in, len, info);
+    if (status != NW_OK) { d->valid = 0; return status; }
+    if (info->channels != d->channels) { d->valid = 0; return NW_ERR_CHANNELS; }
+    if ((size_t)info->channels * info->n_samples > samples_cap || (!samples && info->n_samples))
+        return NW_ERR_ARGUMENT;
+    if (!info->keyframe) {
+        if (!d->valid) return NW_ERR_NEED_KEYFRAME;
+        if (info->index != d->next_index) { d->valid = 0; return NW_ERR_SEQUENCE; }
+    }
+    status = decode_payload(d, info, in + NW_BLOCK_HEADER_BYTES, samples);
+    if (status == NW_OK && block_crc(in, samples, (size_t)info->channels * info->n_samples) != info->crc32)
+        status = NW_ERR_CHECKSUM;
+    if (status != NW_OK) { d->valid = 0; return status; }
+    d->valid = 1;
+    d->next_index = info->index + 1;
+    return NW_OK;
+}
