@@ -13,7 +13,12 @@
 #include <string.h>
 
 /* ---- model constants (changing any of them changes the format version) ----------- */
-#define TAPS 16
+#ifndef ACT_SHIFT
+#define ACT_SHIFT 3
+#endif
+#ifndef TAPS
+#define TAPS 8
+#endif
 #define CONTEXTS 12
 #define HALF 16                   /* residuals -HALF..HALF-1 are one symbol each */
 #define SYM_BIG_NEG (2 * HALF)    /* residual below -HALF: magnitude follows */
@@ -21,14 +26,24 @@
 #define SYM_ESCAPE (2 * HALF + 2) /* value off the ADC grid: 16 raw bits follow */
 #define MAIN_SYMBOLS (2 * HALF + 3)
 #define BIG_SYMBOLS 35            /* exponent class and one mantissa bit of the excess */
+#ifndef MAIN_INCREMENT
 #define MAIN_INCREMENT 24
+#endif
+#ifndef MAIN_LIMIT
 #define MAIN_LIMIT 60000u         /* keeps every count below 2^16 */
+#endif
+#ifndef BIG_INCREMENT
 #define BIG_INCREMENT 16
+#endif
+#ifndef BIG_LIMIT
 #define BIG_LIMIT (1u << 13)
+#endif
 #define WEIGHT_SHIFT 14           /* NLMS weights are Q14 */
 #define FRACTION_BITS 4           /* predictions carry 4 fractional bits */
 #define GRID_CODES 1024
-#define MU_SHIFT 7                /* NLMS step size 2^-7 */
+#ifndef MU_SHIFT
+#define MU_SHIFT 6                /* NLMS step size 2^-6 */
+#endif
 
 #define DOMAIN_GRID 0             /* samples are 10-bit ADC codes on the known grid */
 #define DOMAIN_LINEAR 1           /* anything else: the int16 value itself (offset by 32768) */
@@ -381,7 +396,7 @@ static int code_sample(channel_state *s, coder *co, int pass, int16_t *value) {
     int32_t mag = err < 0 ? -err : err;
     if (!grid) mag >>= 6;
     if (mag > 1000) mag = 1000;
-    s->activity += ((mag << 4) - s->activity) >> 2;
+    s->activity += ((mag << 4) - s->activity) >> ACT_SHIFT;
 
     int32_t delta = x - s->last;
     int64_t err_q = ((int64_t)x << FRACTION_BITS) - pred_q;
