@@ -94,18 +94,24 @@ class Monitor:
         self._noise_rec = [None, None, None]
         self._cpu_prev = None
         self.daemon_cpu_pct: float | None = None
-        self._task: asyncio.Task | None = None
+        self._tasks: list[asyncio.Task] = []
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
         self.noise.start()
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="monitor")
+        loop = asyncio.get_running_loop()
+        # Polling and ticking are separate: a daemon that answers slowly (busy, or a shared
+        # machine) must not slow the page below its update rate; the page then shows the
+        # latest reply until a request actually fails.
+        self._tasks = [loop.create_task(self._poll_loop(), name="poll"),
+                       loop.create_task(self._tick_loop(), name="tick")]
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             try:
-                await self._task
+                await task
             except asyncio.CancelledError:
                 pass
         for tap in self.taps.values():
@@ -115,10 +121,15 @@ class Monitor:
         self.noise.stop()
         self.control.close()
 
-    async def _run(self) -> None:
+    async def _poll_loop(self) -> None:
+        while True:
+            started = time.monotonic()
+            await self._poll_once()
+            await asyncio.sleep(max(0.0, self.interval_s - (time.monotonic() - started)))
+
+    async def _tick_loop(self) -> None:
         next_at = time.monotonic()
         while True:
-            await self._poll_once()
             self._manage_taps()
             self._record_tick()
             self.seq += 1
@@ -325,7 +336,8 @@ class Monitor:
             "t": time.time(), "up": up, "lat": {}, "noise": self._noise_rec}
         return {
             "seq": self.seq, "t": time.time(), "interval_s": self.interval_s,
-            "daemon": self.daemon,
+            "daemon": {**self.daemon, "age_s": None if self.daemon["last_ok"] is None
+                       else max(0.0, time.time() - self.daemon["last_ok"])},
             "streams": [{"id": str(k), "channels": v.get("channels"), "rate": v.get("rate"),
                          "subscribers": v.get("subscribers")}
                         for k, v in sorted(streams.items(), key=lambda kv: str(kv[0]))]

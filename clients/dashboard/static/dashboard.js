@@ -235,7 +235,8 @@
     }
     $("daemon-meta").textContent = d.up
       ? `${d.endpoint} · v${d.version ?? "?"} · up ${fmtDur(d.uptime_s)} · rtt ${d.rtt_ms != null ? d.rtt_ms.toFixed(1) : "–"} ms` +
-        (proc && proc.cpu_pct != null ? ` · CPU ${proc.cpu_pct.toFixed(0)}%` : "")
+        (proc && proc.cpu_pct != null ? ` · CPU ${proc.cpu_pct.toFixed(0)}%` : "") +
+        (d.age_s != null && d.age_s > 1 ? ` · slow: last reply ${d.age_s.toFixed(1)} s ago` : "")
       : d.endpoint;
   }
 
