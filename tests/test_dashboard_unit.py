@@ -184,3 +184,43 @@ def test_http_page_assets_snapshot_and_event_stream():
         asyncio.run(main())
     finally:
         fake.stop()
+
+
+METRICS_TEXT = """\
+# HELP neurowire_stage_latency_seconds Latency per pipeline stage
+# TYPE neurowire_stage_latency_seconds histogram
+neurowire_stage_latency_seconds_bucket{stream="a",stage="ingest",le="0.0001"} %d
+neurowire_stage_latency_seconds_bucket{stream="a",stage="ingest",le="0.001"} %d
+neurowire_stage_latency_seconds_bucket{stream="a",stage="ingest",le="+Inf"} %d
+neurowire_stage_latency_seconds_count{stream="a",stage="ingest"} %d
+neurowire_stage_latency_seconds_sum{stream="a",stage="ingest"} 0.5
+"""
+
+
+def test_stage_histograms_are_windowed_differences_of_cumulative_buckets():
+    from neurowire.clients.dashboard.stagehist import StageHistograms, parse_stage_buckets
+
+    sh = StageHistograms(span_s=10)
+    sh.add(parse_stage_buckets(METRICS_TEXT % (10, 15, 16, 16)), now=0.0)
+    assert sh.window("a") is None  # one scrape is no window
+    sh.add(parse_stage_buckets(METRICS_TEXT % (30, 45, 50, 50)), now=5.0)
+    w = sh.window("a")
+    assert w["bounds_us"] == [100.0, 1000.0, None]
+    assert w["stages"]["ingest"] == [20, 10, 4] and w["span_s"] == 5.0
+    # A restarted daemon's counters start again from zero: no negative counts.
+    sh.add(parse_stage_buckets(METRICS_TEXT % (1, 1, 1, 1)), now=6.0)
+    assert sh.window("a") is None
+    sh.add(parse_stage_buckets(METRICS_TEXT % (3, 4, 4, 4)), now=7.0)
+    assert sh.window("a")["stages"]["ingest"] == [2, 1, 0]
+    assert sh.window("other") is None
+
+
+def test_metrics_url_from_config():
+    from neurowire.clients.dashboard.server import _metrics_url_from_config
+
+    assert _metrics_url_from_config({"metrics": "127.0.0.1:7344"}) == \
+        "http://127.0.0.1:7344/metrics"
+    assert _metrics_url_from_config({"metrics": "127.0.0.1:0",
+                                     "bound": {"metrics": "127.0.0.1:5555"}}) == \
+        "http://127.0.0.1:5555/metrics"
+    assert _metrics_url_from_config({"metrics": ""}) is None

@@ -15,6 +15,7 @@ from aiohttp_sse import sse_response
 
 from .control import ControlClient, ControlError
 from .noise import NoiseFloor
+from .stagehist import StageHistograms, parse_stage_buckets
 from .tap import Tap
 from .window import HIST_EDGES_US
 
@@ -42,6 +43,20 @@ def _triplet(summary):
     if not summary:
         return [None, None, None]
     return [_finite(summary.get("p50")), _finite(summary.get("p99")), _finite(summary.get("max"))]
+
+
+def _metrics_url_from_config(cfg: dict) -> str | None:
+    """The daemon's Prometheus endpoint (HOST:PORT in its config; "" when turned off)."""
+    bound = cfg.get("bound")
+    addr = bound.get("metrics") if isinstance(bound, dict) else None
+    if not isinstance(addr, str) or not addr:
+        addr = cfg.get("metrics")
+    if not isinstance(addr, str) or ":" not in addr:
+        return None
+    host, port = addr.rsplit(":", 1)
+    if host in ("", "0.0.0.0", "::", "[::]"):
+        host = "127.0.0.1"
+    return f"http://{host}:{port}/metrics"
 
 
 def _data_endpoint_from_config(cfg: dict) -> str | None:
@@ -95,6 +110,10 @@ class Monitor:
         self._cpu_prev = None
         self.daemon_cpu_pct: float | None = None
         self._tasks: list[asyncio.Task] = []
+        self._config_needed = True
+        self.metrics_url: str | None = None
+        self.metrics_state = "unknown"
+        self.stage_hist = StageHistograms(span_s=10.0)
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
@@ -104,7 +123,8 @@ class Monitor:
         # machine) must not slow the page below its update rate; the page then shows the
         # latest reply until a request actually fails.
         self._tasks = [loop.create_task(self._poll_loop(), name="poll"),
-                       loop.create_task(self._tick_loop(), name="tick")]
+                       loop.create_task(self._tick_loop(), name="tick"),
+                       loop.create_task(self._scrape_loop(), name="scrape")]
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -126,6 +146,26 @@ class Monitor:
             started = time.monotonic()
             await self._poll_once()
             await asyncio.sleep(max(0.0, self.interval_s - (time.monotonic() - started)))
+
+    async def _scrape_loop(self, period_s: float = 1.0) -> None:
+        import aiohttp
+
+        timeout = aiohttp.ClientTimeout(total=max(1.0, self.control.timeout_s))
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while True:
+                await asyncio.sleep(period_s)
+                url = self.metrics_url
+                if url is None or not self.daemon["up"]:
+                    continue
+                try:
+                    async with session.get(url) as r:
+                        text = await r.text()
+                    parsed = parse_stage_buckets(text)
+                except Exception as e:  # noqa: BLE001 - metrics are optional; say why
+                    self.metrics_state = f"unavailable ({type(e).__name__})"
+                    continue
+                self.metrics_state = "ok"
+                self.stage_hist.add(parsed, time.monotonic())
 
     async def _tick_loop(self) -> None:
         next_at = time.monotonic()
@@ -152,19 +192,25 @@ class Monitor:
         d = self.daemon
         try:
             stats = await self.control.request("stats")
-            if self.data_endpoint is None and self.tap_enabled:
+            if self._config_needed:
                 try:
-                    self.data_endpoint = _data_endpoint_from_config(
-                        await self.control.request("config"))
+                    cfg = await self.control.request("config")
                 except ControlError as e:
                     log.debug("config: %s", e)
+                else:
+                    self._config_needed = False
+                    if not self._data_endpoint_given:
+                        self.data_endpoint = _data_endpoint_from_config(cfg)
+                    self.metrics_url = _metrics_url_from_config(cfg)
+                    self.metrics_state = "ok" if self.metrics_url else "turned off in the daemon"
         except ControlError as e:
             if d["up"]:
                 log.warning("daemon unreachable: %s", e)
                 d["down_since"] = time.time()
             d.update(up=False, error=str(e), failures=d["failures"] + 1, rtt_ms=None)
+            # A restarted daemon may publish elsewhere; ask again when it is back.
+            self._config_needed = True
             if not self._data_endpoint_given:
-                # A restarted daemon may publish elsewhere; ask again when it is back.
                 self.data_endpoint = None
             return
         if not d["up"]:
@@ -328,7 +374,9 @@ class Monitor:
             tap_info = {"state": "no publish endpoint known"}
         else:
             tap_info = {"state": "starting"}
-        hist = {"noise": self.noise.window.histogram(10.0, now)}
+        hist = {"noise": self.noise.window.histogram(10.0, now),
+                "stages": self.stage_hist.window(sid) if (up and sid) else None,
+                "metrics": self.metrics_state}
         if tap is not None:
             hist["received"] = tap.received.histogram(10.0, now)
             hist["decoded"] = tap.decoded.histogram(10.0, now)

@@ -202,6 +202,7 @@ class Pipeline:
         self.interval, self.timeout = interval, timeout
         self.ep = {k: f"tcp://127.0.0.1:{free_port()}"
                    for k in ("ingest", "publish", "lossless", "control")}
+        self.metrics = f"127.0.0.1:{free_port()}"
         self.procs: dict[str, subprocess.Popen] = {}
         self.daemon_starts = 0
         self.url: str | None = None
@@ -217,7 +218,7 @@ class Pipeline:
             args = ["-m", "neurowire.clients.dashboard.testing", self.ep["control"],
                     self.ep["publish"], self.stream]
         else:
-            args = ["-m", "neurowire.cli", "daemon", "--metrics", ""]
+            args = ["-m", "neurowire.cli", "daemon", "--metrics", self.metrics]
             for k in ("ingest", "publish", "lossless", "control"):
                 args += [f"--{k}", self.ep[k]]
         self.procs["daemon"] = start_process(args, self._log(f"daemon{self.daemon_starts}"))

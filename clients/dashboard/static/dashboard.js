@@ -107,6 +107,38 @@
     } });
   }
   charts.hist = histChart($("c-hist"));
+  const DAEMON_STAGES = ["ingest", "compress", "publish"];
+  charts.stagehist = makeChart($("c-stagehist"), DAEMON_STAGES.map((s) => ({
+    label: LABELS[s], stroke: COLORS[s], width: 1.5, fill: COLORS[s] + "22",
+    paths: uPlot.paths.stepped({ align: 1 }),
+  })), { uplot: {
+    scales: { x: { time: false }, y: { range: (u, a, b) => [0, Math.max(5, (b || 0) * 1.1)] } },
+    axes: [{ values: (u, vals) => vals.map((v) => fmtAxisUs(Math.pow(10, v))), space: 50 },
+      { size: 40, values: (u, vals) => vals.map((v) => v + "%") }],
+  } });
+
+  // The daemon's buckets are uneven (10, 20, 50, 100 ... µs); each is drawn over its own
+  // span on the log axis, the open-ended ones over an arbitrary third of a decade.
+  function setStageHist(sh, metricsState) {
+    const d = charts.stagehist._nwData;
+    if (!sh || !sh.bounds_us || !sh.bounds_us.length) {
+      d[0] = []; for (let i = 1; i < d.length; i++) d[i] = [];
+      setText("stage-hist-hint", metricsState && metricsState !== "ok"
+        ? `daemon /metrics ${metricsState}` : "Prometheus buckets, last 10 s, share per bucket");
+      return;
+    }
+    const ub = sh.bounds_us.map((b, i) => b == null ? Math.pow(10, Math.log10(sh.bounds_us[i - 1]) + 0.33) : b);
+    const lo = [Math.log10(ub[0]) - 0.33].concat(ub.slice(0, -1).map((b) => Math.log10(b)));
+    d[0] = lo.concat([Math.log10(ub[ub.length - 1])]);
+    DAEMON_STAGES.forEach((st, i) => {
+      const c = sh.stages[st];
+      if (!c) { d[i + 1] = d[0].map(() => null); return; }
+      const tot = c.reduce((a, b) => a + b, 0) || 1;
+      const pct = c.map((x) => 100 * x / tot);
+      d[i + 1] = pct.concat([pct[pct.length - 1]]);
+    });
+    setText("stage-hist-hint", `Prometheus buckets, last ${sh.span_s.toFixed(0)} s, share per bucket`);
+  }
 
   function resetSeries() {
     for (const k of TIMESERIES) for (const arr of charts[k]._nwData) arr.length = 0;
@@ -148,7 +180,7 @@
 
   function redraw() {
     if (document.hidden || !dirty) return;
-    for (const k of TIMESERIES.concat(["hist"])) charts[k].setData(charts[k]._nwData);
+    for (const k of TIMESERIES.concat(["hist", "stagehist"])) charts[k].setData(charts[k]._nwData);
     dirty = false;
   }
   document.addEventListener("visibilitychange", redraw);
@@ -359,6 +391,7 @@
     const n = p.tick && p.tick.noise;
     setLatRow("noise", n ? { p50: n[0], p99: n[1], max: n[2] } : null);
     setHist(p.hist);
+    setStageHist(p.hist && p.hist.stages, p.hist && p.hist.metrics);
     if (p.s) setChanMap(p.s.channel_ratio);
     setSubs(p);
     setText("clock", new Date(p.t * 1000).toLocaleTimeString());
