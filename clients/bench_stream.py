@@ -180,6 +180,8 @@ def run(args: argparse.Namespace) -> int:
         "samples_sent": simulator["samples_sent"],
         "samples_received": subscriber["samples"],
         "samples_compared": subscriber["samples"] * args.channels,
+        "decoded_samples_exact": exact,  # every sample that arrived equals what was sent
+        "complete": subscriber["samples"] == simulator["samples_sent"],
         "exact": exact and subscriber["samples"] == simulator["samples_sent"],
         "packets_sent": simulator["packets_sent"],
         "packets_refused_by_socket": simulator["packets_refused"],
@@ -221,8 +223,10 @@ def _print_human(result: dict) -> None:
     sustained = result["sustained"]
     print(f"sustained: {sustained['channels']} ch x {sustained['sample_rate']:g} Hz = "
           f"{sustained['channel_samples_per_s'] / 1e6:.2f} M samples/s")
-    print(f"exact: {result['exact']} ({result['samples_received']} of {result['samples_sent']}"
-          f" time steps, {result['samples_compared']} samples compared)")
+    print(f"exact: {result['exact']} (decoded samples all equal: "
+          f"{result['decoded_samples_exact']}; {result['samples_received']} of "
+          f"{result['samples_sent']} time steps arrived, {result['samples_compared']} samples "
+          "compared)")
     print(f"packets: {result['packets_sent']} sent, {result['packets_lost']} lost, "
           f"{result['daemon_drops']} dropped by the daemon, "
           f"{result['packets_refused_by_socket']} refused at the simulator; "
