@@ -48,7 +48,7 @@ def browser():
 @pytest.fixture
 def pipeline(tmp_path):
     # NW_DASHBOARD_FAKE_DAEMON=1 is for working on the page alone; CI never sets it.
-    p = Pipeline(tmp_path, stream="implant7", rate=SIM_RATE,
+    p = Pipeline(tmp_path, stream="implant7", rate=SIM_RATE, timeout=0.5,
                  fake=os.environ.get("NW_DASHBOARD_FAKE_DAEMON") == "1")
     try:
         yield p.start()
@@ -137,7 +137,8 @@ def test_live_page_moves_maps_1024_channels_and_survives_a_daemon_restart(browse
         page.close()
 
 
-def test_page_reaches_a_steady_state_that_does_not_grow(browser, tmp_path):
+def test_page_reaches_a_steady_state_that_does_not_grow_and_switches_streams(browser,
+                                                                             tmp_path):
     """An hour at 5 updates/s is 18000 updates; what matters is that past the history length
     nothing grows any more. A short history and a fast tick get there in seconds: after the
     charts are full, the DOM size, the JS heap and the cost of an update must stay put."""
@@ -173,6 +174,17 @@ def test_page_reaches_a_steady_state_that_does_not_grow(browser, tmp_path):
         assert last["elements"] == first["elements"]
         assert last["heap"] < first["heap"] * 1.5 + 2e6, (first, last)
         assert last["ms"] < first["ms"] * 3 + 5, (first, last)
+
+        # The stream selector: the fake's second implant has its own ratio (3.5).
+        assert page.locator("#stream-select option").count() == 2
+        assert page.locator("#v-ratio").inner_text() == "3.400"
+        page.select_option("#stream-select", "imp1")
+        page.wait_for_function("document.getElementById('v-ratio').textContent === '3.500'",
+                               timeout=10000)
+        assert page.evaluate("location.hash") == "#imp1"
+        page.reload()  # the choice survives a reload
+        page.wait_for_function("document.getElementById('v-ratio').textContent === '3.500'",
+                               timeout=10000)
     finally:
         page.close()
         stop_process(dash)

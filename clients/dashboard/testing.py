@@ -192,7 +192,7 @@ class Pipeline:
     """Daemon, simulator and dashboard as separate processes on free loopback ports."""
 
     def __init__(self, workdir, stream: str = "implant0", channels: int = 1024,
-                 rate: float = 20000.0, interval: float = 0.2, timeout: float = 0.5,
+                 rate: float = 20000.0, interval: float = 0.2, timeout: float = 1.0,
                  fake: bool = False):
         # fake: the FakeDaemon below in place of daemon and simulator, to work on the page
         # while the real ones are unavailable; tests that claim the real thing never set it.

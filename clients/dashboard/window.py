@@ -6,9 +6,10 @@ import time
 
 import numpy as np
 
-# 10 bins per decade from 10 us to 100 ms, plus one bin below and one above: these
-# latencies span four decades, so linear bins would put everything in one or two bars.
-HIST_EDGES_US = [round(10 ** (1 + i / 10), 3) for i in range(41)]
+# 10 bins per decade from 10 us to 10 s, plus one bin below and one above: healthy latencies
+# span 10 us to a few ms, and a daemon that falls behind reaches seconds; linear bins would
+# put everything in one or two bars.
+HIST_EDGES_US = [round(10 ** (1 + i / 10), 3) for i in range(61)]
 _EDGES = np.array(HIST_EDGES_US)
 
 
@@ -52,7 +53,7 @@ class LatencyWindow:
         return {"p50": float(p50), "p99": float(p99), "max": float(v.max()), "count": int(v.size)}
 
     def histogram(self, span_s: float = 10.0, now: float | None = None) -> list[int]:
-        """Counts per bin: [< 10 us, the 40 log bins, >= 100 ms]."""
+        """Counts per bin: [< 10 us, the 60 log bins, >= 10 s]."""
         if now is None:
             now = time.monotonic()
         v = self._recent(span_s, now)

@@ -98,7 +98,7 @@
   function histChart(el) {
     const series = ["received", "decoded", "noise"].map((s) => ({
       label: LABELS[s], stroke: COLORS[s], width: 1.5, fill: COLORS[s] + "22",
-      paths: uPlot.paths.stepped({ align: 1 }),
+      paths: uPlot.paths.stepped({ align: 1 }), points: { show: false }, points: { show: false },
     }));
     return makeChart(el, series, { uplot: {
       scales: { x: { time: false }, y: { range: (u, a, b) => [0, Math.max(5, (b || 0) * 1.1)] } },
@@ -110,7 +110,7 @@
   const DAEMON_STAGES = ["ingest", "compress", "publish"];
   charts.stagehist = makeChart($("c-stagehist"), DAEMON_STAGES.map((s) => ({
     label: LABELS[s], stroke: COLORS[s], width: 1.5, fill: COLORS[s] + "22",
-    paths: uPlot.paths.stepped({ align: 1 }),
+    paths: uPlot.paths.stepped({ align: 1 }), points: { show: false },
   })), { uplot: {
     scales: { x: { time: false }, y: { range: (u, a, b) => [0, Math.max(5, (b || 0) * 1.1)] } },
     axes: [{ values: (u, vals) => vals.map((v) => fmtAxisUs(Math.pow(10, v))), space: 50 },
