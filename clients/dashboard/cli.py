@@ -46,7 +46,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
                              "(default: %(default)s)")
     parser.add_argument("--no-tap", action="store_true",
                         help="do not subscribe to the stream (no receive/decode latency)")
-    parser.add_argument("--decode-ms", type=float, default=100.0, metavar="MS",
+    parser.add_argument("--decode-ms", type=float, default=25.0, metavar="MS",
                         help="ms of signal decoded after each keyframe by the dashboard's "
                              "subscriber (default: %(default)s)")
     parser.add_argument("-v", "--verbose", action="store_true")

@@ -41,6 +41,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rate", type=float, default=20000.0,
                     help="simulator sample rate (default: %(default)s)")
     ap.add_argument("--channels", type=int, default=1024)
+    ap.add_argument("--workers", type=int, help="the daemon's --workers (channel groups)")
     ap.add_argument("--width", type=int, default=1500)
     ap.add_argument("--height", type=int, default=1100)
     args = ap.parse_args(argv)
@@ -53,7 +54,7 @@ def main(argv=None) -> int:
         shoot(args.url, out, args.width, args.height, args.warmup)
     else:
         with tempfile.TemporaryDirectory(prefix="nw-shot-") as tmp:
-            pipe = Pipeline(tmp, channels=args.channels, rate=args.rate)
+            pipe = Pipeline(tmp, channels=args.channels, rate=args.rate, workers=args.workers)
             try:
                 pipe.start()
                 shoot(pipe.url, out, args.width, args.height, args.warmup)

@@ -84,7 +84,7 @@ def _data_endpoint_from_config(cfg: dict) -> str | None:
 
 class Monitor:
     def __init__(self, control_endpoint: str, interval_s: float = 0.2, timeout_s: float = 1.0,
-                 data_endpoint: str | None = None, tap: bool = True, decode_ms: float = 100.0,
+                 data_endpoint: str | None = None, tap: bool = True, decode_ms: float = 25.0,
                  history_s: float = 120.0):
         self.control = ControlClient(control_endpoint, timeout_s)
         self.interval_s = interval_s

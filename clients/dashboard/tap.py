@@ -34,8 +34,9 @@ def topic_for(stream_id: str) -> bytes:
 
 
 class Tap(threading.Thread):
+    BEHIND_NS = 50_000_000
     def __init__(self, endpoint: str, stream_id: str, context: zmq.Context | None = None,
-                 decode_ms: float = 100.0, curve: dict | None = None):
+                 decode_ms: float = 25.0, curve: dict | None = None):
         super().__init__(name=f"tap-{stream_id}", daemon=True)
         self.endpoint = endpoint
         self.stream_id = stream_id
@@ -47,10 +48,12 @@ class Tap(threading.Thread):
         self.decode_time = LatencyWindow()  # time in the decoder alone (us)
         self.messages = 0
         self.lost_packets = 0
+        self.lost_samples = 0
         self.gaps = 0
         self.recent_gaps: deque = deque(maxlen=8)  # (first missing sample, end) pairs
         self.decoded_blocks = 0
         self.decode_errors = 0
+        self.decode_skipped = 0
         self.keyframes_seen = 0
         self.last_message_at: float | None = None
         self.decode_available = StreamDecoder is not None
@@ -108,15 +111,20 @@ class Tap(threading.Thread):
         self.last_message_at = now
         epoch = header.get("epoch")
         if epoch != self._epoch:
-            # A new epoch restarts the sequence numbers (daemon or stream restarted).
+            # A new epoch restarts the sequence numbers (the daemon restarted): packets lost
+            # across it are not countable, but the samples still say what is missing.
+            if self._epoch is not None and self._next_sample is not None \
+                    and first > self._next_sample:
+                self._gap(self._next_sample, first)
             self._epoch = epoch
             self._last_seq = None
             decoders, decode_until_sample = None, -1
         if self._last_seq is not None and seq > self._last_seq + 1:
             self.lost_packets += seq - self._last_seq - 1
-            self.gaps += 1
             if self._next_sample is not None:
-                self.recent_gaps.append((self._next_sample, first))
+                self._gap(self._next_sample, first)
+            else:
+                self.gaps += 1
             # The decoders' state no longer matches the stream: wait for a keyframe.
             decoders, decode_until_sample = None, -1
         self._last_seq = seq
@@ -127,6 +135,12 @@ class Tap(threading.Thread):
             self.keyframes_seen += 1
         if not self.decode_available:
             return decoders, decode_until_sample
+        sent = header.get("t_pub") or header.get("t_comp")
+        if isinstance(sent, int) and sent > 0 and now_ns - sent > self.BEHIND_NS:
+            # Behind the stream (a busy machine): drop decoding until caught up, so that the
+            # dashboard never becomes the slow subscriber it is there to watch.
+            self.decode_skipped += 1
+            return None, -1
         if keyframe:
             groups = header.get("groups") or [header.get("ch")]
             if len(groups) != len(blobs) or not all(isinstance(g, int) and g > 0
@@ -153,6 +167,11 @@ class Tap(threading.Thread):
             self.decoded.add((now_ns + (t1 - t0) - acq) / 1000.0, now)
         return decoders, decode_until_sample
 
+    def _gap(self, start: int, end: int) -> None:
+        self.gaps += 1
+        self.lost_samples += max(0, end - start)
+        self.recent_gaps.append((start, end))
+
     def snapshot(self, now: float | None = None) -> dict:
         if now is None:
             now = time.monotonic()
@@ -160,10 +179,12 @@ class Tap(threading.Thread):
             "endpoint": self.endpoint,
             "messages": self.messages,
             "lost_packets": self.lost_packets,
+            "lost_samples": self.lost_samples,
             "gaps": self.gaps,
             "recent_gaps": [list(g) for g in self.recent_gaps],
             "decoded_blocks": self.decoded_blocks,
             "decode_errors": self.decode_errors,
+            "decode_skipped": self.decode_skipped,
             "decode_available": self.decode_available,
             "keyframes_seen": self.keyframes_seen,
             "idle_s": None if self.last_message_at is None else now - self.last_message_at,

@@ -193,10 +193,11 @@ class Pipeline:
 
     def __init__(self, workdir, stream: str = "implant0", channels: int = 1024,
                  rate: float = 20000.0, interval: float = 0.2, timeout: float = 1.0,
-                 fake: bool = False):
+                 fake: bool = False, workers: int | None = None):
         # fake: the FakeDaemon below in place of daemon and simulator, to work on the page
         # while the real ones are unavailable; tests that claim the real thing never set it.
         self.fake = fake
+        self.workers = workers
         self.dir = os.fspath(workdir)
         self.stream, self.channels, self.rate = stream, channels, rate
         self.interval, self.timeout = interval, timeout
@@ -221,6 +222,8 @@ class Pipeline:
             args = ["-m", "neurowire.cli", "daemon", "--metrics", self.metrics]
             for k in ("ingest", "publish", "lossless", "control"):
                 args += [f"--{k}", self.ep[k]]
+            if self.workers:
+                args += ["--workers", str(self.workers)]
         self.procs["daemon"] = start_process(args, self._log(f"daemon{self.daemon_starts}"))
         wait_ready(self.ep["control"], timeout=ready_timeout)
 

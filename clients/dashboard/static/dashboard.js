@@ -332,14 +332,14 @@
     const rows = [];
     const tap = p.tap || {};
     if (tap.state === "running") {
-      rows.push(["dashboard's own", tap.messages, tap.lost_packets, tap.gaps,
-        (tap.recent_gaps || []).slice(-3).map((g) => `${g[0]}–${g[1]}`).join(", ") || "none"]);
+      rows.push(["dashboard's own (live)", tap.messages, tap.lost_packets, tap.lost_samples, tap.gaps,
+        (tap.recent_gaps || []).slice(-3).map((g) => `${g[0]}–${g[1] - 1}`).join(", ") || "none"]);
     }
     // Lossless subscribers are the ones the daemon itself can account for: what it had to
     // throw away past their hold limit is their loss. Live subscribers' losses happen in
     // libzmq and only they can see them (as the dashboard's own row above does).
     for (const sub of (p.lossless || []).slice(0, 16)) {
-      rows.push([`lossless ${String(sub.id).slice(0, 8)}`, sub.sent, sub.overflow,
+      rows.push([`lossless ${String(sub.id).slice(0, 8)}`, sub.sent, sub.overflow, "–",
         sub.overflow ? "≥1" : 0, `held ${fmtNum(sub.held)}, credit ${fmtNum(sub.credit)}`]);
     }
     while (tb.rows.length > rows.length) tb.deleteRow(-1);
@@ -352,7 +352,8 @@
     if (tap.state === "running") {
       info += ` on ${tap.endpoint}; decoded ${fmtNum(tap.decoded_blocks)} blocks (duty-cycled after each keyframe)` +
         (tap.decode_available ? "" : " — codec not available, decode latency not measured") +
-        (tap.decode_errors ? `, ${fmtNum(tap.decode_errors)} decode errors` : "");
+        (tap.decode_errors ? `, ${fmtNum(tap.decode_errors)} decode errors` : "") +
+        (tap.decode_skipped ? `; skipped decoding ${fmtNum(tap.decode_skipped)} blocks while more than 50 ms behind` : "");
     }
     setText("tap-info", info);
   }
