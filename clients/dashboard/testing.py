@@ -211,7 +211,7 @@ class Pipeline:
     def _log(self, name: str) -> str:
         return os.path.join(self.dir, name + ".log")
 
-    def start_daemon(self, ready_timeout: float = 30.0) -> None:
+    def start_daemon(self, ready_timeout: float = 60.0) -> None:
         from neurowire.daemon.control import wait_ready
 
         self.daemon_starts += 1
@@ -224,8 +224,20 @@ class Pipeline:
                 args += [f"--{k}", self.ep[k]]
             if self.workers:
                 args += ["--workers", str(self.workers)]
-        self.procs["daemon"] = start_process(args, self._log(f"daemon{self.daemon_starts}"))
-        wait_ready(self.ep["control"], timeout=ready_timeout)
+        log = self._log(f"daemon{self.daemon_starts}")
+        proc = self.procs["daemon"] = start_process(args, log)
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            try:
+                wait_ready(self.ep["control"], timeout=1.0)
+                return
+            except TimeoutError:
+                # A daemon that died (a port taken meanwhile, an import error) will never
+                # answer: say why now rather than at the deadline.
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    with open(log, errors="replace") as f:
+                        tail = f.read()[-2000:]
+                    raise RuntimeError(f"daemon not ready (exit code {proc.poll()}):\n{tail}")
 
     def start(self) -> "Pipeline":
         self.start_daemon()
