@@ -224,3 +224,20 @@ def test_metrics_url_from_config():
                                      "bound": {"metrics": "127.0.0.1:5555"}}) == \
         "http://127.0.0.1:5555/metrics"
     assert _metrics_url_from_config({"metrics": ""}) is None
+
+
+def test_rates_and_cpu_over_a_second_survive_a_daemon_restart():
+    mon = Monitor("tcp://127.0.0.1:9")
+    for i in range(11):  # 2.0 s of polls, 1 MB in and 0.25 s of CPU per second
+        t = 100 + i * 0.2
+        d = mon._derive("a", t, {"bytes_in": int(i * 0.2e6), "bytes_out": int(i * 0.05e6),
+                                 "packets_in": i * 100, "keyframes": i // 5, "drops": 0})
+        mon._derive_process(t, {"pid": 1, "cpu_user_s": i * 0.04, "cpu_system_s": i * 0.01})
+    assert d["mbps_in"] == pytest.approx(8.0) and d["ratio_now"] == pytest.approx(4.0)
+    assert d["pps"] == pytest.approx(500)
+    assert mon.daemon_cpu_pct == pytest.approx(25.0)
+    # A new daemon: counters and CPU time start again, never a negative rate.
+    d = mon._derive("a", 103.0, {"bytes_in": 1000, "bytes_out": 10})
+    assert d["mbps_in"] is None
+    mon._derive_process(103.0, {"pid": 2, "cpu_user_s": 0.1})
+    assert mon.daemon_cpu_pct is None

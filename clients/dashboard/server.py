@@ -107,7 +107,7 @@ class Monitor:
         self.history: dict[str, deque] = {}
         self._payload_cache: dict[str | None, tuple[int, str]] = {}
         self._noise_rec = [None, None, None]
-        self._cpu_prev = None
+        self._cpu_hist: deque = deque(maxlen=64)
         self.daemon_cpu_pct: float | None = None
         self._tasks: list[asyncio.Task] = []
         self._config_needed = True
@@ -234,13 +234,19 @@ class Monitor:
                 self._counters.pop(sid, None)
 
     def _derive_process(self, t: float, proc: dict) -> None:
-        """The daemon's CPU use over the last poll, from its cumulative rusage times."""
+        """The daemon's CPU use over about a second, from its cumulative rusage times.
+
+        Over a single 0.2 s poll the kernel's tick accounting makes the figure jump.
+        """
         cpu = (proc.get("cpu_user_s") or 0.0) + (proc.get("cpu_system_s") or 0.0)
-        prev = self._cpu_prev
-        self._cpu_prev = (t, cpu, proc.get("pid"))
-        self.daemon_cpu_pct = None
-        if prev and prev[2] == proc.get("pid") and t > prev[0] and cpu >= prev[1]:
-            self.daemon_cpu_pct = 100.0 * (cpu - prev[1]) / (t - prev[0])
+        hist = self._cpu_hist
+        if hist and (hist[-1][2] != proc.get("pid") or cpu < hist[-1][1]):
+            hist.clear()  # another daemon process
+        hist.append((t, cpu, proc.get("pid")))
+        while len(hist) > 2 and t - hist[1][0] >= 1.0:
+            hist.popleft()
+        t0, cpu0, _ = hist[0]
+        self.daemon_cpu_pct = 100.0 * (cpu - cpu0) / (t - t0) if t > t0 else None
 
     def _derive(self, sid: str, t: float, s: dict) -> dict:
         """Rates over the last second from the daemon's cumulative counters."""
