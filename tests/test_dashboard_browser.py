@@ -192,6 +192,17 @@ def test_page_reaches_a_steady_state_that_does_not_grow_and_switches_streams(bro
         page.reload()  # the choice survives a reload
         page.wait_for_function("document.getElementById('v-ratio').textContent === '3.500'",
                                timeout=10000)
+
+        # The dashboard server itself goes away and comes back on the same port.
+        stop_process(dash)
+        page.wait_for_selector("#server-banner", state="visible", timeout=10000)
+        port = url.rstrip("/").rsplit(":", 1)[1]
+        dash = start_process(["-m", "neurowire.cli", "dashboard", "--control", control,
+                              "--port", port, "--no-tap"], str(tmp_path / "dashboard2.log"))
+        n = ticks(page)
+        page.wait_for_function(f"+document.body.dataset.ticks > {n}", timeout=30000)
+        page.wait_for_selector("#server-banner", state="hidden", timeout=5000)
+        assert page.locator("#v-ratio").inner_text() == "3.500"
     finally:
         page.close()
         stop_process(dash)
