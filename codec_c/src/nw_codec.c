@@ -13,6 +13,9 @@
 #include <string.h>
 
 /* ---- model constants (changing any of them changes the format version) ----------- */
+#ifndef INIT_PEAK
+#define INIT_PEAK 1000
+#endif
 #ifndef ACT_SHIFT
 #define ACT_SHIFT 3
 #endif
@@ -27,7 +30,7 @@
 #define MAIN_SYMBOLS (2 * HALF + 3)
 #define BIG_SYMBOLS 35            /* exponent class and one mantissa bit of the excess */
 #ifndef MAIN_INCREMENT
-#define MAIN_INCREMENT 24
+#define MAIN_INCREMENT 12
 #endif
 #ifndef MAIN_LIMIT
 #define MAIN_LIMIT 60000u         /* keeps every count below 2^16 */
@@ -67,11 +70,9 @@ static uint8_t context_of_activity[256];
 static channel_state initial_state[2];        /* cold state per domain */
 /* Widths of the codes around a prediction, laid out so that the 2*HALF direct symbols read
  * them in order whichever way the residual is mirrored; zero beyond the rails. */
-static uint8_t weight_up[GRID_CODES + 2 * HALF];
-static uint8_t weight_down[GRID_CODES + 2 * HALF];
-static const uint8_t flat_weight[2 * HALF] = {
-    64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64,
-    64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64};
+static uint16_t weight_up[GRID_CODES + 2 * HALF];   /* 64 = average width */
+static uint16_t weight_down[GRID_CODES + 2 * HALF];
+static uint16_t flat_weight[2 * HALF];
 static int tables_ready;
 
 static void build_tables(void) {
@@ -86,9 +87,10 @@ static void build_tables(void) {
     }
     for (int j = 0; j < GRID_CODES + 2 * HALF; j++) {
         int up = j - HALF, down = GRID_CODES - 1 + HALF - j;
-        weight_up[j] = (up >= 0 && up < GRID_CODES) ? nw_code_weight[up] : 0;
-        weight_down[j] = (down >= 0 && down < GRID_CODES) ? nw_code_weight[down] : 0;
+        weight_up[j] = (uint16_t)((up >= 0 && up < GRID_CODES) ? nw_code_weight[up] : 0);
+        weight_down[j] = (uint16_t)((down >= 0 && down < GRID_CODES) ? nw_code_weight[down] : 0);
     }
+    for (int i = 0; i < 2 * HALF; i++) flat_weight[i] = 64;
     /* Activity buckets: mean |residual| thresholds in Q4 units, roughly geometric. */
     static const uint16_t edges[CONTEXTS - 1] = {14, 20, 26, 32, 38, 46, 56, 70, 92, 124, 180};
     for (int a = 0; a < 256; a++) {
@@ -106,7 +108,7 @@ static void build_tables(void) {
         for (int c = 0; c < CONTEXTS; c++) {
             uint32_t mean_q4 = c == 0 ? 10 : (c < CONTEXTS - 1 ? edges[c - 1] + edges[c] : 260) / (c < CONTEXTS - 1 ? 2 : 1);
             uint32_t ratio = (uint32_t)(((uint64_t)mean_q4 << 16) / (mean_q4 + 16)); /* q = m/(1+m), Q16 */
-            uint32_t p = 4000, total = 0;
+            uint32_t p = INIT_PEAK, total = 0;
             for (int r = 0; r < HALF; r++) {
                 uint16_t f = (uint16_t)(p > 1 ? p : 1);
                 s->main_freq[c][HALF + r] = f;          /* r >= 0 */
@@ -116,7 +118,7 @@ static void build_tables(void) {
             }
             uint32_t tail = (uint32_t)(((uint64_t)p * 65536) / (65536 - ratio + 1));
             if (tail < 2) tail = 2;
-            if (tail > 8000) tail = 8000;
+            if (tail > INIT_PEAK * 2) tail = INIT_PEAK * 2;
             s->main_freq[c][SYM_BIG_NEG] = (uint16_t)tail;
             s->main_freq[c][SYM_BIG_POS] = (uint16_t)tail;
             s->main_freq[c][SYM_ESCAPE] = 1;
@@ -274,7 +276,10 @@ static void adapt(uint16_t *freq, uint32_t *total, int symbols, int symbol, uint
     *total += inc;
     if (*total > limit) {
         uint32_t t = 0;
-        for (int i = 0; i < symbols; i++) { freq[i] = (uint16_t)((freq[i] + 1) >> 1); t += freq[i]; }
+        for (int i = 0; i < symbols; i++) {
+            freq[i] = (uint16_t)((freq[i] + 1) >> 1);
+            t += freq[i];
+        }
         *total = t;
     }
 }
@@ -311,6 +316,42 @@ static int big_decode(channel_state *s, coder *co, uint32_t *excess) {
     return 0;
 }
 
+/* g[i] = ceil(count x width / 64) for the direct symbols, and the sums of both halves:
+ * a possible code (width > 0) never gets a zero count. */
+#if defined(__SSE2__)
+#include <emmintrin.h>
+static void weigh(const uint16_t *freq, const uint16_t *width, uint32_t *g, uint32_t *lower, uint32_t *upper) {
+    const __m128i round = _mm_set1_epi32(63);
+    __m128i sums[2];
+    for (int h = 0; h < 2; h++) {
+        __m128i sum = _mm_setzero_si128();
+        for (int k = 0; k < 2; k++) {
+            int at = 16 * h + 8 * k;
+            __m128i f = _mm_loadu_si128((const __m128i *)(freq + at));
+            __m128i w = _mm_loadu_si128((const __m128i *)(width + at));
+            __m128i lo = _mm_mullo_epi16(f, w), hi = _mm_mulhi_epu16(f, w);
+            __m128i p0 = _mm_srli_epi32(_mm_add_epi32(_mm_unpacklo_epi16(lo, hi), round), 6);
+            __m128i p1 = _mm_srli_epi32(_mm_add_epi32(_mm_unpackhi_epi16(lo, hi), round), 6);
+            _mm_storeu_si128((__m128i *)(g + at), p0);
+            _mm_storeu_si128((__m128i *)(g + at + 4), p1);
+            sum = _mm_add_epi32(sum, _mm_add_epi32(p0, p1));
+        }
+        sum = _mm_add_epi32(sum, _mm_shuffle_epi32(sum, 0x4E));
+        sums[h] = _mm_add_epi32(sum, _mm_shuffle_epi32(sum, 0xB1));
+    }
+    *lower = (uint32_t)_mm_cvtsi128_si32(sums[0]);
+    *upper = (uint32_t)_mm_cvtsi128_si32(sums[1]);
+}
+#else
+static void weigh(const uint16_t *freq, const uint16_t *width, uint32_t *g, uint32_t *lower, uint32_t *upper) {
+    uint32_t lo = 0, up = 0;
+    for (int i = 0; i < HALF; i++) { g[i] = ((uint32_t)freq[i] * width[i] + 63) >> 6; lo += g[i]; }
+    for (int i = HALF; i < 2 * HALF; i++) { g[i] = ((uint32_t)freq[i] * width[i] + 63) >> 6; up += g[i]; }
+    *lower = lo;
+    *upper = up;
+}
+#endif
+
 /* One sample through the model: encodes `value`, decodes it into *value, or only updates
  * the state (stored blocks). Returns 0, or -1 on an impossible decoded value. */
 static int code_sample(channel_state *s, coder *co, int pass, int16_t *value) {
@@ -332,13 +373,16 @@ static int code_sample(channel_state *s, coder *co, int pass, int16_t *value) {
 
     /* Weighted frequencies: each direct symbol is scaled by the width of the code it maps
      * to (64 = average width; 0 = outside the ADC's range, so impossible). */
-    const uint8_t *width = !grid ? flat_weight
+    const uint16_t *width = !grid ? flat_weight
                          : flip > 0 ? weight_up + pred : weight_down + (GRID_CODES - 1 - pred);
-    uint32_t g[MAIN_SYMBOLS];
-    uint32_t total = 0;
-    for (int i = 0; i < 2 * HALF; i++) g[i] = ((uint32_t)freq[i] * width[i] + 63) >> 6;
-    for (int i = 2 * HALF; i < MAIN_SYMBOLS; i++) g[i] = freq[i];
-    for (int i = 0; i < MAIN_SYMBOLS; i++) total += g[i];
+    /* Cumulative order: big-negative, the direct symbols in residual order, big-positive,
+     * escape. Sums are taken from the middle, so locating a symbol costs ~|residual|. */
+    uint32_t g[2 * HALF];
+    uint32_t lower, upper;
+    weigh(freq, width, g, &lower, &upper);
+    const uint32_t f_neg = freq[SYM_BIG_NEG], f_pos = freq[SYM_BIG_POS], f_esc = freq[SYM_ESCAPE];
+    const uint32_t middle = f_neg + lower;       /* cumulative count where residual 0 starts */
+    const uint32_t total = middle + upper + f_pos + f_esc;
 
     int32_t x = 0;          /* sample in domain units */
     int symbol;
@@ -355,19 +399,37 @@ static int code_sample(channel_state *s, coder *co, int pass, int16_t *value) {
         int32_t r = flip * (x - pred);
         symbol = escaped ? SYM_ESCAPE : r < -HALF ? SYM_BIG_NEG : r >= HALF ? SYM_BIG_POS : r + HALF;
         if (pass == PASS_ENCODE) {
-            uint32_t cum = 0;
-            for (int i = 0; i < symbol; i++) cum += g[i];
-            rc_encode(&co->enc, cum, g[symbol], total);
+            uint32_t cum, f;
+            if (symbol == SYM_BIG_NEG) { cum = 0; f = f_neg; }
+            else if (symbol == SYM_BIG_POS) { cum = middle + upper; f = f_pos; }
+            else if (symbol == SYM_ESCAPE) { cum = middle + upper + f_pos; f = f_esc; }
+            else {
+                cum = middle;
+                for (int i = HALF; i < symbol; i++) cum += g[i];
+                for (int i = symbol; i < HALF; i++) cum -= g[i];
+                f = g[symbol];
+            }
+            rc_encode(&co->enc, cum, f, total);
             if (escaped) rc_encode_bits(&co->enc, (uint16_t)v, 16);
         }
         if (symbol == SYM_BIG_NEG || symbol == SYM_BIG_POS)
             big_encode(s, co, pass, (uint32_t)(symbol == SYM_BIG_POS ? r - HALF : -HALF - 1 - r));
     } else {
-        uint32_t r, target = rd_target(&co->dec, total, &r), cum = 0;
-        symbol = 0;
-        while (symbol < MAIN_SYMBOLS - 1 && cum + g[symbol] <= target) cum += g[symbol++];
-        if (g[symbol] == 0) return -1;
-        rd_take(&co->dec, r, cum, g[symbol]);
+        uint32_t r, target = rd_target(&co->dec, total, &r), cum, f;
+        if (target < f_neg) { symbol = SYM_BIG_NEG; cum = 0; f = f_neg; }
+        else if (target >= middle + upper + f_pos) { symbol = SYM_ESCAPE; cum = middle + upper + f_pos; f = f_esc; }
+        else if (target >= middle + upper) { symbol = SYM_BIG_POS; cum = middle + upper; f = f_pos; }
+        else if (target >= middle) {
+            symbol = HALF; cum = middle;
+            while (symbol < 2 * HALF - 1 && cum + g[symbol] <= target) cum += g[symbol++];
+            f = g[symbol];
+        } else {
+            symbol = HALF; cum = middle;
+            do { cum -= g[--symbol]; } while (symbol > 0 && cum > target);
+            f = g[symbol];
+        }
+        if (f == 0 || target < cum || target >= cum + f) return -1;
+        rd_take(&co->dec, r, cum, f);
         if (symbol == SYM_ESCAPE) {
             if (!grid) return -1;
             int16_t v = (int16_t)rd_bits(&co->dec, 16);

@@ -48,6 +48,7 @@ def derive(folder):
     for k in missing:   # never observed: midway between the neighbours
         grid[k] = (grid[k - 1] + grid[k + 1]) // 2
     width = (counts + PRIOR) / (density + PRIOR)
+    # Below 2: the coder keeps count x width within 2^23.
     weight = np.clip(np.round(width * WEIGHT_ONE), 1, 127).astype(int)
     weight[0] = weight[-1] = WEIGHT_ONE   # the rails collect clipped samples: not a width
     return grid, weight, missing
