@@ -3,6 +3,7 @@
 Chromium is Debian's (browser downloads are impossible here): installed with apt-get when
 missing, which needs root, as CI has. Playwright drives it through executable_path.
 """
+import json
 import os
 import re
 import shutil
@@ -133,6 +134,10 @@ def test_live_page_moves_maps_1024_channels_and_survives_a_daemon_restart(browse
             "(() => { const r = document.querySelector('#subs-table tbody tr');"
             " return r && +r.cells[4].textContent.replace(/,/g, '') >= 1"
             " && /\\d+–\\d+/.test(r.cells[5].textContent); })()", timeout=20000)
+        # The dashboard's subscriber decoded blocks, and each equals what the daemon received.
+        snap = json.loads(page.evaluate("fetch('/api/snapshot').then(r => r.text())"))
+        assert snap["tap"]["verified_blocks"] > 0, snap["tap"]
+        assert snap["tap"]["mismatched_blocks"] == 0 and snap["tap"]["decode_errors"] == 0
         assert not errors, errors
     except Exception:
         print(pipeline.logs())

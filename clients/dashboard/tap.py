@@ -12,9 +12,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import zlib
 from collections import deque
 
 import msgpack
+import numpy as np
 import zmq
 
 from .window import LatencyWindow
@@ -54,6 +56,8 @@ class Tap(threading.Thread):
         self.decoded_blocks = 0
         self.decode_errors = 0
         self.decode_skipped = 0
+        self.verified_blocks = 0
+        self.mismatched_blocks = 0
         self.keyframes_seen = 0
         self.last_message_at: float | None = None
         self.decode_available = StreamDecoder is not None
@@ -156,8 +160,7 @@ class Tap(threading.Thread):
         if decoders is not None and first < decode_until_sample:
             t0 = time.perf_counter_ns()
             try:
-                for (_, d), blob in zip(decoders, blobs):
-                    d.decode(blob)
+                parts = [d.decode(blob) for (_, d), blob in zip(decoders, blobs)]
             except CodecError:
                 self.decode_errors += 1
                 return None, -1
@@ -165,6 +168,15 @@ class Tap(threading.Thread):
             self.decoded_blocks += 1
             self.decode_time.add((t1 - t0) / 1000.0, now)
             self.decoded.add((now_ns + (t1 - t0) - acq) / 1000.0, now)
+            crc = header.get("crc")
+            if isinstance(crc, int):
+                # The daemon's CRC of the raw samples it received: the decoded block must be
+                # those very samples, channel groups side by side.
+                samples = parts[0] if len(parts) == 1 else np.hstack(parts)
+                if zlib.crc32(np.ascontiguousarray(samples, dtype="<i2")) == crc:
+                    self.verified_blocks += 1
+                else:
+                    self.mismatched_blocks += 1
         return decoders, decode_until_sample
 
     def _gap(self, start: int, end: int) -> None:
@@ -185,6 +197,8 @@ class Tap(threading.Thread):
             "decoded_blocks": self.decoded_blocks,
             "decode_errors": self.decode_errors,
             "decode_skipped": self.decode_skipped,
+            "verified_blocks": self.verified_blocks,
+            "mismatched_blocks": self.mismatched_blocks,
             "decode_available": self.decode_available,
             "keyframes_seen": self.keyframes_seen,
             "idle_s": None if self.last_message_at is None else now - self.last_message_at,

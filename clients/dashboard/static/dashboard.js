@@ -350,7 +350,9 @@
     });
     let info = `dashboard subscriber: ${tap.state || "–"}`;
     if (tap.state === "running") {
-      info += ` on ${tap.endpoint}; decoded ${fmtNum(tap.decoded_blocks)} blocks (duty-cycled after each keyframe)` +
+      info += ` on ${tap.endpoint}; decoded ${fmtNum(tap.decoded_blocks)} blocks (duty-cycled after each keyframe), ` +
+        `${fmtNum(tap.verified_blocks)} checked against the daemon's CRC` +
+        (tap.mismatched_blocks ? ` — ${fmtNum(tap.mismatched_blocks)} DO NOT MATCH` : "") +
         (tap.decode_available ? "" : " — codec not available, decode latency not measured") +
         (tap.decode_errors ? `, ${fmtNum(tap.decode_errors)} decode errors` : "") +
         (tap.decode_skipped ? `; skipped decoding ${fmtNum(tap.decode_skipped)} blocks while more than 50 ms behind` : "");
