@@ -197,3 +197,13 @@ def test_unsupported_inputs(tmp_path):
     np.save(d / "floats.npy", np.zeros((5, 2), np.float32))
     with pytest.raises(ValueError, match="int16"):
         compress([str(d)], str(tmp_path / "x.zarr"), **SMALL)
+
+
+@pytest.mark.parametrize("fmt", [2, 3])
+def test_golden_store_still_decompresses(tmp_path, fmt):
+    """Stores written by an earlier neurowire (tests/data/archive/make_golden.py) must
+    keep giving back their files: layout, manifest and chunk format together."""
+    golden = DATA / "archive"
+    back = tmp_path / "back"
+    decompress(str(golden / f"golden_v{fmt}.zarr"), str(back), progress=False)
+    assert_same_files(golden / "store_inputs", back)

@@ -112,8 +112,10 @@ class NeurowireCodec(Codec):
         return b"".join(parts)
 
     def decode(self, buf, out=None):
-        # A flat byte view, no copy: the C wrapper reads any contiguous buffer.
-        data = memoryview(ensure_contiguous_ndarray(buf).reshape(-1).view(np.uint8))
+        # A flat uint8 array, no copy: the C wrapper reads any contiguous buffer. (Not a
+        # memoryview: slices of one, exported to cffi and caught in a traceback, crashed
+        # CPython 3.11 on release.)
+        data = ensure_contiguous_ndarray(buf).reshape(-1).view(np.uint8)
         if len(data) == 0:
             samples = np.empty((0, self.channels or 1), dtype=np.int16)
             return ndarray_copy(samples, out) if out is not None else samples

@@ -27,7 +27,34 @@ def cases():
         yield "excerpt", np.frombuffer(raw[pos:pos + 8000], "<i2").astype(np.int16)[:, None]
 
 
+def golden_stores():
+    """A small WAV (stereo, with a LIST chunk) and .npy archived in both zarr formats:
+    pins the store layout and manifest as well as the chunk bytes."""
+    import shutil
+    import struct
+
+    from neurowire.archive.batch import compress
+
+    rng = np.random.default_rng(7)
+    x = (np.clip(np.round(np.cumsum(rng.normal(0, 4, (2500, 2)), axis=0) / 4), -512, 511)
+         * 4).astype("<i2")
+    fmt = b"fmt " + struct.pack("<IHHIIHH", 16, 1, 2, 19531, 19531 * 4, 4, 16)
+    extra = b"LIST" + struct.pack("<I", 4) + b"INFO"
+    body = b"WAVE" + fmt + extra + b"data" + struct.pack("<I", x.nbytes) + x.tobytes()
+    src = HERE / "store_inputs"
+    src.mkdir(exist_ok=True)
+    (src / "stereo.wav").write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    np.save(src / "probe.npy", x[:1700, ::-1].copy())
+    for fmt_version in (2, 3):
+        out = HERE / f"golden_v{fmt_version}.zarr"
+        shutil.rmtree(out, ignore_errors=True)
+        compress([str(src)], str(out), chunk_samples=1024, chunk_channels=2,
+                 zarr_format=fmt_version, dask="off", progress=False)
+        print(out.name, sum(p.stat().st_size for p in out.rglob("*") if p.is_file()), "bytes")
+
+
 def main():
+    golden_stores()
     codec = NeurowireCodec()
     for name, x in cases():
         np.save(HERE / f"{name}.input.npy", x)
