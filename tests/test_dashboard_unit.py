@@ -6,6 +6,7 @@ import time
 import msgpack
 import pytest
 import zmq
+import zmq.asyncio
 
 pytest.importorskip("aiohttp")
 pytest.importorskip("aiohttp_sse")
@@ -97,7 +98,6 @@ def test_control_client_times_out_then_recovers_on_a_fresh_socket():
         rep.close(0)
         client.close()
 
-    import zmq.asyncio  # noqa: F401
     asyncio.run(main())
 
 
