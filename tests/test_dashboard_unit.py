@@ -241,3 +241,41 @@ def test_rates_and_cpu_over_a_second_survive_a_daemon_restart():
     assert d["mbps_in"] is None
     mon._derive_process(103.0, {"pid": 2, "cpu_user_s": 0.1})
     assert mon.daemon_cpu_pct is None
+
+
+def test_control_client_speaks_curve(tmp_path):
+    import zmq.auth
+
+    server_public, server_secret = zmq.curve_keypair()
+    _, client_cert = zmq.auth.create_certificates(str(tmp_path), "client")
+    srv_pub_file, _ = zmq.auth.create_certificates(str(tmp_path), "server")
+    curve_files = cli.load_curve(srv_pub_file, client_cert)
+    assert curve_files["secret"] and curve_files["server_public"]
+    control, _ = endpoints()
+
+    async def main():
+        ctx = zmq.asyncio.Context.instance()
+        rep = ctx.socket(zmq.REP)
+        rep.curve_server = True
+        rep.curve_secretkey = server_secret
+        rep.bind(control)
+
+        async def serve():
+            await rep.recv()
+            await rep.send(msgpack.packb({"ok": 1}))
+
+        task = asyncio.create_task(serve())
+        pub, sec = zmq.curve_keypair()
+        good = ControlClient(control, timeout_s=3.0, curve={
+            "server_public": server_public, "public": pub, "secret": sec})
+        assert await good.request("stats") == {"ok": 1}
+        await task
+        # Plain text to a CURVE server gets no answer: reported, not hung.
+        plain = ControlClient(control, timeout_s=0.3)
+        with pytest.raises(ControlError):
+            await plain.request("stats")
+        good.close()
+        plain.close()
+        rep.close(0)
+
+    asyncio.run(main())

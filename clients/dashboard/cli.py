@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import signal
+import sys
 
 from aiohttp import web
 
+from .control import load_curve
 from .server import Monitor, make_app
 
 DEFAULT_CONTROL = "tcp://127.0.0.1:7343"
@@ -49,14 +52,21 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--decode-ms", type=float, default=25.0, metavar="MS",
                         help="ms of signal decoded after each keyframe by the dashboard's "
                              "subscriber (default: %(default)s)")
+    parser.add_argument("--server-key", metavar="FILE",
+                        help="the daemon's public CURVE certificate (zmq.auth format), for a "
+                             "daemon bound beyond loopback")
+    parser.add_argument("--client-cert", metavar="FILE",
+                        help="this client's CURVE certificate with its secret key; its public "
+                             "key must be in the daemon's client_keys_dir")
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser
 
 
-async def _serve(args) -> int:
+async def _serve(args, curve) -> int:
     monitor = Monitor(args.control or default_control(), interval_s=args.interval,
                       timeout_s=args.timeout, data_endpoint=args.publish,
-                      tap=not args.no_tap, decode_ms=args.decode_ms, history_s=args.history)
+                      tap=not args.no_tap, decode_ms=args.decode_ms, history_s=args.history,
+                      curve=curve)
     runner = web.AppRunner(make_app(monitor), handle_signals=False, access_log=None,
                            shutdown_timeout=1.0)
     await runner.setup()
@@ -78,7 +88,30 @@ async def _serve(args) -> int:
 def run(args) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    return asyncio.run(_serve(args))
+    curve = None
+    if args.server_key or args.client_cert:
+        if not (args.server_key and args.client_cert):
+            print("neurowire dashboard: --server-key and --client-cert go together",
+                  file=sys.stderr)
+            return 2
+        try:
+            curve = load_curve(args.server_key, args.client_cert)
+        except (OSError, ValueError) as e:
+            print(f"neurowire dashboard: {e}", file=sys.stderr)
+            return 2
+    if not _is_loopback(args.host):
+        log.warning("serving on %s: the page has no authentication; anyone who can reach "
+                    "this address sees the daemon's figures", args.host)
+    return asyncio.run(_serve(args, curve))
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def main(argv=None) -> int:

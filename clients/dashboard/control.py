@@ -8,6 +8,29 @@ import zmq
 import zmq.asyncio
 
 
+def apply_curve(sock, curve: dict | None) -> None:
+    """Client side of CURVE, as a daemon bound beyond loopback requires.
+
+    ``curve``: {"server_public", "public", "secret"} (bytes, z85), the shape neurowire's
+    other clients take too.
+    """
+    if curve:
+        sock.curve_serverkey = curve["server_public"]
+        sock.curve_publickey = curve["public"]
+        sock.curve_secretkey = curve["secret"]
+
+
+def load_curve(server_key_file: str, client_cert_file: str) -> dict:
+    """Keys from zmq.auth certificate files: the daemon's public one, and ours with secret."""
+    import zmq.auth
+
+    server_public, _ = zmq.auth.load_certificate(server_key_file)
+    public, secret = zmq.auth.load_certificate(client_cert_file)
+    if not secret:
+        raise ValueError(f"{client_cert_file} holds no secret key")
+    return {"server_public": server_public, "public": public, "secret": secret}
+
+
 class ControlError(Exception):
     """The daemon did not answer in time, or answered with an error."""
 
@@ -21,8 +44,9 @@ class ControlClient:
     """
 
     def __init__(self, endpoint: str, timeout_s: float = 1.0,
-                 context: zmq.asyncio.Context | None = None):
+                 context: zmq.asyncio.Context | None = None, curve: dict | None = None):
         self.endpoint = endpoint
+        self.curve = curve
         self.timeout_s = timeout_s
         self._ctx = context or zmq.asyncio.Context.instance()
         self._sock: zmq.asyncio.Socket | None = None
@@ -36,6 +60,7 @@ class ControlClient:
             # Reconnect quickly: the page should recover within a second of the daemon's return.
             s.setsockopt(zmq.RECONNECT_IVL, 100)
             s.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+            apply_curve(s, self.curve)
             s.connect(self.endpoint)
             self._sock = s
         return self._sock

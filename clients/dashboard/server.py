@@ -85,8 +85,9 @@ def _data_endpoint_from_config(cfg: dict) -> str | None:
 class Monitor:
     def __init__(self, control_endpoint: str, interval_s: float = 0.2, timeout_s: float = 1.0,
                  data_endpoint: str | None = None, tap: bool = True, decode_ms: float = 25.0,
-                 history_s: float = 120.0):
-        self.control = ControlClient(control_endpoint, timeout_s)
+                 history_s: float = 120.0, curve: dict | None = None):
+        self.control = ControlClient(control_endpoint, timeout_s, curve=curve)
+        self.curve = curve
         self.interval_s = interval_s
         self.data_endpoint = data_endpoint
         self._data_endpoint_given = data_endpoint is not None
@@ -290,7 +291,8 @@ class Monitor:
             return
         for sid, at in self._tap_wanted.items():
             if now - at <= TAP_IDLE_S and sid not in self.taps and sid in self.derived:
-                tap = Tap(self.data_endpoint, sid, zmq.Context.instance(), self.decode_ms)
+                tap = Tap(self.data_endpoint, sid, zmq.Context.instance(), self.decode_ms,
+                          curve=self.curve)
                 tap.start()
                 self.taps[sid] = tap
 

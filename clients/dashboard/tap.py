@@ -19,6 +19,7 @@ import msgpack
 import numpy as np
 import zmq
 
+from .control import apply_curve
 from .window import LatencyWindow
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class Tap(threading.Thread):
         self.endpoint = endpoint
         self.stream_id = stream_id
         self.decode_ms = decode_ms
+        self.curve = curve
         self._ctx = context or zmq.Context.instance()
         self._stop_evt = threading.Event()
         self.received = LatencyWindow()   # acquired -> received here (us)
@@ -73,6 +75,7 @@ class Tap(threading.Thread):
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVHWM, 10000)
         sock.setsockopt(zmq.SUBSCRIBE, topic_for(self.stream_id))
+        apply_curve(sock, self.curve)
         sock.connect(self.endpoint)
         decoders = None
         decode_until_sample = -1
