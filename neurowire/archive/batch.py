@@ -3,8 +3,9 @@ a Dask cluster.
 
 Store layout (a zarr group, format 3 by default or 2):
 - array `samples`: int16, (longest input x total channels); every input file owns a
-  range of columns (a mono WAV one column), shorter files are zero past their end.
-  Chunks are (chunk_samples x chunk_channels), each one neurowire keyframe block.
+  range of columns (a mono WAV one column), shorter files hold their last sample
+  past their end. Chunks are at most (chunk_samples x chunk_channels), evened out so the
+  last chunk is nearly full; each chunk is one neurowire keyframe block.
 - group attribute `neurowire_archive`: the manifest (per file: name, size, columns,
   length, and the header/trailer bytes that make the file byte-exact again), and
   `complete`, true only once every chunk was written and read back.
@@ -77,6 +78,14 @@ def _store_bytes(path: str) -> int:
 
 def _chunk_grid(shape, chunks) -> tuple[int, int]:
     return tuple(max(1, -(-s // c)) for s, c in zip(shape, chunks))
+
+
+def _balanced(length: int, most: int) -> int:
+    """Chunk length of at most `most` that splits `length` into near-equal chunks: zarr
+    pads the last chunk to full size, and padding is compressed and stored like data."""
+    if length <= 0:
+        return 1
+    return -(-length // -(-length // most))
 
 
 def _marker_path(progress: str, i: int, j: int) -> str:
@@ -179,7 +188,7 @@ def compress(inputs: list[str], out: str, *, chunk_samples: int = DEFAULT_CHUNK_
     sources = collect_inputs(inputs)
     reader = ColumnReader(sources)
     shape = reader.shape
-    chunks = (max(1, min(chunk_samples, shape[0])), min(chunk_channels, shape[1]))
+    chunks = (_balanced(shape[0], chunk_samples), _balanced(shape[1], chunk_channels))
     manifest = _manifest(sources, shape, chunks, zarr_format)
     progress_dir = os.path.join(out, PROGRESS_DIR)
 

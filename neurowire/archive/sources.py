@@ -191,8 +191,9 @@ def collect_inputs(paths: list[str]) -> list[SourceFile]:
 
 class ColumnReader:
     """Array-like (shape, dtype, ndim, __getitem__) over the input files laid out as
-    columns of one (max samples x total channels) array; shorter files read as zeros past
-    their end. Holds only paths and offsets, so it pickles to Dask workers (which need the
+    columns of one (max samples x total channels) array. Past its end a shorter file
+    repeats its last sample: a run of zeros costs the codec a lot when the signal sits on
+    a grid that 0 is not on, a held value almost nothing. Holds only paths and offsets, so it pickles to Dask workers (which need the
     same paths, e.g. a shared filesystem)."""
 
     def __init__(self, sources: list[SourceFile]):
@@ -210,8 +211,12 @@ class ColumnReader:
         out = np.zeros((max(0, r1 - r0), max(0, c1 - c0)), dtype=np.int16)
         for s in self.sources:
             a, b = max(c0, s.column), min(c1, s.column + s.channels)
-            if a >= b or r0 >= s.n_samples:
+            if a >= b or s.n_samples == 0:
                 continue
+            cols_in_file = slice(a - s.column, b - s.column)
             end = min(r1, s.n_samples)
-            out[:end - r0, a - c0:b - c0] = s.samples()[r0:end, a - s.column:b - s.column]
+            if r0 < end:
+                out[:end - r0, a - c0:b - c0] = s.samples()[r0:end, cols_in_file]
+            if r1 > s.n_samples:
+                out[max(0, end - r0):, a - c0:b - c0] = s.samples()[-1, cols_in_file]
         return out
