@@ -39,11 +39,12 @@ $(VENV)/.installed: $(PY) pyproject.toml setup.py codec_c/build_ffi.py $(CSRC) $
 
 install: $(VENV)/.installed
 
-encode: codec_c/tools/encode.c $(CSRC) $(CHDR)
-	$(CC) $(TOOL_CFLAGS) $(TOOL_LDFLAGS) -o $@ codec_c/tools/encode.c $(CSRC) $(TOOL_LIBS)
+# One source, built twice: NW_TOOL_DECODE picks the direction (see docs/CONTRACTS.md).
+encode: codec_c/tools/nw_tool.c $(CSRC) $(CHDR)
+	$(CC) $(TOOL_CFLAGS) $(TOOL_LDFLAGS) -o $@ codec_c/tools/nw_tool.c $(CSRC) $(TOOL_LIBS)
 
-decode: codec_c/tools/decode.c $(CSRC) $(CHDR)
-	$(CC) $(TOOL_CFLAGS) $(TOOL_LDFLAGS) -o $@ codec_c/tools/decode.c $(CSRC) $(TOOL_LIBS)
+decode: codec_c/tools/nw_tool.c $(CSRC) $(CHDR)
+	$(CC) $(TOOL_CFLAGS) -DNW_TOOL_DECODE $(TOOL_LDFLAGS) -o $@ codec_c/tools/nw_tool.c $(CSRC) $(TOOL_LIBS)
 
 tools: encode decode
 	@echo "tool sizes (bytes):"; wc -c encode decode

@@ -1,0 +1,97 @@
+"""The native ./encode and ./decode (the challenge's programs), run as subprocesses."""
+import subprocess
+
+import numpy as np
+import pytest
+
+from conftest import EXCERPTS, challenge_paths, wav_bytes
+from neurowire import codec
+
+
+def run(tool, *args):
+    return subprocess.run([str(tool), *map(str, args)], capture_output=True, timeout=60)
+
+
+def roundtrip(tools, tmp_path, raw, name="in.bin"):
+    encode, decode = tools
+    src, packed, out = tmp_path / name, tmp_path / "packed.nw", tmp_path / "out.bin"
+    src.write_bytes(raw)
+    r = run(encode, src, packed)
+    assert r.returncode == 0, r.stderr
+    r = run(decode, packed, out)
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes() == raw
+    # The tools and the Python API write the very same bytes.
+    assert packed.read_bytes() == codec.compress_bytes(raw)
+    return packed.read_bytes()
+
+
+@pytest.mark.parametrize("path", EXCERPTS, ids=lambda p: p.stem)
+def test_excerpts(tools, tmp_path, path):
+    raw = path.read_bytes()
+    assert len(roundtrip(tools, tmp_path, raw)) < len(raw) / 2
+
+
+@pytest.mark.parametrize("raw", [
+    b"", b"x", b"RIFF", wav_bytes(np.zeros(5001, np.int16)),
+    wav_bytes(np.random.default_rng(1).integers(-32768, 32768, 3001).astype(np.int16)),
+    bytes(range(256)) * 40,
+], ids=["empty", "one_byte", "riff_only", "silence", "noise", "binary"])
+def test_odd_inputs(tools, tmp_path, raw):
+    roundtrip(tools, tmp_path, raw)
+
+
+@pytest.mark.challenge
+def test_challenge_sample_of_files(tools, tmp_path):
+    paths = challenge_paths()
+    if not paths:
+        pytest.skip("no challenge recordings")
+    for path in paths[::10]:  # every 10th: the Python tests cover all of them
+        roundtrip(tools, tmp_path, path.read_bytes())
+
+
+def test_missing_input(tools, tmp_path):
+    for tool in tools:
+        r = run(tool, tmp_path / "nope.wav", tmp_path / "out")
+        assert r.returncode != 0
+        assert b"nope.wav" in r.stderr
+        assert not (tmp_path / "out").exists()
+
+
+def test_usage(tools):
+    for tool in tools:
+        for args in [(), ("only-one",), ("a", "b", "c")]:
+            r = run(tool, *args)
+            assert r.returncode != 0 and b"usage" in r.stderr.lower()
+
+
+def test_unwritable_output(tools, tmp_path):
+    encode, _ = tools
+    src = tmp_path / "in.wav"
+    src.write_bytes(EXCERPTS[0].read_bytes())
+    r = run(encode, src, tmp_path / "no" / "such" / "dir" / "out")
+    assert r.returncode != 0 and r.stderr
+
+
+@pytest.mark.parametrize("bad", [b"", b"not neurowire", b"NWF", b"NWF\x09\x00\x00"])
+def test_decode_rejects_garbage(tools, tmp_path, bad):
+    _, decode = tools
+    src = tmp_path / "bad.nw"
+    src.write_bytes(bad)
+    r = run(decode, src, tmp_path / "out")
+    assert r.returncode != 0
+    assert r.stderr.strip()
+
+
+def test_decode_rejects_corrupt_stream(tools, tmp_path):
+    encode, decode = tools
+    src, packed = tmp_path / "in.wav", tmp_path / "p.nw"
+    src.write_bytes(EXCERPTS[0].read_bytes())
+    assert run(encode, src, packed).returncode == 0
+    data = packed.read_bytes()
+    for label, bad in [("truncated", data[:-7]), ("flipped", data[:500] + bytes([data[500] ^ 0x10]) + data[501:]),
+                       ("appended", data + b"\0")]:
+        (tmp_path / "bad.nw").write_bytes(bad)
+        r = run(decode, tmp_path / "bad.nw", tmp_path / "out")
+        assert r.returncode != 0, label
+        assert r.stderr.strip(), label
