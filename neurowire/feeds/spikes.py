@@ -1,0 +1,215 @@
+"""The spike and spike-band power feeds: messages, and decoding them back.
+
+A message is one msgpack map, self-contained (no decoder state carries between messages, so
+a subscriber can join or lose messages anywhere and still decode every message it has):
+
+    spikes {"v": 1, "kind": "spikes", "stream": str, "seq": int, "ch": channels,
+            "rate": float, "pre": int, "len": int, "threshold": float,
+            "from": a, "to": b,    # every crossing at a <= t < b is in this message
+            "tw": 2 | 4, "t": bytes (uint16/uint32 LE offsets t - a),
+            "c": bytes (uint16 LE channels),
+            "snip": bytes}         # codec keyframe block: the snippets end to end as one channel
+    power  {"v": 1, "kind": "power", "stream", "seq", "ch", "rate",
+            "width": samples per bin, "bin": index of the first bin, "n": bins,
+            "q": bytes}            # zlib of uint8 (n, ch): round(8 * log2(1 + power))
+
+Snippets are the original int16 samples; the codec codes them losslessly (one keyframe block
+per message with the snippets end to end: the codec's predictor carries across snippets,
+which costs less than a channel per snippet).  Spike-band power is quantised to 1/8 octave
+(0.375 dB); it is a derived feature, not samples, and is the one lossy thing here.
+
+Messages are cut at multiples of `batch` samples of absolute index, so the same data gives the
+same messages whether it arrives in one array or packet by packet.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+
+import msgpack
+import numpy as np
+
+from .detect import DetectorConfig, Events, PowerBins, SpikeDetector
+
+FEED_VERSION = 1
+POWER_STEPS_PER_OCTAVE = 8
+
+
+def _codec():
+    from neurowire import codec
+
+    return codec
+
+
+class SpikeFeedEncoder:
+    """Detector + message packing for one stream.
+
+    feed(samples) -> list of message bytes (spike messages, then power messages)."""
+
+    def __init__(self, channels: int, rate: float, config: DetectorConfig | None = None, *,
+                 stream: str = "", batch_ms: float = 10.0, snippets: bool = True):
+        self.detector = SpikeDetector(channels, rate, config)
+        self.channels = channels
+        self.rate = float(rate)
+        self.stream = stream
+        self.snippets = snippets
+        self.batch = max(1, int(round(batch_ms * 1e-3 * rate)))
+        g = self.detector.geometry
+        # A crossing at t is emitted once sample t - pre + len - 1 has arrived.
+        self.lag = g.length - g.pre - 1
+        self.covered = 0           # crossings before this index have all been sent
+        self.held: list[Events] = []
+        self.seq = 0
+        self.power_seq = 0
+        self.bytes_spikes = self.bytes_power = 0
+        self.events = self.messages = 0
+
+    def feed(self, samples: np.ndarray) -> list[bytes]:
+        events, power = self.detector.process_all(samples)
+        if len(events):
+            self.held.append(events)
+        out = []
+        # All crossings below `ready` are known now; cut messages on batch boundaries.
+        ready = max(0, self.detector.position - self.lag)
+        boundary = (ready // self.batch) * self.batch
+        if boundary > self.covered:
+            out.append(self._spike_message(self.covered, boundary))
+            self.covered = boundary
+        if power is not None and len(power.power):
+            out.append(self._power_message(power))
+        return out
+
+    def _spike_message(self, start: int, stop: int) -> bytes:
+        g = self.detector.geometry
+        held = Events.concat(self.held, g.length, g.pre)
+        take = held.sample < stop
+        events = Events(held.sample[take], held.channel[take], held.snippets[take], g.pre)
+        rest = Events(held.sample[~take], held.channel[~take], held.snippets[~take], g.pre)
+        self.held = [rest] if len(rest) else []
+        message = pack_spikes(events, start, stop, stream=self.stream, seq=self.seq,
+                              channels=self.channels, rate=self.rate,
+                              threshold=self.detector.config.threshold,
+                              snippets=self.snippets)
+        self.seq += 1
+        self.events += len(events)
+        self.messages += 1
+        self.bytes_spikes += len(message)
+        return message
+
+    def _power_message(self, power: PowerBins) -> bytes:
+        message = pack_power(power, stream=self.stream, seq=self.power_seq, rate=self.rate)
+        self.power_seq += 1
+        self.bytes_power += len(message)
+        return message
+
+
+def pack_spikes(events: Events, start: int, stop: int, *, stream: str = "", seq: int = 0,
+                channels: int, rate: float, threshold: float, snippets: bool = True) -> bytes:
+    if len(events) and (events.sample.min() < start or events.sample.max() >= stop):
+        raise ValueError("events outside [start, stop)")
+    width = 2 if stop - start <= 65536 else 4
+    offsets = (events.sample - start).astype("<u2" if width == 2 else "<u4")
+    length = events.snippets.shape[1]
+    message = {"v": FEED_VERSION, "kind": "spikes", "stream": stream, "seq": seq,
+               "ch": channels, "rate": rate, "pre": events.pre, "len": length,
+               "threshold": threshold, "from": int(start), "to": int(stop), "tw": width,
+               "t": offsets.tobytes(), "c": events.channel.astype("<u2").tobytes()}
+    if snippets:
+        message["snip"] = (b"" if not len(events) else _codec().StreamEncoder(1).encode(
+            np.ascontiguousarray(events.snippets.reshape(-1, 1)), keyframe=True))
+    return msgpack.packb(message)
+
+
+def pack_power(power: PowerBins, *, stream: str = "", seq: int = 0, rate: float) -> bytes:
+    quantised = quantise_power(power.power)
+    return msgpack.packb({"v": FEED_VERSION, "kind": "power", "stream": stream, "seq": seq,
+                          "ch": quantised.shape[1], "rate": rate, "width": power.width,
+                          "bin": power.first_bin, "n": quantised.shape[0],
+                          "q": zlib.compress(quantised.tobytes(), 6)})
+
+
+def quantise_power(power: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(POWER_STEPS_PER_OCTAVE * np.log2(1.0 + power)), 0, 255).astype(np.uint8)
+
+
+def dequantise_power(quantised: np.ndarray) -> np.ndarray:
+    return np.exp2(quantised.astype(np.float64) / POWER_STEPS_PER_OCTAVE) - 1.0
+
+
+# ---- decoding ------------------------------------------------------------------------------
+
+def unpack(message: bytes) -> dict:
+    """One feed message -> dict; spikes get "events" (Events, snippets decoded), power gets
+    "power" (PowerBins, dequantised)."""
+    m = msgpack.unpackb(message, raw=False)
+    if m.get("v") != FEED_VERSION:
+        raise ValueError(f"feed message version {m.get('v')!r}, expected {FEED_VERSION}")
+    if m["kind"] == "spikes":
+        t = np.frombuffer(m["t"], "<u2" if m["tw"] == 2 else "<u4").astype(np.int64) + m["from"]
+        c = np.frombuffer(m["c"], "<u2").astype(np.int32)
+        length = m["len"]
+        if m.get("snip"):
+            flat = _codec().StreamDecoder(1).decode(m["snip"])
+            snippets = flat.reshape(len(t), length)
+        else:
+            snippets = np.zeros((len(t), length if "snip" in m else 0), np.int16)
+        m["events"] = Events(t, c, snippets, m["pre"])
+    elif m["kind"] == "power":
+        q = np.frombuffer(zlib.decompress(m["q"]), np.uint8).reshape(m["n"], m["ch"])
+        m["power"] = PowerBins(m["bin"], m["width"], dequantise_power(q))
+    else:
+        raise ValueError(f"unknown feed message kind {m['kind']!r}")
+    return m
+
+
+@dataclass
+class SpikeData:
+    """What the spike feed delivers: brainwire's (rate, int16 array) plus the events."""
+    rate: float
+    first: int                 # sample index of row 0 of `samples`
+    samples: np.ndarray        # int16 (n, channels): snippet samples in place, zeros elsewhere
+    events: Events
+    covered: list = field(default_factory=list)  # [(from, to)] crossing ranges received
+
+    def __iter__(self):  # rate, samples = decode_spikes(...) as with brainwire
+        return iter((self.rate, self.samples))
+
+
+def place_snippets(events: Events, first: int, n_samples: int, channels: int) -> np.ndarray:
+    """An int16 (n_samples, channels) array with each snippet at its true position."""
+    out = np.zeros((n_samples, channels), np.int16)
+    if not len(events) or not events.snippets.shape[1]:
+        return out
+    length = events.snippets.shape[1]
+    rows = (events.sample - events.pre - first)[:, None] + np.arange(length)[None, :]
+    cols = np.broadcast_to(events.channel[:, None], rows.shape)
+    inside = (rows >= 0) & (rows < n_samples)
+    # Overlapping snippets hold the same original samples, so the order of writes is moot.
+    out[rows[inside], cols[inside]] = events.snippets[inside]
+    return out
+
+
+def decode_spikes(messages, *, first: int = 0, n_samples: int | None = None,
+                  channels: int | None = None) -> SpikeData:
+    """Spike feed messages (bytes, any order) -> SpikeData covering [first, first + n)."""
+    parts, covered = [], []
+    rate = None
+    pre = length = 0
+    for message in messages:
+        m = unpack(message) if isinstance(message, (bytes, bytearray, memoryview)) else message
+        if m["kind"] != "spikes":
+            continue
+        rate = m["rate"]
+        channels = channels or m["ch"]
+        pre, length = m["pre"], m["len"]
+        parts.append(m["events"])
+        covered.append((m["from"], m["to"]))
+    events = Events.concat(parts, length, pre)
+    order = np.lexsort((events.channel, events.sample))
+    events = Events(events.sample[order], events.channel[order], events.snippets[order], pre)
+    if n_samples is None:
+        n_samples = max([to for _, to in covered], default=first) + length - pre - first
+        n_samples = max(0, n_samples)
+    samples = place_snippets(events, first, n_samples, channels or 1)
+    return SpikeData(rate or 0.0, first, samples, events, sorted(covered))
