@@ -1,6 +1,7 @@
 """The dashboard's server side without a browser: control client, windows, monitor, HTTP."""
 import asyncio
 import json
+import threading
 import time
 
 import msgpack
@@ -80,23 +81,32 @@ def test_control_client_times_out_then_recovers_on_a_fresh_socket():
             await client.request("stats")
         assert client.recreated == 2
         client.timeout_s = 3.0  # generous now: the machine is shared and may be busy
-        ctx = zmq.asyncio.Context.instance()
-        rep = ctx.socket(zmq.REP)
-        rep.bind(control)
+        # The daemon turns up, in its own thread as it would be in its own process.
+        ready = threading.Event()
 
-        async def serve():
-            req = msgpack.unpackb(await rep.recv())
-            await rep.send(msgpack.packb({"echo": req["cmd"]}))
-            req = msgpack.unpackb(await rep.recv())
-            await rep.send(msgpack.packb({"error": "nope"}))
+        def serve():
+            rep = zmq.Context.instance().socket(zmq.REP)
+            rep.bind(control)
+            ready.set()
+            try:
+                for reply in ({"echo": "stats"}, {"error": "nope"}):
+                    if not rep.poll(10000):
+                        return
+                    rep.recv()
+                    rep.send(msgpack.packb(reply))
+            finally:
+                rep.close(0)
 
-        task = asyncio.create_task(serve())
-        assert await client.request("stats") == {"echo": "stats"}
-        with pytest.raises(ControlError, match="nope"):
-            await client.request("bogus")
-        await task
-        rep.close(0)
-        client.close()
+        server = threading.Thread(target=serve)
+        server.start()
+        ready.wait(5)
+        try:
+            assert await client.request("stats") == {"echo": "stats"}
+            with pytest.raises(ControlError, match="nope"):
+                await client.request("bogus")
+        finally:
+            client.close()
+            server.join(15)
 
     asyncio.run(main())
 

@@ -1,6 +1,7 @@
 """Client for the daemon's control endpoint (REQ/REP, msgpack) that survives a dead daemon."""
 from __future__ import annotations
 
+import asyncio
 import time
 
 import msgpack
@@ -77,9 +78,11 @@ class ControlClient:
         try:
             await sock.send(msgpack.packb({"cmd": cmd, **fields}, use_bin_type=True),
                             flags=zmq.NOBLOCK)
-            if not await sock.poll(int(self.timeout_s * 1000), zmq.POLLIN):
-                raise ControlError(f"no reply from {self.endpoint} within {self.timeout_s:g} s")
-            raw = await sock.recv()
+            try:
+                raw = await asyncio.wait_for(sock.recv(), self.timeout_s)
+            except asyncio.TimeoutError:
+                raise ControlError(
+                    f"no reply from {self.endpoint} within {self.timeout_s:g} s") from None
         except ControlError:
             self._discard()
             raise
