@@ -4,10 +4,11 @@ A message is one msgpack map, self-contained (no decoder state carries between m
 a subscriber can join or lose messages anywhere and still decode every message it has):
 
     spikes {"v": 1, "kind": "spikes", "stream": str, "seq": int, "ch": channels,
-            "rate": float, "pre": int, "len": int, "threshold": float,
+            "rate": float, "pre": int, "len": int,
             "from": a, "to": b,    # every crossing at a <= t < b is in this message
-            "tw": 2 | 4, "t": bytes (uint16/uint32 LE offsets t - a),
-            "c": bytes (uint16 LE channels),
+            "tw": 1 | 2 | 4,       # bytes per time step below
+            "t": bytes,            # LE steps: first event - a, then event - previous event
+            "c": bytes,            # channels, ceil(log2(ch)) bits each, packed LSB first
             "snip": bytes}         # codec keyframe block: the snippets end to end as one channel
     power  {"v": 1, "kind": "power", "stream", "seq", "ch", "rate",
             "width": samples per bin, "bin": index of the first bin, "n": bins,
@@ -48,7 +49,7 @@ class SpikeFeedEncoder:
     feed(samples) -> list of message bytes (spike messages, then power messages)."""
 
     def __init__(self, channels: int, rate: float, config: DetectorConfig | None = None, *,
-                 stream: str = "", batch_ms: float = 10.0, snippets: bool = True):
+                 stream: str = "", batch_ms: float = 20.0, snippets: bool = True):
         self.detector = SpikeDetector(channels, rate, config)
         self.channels = channels
         self.rate = float(rate)
@@ -89,7 +90,6 @@ class SpikeFeedEncoder:
         self.held = [rest] if len(rest) else []
         message = pack_spikes(events, start, stop, stream=self.stream, seq=self.seq,
                               channels=self.channels, rate=self.rate,
-                              threshold=self.detector.config.threshold,
                               snippets=self.snippets)
         self.seq += 1
         self.events += len(events)
@@ -105,20 +105,39 @@ class SpikeFeedEncoder:
 
 
 def pack_spikes(events: Events, start: int, stop: int, *, stream: str = "", seq: int = 0,
-                channels: int, rate: float, threshold: float, snippets: bool = True) -> bytes:
+                channels: int, rate: float, snippets: bool = True) -> bytes:
     if len(events) and (events.sample.min() < start or events.sample.max() >= stop):
         raise ValueError("events outside [start, stop)")
-    width = 2 if stop - start <= 65536 else 4
-    offsets = (events.sample - start).astype("<u2" if width == 2 else "<u4")
+    # Events are in time order, so steps between them are small: most fit one byte.
+    steps = np.diff(events.sample, prepend=start)
+    top = int(steps.max()) if len(steps) else 0
+    width = 1 if top < 256 else 2 if top < 65536 else 4
     length = events.snippets.shape[1]
     message = {"v": FEED_VERSION, "kind": "spikes", "stream": stream, "seq": seq,
                "ch": channels, "rate": rate, "pre": events.pre, "len": length,
-               "threshold": threshold, "from": int(start), "to": int(stop), "tw": width,
-               "t": offsets.tobytes(), "c": events.channel.astype("<u2").tobytes()}
+               "from": int(start), "to": int(stop), "tw": width,
+               "t": steps.astype(f"<u{width}").tobytes(),
+               "c": pack_bits(events.channel, channel_bits(channels))}
     if snippets:
         message["snip"] = (b"" if not len(events) else _codec().StreamEncoder(1).encode(
             np.ascontiguousarray(events.snippets.reshape(-1, 1)), keyframe=True))
     return msgpack.packb(message)
+
+
+def channel_bits(channels: int) -> int:
+    return max(1, int(channels - 1).bit_length())
+
+
+def pack_bits(values: np.ndarray, bits: int) -> bytes:
+    values = np.asarray(values, np.uint32)
+    planes = ((values[:, None] >> np.arange(bits, dtype=np.uint32)) & 1).astype(np.uint8)
+    return np.packbits(planes.ravel(), bitorder="little").tobytes()
+
+
+def unpack_bits(data: bytes, bits: int, count: int) -> np.ndarray:
+    planes = np.unpackbits(np.frombuffer(data, np.uint8), count=count * bits,
+                           bitorder="little").reshape(count, bits).astype(np.uint32)
+    return planes @ (np.uint32(1) << np.arange(bits, dtype=np.uint32))
 
 
 def pack_power(power: PowerBins, *, stream: str = "", seq: int = 0, rate: float) -> bytes:
@@ -146,8 +165,8 @@ def unpack(message: bytes) -> dict:
     if m.get("v") != FEED_VERSION:
         raise ValueError(f"feed message version {m.get('v')!r}, expected {FEED_VERSION}")
     if m["kind"] == "spikes":
-        t = np.frombuffer(m["t"], "<u2" if m["tw"] == 2 else "<u4").astype(np.int64) + m["from"]
-        c = np.frombuffer(m["c"], "<u2").astype(np.int32)
+        t = np.cumsum(np.frombuffer(m["t"], f"<u{m['tw']}").astype(np.int64)) + m["from"]
+        c = unpack_bits(m["c"], channel_bits(m["ch"]), len(t)).astype(np.int32)
         length = m["len"]
         if m.get("snip"):
             flat = _codec().StreamDecoder(1).decode(m["snip"])
