@@ -1,0 +1,67 @@
+"""Writes the golden inputs and their encodings. Run only for a deliberate format change
+(and then bump NW_FORMAT_VERSION if streams written before no longer decode):
+
+    .venv/bin/python tests/data/golden/regenerate.py
+"""
+import json
+import wave
+from pathlib import Path
+
+import numpy as np
+
+from neurowire import codec
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE.parent
+
+# name: (block length, keyframe flags per block)
+STREAMS = {
+    "real_8ch": (20, [False, False, True, False]),
+    "noise_3ch": (10, [False, True, False]),
+    "silence_5ch": (7, [False, False]),
+}
+
+
+def stream_inputs():
+    with wave.open(str(DATA / "excerpt_medium.wav")) as w:
+        medium = np.frombuffer(w.readframes(w.getnframes()), "<i2")
+    with wave.open(str(DATA / "excerpt_loud.wav")) as w:
+        loud = np.frombuffer(w.readframes(w.getnframes()), "<i2")
+    real = np.stack([(medium if c % 2 else loud)[1000 * c:1000 * c + 80] for c in range(8)], axis=1)
+    noise = np.random.default_rng(20261125).integers(-32768, 32768, size=(30, 3), dtype=np.int16)
+    return {"real_8ch": real.astype(np.int16), "noise_3ch": noise,
+            "silence_5ch": np.zeros((14, 5), np.int16)}
+
+
+def file_inputs():
+    raw = (DATA / "excerpt_quiet.wav").read_bytes()
+    # A 0.2 s WAV cut from an excerpt (header rewritten), and bytes that are not WAV.
+    n = 3906
+    data = raw[44:44 + 2 * n]
+    header = bytearray(raw[:44])
+    header[4:8] = (36 + len(data)).to_bytes(4, "little")
+    header[40:44] = len(data).to_bytes(4, "little")
+    return {"short_wav": bytes(header) + data, "text": b"neurowire golden file\n" * 20}
+
+
+def encode_stream(samples, block, keys):
+    enc = codec.StreamEncoder(samples.shape[1])
+    return [enc.encode(samples[i * block:(i + 1) * block], keyframe=k) for i, k in enumerate(keys)]
+
+
+def main():
+    manifest = {"format_version": codec.FORMAT_VERSION, "streams": {}, "files": []}
+    for name, samples in stream_inputs().items():
+        block, keys = STREAMS[name]
+        np.save(HERE / f"{name}.npy", samples)
+        (HERE / f"{name}.nwb").write_bytes(b"".join(encode_stream(samples, block, keys)))
+        manifest["streams"][name] = {"block": block, "keyframes": keys}
+    for name, raw in file_inputs().items():
+        (HERE / f"{name}.orig").write_bytes(raw)
+        (HERE / f"{name}.nw").write_bytes(codec.compress_bytes(raw))
+        manifest["files"].append(name)
+    (HERE / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Committed encodings (tests/data/golden/) must still decode, and encode identically.
+
+A failure in the decode tests means streams written earlier can no longer be read: a
+format break, which needs a new NW_FORMAT_VERSION. A failure only in the re-encode tests
+means the encoder now writes different (still readable) bytes: if that is intended,
+regenerate with `.venv/bin/python tests/data/golden/regenerate.py` and commit the result.
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from neurowire import codec
+
+GOLDEN = Path(__file__).resolve().parent / "data" / "golden"
+MANIFEST = json.loads((GOLDEN / "manifest.json").read_text())
+REGENERATE = "intended encoder change? run tests/data/golden/regenerate.py"
+
+
+def split_blocks(data):
+    blocks = []
+    while data:
+        size = codec.block_info(data).block_bytes
+        blocks.append(data[:size])
+        data = data[size:]
+    return blocks
+
+
+def test_format_version_matches():
+    assert MANIFEST["format_version"] == codec.FORMAT_VERSION, (
+        "the format version changed: keep decoding the old golden files or regenerate them")
+
+
+@pytest.mark.parametrize("name", sorted(MANIFEST["streams"]))
+def test_golden_stream_decodes(name):
+    spec = MANIFEST["streams"][name]
+    samples = np.load(GOLDEN / f"{name}.npy")
+    blocks = split_blocks((GOLDEN / f"{name}.nwb").read_bytes())
+    assert len(blocks) == len(spec["keyframes"])
+    dec = codec.StreamDecoder(samples.shape[1])
+    decoded = np.concatenate([dec.decode(b) for b in blocks])
+    np.testing.assert_array_equal(decoded, samples)
+    for i, (blob, key) in enumerate(zip(blocks, spec["keyframes"])):
+        info = codec.block_info(blob)
+        assert (info.index, info.keyframe) == (i, key or i == 0)
+
+
+@pytest.mark.parametrize("name", sorted(MANIFEST["streams"]))
+def test_golden_stream_reencodes(name):
+    spec = MANIFEST["streams"][name]
+    samples = np.load(GOLDEN / f"{name}.npy")
+    blocks = split_blocks((GOLDEN / f"{name}.nwb").read_bytes())
+    enc = codec.StreamEncoder(samples.shape[1])
+    block = spec["block"]
+    for i, (blob, key) in enumerate(zip(blocks, spec["keyframes"])):
+        assert enc.encode(samples[i * block:(i + 1) * block], keyframe=key) == blob, \
+            f"block {i}: {REGENERATE}"
+
+
+@pytest.mark.parametrize("name", MANIFEST["files"])
+def test_golden_file_decodes(name):
+    original = (GOLDEN / f"{name}.orig").read_bytes()
+    assert codec.decompress((GOLDEN / f"{name}.nw").read_bytes()) == original
+
+
+@pytest.mark.parametrize("name", MANIFEST["files"])
+def test_golden_file_reencodes(name):
+    original = (GOLDEN / f"{name}.orig").read_bytes()
+    assert codec.compress_bytes(original) == (GOLDEN / f"{name}.nw").read_bytes(), REGENERATE
+
+
+def test_golden_files_decode_with_native_tool(tools, tmp_path):
+    import subprocess
+    _, decode = tools
+    for name in MANIFEST["files"]:
+        out = tmp_path / name
+        subprocess.run([str(decode), str(GOLDEN / f"{name}.nw"), str(out)], check=True, timeout=60)
+        assert out.read_bytes() == (GOLDEN / f"{name}.orig").read_bytes()
