@@ -22,6 +22,7 @@ COMMANDS = {
     "bench": {
         "codec": ("neurowire.codec.bench", "measure codec ratio, speed and latency"),
         "stream": ("neurowire.clients.bench_stream", "measure end-to-end streaming"),
+        "feeds": ("neurowire.feeds.bandwidth", "bits/s of the lossless, spike and power feeds"),
     },
 }
 
