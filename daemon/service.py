@@ -1,24 +1,35 @@
-"""The daemon: asyncio + zmq.asyncio, one coroutine per socket, one data path.
+"""The daemon: a data thread with blocking sockets moves the samples; asyncio runs the rest.
 
-    implant PUSH --> [ingest PULL] -> validate -> per-stream backlog -> StreamEncoder
+    implant PUSH --> [ingest PULL] -> validate -> per-stream backlog -> StreamEncoder(s)
                          -> [publish XPUB]   live subscribers: compress once, libzmq fans out
                          -> [lossless ROUTER] held per subscriber, sent against credit
-    [control REP] status / stats / config            /metrics (Prometheus, own thread)
+    data thread:  ingest, XPUB (sends and subscriptions), ROUTER (sends and credit), monitor
+    encode threads: channel groups 1.. of each block (the C codec runs without the GIL)
+    asyncio loop: [control REP] status / stats / config, watchdog, signals, shutdown
+    /metrics (Prometheus, own thread)
 
-The ingest coroutine drains every packet the socket holds before compressing, so the implant
-side is never back-pressured: if compression falls behind, the backlog grows past
-`max_backlog_packets` and whole packets are dropped (oldest first) and counted.  Sends use
-NOBLOCK: a slow live subscriber loses messages at its own high-water mark and sees the gap in
-sequence numbers; a lossless subscriber's blocks wait in the daemon until it grants credit.
+Why a thread and not coroutines for the data: at 2000 packets/s every future, wake-up and
+loop turn per message costs a visible share of a core that the codec needs, and a lossless
+subscriber multiplied that per block.  Plain sockets polled by one thread cost a syscall each.
+
+The data thread drains every packet the socket holds before compressing, so the implant side is
+never back-pressured: if compression falls behind, the backlog grows past `max_backlog_packets`
+and whole packets are dropped (oldest first) and counted.  Sends use NOBLOCK: a slow live
+subscriber loses messages at its own high-water mark and sees the gap in sequence numbers; a
+lossless subscriber's blocks wait in the daemon until it grants credit.
+
+The control side reads the data thread's plain counters without a lock: each read is atomic
+under the GIL, and a statistic a microsecond stale is fine.  Containers the data thread may
+resize are copied (list(...)) before being iterated from another thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
 import logging
 import os
+import queue
 import resource
 import signal
 import threading
@@ -54,13 +65,6 @@ def _codec():
     from neurowire import codec
 
     return codec
-
-
-def _send_now(sock, frames) -> None:
-    """NOBLOCK send on an asyncio socket: completes (or fails) before returning."""
-    error = sock.send_multipart(frames, flags=zmq.NOBLOCK).exception()
-    if error is not None:
-        raise error
 
 
 class StreamState:
@@ -156,6 +160,59 @@ class LosslessSubscriber:
         return self.streams is None or stream_id in self.streams
 
 
+class GroupEncoders:
+    """One thread per extra channel group; the calling thread encodes group 0 itself.
+
+    A long-lived thread fed through SimpleQueues costs a few microseconds per hand-over, where
+    an executor's future per call costs several times that at 2000 packets/s."""
+
+    def __init__(self, helpers: int):
+        self._jobs = [queue.SimpleQueue() for _ in range(helpers)]
+        self._results = [queue.SimpleQueue() for _ in range(helpers)]
+        self._threads = [threading.Thread(target=self._work, args=(jobs, results), daemon=True,
+                                          name=f"nw-encode-{number + 1}")
+                         for number, (jobs, results) in enumerate(zip(self._jobs,
+                                                                      self._results))]
+        for thread in self._threads:
+            thread.start()
+
+    @staticmethod
+    def _work(jobs: queue.SimpleQueue, results: queue.SimpleQueue) -> None:
+        while True:
+            job = jobs.get()
+            if job is None:
+                return
+            encoder, samples, keyframe = job
+            try:
+                results.put(encoder.encode(samples, keyframe))
+            except BaseException as error:  # handed back to the data thread, which raises it
+                results.put(error)
+
+    def encode(self, state: "StreamState", samples: np.ndarray, keyframe: bool) -> list:
+        encoders, bounds = state.encoders, state.group_bounds
+        if len(encoders) == 1:
+            return [encoders[0].encode(samples, keyframe)]
+        for helper in range(len(encoders) - 1):
+            a, b = bounds[helper + 1]
+            self._jobs[helper].put((encoders[helper + 1], samples[:, a:b], keyframe))
+        a, b = bounds[0]
+        try:
+            blobs = [encoders[0].encode(samples[:, a:b], keyframe)]
+        except BaseException as error:
+            blobs = [error]
+        # Every helper's answer is collected even after a failure, so none is left queued
+        # to be mistaken for the next block's.
+        blobs.extend(self._results[helper].get() for helper in range(len(encoders) - 1))
+        for blob in blobs:
+            if isinstance(blob, BaseException):
+                raise blob
+        return blobs
+
+    def close(self) -> None:
+        for jobs in self._jobs:
+            jobs.put(None)
+
+
 class Daemon:
     def __init__(self, config: DaemonConfig, *, install_signal_handlers: bool = False):
         self.config = config
@@ -168,14 +225,16 @@ class Daemon:
         self.live_subscriptions: dict[bytes, int] = {}
         self.lossless_subscribers: dict[bytes, LosslessSubscriber] = {}
         self.endpoints: dict[str, str] = {}
+        self.ingest_connections = {"accepted": 0, "disconnected": 0}
         self.metrics_server: MetricsServer | None = None
         self.ready = threading.Event()
+        self.heartbeat = time.monotonic()  # the data thread's last sign of life (watchdog)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
-        self._pool = (concurrent.futures.ThreadPoolExecutor(config.workers - 1,
-                                                            thread_name_prefix="nw-encode")
-                      if config.workers > 1 else None)
-        self._reject_logged: dict[str, int] = {}
+        self._stopping = threading.Event()
+        self._data_thread: threading.Thread | None = None
+        self._data_error: BaseException | None = None
+        self._encoders = GroupEncoders(config.workers - 1)
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -198,33 +257,39 @@ class Daemon:
                 self.metrics_server = MetricsServer(self, self.config.metrics)
                 self.endpoints["metrics"] = (
                     f"{self.config.metrics.rsplit(':', 1)[0]}:{self.metrics_server.port}")
-            log.info("neurowire daemon %s listening: %s", self.version,
-                     ", ".join(f"{k}={v}" for k, v in self.endpoints.items()))
+            log.info("neurowire daemon %s listening: %s (%d encoder thread(s))", self.version,
+                     ", ".join(f"{k}={v}" for k, v in self.endpoints.items()),
+                     self.config.workers)
+            self._data_thread = threading.Thread(target=self._data_main, name="nw-data",
+                                                 daemon=True)
+            self._data_thread.start()
             sd.notify("READY=1\nSTATUS=listening on " + self.endpoints["ingest"])
             self.ready.set()
-            ingest_task = asyncio.create_task(self._ingest_loop(), name="ingest")
-            other_tasks = [asyncio.create_task(coroutine, name=name) for name, coroutine in (
-                ("control", self._control_loop()), ("xpub", self._subscription_loop()),
-                ("lossless", self._lossless_loop()), ("housekeeping", self._housekeeping()))]
+            tasks = [asyncio.create_task(coroutine, name=name) for name, coroutine in (
+                ("control", self._control_loop()), ("watchdog", self._watchdog()))]
             stop_task = asyncio.create_task(self._stop.wait())
-            await asyncio.wait([ingest_task, stop_task, *other_tasks],
-                               return_when=asyncio.FIRST_COMPLETED)
-            for task in (ingest_task, *other_tasks):
+            await asyncio.wait([stop_task, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for task in tasks:
                 if task.done() and task.exception() is not None:
                     log.error("task %s failed", task.get_name(), exc_info=task.exception())
             sd.notify("STOPPING=1")
             log.info("stopping: flushing what was received")
-            ingest_task.cancel()
-            await asyncio.gather(ingest_task, return_exceptions=True)
-            self._flush_ingest()
-            await self._flush_lossless()
+            self._stopping.set()
+            self._wake_data_thread()
+            await self._loop.run_in_executor(None, self._data_thread.join)
             stop_task.cancel()
-            for task in other_tasks:
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(stop_task, *other_tasks, return_exceptions=True)
+            await asyncio.gather(stop_task, *tasks, return_exceptions=True)
         finally:
+            self._stopping.set()
+            if self._data_thread is not None and self._data_thread.is_alive():
+                self._wake_data_thread()
+                self._data_thread.join(self.config.flush_timeout_s + 5)
             self.ready.set()
             self._close()
+        if self._data_error is not None:
+            raise self._data_error
         log.info("stopped")
 
     def _secure(self, sock) -> None:
@@ -239,6 +304,15 @@ class Daemon:
         sock.bind(endpoint)
         self.endpoints[name] = sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
+    def ingest_limits(self) -> tuple[int, int]:
+        """(payload bytes the daemon accepts, frame bytes libzmq lets through).
+
+        libzmq drops a frame over MAXMSGSIZE by cutting the connection, which its monitor
+        cannot tell from an ordinary hang-up; so libzmq's limit sits well above the daemon's,
+        and anything in between reaches parse_ingest, which counts it as "oversized"."""
+        accepted = self.config.max_packet_bytes()
+        return accepted, 2 * accepted + 65536
+
     def _open_sockets(self) -> None:
         config = self.config
         if config.security.curve:
@@ -246,74 +320,151 @@ class Daemon:
                 zmq.Context.shadow(self.context.underlying), log=log.getChild("auth"))
             self._authenticator.start()
             self._authenticator.configure_curve(domain="*", location=config.security.client_keys_dir)
-        self.ingest = self.context.socket(zmq.PULL)
+        # Data sockets are plain (blocking-capable) sockets on the same libzmq context; they
+        # are created and bound here so that a bad endpoint fails the start, then handed to
+        # the data thread, which is their only user from then on.
+        sync = zmq.Context.shadow(self.context.underlying)
+        self.ingest = sync.socket(zmq.PULL)
         # Headroom for a burst: the daemon, not libzmq, decides what to drop, and counts it.
         self.ingest.rcvhwm = 100_000
-        self.ingest.maxmsgsize = config.max_packet_bytes() + 65536
+        self.ingest.maxmsgsize = self.ingest_limits()[1]
         self.ingest.linger = 0
+        self._ingest_monitor = self.ingest.get_monitor_socket(
+            zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
         self._bind(self.ingest, "ingest", config.ingest)
-        self.publisher = self.context.socket(zmq.XPUB)
+        self.publisher = sync.socket(zmq.XPUB)
         self.publisher.sndhwm = config.live_hwm
         self.publisher.setsockopt(zmq.XPUB_VERBOSER, 1)  # every (un)subscribe: we count them
         self.publisher.linger = int(config.flush_timeout_s * 1000)
         self._bind(self.publisher, "publish", config.publish)
-        self.router = self.context.socket(zmq.ROUTER)
+        self.router = sync.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # an unknown peer is an error, not silence
         self.router.sndhwm = 100_000  # credit, not the HWM, bounds what is in flight
         self.router.maxmsgsize = 4096
         self.router.linger = int(config.flush_timeout_s * 1000)
         self._bind(self.router, "lossless", config.lossless)
+        wake = f"inproc://neurowire-wake-{id(self):x}"
+        self._wake_rx = sync.socket(zmq.PULL)
+        self._wake_rx.bind(wake)
+        self._wake_tx = sync.socket(zmq.PUSH)
+        self._wake_tx.linger = 0
+        self._wake_tx.connect(wake)
         self.control = self.context.socket(zmq.REP)
         self.control.maxmsgsize = 4096
         self.control.linger = 0
         self._bind(self.control, "control", config.control)
-        # A synchronous view of the ingest socket drains it without a future per packet.  Only
-        # for ingest: its coroutine is not waiting while the drain runs, and an awaited recv
-        # checks EVENTS first, so no edge-triggered wake-up is lost.  XPUB and ROUTER have a
-        # recv pending while we send, so they send through the asyncio socket, which re-arms it.
-        self._ingest_sync = zmq.Socket.shadow(self.ingest.underlying)
+
+    def _wake_data_thread(self) -> None:
+        try:
+            self._wake_tx.send(b"", zmq.NOBLOCK)
+        except (zmq.ZMQError, AttributeError):
+            pass  # never opened, or already woken: the poll timeout catches it anyway
 
     def _close(self) -> None:
         if self.metrics_server is not None:
             self.metrics_server.close()
-        for name in ("ingest", "publisher", "router", "control"):
+        if getattr(self, "ingest", None) is not None and not self.ingest.closed:
+            self.ingest.disable_monitor()
+        for name in ("_ingest_monitor", "ingest", "publisher", "router", "_wake_rx", "_wake_tx",
+                     "control"):
             sock = getattr(self, name, None)
-            if sock is not None:
+            if sock is not None and not sock.closed:
                 sock.close()
         if self._authenticator is not None:
             self._authenticator.stop()
         self.context.term()
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
+        self._encoders.close()
 
-    # ---- ingest -> compress -> publish ---------------------------------------------------
+    # ---- the data thread -----------------------------------------------------------------
 
-    async def _ingest_loop(self) -> None:
-        drain_limit = self.config.max_backlog_packets * 4
-        while True:
-            frames = await self.ingest.recv_multipart(copy=False)
-            self._accept(frames)
-            # Take everything already waiting before compressing anything: the backlog is
-            # what tells the daemon it is behind.  Bounded so control requests get a turn.
-            for _ in range(drain_limit):
-                try:
-                    frames = self._ingest_sync.recv_multipart(zmq.NOBLOCK, copy=False)
-                except zmq.Again:
-                    break
-                self._accept(frames)
-            self._process_backlogs()
-            # An awaited recv that finds a message ready does not yield to the loop, so under
-            # steady load this coroutine would starve control and lossless credit: yield here.
-            await asyncio.sleep(0)
+    def _data_main(self) -> None:
+        try:
+            self._data_loop()
+            self._flush()
+        except BaseException as error:
+            self._data_error = error
+            log.error("data path failed", exc_info=True)
+        finally:
+            # Closed here, by their only user; the publishers linger to deliver what is queued.
+            if not self.ingest.closed:
+                self.ingest.disable_monitor()
+            for sock in (self._ingest_monitor, self.ingest, self.publisher, self.router,
+                         self._wake_rx):
+                sock.close()
+            self.request_stop()
 
-    def _flush_ingest(self) -> None:
+    def _data_loop(self) -> None:
+        poller = zmq.Poller()
+        handlers = {self.ingest: self._on_ingest, self.publisher: self._on_subscriptions,
+                    self.router: self._on_lossless_requests,
+                    self._ingest_monitor: self._on_ingest_event, self._wake_rx: self._on_wake}
+        for sock in handlers:
+            poller.register(sock, zmq.POLLIN)
+        next_housekeeping = 0.0
+        while not self._stopping.is_set():
+            for sock, _ in poller.poll(50):
+                handlers[sock]()
+            now = self.heartbeat = time.monotonic()
+            if now >= next_housekeeping:
+                self._housekeeping(now)
+                next_housekeeping = now + 0.1
+
+    def _on_wake(self) -> None:
         while True:
             try:
-                frames = self._ingest_sync.recv_multipart(zmq.NOBLOCK, copy=False)
+                self._wake_rx.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+
+    def _on_ingest(self) -> None:
+        # Take everything already waiting before compressing anything: the backlog is what
+        # tells the daemon it is behind.  Bounded so the other sockets get a turn.
+        receive = self.ingest.recv_multipart
+        for _ in range(self.config.max_backlog_packets * 4):
+            try:
+                frames = receive(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 break
             self._accept(frames)
         self._process_backlogs()
+
+    def _on_ingest_event(self) -> None:
+        from zmq.utils.monitor import recv_monitor_message
+
+        while True:
+            try:
+                event = recv_monitor_message(self._ingest_monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if event["event"] == zmq.EVENT_ACCEPTED:
+                self.ingest_connections["accepted"] += 1
+            elif event["event"] == zmq.EVENT_DISCONNECTED:
+                self.ingest_connections["disconnected"] += 1
+                log.info("an implant connection closed (%d so far); libzmq also ends a "
+                         "connection this way on a frame over %d bytes",
+                         self.ingest_connections["disconnected"], self.ingest_limits()[1])
+
+    def _flush(self) -> None:
+        """On stop: compress what arrived, then give lossless subscribers time to take it."""
+        while True:
+            try:
+                frames = self.ingest.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            self._accept(frames)
+        self._process_backlogs()
+        deadline = time.monotonic() + self.config.flush_timeout_s
+        while time.monotonic() < deadline and any(
+                subscriber.queue for subscriber in self.lossless_subscribers.values()):
+            if self.router.poll(5):
+                self._on_lossless_requests()
+            for subscriber in list(self.lossless_subscribers.values()):
+                self._pump(subscriber)
+        held = sum(len(s.queue) for s in self.lossless_subscribers.values())
+        if held:
+            log.warning("stopping with %d blocks still held for lossless subscribers", held)
+
+    # ---- ingest -> compress -> publish ---------------------------------------------------
 
     def _reject(self, rejection: Rejected) -> None:
         count = self.rejected.get(rejection.reason, 0) + 1
@@ -360,26 +511,19 @@ class Daemon:
                             dropped.first_sample + dropped.n_samples - 1, state.drops_backlog)
 
     def _process_backlogs(self) -> None:
-        for state in self.streams.values():
+        for state in list(self.streams.values()):
             backlog = state.backlog
             while backlog:
                 self._compress_and_publish(state, backlog.popleft())
-
-    def _encode(self, state: StreamState, samples: np.ndarray, keyframe: bool) -> list[bytes]:
-        if len(state.encoders) == 1:
-            return [state.encoders[0].encode(samples, keyframe=keyframe)]
-        futures = [self._pool.submit(encoder.encode, samples[:, a:b], keyframe)
-                   for encoder, (a, b) in zip(state.encoders[1:], state.group_bounds[1:])]
-        a, b = state.group_bounds[0]
-        first = state.encoders[0].encode(samples[:, a:b], keyframe=keyframe)
-        return [first, *(future.result() for future in futures)]
+                self.heartbeat = time.monotonic()
 
     def _compress_and_publish(self, state: StreamState, packet: Packet) -> None:
+        # A view of the bytes still inside the zmq frame: no copy on the way to the codec.
         samples = np.frombuffer(packet.samples, dtype="<i2").reshape(packet.n_samples,
                                                                      packet.channels)
         keyframe = state.keyframe_due(packet.first_sample)
         started = time.perf_counter_ns()
-        blobs = self._encode(state, samples, keyframe)
+        blobs = self._encoders.encode(state, samples, keyframe)
         compress_ns = time.perf_counter_ns() - started
         header = publish_header(packet, seq=state.seq_out, epoch=self.epoch, keyframe=keyframe,
                                 codec_version=state.codec_version,
@@ -401,94 +545,94 @@ class Daemon:
         latency["compress"].add_ns(compress_ns)
         latency["publish"].add_ns(published_ns - packet.acquired_ns)
         # XPUB never blocks: past a subscriber's HWM libzmq drops for that subscriber only.
-        _send_now(self.publisher, frames)
-        for subscriber in self.lossless_subscribers.values():
-            if subscriber.wants(state.stream_id):
-                subscriber.queue.append(frames)
-                if len(subscriber.queue) > self.config.lossless_max_messages:
-                    subscriber.queue.popleft()
-                    subscriber.overflow += 1
-                    state.lossless_overflow += 1
-                self._pump(subscriber)
+        self.publisher.send_multipart(frames, zmq.NOBLOCK)
+        if self.lossless_subscribers:
+            for subscriber in list(self.lossless_subscribers.values()):
+                if subscriber.wants(state.stream_id):
+                    subscriber.queue.append(frames)
+                    if len(subscriber.queue) > self.config.lossless_max_messages:
+                        subscriber.queue.popleft()
+                        subscriber.overflow += 1
+                        state.lossless_overflow += 1
+                    self._pump(subscriber)
 
     # ---- lossless subscribers -----------------------------------------------------------
 
     def _pump(self, subscriber: LosslessSubscriber) -> None:
-        queue = subscriber.queue
-        while subscriber.credit > 0 and queue:
+        queue_ = subscriber.queue
+        send = self.router.send_multipart
+        while subscriber.credit > 0 and queue_:
             try:
-                _send_now(self.router, [subscriber.identity, *queue[0]])
+                send([subscriber.identity, *queue_[0]], zmq.NOBLOCK)
             except zmq.Again:
                 return
             except zmq.ZMQError as error:
                 if error.errno == zmq.EHOSTUNREACH:
                     return  # disconnected for now: keep holding until it returns or times out
                 raise
-            queue.popleft()
+            queue_.popleft()
             subscriber.credit -= 1
             subscriber.sent += 1
 
-    async def _lossless_loop(self) -> None:
+    def _on_lossless_requests(self) -> None:
         while True:
-            identity, *rest = await self.router.recv_multipart()
             try:
-                if len(rest) != 1:
-                    raise Rejected("lossless_request", f"{len(rest)} frames")
-                request = unpack_small_map(rest[0])
-                command = request.get("cmd")
-                subscriber = self.lossless_subscribers.get(identity)
-                if command == "hello":
-                    streams = request.get("streams")
-                    if streams is not None and (not isinstance(streams, list) or
-                                                not all(isinstance(s, str) for s in streams)):
-                        raise Rejected("lossless_request", "'streams' must be a list of ids")
-                    credit = request.get("credit", 64)
-                    if not isinstance(credit, int) or not 0 <= credit <= 1_000_000:
-                        raise Rejected("lossless_request", f"credit {credit!r}")
-                    if subscriber is None:
-                        subscriber = LosslessSubscriber(
-                            identity, None if streams is None else set(streams), credit)
-                        self.lossless_subscribers[identity] = subscriber
-                        log.info("lossless subscriber %s joined (streams %s)", identity.hex(),
-                                 streams or "all")
-                    else:  # it reconnected or re-announced itself: its window starts afresh
-                        subscriber.credit = credit
-                    self._keyframe_soon(lambda stream_id: subscriber.wants(stream_id))
-                elif subscriber is None:
-                    raise Rejected("lossless_request", f"{command!r} before hello")
-                elif command == "credit":
-                    grant = request.get("n", 0)
-                    if not isinstance(grant, int) or not 0 <= grant <= 1_000_000:
-                        raise Rejected("lossless_request", f"credit {grant!r}")
-                    subscriber.credit += grant
-                elif command == "bye":
-                    del self.lossless_subscribers[identity]
-                    log.info("lossless subscriber %s left", identity.hex())
-                    continue
-                else:
-                    raise Rejected("lossless_request", f"unknown command {command!r}")
-            except Rejected as rejection:
-                self._reject(rejection)
-                continue
-            subscriber.last_seen = time.monotonic()
-            self._pump(subscriber)
+                identity, *rest = self.router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._lossless_request(identity, rest)
 
-    async def _flush_lossless(self) -> None:
-        deadline = time.monotonic() + self.config.flush_timeout_s
-        while time.monotonic() < deadline and any(
-                subscriber.queue for subscriber in self.lossless_subscribers.values()):
-            for subscriber in self.lossless_subscribers.values():
-                self._pump(subscriber)
-            await asyncio.sleep(0.005)
-        held = sum(len(s.queue) for s in self.lossless_subscribers.values())
-        if held:
-            log.warning("stopping with %d blocks still held for lossless subscribers", held)
+    def _lossless_request(self, identity: bytes, rest: list) -> None:
+        try:
+            if len(rest) != 1:
+                raise Rejected("lossless_request", f"{len(rest)} frames")
+            request = unpack_small_map(rest[0])
+            command = request.get("cmd")
+            subscriber = self.lossless_subscribers.get(identity)
+            if command == "hello":
+                streams = request.get("streams")
+                if streams is not None and (not isinstance(streams, list) or
+                                            not all(isinstance(s, str) for s in streams)):
+                    raise Rejected("lossless_request", "'streams' must be a list of ids")
+                credit = request.get("credit", 64)
+                if not isinstance(credit, int) or not 0 <= credit <= 1_000_000:
+                    raise Rejected("lossless_request", f"credit {credit!r}")
+                if subscriber is None:
+                    subscriber = LosslessSubscriber(
+                        identity, None if streams is None else set(streams), credit)
+                    self.lossless_subscribers[identity] = subscriber
+                    log.info("lossless subscriber %s joined (streams %s)", identity.hex(),
+                             streams or "all")
+                else:  # it reconnected or re-announced itself: its window starts afresh
+                    subscriber.credit = credit
+                self._keyframe_soon(lambda stream_id: subscriber.wants(stream_id))
+            elif subscriber is None:
+                raise Rejected("lossless_request", f"{command!r} before hello")
+            elif command == "credit":
+                grant = request.get("n", 0)
+                if not isinstance(grant, int) or not 0 <= grant <= 1_000_000:
+                    raise Rejected("lossless_request", f"credit {grant!r}")
+                subscriber.credit += grant
+            elif command == "bye":
+                del self.lossless_subscribers[identity]
+                log.info("lossless subscriber %s left", identity.hex())
+                return
+            else:
+                raise Rejected("lossless_request", f"unknown command {command!r}")
+        except Rejected as rejection:
+            self._reject(rejection)
+            return
+        subscriber.last_seen = time.monotonic()
+        self._pump(subscriber)
 
     # ---- live subscriptions, control, housekeeping -----------------------------------------
 
-    async def _subscription_loop(self) -> None:
+    def _on_subscriptions(self) -> None:
         while True:
-            message = await self.publisher.recv()
+            try:
+                message = self.publisher.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
             if not message:
                 continue
             prefix = bytes(message[1:])
@@ -503,35 +647,51 @@ class Daemon:
     def _keyframe_soon(self, wanted) -> None:
         """A new subscriber decodes from the next block instead of waiting up to a keyframe
         interval; the extra keyframe costs one block's worth of ratio."""
-        for stream_id, state in self.streams.items():
+        for stream_id, state in list(self.streams.items()):
             if wanted(stream_id):
                 state.force_keyframe = True
 
+    def _housekeeping(self, now: float) -> None:
+        for identity, subscriber in list(self.lossless_subscribers.items()):
+            if now - subscriber.last_seen > self.config.lossless_timeout_s:
+                del self.lossless_subscribers[identity]
+                log.warning("lossless subscriber %s silent for %.0f s: released %d held "
+                            "blocks", identity.hex(), now - subscriber.last_seen,
+                            len(subscriber.queue))
+            else:
+                self._pump(subscriber)
+
     def subscriber_counts(self, stream_id: str) -> tuple[int, int]:
         topic = topic_for(stream_id)
-        live = sum(count for prefix, count in self.live_subscriptions.items()
+        live = sum(count for prefix, count in list(self.live_subscriptions.items())
                    if topic.startswith(prefix))
-        lossless = sum(1 for s in self.lossless_subscribers.values() if s.wants(stream_id))
+        lossless = sum(1 for s in list(self.lossless_subscribers.values())
+                       if s.wants(stream_id))
         return live, lossless
 
     def status(self) -> dict:
         return {"state": "running", "version": self.version, "pid": os.getpid(),
                 "epoch": self.epoch, "uptime_s": time.monotonic() - self.started_monotonic,
-                "streams": sorted(self.streams), "endpoints": dict(self.endpoints),
+                "streams": sorted(list(self.streams)), "endpoints": dict(self.endpoints),
                 "lossless_subscribers": len(self.lossless_subscribers),
-                "live_subscriptions": sum(self.live_subscriptions.values())}
+                "live_subscriptions": sum(list(self.live_subscriptions.values()))}
 
     def stats(self) -> dict:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return {"version": self.version, "uptime_s": time.monotonic() - self.started_monotonic,
                 "time_ns": time.time_ns(), "rejected": dict(self.rejected),
                 "streams": {stream_id: state.stats(sum(self.subscriber_counts(stream_id)))
-                            for stream_id, state in self.streams.items()},
+                            for stream_id, state in list(self.streams.items())},
                 "process": {"pid": os.getpid(), "cpu_user_s": usage.ru_utime,
                             "cpu_system_s": usage.ru_stime, "max_rss_kb": usage.ru_maxrss},
                 "lossless": [{"id": s.identity.hex(), "held": len(s.queue), "sent": s.sent,
                               "credit": s.credit, "overflow": s.overflow}
-                             for s in self.lossless_subscribers.values()]}
+                             for s in list(self.lossless_subscribers.values())],
+                # additions to the contract's keys:
+                "ingest_connections": dict(self.ingest_connections),
+                "ingest_limits": dict(zip(("daemon_bytes", "libzmq_bytes"),
+                                          self.ingest_limits())),
+                "data_thread_age_s": time.monotonic() - self.heartbeat}
 
     def config_reply(self) -> dict:
         reply = self.config.to_dict()
@@ -555,25 +715,17 @@ class Daemon:
                                   f"{', '.join(handlers)}"}
             await self.control.send(msgpack.packb(reply))
 
-    async def _housekeeping(self) -> None:
+    async def _watchdog(self) -> None:
         watchdog_s = sd.watchdog_interval_s()
-        next_watchdog = 0.0
+        if watchdog_s is None:
+            await asyncio.Future()  # nothing to ping; stays pending like the other tasks
         while True:
-            now = time.monotonic()
-            if watchdog_s is not None and now >= next_watchdog:
-                # The ping comes from the same loop that moves the data, so a wedged loop
-                # stops it and systemd restarts the daemon.
+            # Pinged only while the data thread shows signs of life (it beats at least every
+            # poll timeout, and per block while it works), so a wedged data path stops the
+            # pings and systemd restarts the daemon.
+            if time.monotonic() - self.heartbeat < 2 * watchdog_s:
                 sd.notify("WATCHDOG=1")
-                next_watchdog = now + watchdog_s
-            for identity, subscriber in list(self.lossless_subscribers.items()):
-                if now - subscriber.last_seen > self.config.lossless_timeout_s:
-                    del self.lossless_subscribers[identity]
-                    log.warning("lossless subscriber %s silent for %.0f s: released %d held "
-                                "blocks", identity.hex(), now - subscriber.last_seen,
-                                len(subscriber.queue))
-                else:
-                    self._pump(subscriber)
-            await asyncio.sleep(0.1 if watchdog_s is None else min(0.1, watchdog_s))
+            await asyncio.sleep(min(0.1, watchdog_s))
 
 
 class DaemonThread:
