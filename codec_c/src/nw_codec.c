@@ -11,6 +11,9 @@
 
 #include <stdlib.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 /* ---- model constants (changing any of them changes the format version) ----------- */
 #ifndef INIT_PEAK
@@ -33,7 +36,7 @@
 #define MAIN_INCREMENT 12
 #endif
 #ifndef MAIN_LIMIT
-#define MAIN_LIMIT 60000u         /* keeps every count below 2^16 */
+#define MAIN_LIMIT 60000u         /* keeps every count, and weigh()'s 16-bit sums, below 2^16 */
 #endif
 #ifndef BIG_INCREMENT
 #define BIG_INCREMENT 16
@@ -41,7 +44,13 @@
 #ifndef BIG_LIMIT
 #define BIG_LIMIT (1u << 13)
 #endif
+#ifndef WEIGHT_SHIFT
 #define WEIGHT_SHIFT 14           /* NLMS weights are Q14 */
+#endif
+typedef char taps_must_be_a_power_of_two[(TAPS & (TAPS - 1)) == 0 ? 1 : -1];
+#ifndef UPDATE_SHIFT
+#define UPDATE_SHIFT 5            /* deltas << 5 fill the 16-bit lanes of the weight update */
+#endif
 #define FRACTION_BITS 4           /* predictions carry 4 fractional bits */
 #define GRID_CODES 1024
 #ifndef MU_SHIFT
@@ -54,9 +63,14 @@
 typedef struct channel_state {
     int32_t last;                 /* last sample, in domain units */
     int32_t activity;             /* running mean |residual|, Q4, in grid-equivalent units */
-    int32_t deltas[TAPS];         /* recent first differences, newest first */
-    int32_t weights[TAPS];
-    int64_t energy;               /* sum of deltas[i]^2 */
+    int16_t weights[TAPS];        /* Q(WEIGHT_SHIFT), saturating */
+    /* Recent first differences in grid-sized units, newest first from deltas[head], and
+     * the same scaled up for the weight update: each is written twice so that the taps are
+     * always TAPS contiguous values. */
+    int16_t deltas[2 * TAPS];
+    int16_t scaled[2 * TAPS];
+    uint32_t head;
+    int32_t energy;               /* sum of the last TAPS deltas squared */
     uint32_t domain;
     uint32_t big_total;
     uint32_t main_total[CONTEXTS];
@@ -70,10 +84,21 @@ static uint8_t context_of_activity[256];
 static channel_state initial_state[2];        /* cold state per domain */
 /* Widths of the codes around a prediction, laid out so that the 2*HALF direct symbols read
  * them in order whichever way the residual is mirrored; zero beyond the rails. */
-static uint16_t weight_up[GRID_CODES + 2 * HALF];   /* 64 = average width */
+static uint16_t weight_up[GRID_CODES + 2 * HALF];   /* Q9: 64 << 9 = average width */
 static uint16_t weight_down[GRID_CODES + 2 * HALF];
 static uint16_t flat_weight[2 * HALF];
+static uint32_t reciprocal[128];                  /* floor((2^39 - 1) / (128 + j)) */
 static int tables_ready;
+
+static int log2_floor64(uint64_t v) {
+#if defined(__GNUC__)
+    return 63 - __builtin_clzll(v);
+#else
+    int n = 0;
+    while (v >>= 1) n++;
+    return n;
+#endif
+}
 
 static void build_tables(void) {
     /* The grid is stored as 2-bit steps over 64 per code (see nw_tables.h). */
@@ -87,10 +112,11 @@ static void build_tables(void) {
     }
     for (int j = 0; j < GRID_CODES + 2 * HALF; j++) {
         int up = j - HALF, down = GRID_CODES - 1 + HALF - j;
-        weight_up[j] = (uint16_t)((up >= 0 && up < GRID_CODES) ? nw_code_weight[up] : 0);
-        weight_down[j] = (uint16_t)((down >= 0 && down < GRID_CODES) ? nw_code_weight[down] : 0);
+        weight_up[j] = (uint16_t)((up >= 0 && up < GRID_CODES) ? nw_code_weight[up] << 9 : 0);
+        weight_down[j] = (uint16_t)((down >= 0 && down < GRID_CODES) ? nw_code_weight[down] << 9 : 0);
     }
-    for (int i = 0; i < 2 * HALF; i++) flat_weight[i] = 64;
+    for (int i = 0; i < 2 * HALF; i++) flat_weight[i] = 64 << 9;
+    for (uint32_t j = 0; j < 128; j++) reciprocal[j] = (uint32_t)((((uint64_t)1 << 39) - 1) / (128 + j));
     /* Activity buckets: mean |residual| thresholds in Q4 units, roughly geometric. */
     static const uint16_t edges[CONTEXTS - 1] = {14, 20, 26, 32, 38, 46, 56, 70, 92, 124, 180};
     for (int a = 0; a < 256; a++) {
@@ -142,9 +168,11 @@ static void ensure_tables(void) {
 
 /* Code of an on-grid sample, or -1 when the value is not one of the grid's. */
 static int grid_code(int32_t value) {
+    /* The linear estimate is within one code of the answer, and nearly always on it. */
     int32_t k = (int32_t)(((value + 32768) * 1023 + 32767) / 65535);
-    for (int32_t j = k - 1; j <= k + 1; j++)
-        if (j >= 0 && j < GRID_CODES && grid_value[j] == value) return (int)j;
+    if (grid_value[k] == value) return (int)k;
+    if (k > 0 && grid_value[k - 1] == value) return (int)k - 1;
+    if (k < GRID_CODES - 1 && grid_value[k + 1] == value) return (int)k + 1;
     return -1;
 }
 
@@ -316,39 +344,62 @@ static int big_decode(channel_state *s, coder *co, uint32_t *excess) {
     return 0;
 }
 
-/* g[i] = ceil(count x width / 64) for the direct symbols, and the sums of both halves:
- * a possible code (width > 0) never gets a zero count. */
-#if defined(__SSE2__)
-#include <emmintrin.h>
-static void weigh(const uint16_t *freq, const uint16_t *width, uint32_t *g, uint32_t *lower, uint32_t *upper) {
-    const __m128i round = _mm_set1_epi32(63);
-    __m128i sums[2];
-    for (int h = 0; h < 2; h++) {
-        __m128i sum = _mm_setzero_si128();
-        for (int k = 0; k < 2; k++) {
-            int at = 16 * h + 8 * k;
-            __m128i f = _mm_loadu_si128((const __m128i *)(freq + at));
-            __m128i w = _mm_loadu_si128((const __m128i *)(width + at));
-            __m128i lo = _mm_mullo_epi16(f, w), hi = _mm_mulhi_epu16(f, w);
-            __m128i p0 = _mm_srli_epi32(_mm_add_epi32(_mm_unpacklo_epi16(lo, hi), round), 6);
-            __m128i p1 = _mm_srli_epi32(_mm_add_epi32(_mm_unpackhi_epi16(lo, hi), round), 6);
-            _mm_storeu_si128((__m128i *)(g + at), p0);
-            _mm_storeu_si128((__m128i *)(g + at + 4), p1);
-            sum = _mm_add_epi32(sum, _mm_add_epi32(p0, p1));
-        }
-        sum = _mm_add_epi32(sum, _mm_shuffle_epi32(sum, 0x4E));
-        sums[h] = _mm_add_epi32(sum, _mm_shuffle_epi32(sum, 0xB1));
+/* g[i] = floor(count x width / 128) + 1 for the direct symbols (width in Q9 over 64, so the
+ * product's high half), and the sums of both halves. No symbol gets a zero count; with
+ * counts summing to at most MAIN_LIMIT every g and every partial sum fits 16 bits, so the
+ * vector sums below wrap never. */
+#if defined(__SSE2__) && HALF == 16
+static uint32_t hsum16(__m128i v) {
+    v = _mm_add_epi16(v, _mm_srli_si128(v, 8));
+    v = _mm_add_epi16(v, _mm_srli_si128(v, 4));
+    v = _mm_add_epi16(v, _mm_srli_si128(v, 2));
+    return (uint32_t)_mm_cvtsi128_si32(v) & 0xFFFFu;
+}
+static void weigh(const uint16_t *freq, const uint16_t *width, uint16_t *g, uint32_t *lower, uint32_t *upper) {
+    const __m128i one = _mm_set1_epi16(1);
+    __m128i v[4];
+    for (int k = 0; k < 4; k++) {
+        v[k] = _mm_add_epi16(_mm_mulhi_epu16(_mm_loadu_si128((const __m128i *)(freq + 8 * k)),
+                                             _mm_loadu_si128((const __m128i *)(width + 8 * k))), one);
+        _mm_storeu_si128((__m128i *)(g + 8 * k), v[k]);
     }
-    *lower = (uint32_t)_mm_cvtsi128_si32(sums[0]);
-    *upper = (uint32_t)_mm_cvtsi128_si32(sums[1]);
+    *lower = hsum16(_mm_add_epi16(v[0], v[1]));
+    *upper = hsum16(_mm_add_epi16(v[2], v[3]));
 }
 #else
-static void weigh(const uint16_t *freq, const uint16_t *width, uint32_t *g, uint32_t *lower, uint32_t *upper) {
+static void weigh(const uint16_t *freq, const uint16_t *width, uint16_t *g, uint32_t *lower, uint32_t *upper) {
     uint32_t lo = 0, up = 0;
-    for (int i = 0; i < HALF; i++) { g[i] = ((uint32_t)freq[i] * width[i] + 63) >> 6; lo += g[i]; }
-    for (int i = HALF; i < 2 * HALF; i++) { g[i] = ((uint32_t)freq[i] * width[i] + 63) >> 6; up += g[i]; }
+    for (int i = 0; i < HALF; i++) { g[i] = (uint16_t)((((uint32_t)freq[i] * width[i]) >> 16) + 1); lo += g[i]; }
+    for (int i = HALF; i < 2 * HALF; i++) { g[i] = (uint16_t)((((uint32_t)freq[i] * width[i]) >> 16) + 1); up += g[i]; }
     *lower = lo;
     *upper = up;
+}
+#endif
+
+/* NLMS dot product and update. Lane bounds (|w| <= 2^15, |delta| <= 2^10, |step| < 2^15,
+ * |scaled| <= 2^15) keep every product and sum exact, so both versions give the same bits. */
+#if defined(__SSE2__) && TAPS == 8
+static int32_t nlms_dot(const int16_t *w, const int16_t *d) {
+    __m128i p = _mm_madd_epi16(_mm_loadu_si128((const __m128i *)w), _mm_loadu_si128((const __m128i *)d));
+    p = _mm_add_epi32(p, _mm_shuffle_epi32(p, 0x4E));
+    p = _mm_add_epi32(p, _mm_shuffle_epi32(p, 0xB1));
+    return _mm_cvtsi128_si32(p);
+}
+static void nlms_update(int16_t *w, const int16_t *scaled, int32_t step) {
+    __m128i dw = _mm_mulhi_epi16(_mm_set1_epi16((int16_t)step), _mm_loadu_si128((const __m128i *)scaled));
+    _mm_storeu_si128((__m128i *)w, _mm_adds_epi16(_mm_loadu_si128((const __m128i *)w), dw));
+}
+#else
+static int32_t nlms_dot(const int16_t *w, const int16_t *d) {
+    int32_t acc = 0;
+    for (int i = 0; i < TAPS; i++) acc += (int32_t)w[i] * d[i];
+    return acc;
+}
+static void nlms_update(int16_t *w, const int16_t *scaled, int32_t step) {
+    for (int i = 0; i < TAPS; i++) {
+        int32_t v = w[i] + ((step * scaled[i]) >> 16);
+        w[i] = (int16_t)(v > 32767 ? 32767 : v < -32768 ? -32768 : v);
+    }
 }
 #endif
 
@@ -358,9 +409,12 @@ static int code_sample(channel_state *s, coder *co, int pass, int16_t *value) {
     const int grid = s->domain == DOMAIN_GRID;
     const int32_t top = grid ? GRID_CODES - 1 : 65535;
 
-    int64_t acc = 0;
-    for (int i = 0; i < TAPS; i++) acc += (int64_t)s->weights[i] * s->deltas[i];
-    int64_t pred_q = ((int64_t)s->last << FRACTION_BITS) + (acc >> (WEIGHT_SHIFT - FRACTION_BITS));
+    /* The predictor sees deltas in grid-sized units in both domains (|delta| <= 1023), so
+     * every product and sum fits 16- and 32-bit lanes. */
+    const int dshift = grid ? 0 : 6;
+    const int16_t *hist = s->deltas + s->head, *upd = s->scaled + s->head;
+    int32_t acc = nlms_dot(s->weights, hist);
+    int64_t pred_q = ((int64_t)s->last << FRACTION_BITS) + (int64_t)(acc >> (WEIGHT_SHIFT - FRACTION_BITS)) * (1 << dshift);
     if (pred_q < 0) pred_q = 0;
     if (pred_q > ((int64_t)top << FRACTION_BITS)) pred_q = (int64_t)top << FRACTION_BITS;
     int32_t pred = (int32_t)((pred_q + (1 << (FRACTION_BITS - 1))) >> FRACTION_BITS);
@@ -377,10 +431,11 @@ static int code_sample(channel_state *s, coder *co, int pass, int16_t *value) {
                          : flip > 0 ? weight_up + pred : weight_down + (GRID_CODES - 1 - pred);
     /* Cumulative order: big-negative, the direct symbols in residual order, big-positive,
      * escape. Sums are taken from the middle, so locating a symbol costs ~|residual|. */
-    uint32_t g[2 * HALF];
+    uint16_t g[2 * HALF];
     uint32_t lower, upper;
     weigh(freq, width, g, &lower, &upper);
-    const uint32_t f_neg = freq[SYM_BIG_NEG], f_pos = freq[SYM_BIG_POS], f_esc = freq[SYM_ESCAPE];
+    /* The escape-side symbols take the same unit-width scale (1/128) as the direct ones. */
+    const uint32_t f_neg = (freq[SYM_BIG_NEG] >> 1) + 1, f_pos = (freq[SYM_BIG_POS] >> 1) + 1, f_esc = (freq[SYM_ESCAPE] >> 1) + 1;
     const uint32_t middle = f_neg + lower;       /* cumulative count where residual 0 starts */
     const uint32_t total = middle + upper + f_pos + f_esc;
 
@@ -464,52 +519,55 @@ static int code_sample(channel_state *s, coder *co, int pass, int16_t *value) {
     int64_t err_q = ((int64_t)x << FRACTION_BITS) - pred_q;
     if (err_q > (1 << 20)) err_q = 1 << 20;
     if (err_q < -(1 << 20)) err_q = -(1 << 20);
-    int64_t gain = ((int64_t)1 << 34) / (s->energy + 64);   /* step size / energy, Q34 */
-    for (int i = 0; i < TAPS; i++) {
-        int64_t dw = (err_q * s->deltas[i] * gain) >> (34 - WEIGHT_SHIFT + FRACTION_BITS + MU_SHIFT);
-        int64_t w = s->weights[i] + dw;
-        if (w > (1 << 18)) w = 1 << 18;
-        if (w < -(1 << 18)) w = -(1 << 18);
-        s->weights[i] = (int32_t)w;
-    }
-    int32_t oldest = s->deltas[TAPS - 1];
-    s->energy += (int64_t)delta * delta - (int64_t)oldest * oldest;
-    memmove(s->deltas + 1, s->deltas, (TAPS - 1) * sizeof s->deltas[0]);
-    s->deltas[0] = delta;
+    /* Step size / energy in Q34, through a 7-bit reciprocal: a division on every sample
+     * would be the slowest instruction in the loop, and the step needs no more precision. */
+    uint64_t e64 = (uint64_t)(s->energy + 64);
+    int n = log2_floor64(e64);
+    uint32_t m = (uint32_t)(n >= 7 ? e64 >> (n - 7) : e64 << (7 - n));
+    int64_t step = (err_q * (int64_t)reciprocal[m - 128]) >> (n - 2);   /* err_q x gain, Q34 */
+    step >>= 34 - WEIGHT_SHIFT + FRACTION_BITS + MU_SHIFT - 16 + UPDATE_SHIFT + dshift;
+    nlms_update(s->weights, upd, (int32_t)(step > 32767 ? 32767 : step < -32767 ? -32767 : step));
+    int32_t oldest = hist[TAPS - 1];
+    delta >>= dshift;
+    s->energy += delta * delta - oldest * oldest;
+    s->head = (s->head - 1) & (TAPS - 1);
+    s->deltas[s->head] = s->deltas[s->head + TAPS] = (int16_t)delta;
+    s->scaled[s->head] = s->scaled[s->head + TAPS] = (int16_t)(delta * (1 << UPDATE_SHIFT));
     s->last = x;
     return 0;
 }
 
 /* ---- CRC-32 (IEEE), table built once ---------------------------------------------- */
-static uint32_t crc_table[256];
+static uint32_t crc_table[2][256];   /* [1]: one byte further on, to take two at a time */
 static int crc_ready;
 
-uint32_t nw_crc32(uint32_t crc, const uint8_t *data, size_t len) {
-    if (!crc_ready) {
-        for (uint32_t i = 0; i < 256; i++) {
-            uint32_t c = i;
-            for (int k = 0; k < 8; k++) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-            crc_table[i] = c;
-        }
-        crc_ready = 1;
+static void crc_init(void) {
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        crc_table[0][i] = c;
     }
+    for (uint32_t i = 0; i < 256; i++)
+        crc_table[1][i] = (crc_table[0][i] >> 8) ^ crc_table[0][crc_table[0][i] & 0xFF];
+    crc_ready = 1;
+}
+
+uint32_t nw_crc32(uint32_t crc, const uint8_t *data, size_t len) {
+    if (!crc_ready) crc_init();
     crc = ~crc;
-    for (size_t i = 0; i < len; i++) crc = crc_table[(crc ^ data[i]) & 0xFF] ^ (crc >> 8);
+    for (size_t i = 0; i < len; i++) crc = crc_table[0][(crc ^ data[i]) & 0xFF] ^ (crc >> 8);
     return ~crc;
 }
 
-/* CRC of the header's first 18 bytes, then of the samples as little-endian int16. */
+/* CRC of the header's first 18 bytes, then of the samples as little-endian int16, taken
+ * a sample (two bytes) per step. */
 static uint32_t block_crc(const uint8_t *header, const int16_t *samples, size_t count) {
-    uint32_t crc = nw_crc32(0, header, 18);
-    uint8_t buf[512];
-    size_t i = 0;
-    while (i < count) {
-        size_t n = count - i < sizeof buf / 2 ? count - i : sizeof buf / 2;
-        for (size_t j = 0; j < n; j++) nw_put_u16(buf + 2 * j, (uint16_t)samples[i + j]);
-        crc = nw_crc32(crc, buf, 2 * n);
-        i += n;
+    uint32_t crc = ~nw_crc32(0, header, 18);
+    for (size_t i = 0; i < count; i++) {
+        crc ^= (uint16_t)samples[i];
+        crc = crc_table[1][crc & 0xFF] ^ crc_table[0][(crc >> 8) & 0xFF] ^ (crc >> 16);
     }
-    return crc;
+    return ~crc;
 }
 
 /* ---- block layer ---------------------------------------------------------------------- */
