@@ -114,7 +114,7 @@ def measure(data: np.ndarray, rate: float, *, block: int = 10, config: DetectorC
         row("spikes: events only", events_only_bytes, covered, "channel and sample index"),
         row(f"spike-band power ({config.power_bin_ms:g} ms bins)", encoder.bytes_power,
             encoder.power_seq * geometry.power_bin / rate if encoder.power_seq else seconds,
-            "mean squared band-passed signal per channel per bin, 1/8-octave steps")]
+            "mean squared band-passed signal per channel per bin, 1/8-octave steps, codec-coded")]
     events = encoder.events
     per_event = 8 * encoder.bytes_spikes / events if events else None
     return {
