@@ -1,0 +1,255 @@
+"""`neurowire bench codec`: compression ratio, single-core speed and per-block latency of
+the codec, next to zlib, lzma and FLAC measured in the same process on the same data.
+
+Data: the challenge recordings (../shared/data/challenge) when found, else the excerpts
+bundled with the tests. Speeds are single-thread medians over --repeats runs.
+"""
+import argparse
+import glob
+import json
+import lzma
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import wave
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from . import StreamDecoder, StreamEncoder, compress_bytes, decompress
+
+SOURCE_ROOT = Path(__file__).resolve().parent.parent  # the repo, for an editable install
+
+
+def find_recordings(explicit=None):
+    if explicit:
+        paths = sorted(glob.glob(os.path.join(explicit, "*.wav")))
+        if not paths:
+            raise SystemExit(f"no .wav files in {explicit}")
+        return paths, explicit
+    for base in (Path.cwd(), SOURCE_ROOT):
+        folder = base.parent / "shared" / "data" / "challenge"
+        paths = sorted(glob.glob(str(folder / "*.wav")))
+        if paths:
+            return paths, str(folder)
+    for base in (Path.cwd(), SOURCE_ROOT):
+        paths = sorted(glob.glob(str(base / "tests" / "data" / "excerpt_*.wav")))
+        if paths:
+            return paths, "bundled test excerpts"
+    raise SystemExit("no recordings found: pass --data DIR")
+
+
+def load(paths):
+    files, signals = [], []
+    for p in paths:
+        raw = Path(p).read_bytes()
+        files.append(raw)
+        with wave.open(p) as w:
+            if w.getsampwidth() == 2:
+                x = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.int16)
+                signals.append(x.reshape(-1, w.getnchannels())[:, 0])
+    return files, signals
+
+
+def median_time(fn, repeats):
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def stack_channels(signals, channels, n_samples):
+    """`channels` channels cut from the recordings at different offsets."""
+    rng = np.random.default_rng(0)
+    out = np.empty((n_samples, channels), np.int16)
+    for c in range(channels):
+        sig = signals[c % len(signals)]
+        start = int(rng.integers(0, max(1, len(sig) - n_samples)))
+        out[:, c] = np.resize(sig[start:start + n_samples], n_samples)
+    return out
+
+
+def percentiles_us(ns):
+    ns = np.asarray(ns, dtype=np.float64) / 1e3
+    return {"p50": float(np.percentile(ns, 50)), "p99": float(np.percentile(ns, 99)),
+            "max": float(ns.max())}
+
+
+# ---- whole-file measurements --------------------------------------------------------
+
+def bytes_codec(name, enc, dec, files, repeats, n_samples):
+    packed = [enc(f) for f in files]
+    for f, p in zip(files, packed):
+        if dec(p) != f:
+            raise SystemExit(f"{name}: round trip failed")
+    t_enc = median_time(lambda: [enc(f) for f in files], repeats)
+    t_dec = median_time(lambda: [dec(p) for p in packed], repeats)
+    return {"ratio": sum(map(len, files)) / sum(map(len, packed)),
+            "encode_msps": n_samples / t_enc / 1e6, "decode_msps": n_samples / t_dec / 1e6}
+
+
+def flac_files(paths, repeats, n_samples):
+    """FLAC (level 5, the flac default) through the command-line tool, all files per call,
+    so process start-up is spread over the whole set."""
+    flac = shutil.which("flac")
+    if not flac:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        enc_cmd = [flac, "-s", "-f", "-5", "--output-prefix", f"{out}/", *paths]
+        t_enc = median_time(lambda: subprocess.run(enc_cmd, check=True), repeats)
+        packed = sorted(out.glob("*.flac"))
+        size = sum(p.stat().st_size for p in packed)
+        dec_dir = out / "dec"
+        dec_dir.mkdir()
+        dec_cmd = [flac, "-s", "-f", "-d", "--output-prefix", f"{dec_dir}/", *map(str, packed)]
+        t_dec = median_time(lambda: subprocess.run(dec_cmd, check=True), repeats)
+        for p in paths:
+            if (dec_dir / Path(p).name).read_bytes() != Path(p).read_bytes():
+                raise SystemExit("flac: round trip failed")
+    raw = sum(os.path.getsize(p) for p in paths)
+    return {"ratio": raw / size, "encode_msps": n_samples / t_enc / 1e6,
+            "decode_msps": n_samples / t_dec / 1e6, "note": "flac -5 binary, incl. process start"}
+
+
+# ---- per-block latency --------------------------------------------------------------
+
+def neurowire_blocks(data, block):
+    channels = data.shape[1]
+    enc, dec = StreamEncoder(channels), StreamDecoder(channels)
+    t_enc, t_dec, size = [], [], 0
+    blocks = [np.ascontiguousarray(data[i:i + block]) for i in range(0, len(data) - block + 1, block)]
+    for part in blocks:
+        t = time.perf_counter_ns()
+        blob = enc.encode(part)
+        t_enc.append(time.perf_counter_ns() - t)
+        t = time.perf_counter_ns()
+        out = dec.decode(blob)
+        t_dec.append(time.perf_counter_ns() - t)
+        size += len(blob)
+        if not np.array_equal(out, part):
+            raise SystemExit("neurowire: block round trip failed")
+    return t_enc, t_dec, size, sum(b.nbytes for b in blocks)
+
+
+def baseline_blocks(data, block, enc, dec):
+    """Each block compressed on its own: what a stateless byte compressor can do live."""
+    t_enc, t_dec, size, raw = [], [], 0, 0
+    for i in range(0, len(data) - block + 1, block):
+        part = np.ascontiguousarray(data[i:i + block]).tobytes()
+        t = time.perf_counter_ns()
+        blob = enc(part)
+        t_enc.append(time.perf_counter_ns() - t)
+        t = time.perf_counter_ns()
+        dec(blob)
+        t_dec.append(time.perf_counter_ns() - t)
+        size += len(blob)
+        raw += len(part)
+    return t_enc, t_dec, size, raw
+
+
+def run_benchmark(args):
+    paths, source = find_recordings(args.data)
+    if args.files:
+        paths = paths[:args.files]
+    files, signals = load(paths)
+    n_samples = sum(len(s) for s in signals)
+    report = {"data": source, "files": len(files), "samples": n_samples,
+              "raw_bytes": sum(map(len, files)), "repeats": args.repeats, "files_results": {},
+              "latency": {}}
+
+    codecs = {
+        "neurowire": (compress_bytes, decompress),
+        "zlib-6": (lambda b: zlib.compress(b, 6), zlib.decompress),
+        "lzma-6": (lambda b: lzma.compress(b, preset=6), lzma.decompress),
+    }
+    for name, (enc, dec) in codecs.items():
+        if name in args.skip:
+            continue
+        report["files_results"][name] = bytes_codec(name, enc, dec, files, args.repeats, n_samples)
+    if "flac" not in args.skip:
+        flac = flac_files(paths, args.repeats, n_samples)
+        if flac:
+            report["files_results"]["flac"] = flac
+
+    tools = [SOURCE_ROOT / "encode", SOURCE_ROOT / "decode"]
+    if all(t.exists() for t in tools):
+        program = sum(t.stat().st_size for t in tools)
+        packed = sum(len(compress_bytes(f)) for f in files)
+        report["challenge_score"] = {"ratio": report["raw_bytes"] / (packed + program),
+                                     "program_bytes": program}
+
+    data = stack_channels(signals, args.channels, args.latency_samples)
+    for block in args.blocks:
+        key = f"{args.channels}x{block}"
+        entries = {"neurowire": neurowire_blocks(data, block)}
+        for name, (enc, dec) in codecs.items():
+            if name != "neurowire" and name not in args.skip:
+                entries[name] = baseline_blocks(data, block, enc, dec)
+        report["latency"][key] = {}
+        for name, (t_enc, t_dec, size, raw) in entries.items():
+            report["latency"][key][name] = {
+                "ratio": raw / size, "blocks": len(t_enc),
+                "encode_us": percentiles_us(t_enc), "decode_us": percentiles_us(t_dec),
+                "encode_msps": data.shape[1] * block / (np.median(t_enc) / 1e9) / 1e6}
+    return report
+
+
+def print_report(r, out=sys.stdout):
+    w = out.write
+    w(f"data: {r['data']} ({r['files']} files, {r['samples'] / 1e6:.2f} M samples, "
+      f"{r['raw_bytes'] / 1e6:.1f} MB); speeds: 1 thread, median of {r['repeats']}\n\n")
+    base = r["files_results"].get("neurowire", {}).get("ratio")
+    w(f"{'whole files':<12}{'ratio':>8}{'nw gain':>9}{'enc MS/s':>11}{'dec MS/s':>11}\n")
+    for name, v in r["files_results"].items():
+        rel = f"{base / v['ratio']:.2f}x" if base and name != "neurowire" else ""
+        w(f"{name:<12}{v['ratio']:>8.3f}{rel:>9}{v['encode_msps']:>11.2f}{v['decode_msps']:>11.2f}"
+          f"{'  (' + v['note'] + ')' if 'note' in v else ''}\n")
+    if "challenge_score" in r:
+        c = r["challenge_score"]
+        w(f"challenge ratio with ./encode+./decode ({c['program_bytes']} B): {c['ratio']:.4f}\n")
+    for key, rows in r["latency"].items():
+        w(f"\nblocks {key} (channels x samples), each block on its own call\n")
+        w(f"{'':<12}{'ratio':>8}{'enc p50 us':>12}{'enc p99':>10}{'dec p50 us':>12}{'dec p99':>10}"
+          f"{'enc MS/s':>10}\n")
+        for name, v in rows.items():
+            w(f"{name:<12}{v['ratio']:>8.3f}{v['encode_us']['p50']:>12.1f}{v['encode_us']['p99']:>10.1f}"
+              f"{v['decode_us']['p50']:>12.1f}{v['decode_us']['p99']:>10.1f}{v['encode_msps']:>10.2f}\n")
+
+
+def configure_parser(parser):
+    parser.add_argument("--data", help="folder of .wav recordings (default: the challenge set, "
+                        "else the bundled excerpts)")
+    parser.add_argument("--files", type=int, default=0, help="use only the first N files")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per speed measurement")
+    parser.add_argument("--channels", type=int, default=1024, help="channels of the latency run")
+    parser.add_argument("--blocks", type=int, nargs="+", default=[10, 20],
+                        help="block lengths (time steps) of the latency run")
+    parser.add_argument("--latency-samples", type=int, default=5000,
+                        help="time steps streamed in the latency run")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["zlib-6", "lzma-6", "flac"],
+                        help="baselines to leave out")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def run(args):
+    report = run_benchmark(args)
+    if args.json:
+        json.dump(report, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        print_report(report)
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="bench_codec", description=__doc__.splitlines()[0])
+    configure_parser(parser)
+    return run(parser.parse_args(argv))
