@@ -81,14 +81,17 @@ class SpikeFeedEncoder:
         if len(events):
             self.held.append(events)
         out = []
-        # All crossings below `ready` are known now; cut messages on batch boundaries.
+        # All crossings below `ready` are known now.  One message per batch interval and
+        # one per power bin, however much arrived at once: the messages do not depend on
+        # how the samples were packetised.
         ready = max(0, self.detector.position - self.lag)
-        boundary = (ready // self.batch) * self.batch
-        if boundary > self.covered:
-            out.append(self._spike_message(self.covered, boundary))
-            self.covered = boundary
-        if power is not None and len(power.power):
-            out.append(self._power_message(power))
+        while self.covered + self.batch <= ready:
+            out.append(self._spike_message(self.covered, self.covered + self.batch))
+            self.covered += self.batch
+        if power is not None:
+            for row in range(len(power.power)):
+                out.append(self._power_message(PowerBins(
+                    power.first_bin + row, power.width, power.power[row:row + 1])))
         return out
 
     def _spike_message(self, start: int, stop: int) -> bytes:

@@ -1,0 +1,240 @@
+"""Spike and power feeds: detection offline == streaming, exact snippets, real recordings
+trigger, message round trips, and the bandwidth command reproducing its own figures."""
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from neurowire.feeds import DetectorConfig, Events, SpikeDetector, detect
+from neurowire.feeds.spikes import (PowerDecoder, SpikeFeedEncoder, decode_spikes,
+                                    dequantise_power, quantise_power, unpack)
+
+from conftest import CHALLENGE, read_wav
+
+RATE = 19531
+
+
+def synthetic(channels=8, seconds=2.0, rate=RATE, spike_hz=8.0, amplitude=2500.0, seed=0):
+    """Noise + slow field potential + spikes at known times: (int16 (n, ch), [(t, ch)])."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * rate)
+    t = np.arange(n) / rate
+    signal = rng.normal(0, 300, (n, channels))
+    signal += 3000 * np.sin(2 * np.pi * 3 * t)[:, None]  # must not trigger anything
+    shape = -np.exp(-((np.arange(30) - 8) / 3.0) ** 2) + 0.3 * np.exp(
+        -((np.arange(30) - 16) / 5.0) ** 2)
+    truth = []
+    for channel in range(channels):
+        times = np.sort(rng.choice(np.arange(int(0.15 * rate), n - 60, 60),
+                                   int(spike_hz * seconds), replace=False))
+        for start in times:
+            signal[start:start + 30, channel] += amplitude * shape
+            truth.append((int(start + 8), channel))  # the trough
+    return np.clip(np.round(signal), -32768, 32767).astype(np.int16), truth
+
+
+def stream(detector, samples, sizes):
+    parts, position, i = [], 0, 0
+    while position < samples.shape[0]:
+        size = sizes[i % len(sizes)]
+        parts.append(detector.process(samples[position:position + size]))
+        position += size
+        i += 1
+    g = detector.geometry
+    return Events.concat(parts, g.length, g.pre)
+
+
+def assert_snippets_exact(events, samples):
+    assert len(events)
+    rows = (events.sample - events.pre)[:, None] + np.arange(events.snippets.shape[1])
+    np.testing.assert_array_equal(events.snippets, samples[rows, events.channel[:, None]])
+
+
+@pytest.fixture(scope="module")
+def challenge():
+    paths = sorted(CHALLENGE.glob("*.wav"))
+    if not paths:
+        pytest.skip("challenge recordings not present")
+    recordings = [read_wav(p)[0][:, 0] for p in paths]
+    n = min(len(r) for r in recordings)
+    return np.stack([r[:n] for r in recordings], axis=1)  # (n, 138): one channel each
+
+
+# ---- detection ---------------------------------------------------------------------------
+
+def test_synthetic_spikes_found_at_their_sample_and_field_potential_ignored():
+    samples, truth = synthetic()
+    events = detect(samples, RATE)
+    found = {(int(t), int(c)) for t, c in zip(events.sample, events.channel)}
+    hits = sum(any((t + d, c) in found for d in range(-3, 2)) for t, c in truth)
+    assert hits / len(truth) > 0.95
+    assert len(events) <= len(truth) * 1.02  # no triggers on the 3 Hz, 3000-code swing
+    assert_snippets_exact(events, samples)
+
+
+@pytest.mark.parametrize("sizes", [[10], [1], [1, 7, 64, 3, 200, 13], [4096]])
+def test_offline_equals_streaming_synthetic(sizes):
+    samples, _ = synthetic(channels=16, seconds=1.5, seed=3)
+    offline = detect(samples, RATE, DetectorConfig(refractory_ms=0.3))
+    streamed = stream(SpikeDetector(16, RATE, DetectorConfig(refractory_ms=0.3)), samples,
+                      sizes)
+    assert len(offline) > 100
+    assert offline.equals(streamed)
+
+
+def test_offline_equals_streaming_on_real_recordings(challenge):
+    data = challenge[: 2 * RATE]  # 2 s of all 138 recordings, one channel each
+    offline = detect(data, RATE)
+    rng = np.random.default_rng(7)
+    streamed = stream(SpikeDetector(data.shape[1], RATE), data,
+                      [int(s) for s in rng.integers(1, 40, 500)])
+    assert len(offline) > 200
+    assert offline.equals(streamed)
+    assert_snippets_exact(offline, data)
+
+
+def test_real_recordings_trigger_at_a_sane_rate(challenge):
+    events = detect(challenge, RATE)
+    seconds = challenge.shape[0] / RATE
+    per_channel = np.bincount(events.channel, minlength=challenge.shape[1]) / seconds
+    assert_snippets_exact(events, challenge)
+    # Cortex: a few Hz per electrode on average; many electrodes quiet, some busy.
+    assert 1.0 < per_channel.mean() < 20.0
+    assert (per_channel > 1.0).mean() > 0.2
+    assert per_channel.max() < 500  # a 1 ms refractory allows 1000
+    # Detections are negative-going threshold crossings of the band-passed signal: the raw
+    # snippet dips after the crossing sample.
+    trough = events.snippets[:, events.pre:].min(axis=1).astype(int)
+    assert np.median(trough - events.snippets[:, 0]) < 0
+
+
+def test_noise_tracker_follows_a_level_change():
+    rng = np.random.default_rng(1)
+    quiet = rng.normal(0, 200, (RATE, 1))
+    loud = rng.normal(0, 800, (3 * RATE, 1))
+    samples = np.round(np.concatenate([quiet, loud])).astype(np.int16)
+    detector = SpikeDetector(1, RATE)
+    detector.process(samples[:RATE])
+    before = detector.noise[0]
+    detector.process(samples[RATE:])
+    assert 3.0 < detector.noise[0] / before < 5.0
+    # Pure Gaussian noise at 4.5 sigma: nothing while the estimate is right, a burst for the
+    # few hundred ms it takes to catch up with a fourfold jump, then nothing again.
+    events = detect(samples, RATE)
+    assert not np.any(events.sample < RATE)
+    assert np.sum(events.sample > 1.5 * RATE) <= 5
+
+
+def test_detector_cost_per_packet_is_well_under_the_packet_period(challenge):
+    data = np.tile(challenge[:RATE], (1, 8))[:, :1024]
+    detector = SpikeDetector(1024, RATE, DetectorConfig(power_bin_ms=20))
+    detector.process_all(data[:2000])
+    began = time.thread_time()
+    packets = 0
+    for start in range(2000, RATE - 10, 10):
+        detector.process_all(data[start:start + 10])
+        packets += 1
+    per_packet_us = (time.thread_time() - began) / packets * 1e6
+    assert per_packet_us < 0.6 * 1e6 * 10 / RATE, per_packet_us  # period is 512 us
+
+
+# ---- feed messages -------------------------------------------------------------------------
+
+def test_spike_feed_round_trip_is_the_offline_detection_and_zeros_elsewhere(challenge):
+    data = challenge[: 2 * RATE, :64]
+    encoder = SpikeFeedEncoder(64, RATE, stream="imp1")
+    messages = []
+    for start in range(0, data.shape[0], 10):
+        messages += encoder.feed(data[start:start + 10])
+    decoded = decode_spikes(messages, n_samples=data.shape[0])
+    rate, array = decoded  # what brainwire users unpack
+    assert rate == RATE and array.dtype == np.int16 and array.shape == data.shape
+    covered_to = decoded.covered[-1][1]
+    assert [a for a, _ in decoded.covered[1:]] == [b for _, b in decoded.covered[:-1]]
+    offline = detect(data, RATE)
+    keep = offline.sample < covered_to
+    assert Events(offline.sample[keep], offline.channel[keep], offline.snippets[keep],
+                  offline.pre).equals(decoded.events)
+    mask = np.zeros(data.shape, bool)
+    events = decoded.events
+    for t, c in zip(events.sample, events.channel):
+        mask[t - events.pre:t - events.pre + events.snippets.shape[1], c] = True
+    np.testing.assert_array_equal(array[mask], data[mask])
+    assert not array[~mask].any()
+    assert len(events) > 20
+
+
+def test_each_spike_message_decodes_alone():
+    samples, _ = synthetic(channels=4, seconds=1.0)
+    encoder = SpikeFeedEncoder(4, RATE)
+    messages = encoder.feed(samples)
+    assert len(messages) > 10
+    middle = unpack(messages[len(messages) // 2])
+    assert middle["kind"] == "spikes" and len(middle["events"]) >= 1
+    assert_snippets_exact(middle["events"], samples)
+
+
+def test_power_feed_matches_offline_power_within_its_quantisation(challenge):
+    data = challenge[:RATE, :32]
+    config = DetectorConfig(power_bin_ms=20)
+    _, power = detect(data, RATE, config, power=True)
+    encoder = SpikeFeedEncoder(32, RATE, config)
+    decoder = PowerDecoder()
+    rows = []
+    for start in range(0, data.shape[0], 10):
+        for message in encoder.feed(data[start:start + 10]):
+            if unpack(message)["kind"] == "power":
+                rows.append(decoder.decode(message).power)
+    decoded = np.concatenate(rows)
+    assert decoded.shape == power.power.shape
+    np.testing.assert_array_equal(decoded, dequantise_power(quantise_power(power.power)))
+    assert np.all(np.abs(np.log2((1 + decoded) / (1 + power.power))) <= 1 / 16 + 1e-9)
+
+
+def test_power_decoder_waits_for_a_keyframe_after_a_lost_message():
+    samples, _ = synthetic(channels=4, seconds=2.5)
+    encoder = SpikeFeedEncoder(4, RATE, DetectorConfig(power_bin_ms=20))
+    power = [m for m in encoder.feed(samples) if unpack(m)["kind"] == "power"]
+    assert len(power) >= 100
+    decoder = PowerDecoder()
+    results = [decoder.decode(m) for i, m in enumerate(power) if i != 10]  # 10 is lost
+    keys = [i for i, m in enumerate(power) if unpack(m)["key"]]
+    assert keys[:3] == [0, 50, 100]
+    assert all(r is not None for r in results[:10])
+    assert all(r is None for r in results[10:49]) and results[49] is not None
+
+
+# ---- bandwidth command ------------------------------------------------------------------
+
+def test_bandwidth_command_reproduces_its_figures(challenge):
+    from neurowire.feeds.bandwidth import load_channels, measure
+
+    command = [sys.executable, "-m", "neurowire.feeds.bandwidth", "--data", str(CHALLENGE),
+               "--seconds", "1", "--block", "10", "--json"]
+    first = json.loads(subprocess.run(command, check=True, capture_output=True,
+                                      text=True, timeout=120).stdout)
+    data, rate, count = load_channels(CHALLENGE, 1024, 1.0)
+    again = measure(data, rate, block=10, lossless=False)
+    by_name = {f["feed"]: f["bits_per_s"] for f in first["feeds"]}
+    for feed in again["feeds"]:
+        assert by_name[feed["feed"]] == feed["bits_per_s"], feed["feed"]
+    lossless = [f for f in first["feeds"] if f["feed"].startswith("lossless")][0]
+    snippets = by_name["spikes: events + snippets"]
+    assert first["channels"] == 1024 and count == 138
+    assert lossless["bits_per_s"] > 50e6  # ~3.5x of 320 Mbps: nowhere near the link
+    assert snippets < 1e6 and first["spike_rate"]["per_channel_hz"] > 1.0
+    assert first["spike_rate"]["events"] == again["spike_rate"]["events"]
+
+
+def test_feed_messages_do_not_depend_on_packetisation():
+    samples, _ = synthetic(channels=6, seconds=1.2, seed=5)
+    config = DetectorConfig(power_bin_ms=20)
+    whole = SpikeFeedEncoder(6, RATE, config, stream="s").feed(samples)
+    encoder = SpikeFeedEncoder(6, RATE, config, stream="s")
+    packets = []
+    for start in range(0, samples.shape[0], 13):
+        packets += encoder.feed(samples[start:start + 13])
+    assert sorted(whole) == sorted(packets) and len(whole) > 50
