@@ -238,3 +238,45 @@ def test_feed_messages_do_not_depend_on_packetisation():
     for start in range(0, samples.shape[0], 13):
         packets += encoder.feed(samples[start:start + 13])
     assert sorted(whole) == sorted(packets) and len(whole) > 50
+
+
+def test_feed_selection_over_zeromq_sockets():
+    """A publisher tap serving both feeds on one PUB socket; each SUB gets only its feed,
+    with stream sample indices, and the spike feed equals the offline detection."""
+    import zmq
+
+    from neurowire.feeds.serve import FeedSubscription, FeedTap
+
+    samples, _ = synthetic(channels=8, seconds=1.5, seed=2)
+    context = zmq.Context()
+    pub = context.socket(zmq.PUB)
+    pub.sndhwm = 0
+    port = pub.bind_to_random_port("tcp://127.0.0.1")
+    endpoint = f"tcp://127.0.0.1:{port}"
+    spikes = FeedSubscription(endpoint, "imp1", feed="spikes", context=context)
+    power = FeedSubscription(endpoint, "imp1", feed="power", context=context)
+    other = FeedSubscription(endpoint, "imp10", feed="spikes", context=context)
+    try:
+        tap = FeedTap(DetectorConfig(power_bin_ms=20))
+        origin = 5_000_000  # the implant's index when the tap started
+        time.sleep(0.3)  # slow joiner: let the subscriptions reach the publisher
+        for start in range(0, samples.shape[0], 10):
+            for topic, message in tap.on_packet("imp1", RATE, origin + start,
+                                                samples[start:start + 10]):
+                pub.send_multipart([topic, message])
+        got_spikes = list(iter(lambda: spikes.receive(2.0), None))
+        got_power = list(iter(lambda: power.receive(0.5), None))
+        assert other.receive(0.2) is None
+        assert got_spikes and all(m["kind"] == "spikes" for m in got_spikes)
+        assert got_power and all(m["kind"] == "power" for m in got_power)
+        decoded = decode_spikes(got_spikes, first=origin, n_samples=samples.shape[0])
+        offline = detect(samples, RATE, DetectorConfig(power_bin_ms=20))
+        keep = offline.sample + origin < decoded.covered[-1][1]
+        assert np.array_equal(decoded.events.sample, offline.sample[keep] + origin)
+        assert np.array_equal(decoded.events.snippets, offline.snippets[keep])
+        assert spikes.lost == 0 and len(got_power) == samples.shape[0] // round(0.02 * RATE)
+    finally:
+        for sub in (spikes, power, other):
+            sub.close()
+        pub.close(linger=0)
+        context.term()

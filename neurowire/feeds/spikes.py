@@ -15,7 +15,8 @@ report a figure no real array would reach.
             "c": bytes,            # channels, ceil(log2(ch)) bits each, packed LSB first
             "snip": bytes}         # codec keyframe block: the snippets end to end as one channel
     power  {"v": 1, "kind": "power", "stream", "seq", "ch", "rate",
-            "width": samples per bin, "bin": index of the first bin, "n": bins,
+            "width": samples per bin, "n": bins,
+            "bin": index of the first bin, "origin": stream sample index where bin 0 starts,
             "key": bool,           # a codec keyframe: decoding can start here
             "q": bytes}            # codec block (n, ch) of round(8 * log2(1 + power))
 
@@ -54,11 +55,15 @@ class SpikeFeedEncoder:
     feed(samples) -> list of message bytes (spike messages, then power messages)."""
 
     def __init__(self, channels: int, rate: float, config: DetectorConfig | None = None, *,
-                 stream: str = "", batch_ms: float = 20.0, snippets: bool = True):
+                 stream: str = "", batch_ms: float = 20.0, snippets: bool = True,
+                 origin: int = 0):
         self.detector = SpikeDetector(channels, rate, config)
         self.channels = channels
         self.rate = float(rate)
         self.stream = stream
+        # Stream sample index of the detector's sample 0 (a subscriber-side or daemon-side
+        # detector starts wherever the stream is): added to every index on the wire.
+        self.origin = int(origin)
         self.snippets = snippets
         self.batch = max(1, int(round(batch_ms * 1e-3 * rate)))
         g = self.detector.geometry
@@ -77,6 +82,10 @@ class SpikeFeedEncoder:
         self.events = self.messages = 0
 
     def feed(self, samples: np.ndarray) -> list[bytes]:
+        return [message for _, message in self.feed_tagged(samples)]
+
+    def feed_tagged(self, samples: np.ndarray) -> list[tuple[str, bytes]]:
+        """As feed(), each message with its kind ("spikes" or "power")."""
         events, power = self.detector.process_all(samples)
         if len(events):
             self.held.append(events)
@@ -86,22 +95,25 @@ class SpikeFeedEncoder:
         # how the samples were packetised.
         ready = max(0, self.detector.position - self.lag)
         while self.covered + self.batch <= ready:
-            out.append(self._spike_message(self.covered, self.covered + self.batch))
+            out.append(("spikes", self._spike_message(self.covered,
+                                                      self.covered + self.batch)))
             self.covered += self.batch
         if power is not None:
             for row in range(len(power.power)):
-                out.append(self._power_message(PowerBins(
-                    power.first_bin + row, power.width, power.power[row:row + 1])))
+                out.append(("power", self._power_message(PowerBins(
+                    power.first_bin + row, power.width, power.power[row:row + 1]))))
         return out
 
     def _spike_message(self, start: int, stop: int) -> bytes:
         g = self.detector.geometry
         held = Events.concat(self.held, g.length, g.pre)
         take = held.sample < stop
-        events = Events(held.sample[take], held.channel[take], held.snippets[take], g.pre)
+        events = Events(held.sample[take] + self.origin, held.channel[take],
+                        held.snippets[take], g.pre)
         rest = Events(held.sample[~take], held.channel[~take], held.snippets[~take], g.pre)
         self.held = [rest] if len(rest) else []
-        message = pack_spikes(events, start, stop, stream=self.stream, seq=self.seq,
+        message = pack_spikes(events, start + self.origin, stop + self.origin,
+                              stream=self.stream, seq=self.seq,
                               channels=self.channels, rate=self.rate,
                               snippets=self.snippets)
         self.seq += 1
@@ -116,7 +128,7 @@ class SpikeFeedEncoder:
         message = msgpack.packb({
             "v": FEED_VERSION, "kind": "power", "stream": self.stream, "seq": self.power_seq,
             "ch": self.channels, "rate": self.rate, "width": power.width,
-            "bin": power.first_bin, "n": quantised.shape[0], "key": key,
+            "bin": power.first_bin, "origin": self.origin, "n": quantised.shape[0], "key": key,
             "q": self.power_codec.encode(quantised, keyframe=key)})
         self.power_seq += 1
         self.bytes_power += len(message)
