@@ -20,8 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import resource
+import struct
 import sys
+import threading
 import tempfile
 import time
 import uuid
@@ -71,6 +74,58 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _view(frame) -> memoryview:
+    """A zmq Frame or any bytes-like object as a memoryview, without copying."""
+    return frame.buffer if hasattr(frame, "buffer") else memoryview(frame)
+
+
+class _GroupDecoders:
+    """Decodes the channel groups of one block in parallel: groups 1.. on helper threads,
+    group 0 on the caller's (the C decoder runs without the GIL)."""
+
+    def __init__(self, helpers: int):
+        self._jobs = [queue.SimpleQueue() for _ in range(helpers)]
+        self._results = [queue.SimpleQueue() for _ in range(helpers)]
+        for jobs, results in zip(self._jobs, self._results):
+            threading.Thread(target=self._work, args=(jobs, results), daemon=True,
+                             name="nw-decode").start()
+
+    @staticmethod
+    def _work(jobs, results) -> None:
+        while True:
+            job = jobs.get()
+            if job is None:
+                return
+            decoder, blob = job
+            try:
+                results.put(decoder.decode(blob))
+            except BaseException as error:  # raised again on the caller's thread
+                results.put(error)
+
+    def decode(self, decoders, blobs) -> list:
+        helpers = min(len(decoders) - 1, len(self._jobs))
+        for number in range(helpers):
+            self._jobs[number].put((decoders[number + 1], blobs[number + 1]))
+        parts = []
+        for decoder, blob in zip(decoders[:1] + decoders[helpers + 1:],
+                                 blobs[:1] + blobs[helpers + 1:]):
+            try:
+                parts.append(decoder.decode(blob))
+            except BaseException as error:
+                parts.append(error)
+        # Every helper's answer is taken even after a failure, so none is left for the next
+        # block; the order of parts is the order of the groups.
+        parts[1:1] = [self._results[number].get() for number in range(helpers)]
+        for part in parts:
+            if isinstance(part, BaseException):
+                raise part
+        return parts
+
+    def close(self) -> None:
+        for jobs in self._jobs:
+            jobs.put(None)
+
+
 class _StreamState:
     def __init__(self, header: dict):
         from neurowire import codec
@@ -99,7 +154,8 @@ class Subscription:
                  idle_timeout: float | None = None, context: zmq.Context | None = None,
                  expected: Callable[[str, int, int], np.ndarray] | None = None,
                  record_latency: bool = False, live_hwm: int = 4000,
-                 resume_from: dict | int | None = None, socket_options: dict | None = None):
+                 resume_from: dict | int | None = None, socket_options: dict | None = None,
+                 decode_threads: int | None = None):
         if isinstance(streams, str):
             streams = [streams]
         self.streams = list(streams) if streams else None
@@ -145,6 +201,9 @@ class Subscription:
         self._last_sent = 0.0
         self._last_hello = 0.0
         self._cpu_start = _cpu_s()  # what building a reference table cost is not ours
+        # Channel groups (one per daemon encoder thread) decode in parallel up to the CPUs.
+        self._decode_threads = (os.cpu_count() or 1) if decode_threads is None else decode_threads
+        self._group_decoders: _GroupDecoders | None = None  # made at the first grouped block
         if lossless:
             self._hello()
 
@@ -200,13 +259,37 @@ class Subscription:
             if block is not None:
                 return block
 
-    def _handle(self, frames, received_ns: int) -> Block | None:
+    def receive_raw(self, timeout: float | None = None):
+        """(frames, received_ns) of the next message, undecoded, or None after `timeout`.
+        Pass them to `handle` later: decoding can then run after the stream, where a machine
+        has no core to spare for decoding while the daemon encodes."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
+            if wait <= 0:
+                return None
+            if not self.sock.poll(int(wait * 1000)):
+                if self.lossless and time.monotonic() - self._last_hello >= 1.0:
+                    self._hello()
+                continue
+            frames = self.sock.recv_multipart(copy=False)
+            received_ns = time.time_ns()
+            if self.lossless:
+                self._grant()
+            return frames, received_ns
+
+    def handle(self, frames, received_ns: int, deferred: bool = False) -> Block | None:
+        """Decode and check frames from `receive_raw`.  `deferred`: they were received long
+        ago, so the decoded time is taken as received + the decoding time measured now."""
+        return self._handle(frames, received_ns, deferred)
+
+    def _handle(self, frames, received_ns: int, deferred: bool = False) -> Block | None:
         from neurowire.codec import CodecError
 
         if len(frames) < 3:
             self.decode_errors += 1
             return None
-        header = msgpack.unpackb(frames[1].bytes, raw=False)
+        header = msgpack.unpackb(_view(frames[1]), raw=False)
         stream = header["stream"]
         state = self.states.get(stream)
         if state is None or state.epoch != header.get("epoch"):
@@ -233,15 +316,25 @@ class Subscription:
         if not state.synced and not header["key"]:
             self.skipped_blocks += 1  # a keyframe is where decoding can resume
             return None
+        decode_started = time.perf_counter_ns()
         try:
-            parts = [decoder.decode(blob.buffer) for decoder, blob in zip(state.decoders, blobs)]
+            views = [_view(blob) for blob in blobs]
+            if len(views) == 1 or self._decode_threads <= 1:
+                parts = [decoder.decode(view) for decoder, view in zip(state.decoders, views)]
+            else:
+                if self._group_decoders is None:
+                    self._group_decoders = _GroupDecoders(self._decode_threads - 1)
+                parts = self._group_decoders.decode(state.decoders, views)
         except CodecError:
             self.decode_errors += 1
             state.lost_delivery = True
             state.desync()
             return None
         samples = parts[0] if len(parts) == 1 else np.hstack(parts)
-        decoded_ns = time.time_ns()
+        if deferred:
+            decoded_ns = received_ns + time.perf_counter_ns() - decode_started
+        else:
+            decoded_ns = time.time_ns()
         state.synced = True
         if zlib.crc32(samples) != header["crc"]:
             self.crc_errors += 1
@@ -308,6 +401,8 @@ class Subscription:
         if self.lossless and not self.sock.closed:
             self._send({"cmd": "bye"})
         self.sock.close()
+        if self._group_decoders is not None:
+            self._group_decoders.close()
 
     def __enter__(self):
         return self
@@ -322,6 +417,46 @@ def subscribe(endpoint: str | None = None, **options) -> Subscription:
 
 
 # ---- outputs for the command ---------------------------------------------------------------
+
+class Spool:
+    """Received messages in a scratch file, to be decoded after the stream: for machines that
+    cannot decode in real time next to the daemon, yet every sample must still be checked.
+    Record: int64 received_ns, uint32 frame count, then (uint32 length, bytes) per frame."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.handle = open(path, "wb", buffering=1 << 20)
+        self.messages = 0
+
+    def write(self, frames, received_ns: int) -> None:
+        write = self.handle.write
+        write(struct.pack("<qI", received_ns, len(frames)))
+        for frame in frames:
+            view = _view(frame)
+            write(struct.pack("<I", view.nbytes))
+            write(view)
+        self.messages += 1
+
+    def replay(self):
+        """(frames, received_ns) in the order received; the file is removed afterwards."""
+        self.handle.close()
+        try:
+            with open(self.path, "rb") as handle:
+                data = memoryview(handle.read())
+            offset = 0
+            while offset < len(data):
+                received_ns, count = struct.unpack_from("<qI", data, offset)
+                offset += 12
+                frames = []
+                for _ in range(count):
+                    (length,) = struct.unpack_from("<I", data, offset)
+                    offset += 4
+                    frames.append(data[offset:offset + length])
+                    offset += length
+                yield frames, received_ns
+        finally:
+            os.unlink(self.path)
+
 
 class SampleWriter:
     """Appends raw int16 rows to a scratch file; at close writes .npy and/or WAV per channel.
@@ -401,6 +536,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--resume-from", type=int, metavar="SAMPLE",
                         help="report samples missed since this index (where a previous run "
                              "stopped) as a gap")
+    parser.add_argument("--spool", metavar="FILE",
+                        help="only receive while streaming (into FILE), then decode and check "
+                             "every block: where decoding in real time does not fit next to "
+                             "the daemon; latency then counts decoding as if done on arrival")
     parser.add_argument("--report", metavar="FILE", help="write the final report as JSON")
     parser.add_argument("--ready-file", metavar="FILE", help=argparse.SUPPRESS)
     parser.add_argument("--quiet", action="store_true")
@@ -425,21 +564,55 @@ def run(args: argparse.Namespace) -> int:
         republisher.bind(args.republish)
     if args.ready_file:
         open(args.ready_file, "w").close()
-    started = time.monotonic()
-    last_data = started
-    last_status = started
-    try:
+    spool = Spool(args.spool) if args.spool else None
+    streaming_cpu_s = []  # with a spool: what receiving alone cost, before the decoding
+
+    def spool_then_blocks():
+        started = time.monotonic()
+        last_data = started
         while True:
             now = time.monotonic()
             if args.seconds and now - started >= args.seconds:
                 break
             if args.idle_timeout and now - last_data >= args.idle_timeout:
                 break
-            block = subscription.receive(timeout=0.2)
-            now = time.monotonic()
-            if block is None:
+            raw = subscription.receive_raw(timeout=0.2)
+            if raw is None:
                 continue
-            last_data = now
+            last_data = time.monotonic()
+            spool.write(*raw)
+            header = msgpack.unpackb(_view(raw[0][1]), raw=False) if len(raw[0]) > 1 else {}
+            if args.until_sample and header.get("first", 0) + header.get("n", 0) >= \
+                    args.until_sample:
+                break
+        subscription.close()
+        streaming_cpu_s.append(_cpu_s() - subscription._cpu_start)
+        if not args.quiet:
+            print(f"received {spool.messages} messages; decoding and checking them",
+                  file=sys.stderr)
+        for frames, received_ns in spool.replay():
+            block = subscription.handle(frames, received_ns, deferred=True)
+            if block is not None:
+                yield block
+
+    def live_blocks():
+        started = time.monotonic()
+        last_data = started
+        while True:
+            now = time.monotonic()
+            if args.seconds and now - started >= args.seconds:
+                return
+            if args.idle_timeout and now - last_data >= args.idle_timeout:
+                return
+            block = subscription.receive(timeout=0.2)
+            if block is not None:
+                last_data = time.monotonic()
+                yield block
+
+    last_status = time.monotonic()
+    try:
+        for block in (spool_then_blocks() if spool else live_blocks()):
+            now = time.monotonic()
             for gap in block.gaps:
                 print(f"gap in {gap.stream}: samples {gap.start}..{gap.stop - 1} "
                       f"({gap.samples} samples, {gap.reason})", file=sys.stderr)
@@ -459,7 +632,7 @@ def run(args: argparse.Namespace) -> int:
                       f"{len(subscription.gaps)} gaps, {subscription.crc_errors} check failures"
                       f", end-to-end p50 {np.median(e2e) / 1e3 if e2e else 0:.0f} us",
                       file=sys.stderr)
-            if args.until_sample and block.stop_sample >= args.until_sample:
+            if args.until_sample and block.stop_sample >= args.until_sample and not spool:
                 break
     except KeyboardInterrupt:
         pass
@@ -470,6 +643,8 @@ def run(args: argparse.Namespace) -> int:
         if writer is not None:
             writer.close()
     report = subscription.report()
+    report["cpu_streaming_s"] = streaming_cpu_s[0] if streaming_cpu_s else report["cpu_s"]
+    report["deferred_decode"] = spool is not None
     if args.report:
         with open(args.report, "w") as handle:
             json.dump(report, handle)
