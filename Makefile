@@ -52,21 +52,32 @@ tools: encode decode
 test: install tools
 	$(VENV)/bin/pytest tests/
 
-bench: install
+# Baseline codecs (FLAC, WavPack) are an extra that plain installs skip.
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	@touch $@
+
+bench: install $(VENV)/.bench-installed
 	$(PY) bench/bench_codec.py
+	@test ! -f bench/bench_archive.py || $(PY) bench/bench_archive.py
 
 run: install
 	$(VENV)/bin/neurowire bench stream --seconds 10
 
 # C core built with ASan+UBSan into its own venv (so the normal build stays untouched);
 # python itself is not instrumented, hence the preloaded runtime and no leak checks.
+# By hand: NEUROWIRE_SANITIZE=1 pip install . in any venv, then run pytest with
+# LD_PRELOAD=$$(cc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0; capture=sys
+# keeps a sanitizer report (written to fd 2) on screen when it aborts the run.
 asan:
 	@test -x $(ASAN_VENV)/bin/python || $(PYTHON) -m venv $(ASAN_VENV)
 	rm -rf build/lib.* build/temp.*
-	NEUROWIRE_SANITIZE=1 $(ASAN_VENV)/bin/python -m pip install --quiet '.[test]'
-	LD_PRELOAD=$(LIBASAN) ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+	$(ASAN_VENV)/bin/python -m pip install --quiet pytest hypothesis pytest-timeout
+	NEUROWIRE_SANITIZE=1 $(ASAN_VENV)/bin/python -m pip install --quiet .
+	LD_PRELOAD=$(LIBASAN) \
+		ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:allocator_may_return_null=1 \
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-		$(ASAN_VENV)/bin/pytest -p no:cacheprovider \
+		$(ASAN_VENV)/bin/pytest -p no:cacheprovider --capture=sys \
 		$(wildcard tests/test_codec*.py tests/test_fuzz*.py)
 
 # libFuzzer needs clang; new inputs go to build/, the committed corpus only seeds.
