@@ -20,10 +20,10 @@
 #define INIT_PEAK 1000
 #endif
 #ifndef ACT_SHIFT
-#define ACT_SHIFT 3
+#define ACT_SHIFT 4
 #endif
 #ifndef TAPS
-#define TAPS 8
+#define TAPS 16
 #endif
 #define CONTEXTS 12
 #define HALF 16                   /* residuals -HALF..HALF-1 are one symbol each */
@@ -54,7 +54,7 @@ typedef char taps_must_be_a_power_of_two[(TAPS & (TAPS - 1)) == 0 ? 1 : -1];
 #define FRACTION_BITS 4           /* predictions carry 4 fractional bits */
 #define GRID_CODES 1024
 #ifndef MU_SHIFT
-#define MU_SHIFT 6                /* NLMS step size 2^-6 */
+#define MU_SHIFT 7                /* NLMS step size 2^-7 */
 #endif
 
 #define DOMAIN_GRID 0             /* samples are 10-bit ADC codes on the known grid */
@@ -377,17 +377,27 @@ static void weigh(const uint16_t *freq, const uint16_t *width, uint16_t *g, uint
 #endif
 
 /* NLMS dot product and update. Lane bounds (|w| <= 2^15, |delta| <= 2^10, |step| < 2^15,
- * |scaled| <= 2^15) keep every product and sum exact, so both versions give the same bits. */
-#if defined(__SSE2__) && TAPS == 8
+ * |scaled| <= 2^15) keep every product and sum exact, so both versions give the same bits.
+ * The update is rounded to nearest: a floor would pull every weight down by half a unit
+ * per sample, which costs more than the step's own precision. */
+#if defined(__SSE2__) && TAPS % 8 == 0
 static int32_t nlms_dot(const int16_t *w, const int16_t *d) {
-    __m128i p = _mm_madd_epi16(_mm_loadu_si128((const __m128i *)w), _mm_loadu_si128((const __m128i *)d));
+    __m128i p = _mm_setzero_si128();
+    for (int i = 0; i < TAPS; i += 8)
+        p = _mm_add_epi32(p, _mm_madd_epi16(_mm_loadu_si128((const __m128i *)(w + i)),
+                                            _mm_loadu_si128((const __m128i *)(d + i))));
     p = _mm_add_epi32(p, _mm_shuffle_epi32(p, 0x4E));
     p = _mm_add_epi32(p, _mm_shuffle_epi32(p, 0xB1));
     return _mm_cvtsi128_si32(p);
 }
 static void nlms_update(int16_t *w, const int16_t *scaled, int32_t step) {
-    __m128i dw = _mm_mulhi_epi16(_mm_set1_epi16((int16_t)step), _mm_loadu_si128((const __m128i *)scaled));
-    _mm_storeu_si128((__m128i *)w, _mm_adds_epi16(_mm_loadu_si128((const __m128i *)w), dw));
+    const __m128i st = _mm_set1_epi16((int16_t)step);
+    for (int i = 0; i < TAPS; i += 8) {
+        __m128i u = _mm_loadu_si128((const __m128i *)(scaled + i));
+        /* high half of the product plus bit 15 of the low half: (step x scaled + 2^15) >> 16 */
+        __m128i dw = _mm_add_epi16(_mm_mulhi_epi16(st, u), _mm_srli_epi16(_mm_mullo_epi16(st, u), 15));
+        _mm_storeu_si128((__m128i *)(w + i), _mm_adds_epi16(_mm_loadu_si128((const __m128i *)(w + i)), dw));
+    }
 }
 #else
 static int32_t nlms_dot(const int16_t *w, const int16_t *d) {
@@ -397,7 +407,7 @@ static int32_t nlms_dot(const int16_t *w, const int16_t *d) {
 }
 static void nlms_update(int16_t *w, const int16_t *scaled, int32_t step) {
     for (int i = 0; i < TAPS; i++) {
-        int32_t v = w[i] + ((step * scaled[i]) >> 16);
+        int32_t v = w[i] + ((step * scaled[i] + (1 << 15)) >> 16);
         w[i] = (int16_t)(v > 32767 ? 32767 : v < -32768 ? -32768 : v);
     }
 }
