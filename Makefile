@@ -23,7 +23,7 @@ LIBASAN    = $(shell $(CC) -print-file-name=libasan.so)
 FUZZ_BIN  := build/fuzz_decode
 FUZZ_TIME ?= 60
 
-.PHONY: all install tools test bench run asan fuzz clean
+.PHONY: all install tools test bench run asan fuzz golden clean
 
 all: install tools
 
@@ -89,6 +89,13 @@ fuzz:
 		-o $(FUZZ_BIN) codec_c/fuzz/fuzz_decode.c $(CSRC) && \
 	$(FUZZ_BIN) -max_total_time=$(FUZZ_TIME) -max_len=65536 -timeout=10 \
 		-artifact_prefix=build/ build/fuzz-corpus codec_c/fuzz/corpus
+
+# After a deliberate bitstream change (which, once streams exist in the wild, also means a
+# new NW_FORMAT_VERSION): re-make the codec's golden files and the fuzz seeds.
+golden: install
+	$(PY) tests/data/golden/regenerate.py
+	$(PY) codec_c/fuzz/make_corpus.py
+	git status --short tests/data/golden codec_c/fuzz/corpus
 
 clean:
 	rm -rf build encode decode codec_c/_native*.so codec_c/_native.c *.egg-info
