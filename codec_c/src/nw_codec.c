@@ -17,7 +17,7 @@
 
 /* ---- model constants (changing any of them changes the format version) ----------- */
 #ifndef INIT_PEAK
-#define INIT_PEAK 1000
+#define INIT_PEAK 250
 #endif
 #ifndef ACT_SHIFT
 #define ACT_SHIFT 4
@@ -349,13 +349,7 @@ static int big_decode(channel_state *s, coder *co, uint32_t *excess) {
  * counts summing to at most MAIN_LIMIT every g and every partial sum fits 16 bits, so the
  * vector sums below wrap never. */
 #if defined(__SSE2__) && HALF == 16
-static uint32_t hsum16(__m128i v) {
-    v = _mm_add_epi16(v, _mm_srli_si128(v, 8));
-    v = _mm_add_epi16(v, _mm_srli_si128(v, 4));
-    v = _mm_add_epi16(v, _mm_srli_si128(v, 2));
-    return (uint32_t)_mm_cvtsi128_si32(v) & 0xFFFFu;
-}
-static void weigh(const uint16_t *freq, const uint16_t *width, uint16_t *g, uint32_t *lower, uint32_t *upper) {
+static inline void weigh(const uint16_t *freq, const uint16_t *width, uint16_t *g, uint32_t *lower, uint32_t *upper) {
     const __m128i one = _mm_set1_epi16(1);
     __m128i v[4];
     for (int k = 0; k < 4; k++) {
@@ -363,11 +357,16 @@ static void weigh(const uint16_t *freq, const uint16_t *width, uint16_t *g, uint
                                              _mm_loadu_si128((const __m128i *)(width + 8 * k))), one);
         _mm_storeu_si128((__m128i *)(g + 8 * k), v[k]);
     }
-    *lower = hsum16(_mm_add_epi16(v[0], v[1]));
-    *upper = hsum16(_mm_add_epi16(v[2], v[3]));
+    /* Both halves summed side by side: lanes 0-3 carry the lower half, 4-7 the upper. */
+    __m128i lo = _mm_add_epi16(v[0], v[1]), hi = _mm_add_epi16(v[2], v[3]);
+    __m128i t = _mm_add_epi16(_mm_unpacklo_epi64(lo, hi), _mm_unpackhi_epi64(lo, hi));
+    t = _mm_add_epi16(t, _mm_srli_epi64(t, 32));
+    t = _mm_add_epi16(t, _mm_srli_epi64(t, 16));
+    *lower = (uint32_t)_mm_extract_epi16(t, 0);
+    *upper = (uint32_t)_mm_extract_epi16(t, 4);
 }
 #else
-static void weigh(const uint16_t *freq, const uint16_t *width, uint16_t *g, uint32_t *lower, uint32_t *upper) {
+static inline void weigh(const uint16_t *freq, const uint16_t *width, uint16_t *g, uint32_t *lower, uint32_t *upper) {
     uint32_t lo = 0, up = 0;
     for (int i = 0; i < HALF; i++) { g[i] = (uint16_t)((((uint32_t)freq[i] * width[i]) >> 16) + 1); lo += g[i]; }
     for (int i = HALF; i < 2 * HALF; i++) { g[i] = (uint16_t)((((uint32_t)freq[i] * width[i]) >> 16) + 1); up += g[i]; }
@@ -548,7 +547,7 @@ static int code_sample(channel_state *s, coder *co, int pass, int16_t *value) {
 }
 
 /* ---- CRC-32 (IEEE), table built once ---------------------------------------------- */
-static uint32_t crc_table[2][256];   /* [1]: one byte further on, to take two at a time */
+static uint32_t crc_table[4][256];   /* [k]: the byte k further on, to take four at a time */
 static int crc_ready;
 
 static void crc_init(void) {
@@ -557,8 +556,9 @@ static void crc_init(void) {
         for (int k = 0; k < 8; k++) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
         crc_table[0][i] = c;
     }
-    for (uint32_t i = 0; i < 256; i++)
-        crc_table[1][i] = (crc_table[0][i] >> 8) ^ crc_table[0][crc_table[0][i] & 0xFF];
+    for (int k = 1; k < 4; k++)
+        for (uint32_t i = 0; i < 256; i++)
+            crc_table[k][i] = (crc_table[k - 1][i] >> 8) ^ crc_table[0][crc_table[k - 1][i] & 0xFF];
     crc_ready = 1;
 }
 
@@ -570,10 +570,16 @@ uint32_t nw_crc32(uint32_t crc, const uint8_t *data, size_t len) {
 }
 
 /* CRC of the header's first 18 bytes, then of the samples as little-endian int16, taken
- * a sample (two bytes) per step. */
+ * two samples (four bytes) per step. */
 static uint32_t block_crc(const uint8_t *header, const int16_t *samples, size_t count) {
     uint32_t crc = ~nw_crc32(0, header, 18);
-    for (size_t i = 0; i < count; i++) {
+    size_t i = 0;
+    for (; i + 1 < count; i += 2) {
+        crc ^= (uint32_t)(uint16_t)samples[i] | (uint32_t)(uint16_t)samples[i + 1] << 16;
+        crc = crc_table[3][crc & 0xFF] ^ crc_table[2][(crc >> 8) & 0xFF]
+            ^ crc_table[1][(crc >> 16) & 0xFF] ^ crc_table[0][crc >> 24];
+    }
+    if (i < count) {
         crc ^= (uint16_t)samples[i];
         crc = crc_table[1][crc & 0xFF] ^ crc_table[0][(crc >> 8) & 0xFF] ^ (crc >> 16);
     }
