@@ -129,8 +129,6 @@ def test_wav_truncated_header_and_data():
         roundtrip_file(raw[:cut])
 
 
-@pytest.mark.xfail(strict=False, reason="codec: a WAV header with no whole frame is coded as "
-                   "kind 1 (59 bytes) instead of stored (54); see FORMAT.md 'that coding does not shrink'")
 def test_wav_header_without_frames_is_stored():
     raw = wav_bytes(grid_walk(2000))
     roundtrip_file(raw[:44])

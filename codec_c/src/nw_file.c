@@ -163,8 +163,10 @@ int64_t nw_file_compress(const uint8_t *in, size_t in_len, uint8_t *out, size_t 
     free(samples);
     nw_encoder_free(enc);
     if (status < 0) return status;
-    /* Coding never pays on some inputs (noise); the stored form is then smaller. */
-    if (pos > in_len + 16) return compress_stored(in, in_len, crc, out);
+    /* Coding never pays on some inputs (noise, a header without frames): store instead. */
+    uint8_t probe[16];
+    if (pos >= put_prefix(probe, KIND_STORED, in_len, crc) + in_len)
+        return compress_stored(in, in_len, crc, out);
     return (int64_t)pos;
 }
 
