@@ -355,3 +355,30 @@ def test_sigterm_flushes_and_notifies(tmp_path, context):
             process.kill()
         process.wait()
         listener.close()
+
+
+@pytest.mark.timeout(30)
+def test_oversized_counted_below_libzmq_limit_and_cut_connections_seen(context):
+    config = load_config(**LOOPBACK, max_channels=64, max_packet_samples=64)
+    with DaemonThread(config) as running:
+        daemon = running.daemon
+        accepted_bytes, libzmq_bytes = daemon.ingest_limits()
+        assert accepted_bytes < libzmq_bytes
+        (header, payload), _ = packet_frames(0)
+        sock = pusher(context, daemon.endpoints["ingest"])
+        # Between the daemon's limit and libzmq's: it arrives, is counted, the link stays.
+        sock.send_multipart([header, bytes(libzmq_bytes - 1024)])
+        wait_for(lambda: daemon.rejected.get("oversized") == 1)
+        wait_for(lambda: daemon.ingest_connections["accepted"] >= 1)
+        # Past libzmq's limit the frame never reaches Python; the cut connection is counted.
+        big = pusher(context, daemon.endpoints["ingest"])
+        big.send_multipart([header, bytes(libzmq_bytes + 1024)])
+        wait_for(lambda: daemon.ingest_connections["disconnected"] >= 1)
+        sock.send_multipart(packet_frames(0)[0])
+        wait_for(lambda: "s0" in daemon.streams and daemon.streams["s0"].packets_in == 1)
+        stats = query(daemon.endpoints["control"], "stats", context=context)
+        assert stats["rejected"] == {"oversized": 1}
+        assert stats["ingest_connections"]["disconnected"] >= 1
+        assert stats["ingest_limits"] == {"daemon_bytes": accepted_bytes,
+                                          "libzmq_bytes": libzmq_bytes}
+        big.close(linger=0)

@@ -108,3 +108,45 @@ def test_subscribe_command_writes_npy_and_wav(tmp_path):
     np.testing.assert_array_equal(channel, samples[:, 2])
     summary = json.loads(report.read_text())
     assert summary["verified_samples"] == 3000 * 3 and summary["gaps"] == []
+
+
+@pytest.mark.timeout(60)
+def test_subscribe_command_spools_then_checks_every_block(tmp_path):
+    pytest.importorskip("neurowire.codec")
+    from neurowire.clients.simulate import Simulator
+    from neurowire.clients.subscribe import main
+    from neurowire.daemon import DaemonThread, load_config
+
+    config = load_config(ingest="tcp://127.0.0.1:*", publish="tcp://127.0.0.1:*",
+                         lossless="tcp://127.0.0.1:*", control="tcp://127.0.0.1:*", metrics="",
+                         max_backlog_packets=100_000, workers=2)
+    table = synth.synthesize(channels=6, rate=20000, loop_samples=2000, seed=1)
+    spool = tmp_path / "spool.bin"
+    with DaemonThread(config) as running:
+        endpoints = running.daemon.endpoints
+        report = tmp_path / "sub.json"
+        arguments = ["--control", endpoints["control"], "--lossless", "--until-sample", "3000",
+                     "--npy", str(tmp_path / "out.npy"), "--spool", str(spool),
+                     "--verify-synth", "1", "--channels", "6", "--loop-samples", "2000",
+                     "--idle-timeout", "10", "--report", str(report), "--quiet"]
+        result = {}
+        thread = threading.Thread(target=lambda: result.setdefault("rc", main(arguments)))
+        thread.start()
+        deadline = time.monotonic() + 20
+        while not running.daemon.lossless_subscribers:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        simulator = Simulator(endpoints["ingest"], table, 20000.0, 10)
+        for _ in range(300):
+            simulator.send_packet()
+        thread.join(30)
+        simulator.close()
+    assert result["rc"] == 0 and not spool.exists()  # the scratch file goes once replayed
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"),
+                                  synth.LoopingSource(table).samples(0, 3000))
+    summary = json.loads(report.read_text())
+    assert summary["deferred_decode"] and summary["verified_samples"] == 3000 * 6
+    assert summary["gaps"] == [] and summary["mismatches"] == 0
+    # Decoding happened after the stream, yet its time is in each block's end-to-end figure.
+    latency = summary["latency_us"]
+    assert latency["end_to_end"]["p50"] >= latency["decode"]["p50"] > 0

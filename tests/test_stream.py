@@ -214,3 +214,42 @@ def test_restarted_daemon_recovers_and_reports_gap(tmp_path, context):
     assert gap.start == 1000 and gap.stop == after[0].first_sample
     assert gap.stop >= 1500  # what was sent while no daemon listened cannot come back
     check_exact(before + after, LoopingSource(table))
+
+
+@pytest.mark.timeout(60)
+def test_lossless_keeps_up_at_real_rate(context):
+    """The handover's regression: with a lossless subscriber the daemon fell ~0.2 s behind
+    at 256 channels.  Paced like an implant, receiving must stay near the pacing noise."""
+    table = synthesize(channels=256, rate=20000, loop_samples=4000, seed=7)
+    config = load_config(**dict(LOOPBACK, max_backlog_packets=200), workers=2)
+    with DaemonThread(config) as running:
+        endpoints = running.daemon.endpoints
+        with subscribe(endpoints["lossless"], lossless=True, context=context) as subscription:
+            wait_for(lambda: running.daemon.lossless_subscribers)
+            simulator = Simulator(endpoints["ingest"], table, 20000.0, 10, context=context)
+            simulator.run(1.5)
+            blocks = collect(subscription, 30000)
+            simulator.close()
+        stats = running.daemon.stats()["streams"]["implant0"]
+    check_exact(blocks, LoopingSource(table))
+    assert subscription.gaps == [] and stats["drops"] == 0 and stats["workers"] == 2
+    assert stats["latency_us"]["ingest"]["p50"] < 20_000, stats["latency_us"]
+
+
+@pytest.mark.timeout(120)
+def test_bench_stream_json_checks_every_sample(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "neurowire.cli", "bench", "stream", "--seconds", "1",
+         "--channels", "64", "--workers", "2", "--verify", "after", "--json"],
+        capture_output=True, text=True, timeout=110)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    assert report["exact"] and report["complete"] and report["packets_lost"] == 0
+    assert report["samples_compared"] == 20000 * 64
+    assert report["config"]["verify"] == "after" and len(report["load_average"]["end"]) == 3
+    for stage in ("ingest", "publish", "delivery", "decode", "end_to_end"):
+        assert report["latency_us"][stage]["count"] == 2000
