@@ -511,11 +511,17 @@ class Daemon:
                             dropped.first_sample + dropped.n_samples - 1, state.drops_backlog)
 
     def _process_backlogs(self) -> None:
+        done = 0
         for state in list(self.streams.values()):
             backlog = state.backlog
             while backlog:
                 self._compress_and_publish(state, backlog.popleft())
                 self.heartbeat = time.monotonic()
+                done += 1
+                if done % 16 == 0 and self.lossless_subscribers:
+                    # A long backlog takes seconds on a starved machine: credit read only
+                    # after it would leave lossless subscribers with nothing, idle.
+                    self._on_lossless_requests()
 
     def _compress_and_publish(self, state: StreamState, packet: Packet) -> None:
         # A view of the bytes still inside the zmq frame: no copy on the way to the codec.
