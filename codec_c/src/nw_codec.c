@@ -47,7 +47,6 @@
 #ifndef WEIGHT_SHIFT
 #define WEIGHT_SHIFT 14           /* NLMS weights are Q14 */
 #endif
-typedef char taps_must_be_a_power_of_two[(TAPS & (TAPS - 1)) == 0 ? 1 : -1];
 #ifndef UPDATE_SHIFT
 #define UPDATE_SHIFT 5            /* deltas << 5 fill the 16-bit lanes of the weight update */
 #endif
@@ -60,21 +59,18 @@ typedef char taps_must_be_a_power_of_two[(TAPS & (TAPS - 1)) == 0 ? 1 : -1];
 #define DOMAIN_GRID 0             /* samples are 10-bit ADC codes on the known grid */
 #define DOMAIN_LINEAR 1           /* anything else: the int16 value itself (offset by 32768) */
 
+#define FREQ_ROW 40               /* MAIN_SYMBOLS rounded up to whole 16-byte vectors */
 typedef struct channel_state {
+    /* Vector-sized fields first, at multiples of 16 bytes from the (malloc-aligned) start. */
+    uint16_t main_freq[CONTEXTS][FREQ_ROW];
+    int16_t weights[TAPS];        /* Q(WEIGHT_SHIFT), saturating */
+    int16_t deltas[TAPS];         /* recent first differences in grid-sized units, newest first */
     int32_t last;                 /* last sample, in domain units */
     int32_t activity;             /* running mean |residual|, Q4, in grid-equivalent units */
-    int16_t weights[TAPS];        /* Q(WEIGHT_SHIFT), saturating */
-    /* Recent first differences in grid-sized units, newest first from deltas[head], and
-     * the same scaled up for the weight update: each is written twice so that the taps are
-     * always TAPS contiguous values. */
-    int16_t deltas[2 * TAPS];
-    int16_t scaled[2 * TAPS];
-    uint32_t head;
     int32_t energy;               /* sum of the last TAPS deltas squared */
     uint32_t domain;
     uint32_t big_total;
     uint32_t main_total[CONTEXTS];
-    uint16_t main_freq[CONTEXTS][MAIN_SYMBOLS];
     uint16_t big_freq[BIG_SYMBOLS];
 } channel_state;
 
@@ -259,6 +255,17 @@ static void rd_init(range_decoder *rd, const uint8_t *in, size_t len) {
 }
 
 static void rd_normalize(range_decoder *rd) {
+    /* Whether a symbol ends on a byte boundary is a coin toss, so away from the end of the
+     * input the up to three bytes are taken without a loop. */
+    if (rd->len - rd->pos >= 3) {
+        uint32_t k = (rd->range < RANGE_TOP) + (rd->range < (1u << 16)) + (rd->range < (1u << 8));
+        const uint8_t *p = rd->in + rd->pos;
+        uint32_t next = (uint32_t)p[0] << 16 | (uint32_t)p[1] << 8 | p[2];
+        rd->code = (uint32_t)(((uint64_t)rd->code << (8 * k)) | (next >> (24 - 8 * k)));
+        rd->range = (uint32_t)((uint64_t)rd->range << (8 * k));
+        rd->pos += k;
+        return;
+    }
     while (rd->range < RANGE_TOP) { rd->range <<= 8; rd->code = (rd->code << 8) | rd_byte(rd); }
 }
 
@@ -299,8 +306,65 @@ typedef struct coder {
     range_decoder dec;
 } coder;
 
-static void adapt(uint16_t *freq, uint32_t *total, int symbols, int symbol, uint32_t inc, uint32_t limit) {
+/* Every vector store here is read back by a load of the same address and size, so the
+ * CPU forwards it: a narrow store under a wide load would stall the per-sample chain. */
+#if defined(__SSE2__) && TAPS % 8 == 0
+static inline int32_t nlms_dot(const int16_t *w, const int16_t *d) {
+    __m128i p = _mm_setzero_si128();
+    for (int i = 0; i < TAPS; i += 8)
+        p = _mm_add_epi32(p, _mm_madd_epi16(_mm_loadu_si128((const __m128i *)(w + i)),
+                                            _mm_loadu_si128((const __m128i *)(d + i))));
+    p = _mm_add_epi32(p, _mm_shuffle_epi32(p, 0x4E));
+    p = _mm_add_epi32(p, _mm_shuffle_epi32(p, 0xB1));
+    return _mm_cvtsi128_si32(p);
+}
+static inline void nlms_update(int16_t *w, const int16_t *d, int32_t step) {
+    const __m128i st = _mm_set1_epi16((int16_t)step);
+    for (int i = 0; i < TAPS; i += 8) {
+        __m128i u = _mm_slli_epi16(_mm_loadu_si128((const __m128i *)(d + i)), UPDATE_SHIFT);
+        /* high half of the product plus bit 15 of the low half: (step x scaled + 2^15) >> 16 */
+        __m128i dw = _mm_add_epi16(_mm_mulhi_epi16(st, u), _mm_srli_epi16(_mm_mullo_epi16(st, u), 15));
+        _mm_storeu_si128((__m128i *)(w + i), _mm_adds_epi16(_mm_loadu_si128((const __m128i *)(w + i)), dw));
+    }
+}
+static inline void history_push(int16_t *d, int32_t delta) {
+    __m128i carry = _mm_cvtsi32_si128((uint16_t)delta);
+    for (int i = 0; i < TAPS; i += 8) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(d + i));
+        _mm_storeu_si128((__m128i *)(d + i), _mm_or_si128(_mm_slli_si128(v, 2), carry));
+        carry = _mm_srli_si128(v, 14);
+    }
+}
+static inline void count_direct(uint16_t *freq, int symbol, uint32_t inc) {
+    const __m128i lane = _mm_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7);
+    __m128i *at = (__m128i *)(freq + (symbol & ~7));
+    __m128i one_hot = _mm_cmpeq_epi16(lane, _mm_set1_epi16((int16_t)(symbol & 7)));
+    _mm_storeu_si128(at, _mm_add_epi16(_mm_loadu_si128(at), _mm_and_si128(one_hot, _mm_set1_epi16((int16_t)inc))));
+}
+#else
+static inline int32_t nlms_dot(const int16_t *w, const int16_t *d) {
+    int32_t acc = 0;
+    for (int i = 0; i < TAPS; i++) acc += (int32_t)w[i] * d[i];
+    return acc;
+}
+static inline void nlms_update(int16_t *w, const int16_t *d, int32_t step) {
+    for (int i = 0; i < TAPS; i++) {
+        int32_t v = w[i] + ((step * (d[i] * (1 << UPDATE_SHIFT)) + (1 << 15)) >> 16);
+        w[i] = (int16_t)(v > 32767 ? 32767 : v < -32768 ? -32768 : v);
+    }
+}
+static inline void history_push(int16_t *d, int32_t delta) {
+    for (int i = TAPS - 1; i > 0; i--) d[i] = d[i - 1];
+    d[0] = (int16_t)delta;
+}
+static inline void count_direct(uint16_t *freq, int symbol, uint32_t inc) {
     freq[symbol] = (uint16_t)(freq[symbol] + inc);
+}
+#endif
+
+static void adapt(uint16_t *freq, uint32_t *total, int symbols, int symbol, uint32_t inc, uint32_t limit) {
+    if (symbols == MAIN_SYMBOLS && symbol < 2 * HALF) count_direct(freq, symbol, inc);
+    else freq[symbol] = (uint16_t)(freq[symbol] + inc);
     *total += inc;
     if (*total > limit) {
         uint32_t t = 0;
@@ -375,42 +439,71 @@ static inline void weigh(const uint16_t *freq, const uint16_t *width, uint16_t *
 }
 #endif
 
+/* Locating a symbol among the direct ones without a data-dependent loop: the residual's
+ * size is unpredictable, and a mispredicted loop exit costs more than summing every lane.
+ * sum_below(g, k) = g[0] + ... + g[k-1]; find_direct(g, t) = the k with
+ * sum_below(g, k) <= t < sum_below(g, k + 1), for t below the sum of all of g, and that
+ * sum_below. All sums
+ * fit 16 bits (see weigh). */
+#if defined(__SSE2__) && HALF == 16
+static inline uint32_t hsum8(__m128i v) {
+    v = _mm_add_epi16(v, _mm_srli_si128(v, 8));
+    v = _mm_add_epi16(v, _mm_srli_si128(v, 4));
+    v = _mm_add_epi16(v, _mm_srli_si128(v, 2));
+    return (uint32_t)_mm_extract_epi16(v, 0);
+}
+static inline uint32_t sum_below(const uint16_t *g, int k) {
+    const __m128i key = _mm_set1_epi16((int16_t)k);
+    __m128i sum = _mm_setzero_si128();
+    for (int j = 0; j < 4; j++) {
+        __m128i index = _mm_setr_epi16((int16_t)(8 * j), (int16_t)(8 * j + 1), (int16_t)(8 * j + 2), (int16_t)(8 * j + 3),
+                                       (int16_t)(8 * j + 4), (int16_t)(8 * j + 5), (int16_t)(8 * j + 6), (int16_t)(8 * j + 7));
+        sum = _mm_add_epi16(sum, _mm_and_si128(_mm_loadu_si128((const __m128i *)(g + 8 * j)), _mm_cmpgt_epi16(key, index)));
+    }
+    return hsum8(sum);
+}
+static inline int find_direct(const uint16_t *g, uint32_t t, uint32_t *below) {
+    /* Inclusive prefix sums, compared with t as signed after flipping the top bit; each lane
+     * with a prefix above t adds -1, so the symbol is 2*HALF minus their number. */
+    uint16_t prefix[2 * HALF + 8];
+    prefix[0] = 0;
+    const __m128i bias = _mm_set1_epi16((int16_t)0x8000);
+    const __m128i key = _mm_xor_si128(_mm_set1_epi16((int16_t)t), bias);
+    __m128i carry = _mm_setzero_si128(), above = _mm_setzero_si128();
+    for (int j = 0; j < 4; j++) {
+        __m128i p = _mm_loadu_si128((const __m128i *)(g + 8 * j));
+        p = _mm_add_epi16(p, _mm_slli_si128(p, 2));
+        p = _mm_add_epi16(p, _mm_slli_si128(p, 4));
+        p = _mm_add_epi16(p, _mm_slli_si128(p, 8));
+        p = _mm_add_epi16(p, carry);
+        _mm_storeu_si128((__m128i *)(prefix + 1 + 8 * j), p);
+        carry = _mm_shufflehi_epi16(_mm_unpackhi_epi64(p, p), 0xFF);
+        carry = _mm_unpackhi_epi64(carry, carry);
+        above = _mm_add_epi16(above, _mm_cmpgt_epi16(_mm_xor_si128(p, bias), key));
+    }
+    int k = 2 * HALF - (int)(uint16_t)(-(int16_t)hsum8(above));
+    *below = prefix[k];
+    return k;
+}
+#else
+static inline uint32_t sum_below(const uint16_t *g, int k) {
+    uint32_t sum = 0;
+    for (int i = 0; i < k; i++) sum += g[i];
+    return sum;
+}
+static inline int find_direct(const uint16_t *g, uint32_t t, uint32_t *below) {
+    int k = 0;
+    uint32_t sum = g[0];
+    while (sum <= t) sum += g[++k];
+    *below = sum - g[k];
+    return k;
+}
+#endif
+
 /* NLMS dot product and update. Lane bounds (|w| <= 2^15, |delta| <= 2^10, |step| < 2^15,
  * |scaled| <= 2^15) keep every product and sum exact, so both versions give the same bits.
  * The update is rounded to nearest: a floor would pull every weight down by half a unit
  * per sample, which costs more than the step's own precision. */
-#if defined(__SSE2__) && TAPS % 8 == 0
-static int32_t nlms_dot(const int16_t *w, const int16_t *d) {
-    __m128i p = _mm_setzero_si128();
-    for (int i = 0; i < TAPS; i += 8)
-        p = _mm_add_epi32(p, _mm_madd_epi16(_mm_loadu_si128((const __m128i *)(w + i)),
-                                            _mm_loadu_si128((const __m128i *)(d + i))));
-    p = _mm_add_epi32(p, _mm_shuffle_epi32(p, 0x4E));
-    p = _mm_add_epi32(p, _mm_shuffle_epi32(p, 0xB1));
-    return _mm_cvtsi128_si32(p);
-}
-static void nlms_update(int16_t *w, const int16_t *scaled, int32_t step) {
-    const __m128i st = _mm_set1_epi16((int16_t)step);
-    for (int i = 0; i < TAPS; i += 8) {
-        __m128i u = _mm_loadu_si128((const __m128i *)(scaled + i));
-        /* high half of the product plus bit 15 of the low half: (step x scaled + 2^15) >> 16 */
-        __m128i dw = _mm_add_epi16(_mm_mulhi_epi16(st, u), _mm_srli_epi16(_mm_mullo_epi16(st, u), 15));
-        _mm_storeu_si128((__m128i *)(w + i), _mm_adds_epi16(_mm_loadu_si128((const __m128i *)(w + i)), dw));
-    }
-}
-#else
-static int32_t nlms_dot(const int16_t *w, const int16_t *d) {
-    int32_t acc = 0;
-    for (int i = 0; i < TAPS; i++) acc += (int32_t)w[i] * d[i];
-    return acc;
-}
-static void nlms_update(int16_t *w, const int16_t *scaled, int32_t step) {
-    for (int i = 0; i < TAPS; i++) {
-        int32_t v = w[i] + ((step * scaled[i] + (1 << 15)) >> 16);
-        w[i] = (int16_t)(v > 32767 ? 32767 : v < -32768 ? -32768 : v);
-    }
-}
-#endif
 
 /* One sample through the model: encodes `value`, decodes it into *value, or only updates
  * the state (stored blocks). Returns 0, or -1 on an impossible decoded value. */
@@ -421,14 +514,13 @@ static int code_sample(channel_state *s, coder *co, int pass, int16_t *value) {
     /* The predictor sees deltas in grid-sized units in both domains (|delta| <= 1023), so
      * every product and sum fits 16- and 32-bit lanes. */
     const int dshift = grid ? 0 : 6;
-    const int16_t *hist = s->deltas + s->head, *upd = s->scaled + s->head;
-    int32_t acc = nlms_dot(s->weights, hist);
+    int32_t acc = nlms_dot(s->weights, s->deltas);
     int64_t pred_q = ((int64_t)s->last << FRACTION_BITS) + (int64_t)(acc >> (WEIGHT_SHIFT - FRACTION_BITS)) * (1 << dshift);
     if (pred_q < 0) pred_q = 0;
     if (pred_q > ((int64_t)top << FRACTION_BITS)) pred_q = (int64_t)top << FRACTION_BITS;
     int32_t pred = (int32_t)((pred_q + (1 << (FRACTION_BITS - 1))) >> FRACTION_BITS);
     /* Mirror the residual so that the side the fractional prediction leans to is positive. */
-    int32_t flip = pred_q < ((int64_t)pred << FRACTION_BITS) ? -1 : 1;
+    int32_t flip = (int32_t)((pred_q - ((int64_t)pred << FRACTION_BITS)) >> 63) | 1;
 
     int32_t act = s->activity >> (grid ? 2 : 8);
     int ctx = context_of_activity[act > 255 ? 255 : act];
@@ -439,7 +531,7 @@ static int code_sample(channel_state *s, coder *co, int pass, int16_t *value) {
     const uint16_t *width = !grid ? flat_weight
                          : flip > 0 ? weight_up + pred : weight_down + (GRID_CODES - 1 - pred);
     /* Cumulative order: big-negative, the direct symbols in residual order, big-positive,
-     * escape. Sums are taken from the middle, so locating a symbol costs ~|residual|. */
+     * escape. */
     uint16_t g[2 * HALF];
     uint32_t lower, upper;
     weigh(freq, width, g, &lower, &upper);
@@ -468,9 +560,7 @@ static int code_sample(channel_state *s, coder *co, int pass, int16_t *value) {
             else if (symbol == SYM_BIG_POS) { cum = middle + upper; f = f_pos; }
             else if (symbol == SYM_ESCAPE) { cum = middle + upper + f_pos; f = f_esc; }
             else {
-                cum = middle;
-                for (int i = HALF; i < symbol; i++) cum += g[i];
-                for (int i = symbol; i < HALF; i++) cum -= g[i];
+                cum = f_neg + sum_below(g, symbol);
                 f = g[symbol];
             }
             rc_encode(&co->enc, cum, f, total);
@@ -483,13 +573,10 @@ static int code_sample(channel_state *s, coder *co, int pass, int16_t *value) {
         if (target < f_neg) { symbol = SYM_BIG_NEG; cum = 0; f = f_neg; }
         else if (target >= middle + upper + f_pos) { symbol = SYM_ESCAPE; cum = middle + upper + f_pos; f = f_esc; }
         else if (target >= middle + upper) { symbol = SYM_BIG_POS; cum = middle + upper; f = f_pos; }
-        else if (target >= middle) {
-            symbol = HALF; cum = middle;
-            while (symbol < 2 * HALF - 1 && cum + g[symbol] <= target) cum += g[symbol++];
-            f = g[symbol];
-        } else {
-            symbol = HALF; cum = middle;
-            do { cum -= g[--symbol]; } while (symbol > 0 && cum > target);
+        else {
+            uint32_t below;
+            symbol = find_direct(g, target - f_neg, &below);
+            cum = f_neg + below;
             f = g[symbol];
         }
         if (f == 0 || target < cum || target >= cum + f) return -1;
@@ -535,13 +622,11 @@ static int code_sample(channel_state *s, coder *co, int pass, int16_t *value) {
     uint32_t m = (uint32_t)(n >= 7 ? e64 >> (n - 7) : e64 << (7 - n));
     int64_t step = (err_q * (int64_t)reciprocal[m - 128]) >> (n - 2);   /* err_q x gain, Q34 */
     step >>= 34 - WEIGHT_SHIFT + FRACTION_BITS + MU_SHIFT - 16 + UPDATE_SHIFT + dshift;
-    nlms_update(s->weights, upd, (int32_t)(step > 32767 ? 32767 : step < -32767 ? -32767 : step));
-    int32_t oldest = hist[TAPS - 1];
+    nlms_update(s->weights, s->deltas, (int32_t)(step > 32767 ? 32767 : step < -32767 ? -32767 : step));
+    int32_t oldest = s->deltas[TAPS - 1];
     delta >>= dshift;
     s->energy += delta * delta - oldest * oldest;
-    s->head = (s->head - 1) & (TAPS - 1);
-    s->deltas[s->head] = s->deltas[s->head + TAPS] = (int16_t)delta;
-    s->scaled[s->head] = s->scaled[s->head + TAPS] = (int16_t)(delta * (1 << UPDATE_SHIFT));
+    history_push(s->deltas, delta);
     s->last = x;
     return 0;
 }
