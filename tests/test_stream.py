@@ -10,6 +10,7 @@ import zmq
 
 pytest.importorskip("neurowire.codec")
 
+import neurowire  # noqa: E402
 from neurowire.clients.simulate import Simulator  # noqa: E402
 from neurowire.clients.subscribe import Subscription, subscribe  # noqa: E402
 from neurowire.clients.synth import LoopingSource, load_wav_dir, synthesize  # noqa: E402
@@ -66,7 +67,9 @@ def run_lossless(table, rate, context, packet_samples=10, packets=600, workers=1
     config = load_config(**LOOPBACK, workers=workers)
     with DaemonThread(config) as running:
         endpoints = running.daemon.endpoints
-        with subscribe(endpoints["lossless"], lossless=True, context=context) as subscription:
+        # the notebook form of the API: neurowire.subscribe
+        with neurowire.subscribe(endpoints["lossless"], lossless=True,
+                                 context=context) as subscription:
             wait_for(lambda: running.daemon.lossless_subscribers)
             simulator = Simulator(endpoints["ingest"], table, rate, packet_samples,
                                   context=context)
