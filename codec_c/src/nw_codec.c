@@ -38,6 +38,7 @@
 #ifndef MAIN_LIMIT
 #define MAIN_LIMIT 60000u         /* keeps every count, and weigh()'s 16-bit sums, below 2^16 */
 #endif
+typedef char main_limit_keeps_weighted_sums_in_16_bits[MAIN_LIMIT / 128 * 127 + 2 * HALF + 127 < 65536 ? 1 : -1];
 #ifndef BIG_INCREMENT
 #define BIG_INCREMENT 16
 #endif
