@@ -411,9 +411,44 @@ class Subscription:
         self.close()
 
 
-def subscribe(endpoint: str | None = None, **options) -> Subscription:
-    """`for block in neurowire.subscribe(...)`: see Subscription for the options."""
-    return Subscription(endpoint, **options)
+FEEDS = ("lossless", "spikes", "power")
+
+
+def subscribe(endpoint: str | None = None, *, feed: str | None = None, **options):
+    """`for block in neurowire.subscribe(...)`: see Subscription for the options.
+
+    feed="spikes" or "power" gives the daemon's feed of that name instead (config `feeds`):
+    a neurowire.feeds.serve.FeedSubscription yielding decoded message dicts (spike ones carry
+    "events", power ones "power"); it needs `streams` (or `control`, which names them) and
+    takes endpoint / control, streams, idle_timeout, curve and context."""
+    if feed in (None, "lossless"):
+        return Subscription(endpoint, **options)
+    return feed_subscription(endpoint, feed=feed, **options)
+
+
+def feed_subscription(endpoint: str | None = None, *, feed: str, streams=None,
+                      control: str | None = None, curve: dict | None = None,
+                      idle_timeout: float | None = None, context: zmq.Context | None = None):
+    from neurowire.feeds.serve import FEEDS as SERVED, FeedSubscription
+
+    if feed not in SERVED:
+        raise ValueError(f"feed {feed!r}: one of {FEEDS}")
+    if isinstance(streams, str):
+        streams = [streams]
+    if control is not None and (endpoint is None or not streams):
+        from neurowire.daemon.control import query
+
+        if endpoint is None:
+            endpoint = query(control, "config", curve=curve)["bound"]["publish"]
+        if not streams:
+            # Feed topics cannot be matched by a prefix common to all streams without
+            # taking every lossless block too, so the streams are named one by one.
+            streams = query(control, "status", curve=curve)["streams"]
+    if not streams:
+        raise ValueError(f"the {feed} feed needs streams=[...] (or control= to list the "
+                         "daemon's current streams)")
+    return FeedSubscription(endpoint or DEFAULT_LIVE, streams, feed=feed, context=context,
+                            idle_timeout=idle_timeout, curve=curve)
 
 
 # ---- outputs for the command ---------------------------------------------------------------
@@ -542,11 +577,75 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
                              "the daemon; latency then counts decoding as if done on arrival")
     parser.add_argument("--report", metavar="FILE", help="write the final report as JSON")
     parser.add_argument("--ready-file", metavar="FILE", help=argparse.SUPPRESS)
+    parser.add_argument("--feed", choices=FEEDS, default="lossless",
+                        help="which of the daemon's feeds (default lossless; spikes and power "
+                             "need the daemon's `feeds` config and --stream or --control)")
+    parser.add_argument("--events", metavar="FILE",
+                        help="with --feed spikes: write the events here (.npz: sample, "
+                             "channel, snippets, pre, rate)")
     parser.add_argument("--quiet", action="store_true")
     return parser
 
 
+def run_feed(args: argparse.Namespace) -> int:
+    """`--feed spikes|power`: receive until --seconds / --idle-timeout / --until-sample."""
+    from neurowire.feeds.detect import Events
+
+    subscription = feed_subscription(args.connect, feed=args.feed, streams=args.stream,
+                                     control=args.control)
+    if args.ready_file:
+        open(args.ready_file, "w").close()
+    started = last_data = time.monotonic()
+    parts, bins, rate, pre, length = [], 0, 0.0, 0, 0
+    try:
+        while True:
+            now = time.monotonic()
+            if args.seconds and now - started >= args.seconds:
+                break
+            if args.idle_timeout and now - last_data >= args.idle_timeout:
+                break
+            message = subscription.receive(timeout=0.2)
+            if message is None:
+                continue
+            last_data = time.monotonic()
+            rate = message["rate"]
+            if message["kind"] == "spikes":
+                parts.append(message["events"])
+                pre, length = message["pre"], message["len"]
+                reached = message["to"]
+            else:
+                bins += len(message["power"].power)
+                reached = message["origin"] + (message["bin"] + message["n"]) * message["width"]
+            if args.until_sample and reached >= args.until_sample:
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        subscription.close()
+    events = Events.concat(parts, length, pre)
+    seconds = max(time.monotonic() - started, 1e-9)
+    report = {"feed": args.feed, "streams": subscription.streams,
+              "messages": subscription.messages, "bytes": subscription.bytes,
+              "lost": subscription.lost, "events": len(events), "power_bins": bins,
+              "bits_per_s_wall": 8 * subscription.bytes / seconds}
+    if args.events and args.feed == "spikes":
+        np.savez(args.events, sample=events.sample, channel=events.channel,
+                 snippets=events.snippets, pre=pre, rate=rate)
+    if args.report:
+        with open(args.report, "w") as handle:
+            json.dump(report, handle)
+    if not args.quiet:
+        print(json.dumps(report), file=sys.stderr)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "feed", "lossless") != "lossless":
+        if args.lossless:
+            print("neurowire subscribe: --lossless is for the lossless feed only",
+                  file=sys.stderr)
+            return 2
+        return run_feed(args)
     expected = None
     if args.verify_synth is not None:
         from .synth import LoopingSource, synthesize

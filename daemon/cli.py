@@ -21,6 +21,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--control", help="override [daemon] control endpoint")
     parser.add_argument("--metrics", help="override [daemon] metrics HOST:PORT ('' = off)")
     parser.add_argument("--workers", type=int, help="channel groups encoded in parallel")
+    parser.add_argument("--feeds", type=lambda text: [f for f in text.split(",") if f],
+                        metavar="LIST", help="override [daemon] feeds, e.g. spikes,power "
+                                             "('' = none)")
     parser.add_argument("--print-config", action="store_true",
                         help="print the configuration in effect as JSON and exit")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
@@ -31,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     from .config import ConfigError, load_config
 
     overrides = {key: getattr(args, key) for key in
-                 ("ingest", "publish", "lossless", "control", "metrics", "workers", "log_level")
+                 ("ingest", "publish", "lossless", "control", "metrics", "workers", "log_level",
+                  "feeds")
                  if getattr(args, key, None) is not None}
     try:
         config = load_config(args.config, **overrides)

@@ -10,6 +10,7 @@ that names the file, the table and the key, so an operator reading journald sees
     control = "tcp://127.0.0.1:7343"     # REQ/REP status, stats, config
     metrics = "127.0.0.1:7344"           # Prometheus /metrics; "" turns it off
     keyframe_interval_s = 1.0
+    feeds = ["spikes", "power"]           # feeds beyond lossless (docs/FEEDS.md); default none
     ...
     [security]
     curve = false                         # forced on for any non-loopback endpoint
@@ -61,6 +62,16 @@ class DaemonConfig:
     flush_timeout_s: float = 2.0
     latency_window: int = 8192
     log_level: str = "INFO"
+    # Feeds beyond lossless, computed once per stream on a thread of their own and published
+    # on the publish socket under "<stream>/<feed>" topics (docs/FEEDS.md).
+    feeds: tuple = ()
+    feed_threshold: float = 4.5
+    feed_snippet_ms: float = 1.6
+    feed_power_bin_ms: float = 20.0
+    feed_batch_ms: float = 20.0
+    # Packets waiting for the feed thread; past this the feeds skip packets (counted as the
+    # feeds' drops) rather than slow the lossless path.
+    feed_queue_packets: int = 2000
     security: SecurityConfig = field(default_factory=SecurityConfig)
 
     def max_packet_bytes(self) -> int:
@@ -74,6 +85,10 @@ _ENDPOINT_KEYS = ("ingest", "publish", "lossless", "control")
 
 
 def _check_type(where: str, key: str, value: Any, expected: type) -> Any:
+    if expected is tuple and isinstance(value, (list, tuple)):
+        if not all(isinstance(item, str) for item in value):
+            raise ConfigError(f"{where}: '{key}' must be a list of strings, not {value!r}")
+        return tuple(value)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if expected is int and isinstance(value, bool):
@@ -132,7 +147,8 @@ def validate(config: DaemonConfig, where: str = "config") -> DaemonConfig:
     if config.metrics and ":" not in config.metrics:
         raise ConfigError(f"{where}: 'metrics' = {config.metrics!r} must be HOST:PORT or empty")
     positive = ("max_backlog_packets", "max_channels", "max_packet_samples", "max_streams",
-                "live_hwm", "lossless_max_messages", "workers", "latency_window")
+                "live_hwm", "lossless_max_messages", "workers", "latency_window",
+                "feed_queue_packets")
     for key in positive:
         if getattr(config, key) < 1:
             raise ConfigError(f"{where}: '{key}' must be at least 1, not {getattr(config, key)}")
@@ -157,6 +173,18 @@ def validate(config: DaemonConfig, where: str = "config") -> DaemonConfig:
             raise ConfigError(f"{where}: [security] client_keys_dir "
                               f"{security.client_keys_dir!r} is not a directory of allowed "
                               "client public keys")
+    known_feeds = ("spikes", "power")
+    for feed in config.feeds:
+        if feed not in known_feeds:
+            raise ConfigError(f"{where}: 'feeds' has {feed!r}; known feeds: "
+                              f"{', '.join(known_feeds)}")
+    if len(set(config.feeds)) != len(config.feeds):
+        raise ConfigError(f"{where}: 'feeds' names a feed twice: {list(config.feeds)}")
+    for key in ("feed_threshold", "feed_snippet_ms", "feed_batch_ms"):
+        if not getattr(config, key) > 0:
+            raise ConfigError(f"{where}: '{key}' must be positive, not {getattr(config, key)}")
+    if "power" in config.feeds and not config.feed_power_bin_ms > 0:
+        raise ConfigError(f"{where}: 'feed_power_bin_ms' must be positive with the power feed")
     if config.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"{where}: 'log_level' must be DEBUG, INFO, WARNING or ERROR")
     return config

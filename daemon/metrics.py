@@ -23,6 +23,12 @@ Metric names (label `stream` is the stream id):
 | `neurowire_messages_rejected_total` | counter | reason | malformed, oversized or wrong-version input messages |
 | `neurowire_compression_ratio` | gauge | stream | raw bytes / compressed bytes so far |
 | `neurowire_subscribers` | gauge | stream, mode | connected subscribers, mode `live` or `lossless` |
+| `neurowire_feed_messages_total` | counter | stream, feed | feed messages published (`spikes`, `power`; config `feeds`) |
+| `neurowire_feed_bytes_total` | counter | stream, feed | feed message bytes published (once per message, not per subscriber) |
+| `neurowire_feed_events_total` | counter | stream, feed | spike events in the published spike messages (0 for `power`) |
+| `neurowire_feed_drops_total` | counter | stream, feed | packets the feed skipped because its queue was full (the lossless path went on) |
+| `neurowire_feed_bits_per_second` | gauge | stream, feed | feed bytes x 8 / seconds of signal the feed has processed (compare with the link) |
+| `neurowire_feed_subscribers` | gauge | stream, feed | live subscriptions matching the feed's topic |
 | `neurowire_stage_latency_seconds` | histogram | stream, stage | `ingest` (acquired -> received), `compress` (codec time), `publish` (acquired -> sent); buckets 10 us .. 10 ms (+ 50 ms, 0.1 s) |
 """
 
@@ -130,11 +136,39 @@ class DaemonCollector:
                 latency.add_metric([stream.stream_id, stage_name], stage.prometheus_buckets(),
                                    stage.sum_s)
         yield from (dropped, ratio, subscribers, latency)
+        yield from self._feeds(daemon, streams)
         rejected = CounterMetricFamily("neurowire_messages_rejected",
                                        "Input messages rejected", labels=["reason"])
         for reason, count in list(daemon.rejected.items()):
             rejected.add_metric([reason], count)
         yield rejected
+
+
+    @staticmethod
+    def _feeds(daemon, streams):
+        if not daemon.config.feeds:
+            return
+        counters = {name: CounterMetricFamily(f"neurowire_feed_{name}", help_text,
+                                              labels=["stream", "feed"])
+                    for name, help_text in (("messages", "Feed messages published"),
+                                            ("bytes", "Feed message bytes published"),
+                                            ("events", "Spike events published"),
+                                            ("drops", "Packets a feed skipped (queue full)"))}
+        rate = GaugeMetricFamily("neurowire_feed_bits_per_second",
+                                 "Feed bits per second of signal processed",
+                                 labels=["stream", "feed"])
+        listeners = GaugeMetricFamily("neurowire_feed_subscribers",
+                                      "Live subscriptions to the feed",
+                                      labels=["stream", "feed"])
+        for stream in streams:
+            for feed, entry in stream.feed_stats().items():
+                labels = [stream.stream_id, feed]
+                for name, family in counters.items():
+                    family.add_metric(labels, entry[name])
+                rate.add_metric(labels, entry["bits_per_s"])
+                listeners.add_metric(labels, daemon.feed_subscribers(stream.stream_id, feed))
+        yield from counters.values()
+        yield from (rate, listeners)
 
 
 class MetricsServer:

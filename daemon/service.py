@@ -7,6 +7,9 @@
     encode threads: channel groups 1.. of each block (the C codec runs without the GIL)
     asyncio loop: [control REP] status / stats / config, watchdog, signals, shutdown
     /metrics (Prometheus, own thread)
+    feed thread (config `feeds`): spike / power feeds from a bounded queue of packets the data
+        thread offers after publishing; messages go back over inproc to the data thread, the
+        only user of the XPUB socket, which publishes them under "<stream>/<feed>\\0"
 
 Why a thread and not coroutines for the data: at 2000 packets/s every future, wake-up and
 loop turn per message costs a visible share of a core that the codec needs, and a lossless
@@ -99,6 +102,8 @@ class StreamState:
         self.drops_backlog = self.drops_sequence = 0
         self.lossless_overflow = 0
         self.latency = {stage: LatencyStage(config.latency_window) for stage in STAGES}
+        self.feeds = {name: FeedCounters() for name in config.feeds}
+        self.feed_samples = 0  # time steps the feed thread has processed
 
     @property
     def drops(self) -> int:
@@ -142,6 +147,103 @@ class StreamState:
                 "drops_sequence": self.drops_sequence,
                 "lossless_overflow": self.lossless_overflow, "seq": self.seq_out,
                 "workers": len(self.encoders)}
+
+    def feed_stats(self) -> dict:
+        # Bits per second of signal (not wall clock), so the figure compares with the link
+        # whether the daemon is keeping up or catching up.
+        seconds = self.feed_samples / self.rate if self.rate > 0 else 0.0
+        return {name: {"messages": c.messages, "bytes": c.bytes, "events": c.events,
+                       "drops": c.drops, "seconds": seconds,
+                       "bits_per_s": 8 * c.bytes / seconds if seconds > 0 else 0.0}
+                for name, c in list(self.feeds.items())}
+
+
+class FeedCounters:
+    """One feed of one stream; `drops` counts packets the feed skipped (its queue was full)."""
+    __slots__ = ("messages", "bytes", "events", "drops")
+
+    def __init__(self):
+        self.messages = self.bytes = self.events = self.drops = 0
+
+
+class FeedWorker:
+    """The feeds' own thread: a FeedTap per stream, fed packets through a bounded queue.
+
+    The data thread only offers a packet (put_nowait) after the lossless block is out, so the
+    lossless path never waits for spike detection; when the queue is full the packet is
+    skipped for the feeds and counted, and the stream's detector restarts at the gap."""
+
+    def __init__(self, config: DaemonConfig, out):
+        from neurowire.feeds.detect import DetectorConfig
+
+        self.config = config
+        self.detector_config = DetectorConfig(
+            threshold=config.feed_threshold, snippet_ms=config.feed_snippet_ms,
+            power_bin_ms=config.feed_power_bin_ms if "power" in config.feeds else 0.0)
+        self.out = out  # inproc PUSH to the data thread; this thread is its only user
+        self.queue: queue.Queue = queue.Queue(maxsize=config.feed_queue_packets)
+        self.taps: dict = {}
+        self.error: BaseException | None = None
+        self._abort = threading.Event()
+        self.thread = threading.Thread(target=self._main, name="nw-feeds", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def offer(self, state: StreamState, first_sample: int, samples: np.ndarray) -> None:
+        try:
+            self.queue.put_nowait((state, first_sample, samples))
+        except queue.Full:
+            for counters in state.feeds.values():
+                counters.drops += 1
+
+    def _main(self) -> None:
+        from neurowire.feeds.serve import FeedTap
+
+        try:
+            while not self._abort.is_set():
+                item = self.queue.get()
+                if item is None:
+                    return
+                state, first_sample, samples = item
+                tap = self.taps.get(state.stream_id)
+                if tap is None:
+                    tap = self.taps[state.stream_id] = FeedTap(
+                        self.detector_config, batch_ms=self.config.feed_batch_ms,
+                        feeds=self.config.feeds)
+                messages = tap.on_packet(state.stream_id, state.rate, first_sample, samples)
+                state.feed_samples += samples.shape[0]
+                spikes = state.feeds.get("spikes")
+                if spikes is not None:
+                    spikes.events += tap.last_events
+                for topic, message in messages:
+                    counters = state.feeds[topic[:-1].rsplit(b"/", 1)[1].decode()]
+                    # Counted before sending, like the lossless blocks.
+                    counters.messages += 1
+                    counters.bytes += len(message)
+                    self.out.send_multipart([topic, message])
+        except BaseException as error:  # the lossless path goes on; the stats show no growth
+            self.error = error
+            log.error("feed thread failed; feeds stopped", exc_info=True)
+        finally:
+            self.out.close(linger=0)
+
+    def finish(self, timeout: float) -> None:
+        """Process what is queued, then end (the data thread publishes what comes out)."""
+        if not self.thread.is_alive():
+            return
+        try:
+            self.queue.put(None, timeout=timeout)
+        except queue.Full:
+            pass
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            self._abort.set()  # it ends after the packet in hand, leaving the rest
+            try:
+                self.queue.put_nowait(None)  # in case it waits on an empty queue by now
+            except queue.Full:
+                pass
+            self.thread.join(timeout)
 
 
 class LosslessSubscriber:
@@ -235,6 +337,7 @@ class Daemon:
         self._data_thread: threading.Thread | None = None
         self._data_error: BaseException | None = None
         self._encoders = GroupEncoders(config.workers - 1)
+        self._feeds: FeedWorker | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -260,6 +363,8 @@ class Daemon:
             log.info("neurowire daemon %s listening: %s (%d encoder thread(s))", self.version,
                      ", ".join(f"{k}={v}" for k, v in self.endpoints.items()),
                      self.config.workers)
+            if self._feeds is not None:
+                self._feeds.start()
             self._data_thread = threading.Thread(target=self._data_main, name="nw-data",
                                                  daemon=True)
             self._data_thread.start()
@@ -343,6 +448,16 @@ class Daemon:
         self.router.maxmsgsize = 4096
         self.router.linger = int(config.flush_timeout_s * 1000)
         self._bind(self.router, "lossless", config.lossless)
+        self._feed_rx = None
+        if config.feeds:
+            feed_endpoint = f"inproc://neurowire-feeds-{id(self):x}"
+            self._feed_rx = sync.socket(zmq.PULL)
+            self._feed_rx.rcvhwm = 100_000
+            self._feed_rx.bind(feed_endpoint)
+            feed_tx = sync.socket(zmq.PUSH)
+            feed_tx.sndhwm = 100_000
+            feed_tx.connect(feed_endpoint)
+            self._feeds = FeedWorker(config, feed_tx)
         wake = f"inproc://neurowire-wake-{id(self):x}"
         self._wake_rx = sync.socket(zmq.PULL)
         self._wake_rx.bind(wake)
@@ -365,8 +480,12 @@ class Daemon:
             self.metrics_server.close()
         if getattr(self, "ingest", None) is not None and not self.ingest.closed:
             self.ingest.disable_monitor()
+        if self._feeds is not None:
+            self._feeds.finish(1.0)
+            if not self._feeds.thread.is_alive() and not self._feeds.out.closed:
+                self._feeds.out.close(linger=0)  # never started
         for name in ("_ingest_monitor", "ingest", "publisher", "router", "_wake_rx", "_wake_tx",
-                     "control"):
+                     "_feed_rx", "control"):
             sock = getattr(self, name, None)
             if sock is not None and not sock.closed:
                 sock.close()
@@ -388,9 +507,12 @@ class Daemon:
             # Closed here, by their only user; the publishers linger to deliver what is queued.
             if not self.ingest.closed:
                 self.ingest.disable_monitor()
+            if self._feeds is not None:
+                self._feeds.finish(1.0)
             for sock in (self._ingest_monitor, self.ingest, self.publisher, self.router,
-                         self._wake_rx):
-                sock.close()
+                         self._wake_rx, self._feed_rx):
+                if sock is not None:
+                    sock.close()
             self.request_stop()
 
     def _data_loop(self) -> None:
@@ -398,6 +520,8 @@ class Daemon:
         handlers = {self.ingest: self._on_ingest, self.publisher: self._on_subscriptions,
                     self.router: self._on_lossless_requests,
                     self._ingest_monitor: self._on_ingest_event, self._wake_rx: self._on_wake}
+        if self._feed_rx is not None:
+            handlers[self._feed_rx] = self._on_feed_messages
         for sock in handlers:
             poller.register(sock, zmq.POLLIN)
         next_housekeeping = 0.0
@@ -408,6 +532,15 @@ class Daemon:
             if now >= next_housekeeping:
                 self._housekeeping(now)
                 next_housekeeping = now + 0.1
+
+    def _on_feed_messages(self) -> None:
+        receive, send = self._feed_rx.recv_multipart, self.publisher.send_multipart
+        while True:
+            try:
+                frames = receive(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            send(frames, zmq.NOBLOCK)
 
     def _on_wake(self) -> None:
         while True:
@@ -453,6 +586,9 @@ class Daemon:
                 break
             self._accept(frames)
         self._process_backlogs()
+        if self._feeds is not None:
+            self._feeds.finish(self.config.flush_timeout_s)
+            self._on_feed_messages()
         deadline = time.monotonic() + self.config.flush_timeout_s
         while time.monotonic() < deadline and any(
                 subscriber.queue for subscriber in self.lossless_subscribers.values()):
@@ -561,6 +697,8 @@ class Daemon:
                         subscriber.overflow += 1
                         state.lossless_overflow += 1
                     self._pump(subscriber)
+        if self._feeds is not None:
+            self._feeds.offer(state, packet.first_sample, samples)
 
     # ---- lossless subscribers -----------------------------------------------------------
 
@@ -675,6 +813,21 @@ class Daemon:
                        if s.wants(stream_id))
         return live, lossless
 
+    def feed_subscribers(self, stream_id: str, feed: str) -> int:
+        from neurowire.feeds.serve import feed_topic
+
+        topic = feed_topic(stream_id, feed)
+        return sum(count for prefix, count in list(self.live_subscriptions.items())
+                   if topic.startswith(prefix))
+
+    def _stream_stats(self, stream_id: str, state: StreamState) -> dict:
+        reply = state.stats(sum(self.subscriber_counts(stream_id)))
+        if state.feeds:
+            feeds = reply["feeds"] = state.feed_stats()
+            for name, entry in feeds.items():
+                entry["subscribers"] = self.feed_subscribers(stream_id, name)
+        return reply
+
     def status(self) -> dict:
         return {"state": "running", "version": self.version, "pid": os.getpid(),
                 "epoch": self.epoch, "uptime_s": time.monotonic() - self.started_monotonic,
@@ -686,7 +839,7 @@ class Daemon:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return {"version": self.version, "uptime_s": time.monotonic() - self.started_monotonic,
                 "time_ns": time.time_ns(), "rejected": dict(self.rejected),
-                "streams": {stream_id: state.stats(sum(self.subscriber_counts(stream_id)))
+                "streams": {stream_id: self._stream_stats(stream_id, state)
                             for stream_id, state in list(self.streams.items())},
                 "process": {"pid": os.getpid(), "cpu_user_s": usage.ru_utime,
                             "cpu_system_s": usage.ru_stime, "max_rss_kb": usage.ru_maxrss},
@@ -697,7 +850,11 @@ class Daemon:
                 "ingest_connections": dict(self.ingest_connections),
                 "ingest_limits": dict(zip(("daemon_bytes", "libzmq_bytes"),
                                           self.ingest_limits())),
-                "data_thread_age_s": time.monotonic() - self.heartbeat}
+                "data_thread_age_s": time.monotonic() - self.heartbeat,
+                "feeds": {"enabled": list(self.config.feeds),
+                          "queued": self._feeds.queue.qsize() if self._feeds else 0,
+                          "error": (repr(self._feeds.error)
+                                    if self._feeds and self._feeds.error else None)}}
 
     def config_reply(self) -> dict:
         reply = self.config.to_dict()

@@ -34,12 +34,21 @@ def feed_topic(stream: str, feed: str) -> bytes:
 
 
 class FeedTap:
-    """Per-stream feed encoders, run once per packet whoever subscribes."""
+    """Per-stream feed encoders, run once per packet whoever subscribes.
 
-    def __init__(self, config: DetectorConfig | None = None, *, batch_ms: float = 20.0):
+    `feeds` picks which kinds on_packet returns; after each call `last_events` holds the
+    number of spike events in the spike messages it returned (the daemon counts them)."""
+
+    def __init__(self, config: DetectorConfig | None = None, *, batch_ms: float = 20.0,
+                 feeds=FEEDS):
         self.config = config or DetectorConfig()
         self.batch_ms = batch_ms
+        self.feeds = tuple(feeds)
+        for feed in self.feeds:
+            feed_topic("", feed)  # an unknown feed fails here, not at the first packet
         self.encoders: dict[str, tuple[SpikeFeedEncoder, int]] = {}
+        self.last_events = 0
+        self.restarts = 0
 
     def on_packet(self, stream: str, rate: float, first_sample: int,
                   samples: np.ndarray) -> list[tuple[bytes, bytes]]:
@@ -49,30 +58,55 @@ class FeedTap:
         # indices must be the implant's, and it must not filter across missing samples.
         if (entry is None or entry[1] != first_sample or entry[0].channels != channels
                 or entry[0].rate != rate):
+            # Without the spike feed its messages are still cut (they carry nothing a power
+            # subscriber sees), so snippets, the costly part, are skipped.
             encoder = SpikeFeedEncoder(channels, rate, self.config, stream=stream,
-                                       batch_ms=self.batch_ms, origin=first_sample)
+                                       batch_ms=self.batch_ms, origin=first_sample,
+                                       snippets="spikes" in self.feeds)
+            self.restarts += entry is not None
         else:
             encoder = entry[0]
+        events_before = encoder.events
         tagged = encoder.feed_tagged(samples)
+        self.last_events = encoder.events - events_before if "spikes" in self.feeds else 0
         self.encoders[stream] = (encoder, first_sample + samples.shape[0])
-        out = [(feed_topic(stream, kind), message) for kind, message in tagged]
-        return out
+        return [(feed_topic(stream, kind), message) for kind, message in tagged
+                if kind in self.feeds]
 
 
 class FeedSubscription:
-    """Iterator over one feed's decoded messages (dicts; power ones carry "power")."""
+    """Iterator over one feed's decoded messages (dicts; power ones carry "power").
 
-    def __init__(self, endpoint: str, stream: str, *, feed: str = "spikes",
-                 context: zmq.Context | None = None, idle_timeout: float | None = None):
+    `stream` is one stream id or a list of them; sequence gaps (`lost`) and power decoding
+    are kept per stream.  `bytes` counts the message bytes received."""
+
+    def __init__(self, endpoint: str, stream, *, feed: str = "spikes",
+                 context: zmq.Context | None = None, idle_timeout: float | None = None,
+                 curve: dict | None = None, hwm: int = 100_000):
         self.feed = feed
+        self.streams = [stream] if isinstance(stream, str) else list(stream)
+        if not self.streams:
+            raise ValueError("a feed subscription needs at least one stream id")
         self.idle_timeout = idle_timeout
         self.sock = (context or zmq.Context.instance()).socket(zmq.SUB)
         self.sock.linger = 0
-        self.sock.subscribe(feed_topic(stream, feed))
+        self.sock.rcvhwm = hwm
+        if curve:
+            self.sock.curve_serverkey = curve["server_public"]
+            self.sock.curve_publickey = curve["public"]
+            self.sock.curve_secretkey = curve["secret"]
+        for name in self.streams:
+            self.sock.subscribe(feed_topic(name, feed))
         self.sock.connect(endpoint)
-        self.power = PowerDecoder()
-        self.next_seq: int | None = None
+        self.decoders: dict[str, PowerDecoder] = {}
+        self.next_seqs: dict[str, int] = {}
         self.lost = 0
+        self.messages = self.bytes = 0
+
+    @property
+    def power(self) -> PowerDecoder:
+        """The first stream's power decoder (single-stream use)."""
+        return self.decoders.setdefault(self.streams[0], PowerDecoder())
 
     def receive(self, timeout: float | None = None) -> dict | None:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -84,11 +118,16 @@ class FeedSubscription:
             if len(frames) != 2:
                 continue
             message = unpack(frames[1])
-            if self.next_seq is not None and message["seq"] > self.next_seq:
-                self.lost += message["seq"] - self.next_seq
-            self.next_seq = message["seq"] + 1
+            self.messages += 1
+            self.bytes += len(frames[1])
+            stream = message.get("stream", "")
+            expected = self.next_seqs.get(stream)
+            if expected is not None and message["seq"] > expected:
+                self.lost += message["seq"] - expected
+            self.next_seqs[stream] = message["seq"] + 1
             if message["kind"] == "power":
-                message["power"] = self.power.decode(message)
+                decoder = self.decoders.setdefault(stream, PowerDecoder())
+                message["power"] = decoder.decode(message)
                 if message["power"] is None:
                     continue  # waiting for a keyframe
             return message
