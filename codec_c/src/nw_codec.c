@@ -66,6 +66,8 @@ typedef struct channel_state {
     uint16_t main_freq[CONTEXTS][FREQ_ROW];
     int16_t weights[TAPS];        /* Q(WEIGHT_SHIFT), saturating */
     int16_t deltas[TAPS];         /* recent first differences in grid-sized units, newest first */
+    int16_t pending[TAPS];        /* history the last sample's weight update applies to */
+    int32_t pending_step;         /* and its step (0 in a cold state) */
     int32_t last;                 /* last sample, in domain units */
     int32_t activity;             /* running mean |residual|, Q4, in grid-equivalent units */
     int32_t energy;               /* sum of the last TAPS deltas squared */
@@ -516,6 +518,10 @@ static int code_sample(channel_state *s, coder *co, int pass, int16_t *value) {
      * every product and sum fits 16- and 32-bit lanes. */
     const int dshift = grid ? 0 : 6;
     int32_t acc = nlms_dot(s->weights, s->deltas);
+    /* Delayed update: the previous sample's correction lands after this prediction, so the
+     * decoder's per-sample chain (sample -> update -> next prediction) loses a link. It
+     * costs 0.001% of the output; decoding gains ~10%. */
+    nlms_update(s->weights, s->pending, s->pending_step);
     int64_t pred_q = ((int64_t)s->last << FRACTION_BITS) + (int64_t)(acc >> (WEIGHT_SHIFT - FRACTION_BITS)) * (1 << dshift);
     if (pred_q < 0) pred_q = 0;
     if (pred_q > ((int64_t)top << FRACTION_BITS)) pred_q = (int64_t)top << FRACTION_BITS;
@@ -623,7 +629,8 @@ static int code_sample(channel_state *s, coder *co, int pass, int16_t *value) {
     uint32_t m = (uint32_t)(n >= 7 ? e64 >> (n - 7) : e64 << (7 - n));
     int64_t step = (err_q * (int64_t)reciprocal[m - 128]) >> (n - 2);   /* err_q x gain, Q34 */
     step >>= 34 - WEIGHT_SHIFT + FRACTION_BITS + MU_SHIFT - 16 + UPDATE_SHIFT + dshift;
-    nlms_update(s->weights, s->deltas, (int32_t)(step > 32767 ? 32767 : step < -32767 ? -32767 : step));
+    s->pending_step = (int32_t)(step > 32767 ? 32767 : step < -32767 ? -32767 : step);
+    memcpy(s->pending, s->deltas, sizeof s->pending);
     int32_t oldest = s->deltas[TAPS - 1];
     delta >>= dshift;
     s->energy += delta * delta - oldest * oldest;
