@@ -35,6 +35,7 @@ import os
 import queue
 import resource
 import signal
+import sys
 import threading
 import time
 import zlib
@@ -52,6 +53,8 @@ from .metrics import STAGES, LatencyStage, MetricsServer
 from .protocol import Packet, Rejected, parse_ingest, publish_header, topic_for, unpack_small_map
 
 log = logging.getLogger("neurowire.daemon")
+FEED_SWITCH_INTERVAL_S = 0.0002
+FEED_GATHER_S = 0.005
 
 
 def package_version() -> str:
@@ -166,6 +169,26 @@ class FeedCounters:
         self.messages = self.bytes = self.events = self.drops = 0
 
 
+def _contiguous(batch):
+    """(state, first_sample, samples) items -> the same with runs of one stream's
+    consecutive packets joined (the feeds' messages do not depend on packetisation)."""
+    run: list = []
+    for item in batch:
+        if run and (item[0] is not run[-1][0] or item[1] != run[-1][1] + run[-1][2].shape[0]
+                    or item[2].shape[1] != run[-1][2].shape[1]):
+            yield _join(run)
+            run = []
+        run.append(item)
+    if run:
+        yield _join(run)
+
+
+def _join(run):
+    if len(run) == 1:
+        return run[0]
+    return run[0][0], run[0][1], np.concatenate([samples for _, _, samples in run])
+
+
 class FeedWorker:
     """The feeds' own thread: a FeedTap per stream, fed packets through a bounded queue.
 
@@ -198,35 +221,51 @@ class FeedWorker:
                 counters.drops += 1
 
     def _main(self) -> None:
-        from neurowire.feeds.serve import FeedTap
-
         try:
-            while not self._abort.is_set():
-                item = self.queue.get()
-                if item is None:
-                    return
-                state, first_sample, samples = item
-                tap = self.taps.get(state.stream_id)
-                if tap is None:
-                    tap = self.taps[state.stream_id] = FeedTap(
-                        self.detector_config, batch_ms=self.config.feed_batch_ms,
-                        feeds=self.config.feeds)
-                messages = tap.on_packet(state.stream_id, state.rate, first_sample, samples)
-                state.feed_samples += samples.shape[0]
-                spikes = state.feeds.get("spikes")
-                if spikes is not None:
-                    spikes.events += tap.last_events
-                for topic, message in messages:
-                    counters = state.feeds[topic[:-1].rsplit(b"/", 1)[1].decode()]
-                    # Counted before sending, like the lossless blocks.
-                    counters.messages += 1
-                    counters.bytes += len(message)
-                    self.out.send_multipart([topic, message])
+            ending = False
+            while not ending and not self._abort.is_set():
+                batch = [self.queue.get()]
+                if batch[0] is not None:
+                    # Packets taken a few at a time: the detector's cost is mostly per call,
+                    # and each call holds the GIL the data thread needs.  Feed messages are cut
+                    # every 20 ms of signal anyway, so waiting 5 ms for company delays nothing
+                    # a subscriber could have had sooner by more than that.
+                    time.sleep(FEED_GATHER_S)
+                    while True:
+                        try:
+                            batch.append(self.queue.get_nowait())
+                        except queue.Empty:
+                            break
+                if batch[-1] is None:
+                    ending = True
+                    batch.pop()
+                for state, first_sample, samples in _contiguous(batch):
+                    self._process(state, first_sample, samples)
         except BaseException as error:  # the lossless path goes on; the stats show no growth
             self.error = error
             log.error("feed thread failed; feeds stopped", exc_info=True)
         finally:
             self.out.close(linger=0)
+
+    def _process(self, state: StreamState, first_sample: int, samples: np.ndarray) -> None:
+        from neurowire.feeds.serve import FeedTap
+
+        tap = self.taps.get(state.stream_id)
+        if tap is None:
+            tap = self.taps[state.stream_id] = FeedTap(
+                self.detector_config, batch_ms=self.config.feed_batch_ms,
+                feeds=self.config.feeds)
+        messages = tap.on_packet(state.stream_id, state.rate, first_sample, samples)
+        state.feed_samples += samples.shape[0]
+        spikes = state.feeds.get("spikes")
+        if spikes is not None:
+            spikes.events += tap.last_events
+        for topic, message in messages:
+            counters = state.feeds[topic[:-1].rsplit(b"/", 1)[1].decode()]
+            # Counted before sending, like the lossless blocks.
+            counters.messages += 1
+            counters.bytes += len(message)
+            self.out.send_multipart([topic, message])
 
     def finish(self, timeout: float) -> None:
         """Process what is queued, then end (the data thread publishes what comes out)."""
@@ -364,6 +403,11 @@ class Daemon:
                      ", ".join(f"{k}={v}" for k, v in self.endpoints.items()),
                      self.config.workers)
             if self._feeds is not None:
+                # The feed thread runs Python between its numpy calls; at the default 5 ms
+                # switch interval the data thread, back from a poll, could wait that long for
+                # the GIL on every packet, which is what the lossless p99 showed.
+                if sys.getswitchinterval() > FEED_SWITCH_INTERVAL_S:
+                    sys.setswitchinterval(FEED_SWITCH_INTERVAL_S)
                 self._feeds.start()
             self._data_thread = threading.Thread(target=self._data_main, name="nw-data",
                                                  daemon=True)
