@@ -6,6 +6,7 @@ from ._codec import (
     FORMAT_VERSION,
     MAX_BLOCK_SAMPLES,
     MAX_CHANNELS,
+    MAX_ERROR_LIMIT,
     BlockInfo,
     CodecError,
     CodecMemoryError,
@@ -21,13 +22,14 @@ from ._codec import (
     compress,
     compress_bytes,
     decompress,
+    grid_values,
     read_samples,
 )
 
 __all__ = [
-    "BLOCK_HEADER_BYTES", "FORMAT_VERSION", "MAX_BLOCK_SAMPLES", "MAX_CHANNELS",
+    "BLOCK_HEADER_BYTES", "FORMAT_VERSION", "MAX_BLOCK_SAMPLES", "MAX_CHANNELS", "MAX_ERROR_LIMIT",
     "BlockInfo", "CodecError", "CodecMemoryError", "CorruptStreamError",
     "InvalidArgumentError", "NeedKeyframeError", "OutputFullError", "SequenceError",
     "StreamDecoder", "StreamEncoder", "VersionError", "block_info", "compress",
-    "compress_bytes", "decompress", "read_samples",
+    "compress_bytes", "decompress", "grid_values", "read_samples",
 ]

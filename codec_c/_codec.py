@@ -11,6 +11,7 @@ FORMAT_VERSION = lib.NW_FORMAT_VERSION
 MAX_CHANNELS = lib.NW_MAX_CHANNELS
 MAX_BLOCK_SAMPLES = lib.NW_MAX_BLOCK_SAMPLES
 BLOCK_HEADER_BYTES = lib.NW_BLOCK_HEADER_BYTES
+MAX_ERROR_LIMIT = lib.NW_MAX_ERROR_LIMIT
 
 # Output buffers are written in full by the C side before any byte is read back, so
 # zero-filling them first would be wasted work on the hot path.
@@ -82,12 +83,13 @@ def _check(result):
 
 
 BlockInfo = namedtuple(
-    "BlockInfo", "channels n_samples index block_bytes crc32 keyframe stored")
+    "BlockInfo", "channels n_samples index block_bytes crc32 keyframe stored max_error")
 
 
 def _info(c_info):
     return BlockInfo(c_info.channels, c_info.n_samples, c_info.index, c_info.block_bytes,
-                     c_info.crc32, bool(c_info.keyframe), bool(c_info.stored))
+                     c_info.crc32, bool(c_info.keyframe), bool(c_info.stored),
+                     c_info.max_error)
 
 
 def _check_channels(channels):
@@ -129,15 +131,30 @@ def _as_block(samples, channels):
     return np.ascontiguousarray(samples)
 
 
+def grid_values():
+    """The int16 value of each ADC code of the grid the codec knows, in code order."""
+    values = np.empty(lib.NW_GRID_CODES, dtype=np.int16)
+    lib.nw_grid_values(ffi.from_buffer("int16_t[]", values))
+    return values
+
+
 class StreamEncoder:
     """Encodes consecutive blocks of one stream; state carries over between blocks."""
 
-    def __init__(self, channels):
+    def __init__(self, channels, max_error=0):
+        """max_error=k > 0: bounded-error coding, every decoded sample within k ADC codes
+        of the original (k units of the 16-bit value on channels off the ADC grid)."""
         self.channels = _check_channels(channels)
+        if isinstance(max_error, bool) or not isinstance(max_error, (int, np.integer)):
+            raise TypeError(f"max_error must be an int, not {type(max_error).__name__}")
+        if not 0 <= max_error <= MAX_ERROR_LIMIT:
+            raise ValueError(f"max_error must be in 0..{MAX_ERROR_LIMIT}, got {max_error}")
+        self.max_error = int(max_error)
         ptr = lib.nw_encoder_new(self.channels)
         if ptr == ffi.NULL:
             raise MemoryError("nw_encoder_new failed")
         self._enc = ffi.gc(ptr, lib.nw_encoder_free)
+        _check(lib.nw_encoder_set_max_error(self._enc, self.max_error))
         # The C call runs without the GIL; the lock keeps two threads from sharing
         # one encoder state (separate encoders still run in parallel).
         self._lock = threading.Lock()

@@ -19,6 +19,8 @@ CDEF = """
 #define NW_MAX_CHANNELS ...
 #define NW_MAX_BLOCK_SAMPLES ...
 #define NW_BLOCK_HEADER_BYTES ...
+#define NW_MAX_ERROR_LIMIT ...
+#define NW_GRID_CODES ...
 
 enum nw_status {
     NW_OK, NW_ERR_ARGUMENT, NW_ERR_NOMEM, NW_ERR_OUTPUT_FULL, NW_ERR_MAGIC,
@@ -36,6 +38,7 @@ typedef struct nw_block_info {
     uint32_t crc32;
     int keyframe;
     int stored;
+    uint32_t max_error;
     ...;
 } nw_block_info;
 
@@ -47,6 +50,8 @@ void nw_encoder_free(nw_encoder *encoder);
 size_t nw_encode_bound(uint32_t channels, uint32_t n_samples);
 int64_t nw_encode_block(nw_encoder *encoder, const int16_t *samples, uint32_t n_samples,
                         int keyframe, uint8_t *out, size_t out_cap);
+void nw_grid_values(int16_t *values);
+int nw_encoder_set_max_error(nw_encoder *encoder, uint32_t max_error);
 uint32_t nw_encoder_channel_bytes(const nw_encoder *encoder, uint64_t *totals,
                                   uint32_t count);
 

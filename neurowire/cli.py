@@ -23,6 +23,7 @@ COMMANDS = {
         "codec": ("neurowire.codec.bench", "measure codec ratio, speed and latency"),
         "stream": ("neurowire.clients.bench_stream", "measure end-to-end streaming"),
         "feeds": ("neurowire.feeds.bandwidth", "bits/s of the lossless, spike and power feeds"),
+        "bounded": ("neurowire.codec.bench_bounded", "ratio and error of bounded-error coding"),
     },
 }
 

@@ -8,7 +8,7 @@
  *  - files: any byte string (a WAV file or not) wrapped in a container whose samples, when
  *    it is 16-bit PCM WAV, are coded as blocks. This is what ./encode and ./decode write.
  *
- * Portable C99, no allocation after *_new, every read of compressed input bounds-checked.
+ * Portable C99, no allocation after *_new (but for bounded-error blocks), every read of compressed input bounds-checked.
  * Functions return NW_OK (0) or a negative nw_status; nw_strerror() names it.
  */
 #ifndef NEUROWIRE_H
@@ -23,6 +23,10 @@
 #define NW_MAX_BLOCK_SAMPLES (1u << 20)
 /* Bytes of a block header (see nw_block_info). */
 #define NW_BLOCK_HEADER_BYTES 22
+/* Largest max_error (bounded-error coding), in domain units (ADC codes on the grid). */
+#define NW_MAX_ERROR_LIMIT 63
+/* Codes of the ADC whose 16-bit values the codec knows (the recordings' 10-bit grid). */
+#define NW_GRID_CODES 1024
 
 enum nw_status {
     NW_OK = 0,
@@ -50,7 +54,11 @@ typedef struct nw_block_info {
     uint32_t crc32;        /* CRC-32 of the decoded samples (little-endian int16) */
     int keyframe;          /* 1: decodes without earlier blocks */
     int stored;            /* 1: payload holds the samples uncompressed */
+    uint32_t max_error;    /* 0: lossless; k: every sample within k ADC codes (see FORMAT.md) */
 } nw_block_info;
+
+/* The 16-bit sample value of each of the NW_GRID_CODES ADC codes, in code order. */
+void nw_grid_values(int16_t *values);
 
 /* ---- block stream -------------------------------------------------------------- */
 
@@ -66,6 +74,11 @@ size_t nw_encode_bound(uint32_t channels, uint32_t n_samples);
  * Returns the block size in bytes (> 0) or a negative nw_status. */
 int64_t nw_encode_block(nw_encoder *encoder, const int16_t *samples, uint32_t n_samples,
                         int keyframe, uint8_t *out, size_t out_cap);
+/* Bounded-error coding from the next block on: every decoded sample then lies within
+ * max_error (0..NW_MAX_ERROR_LIMIT) ADC codes of the original (value units for channels
+ * off the ADC grid); 0 (the default) is lossless. Decoders need no setting: each block
+ * header carries it. */
+int nw_encoder_set_max_error(nw_encoder *encoder, uint32_t max_error);
 /* Compressed bytes spent on each channel since the encoder was created (approximate to
  * a byte per block and channel): copies min(count, channels) totals, returns that number. */
 uint32_t nw_encoder_channel_bytes(const nw_encoder *encoder, uint64_t *totals, uint32_t count);

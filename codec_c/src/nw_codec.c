@@ -52,7 +52,7 @@ typedef char main_limit_keeps_weighted_sums_in_16_bits[MAIN_LIMIT / 128 * 127 + 
 #define UPDATE_SHIFT 5            /* deltas << 5 fill the 16-bit lanes of the weight update */
 #endif
 #define FRACTION_BITS 4           /* predictions carry 4 fractional bits */
-#define GRID_CODES 1024
+#define GRID_CODES NW_GRID_CODES
 #ifndef MU_SHIFT
 #define MU_SHIFT 7                /* NLMS step size 2^-7 */
 #endif
@@ -510,7 +510,11 @@ static inline int find_direct(const uint16_t *g, uint32_t t, uint32_t *below) {
 
 /* One sample through the model: encodes `value`, decodes it into *value, or only updates
  * the state (stored blocks). Returns 0, or -1 on an impossible decoded value. */
-static int code_sample(channel_state *s, coder *co, int pass, int16_t *value) {
+/* max_error k > 0 codes the residual quantised to steps of 2k+1 (the decoder rebuilds the
+ * centre of the step), so every sample comes back within k domain units of the original;
+ * the predictor runs on what the decoder rebuilds, so errors never accumulate. In
+ * PASS_ENCODE *value receives the rebuilt sample. */
+static int code_sample(channel_state *s, coder *co, int pass, int16_t *value, int32_t max_error) {
     const int grid = s->domain == DOMAIN_GRID;
     const int32_t top = grid ? GRID_CODES - 1 : 65535;
 
@@ -535,7 +539,8 @@ static int code_sample(channel_state *s, coder *co, int pass, int16_t *value) {
 
     /* Weighted frequencies: each direct symbol is scaled by the width of the code it maps
      * to (64 = average width; 0 = outside the ADC's range, so impossible). */
-    const uint16_t *width = !grid ? flat_weight
+    /* Quantised residuals span 2k+1 codes each: the widths of single codes do not apply. */
+    const uint16_t *width = (!grid || max_error) ? flat_weight
                          : flip > 0 ? weight_up + pred : weight_down + (GRID_CODES - 1 - pred);
     /* Cumulative order: big-negative, the direct symbols in residual order, big-positive,
      * escape. */
@@ -548,6 +553,8 @@ static int code_sample(channel_state *s, coder *co, int pass, int16_t *value) {
     const uint32_t total = middle + upper + f_pos + f_esc;
 
     int32_t x = 0;          /* sample in domain units */
+    int32_t coded = 0;      /* the residual as coded (quantised when max_error > 0) */
+    const int32_t quantum = 2 * max_error + 1;
     int symbol;
     if (pass != PASS_DECODE) {
         int32_t v = *value;
@@ -560,6 +567,14 @@ static int code_sample(channel_state *s, coder *co, int pass, int16_t *value) {
             x = v + 32768;
         }
         int32_t r = flip * (x - pred);
+        if (max_error && !escaped) {
+            r = r >= 0 ? (r + max_error) / quantum : -((max_error - r) / quantum);
+            /* Clamping to the domain only moves the rebuilt sample towards x. */
+            int32_t rebuilt = pred + flip * r * quantum;
+            x = rebuilt < 0 ? 0 : rebuilt > top ? top : rebuilt;
+            if (pass == PASS_ENCODE) *value = grid ? grid_value[x] : (int16_t)(x - 32768);
+        }
+        coded = r;
         symbol = escaped ? SYM_ESCAPE : r < -HALF ? SYM_BIG_NEG : r >= HALF ? SYM_BIG_POS : r + HALF;
         if (pass == PASS_ENCODE) {
             uint32_t cum, f;
@@ -594,6 +609,7 @@ static int code_sample(channel_state *s, coder *co, int pass, int16_t *value) {
             if (grid_code(v) >= 0) return -1;   /* the encoder never escapes a grid value */
             *value = v;
             x = nearest_code(v);
+            coded = flip * (x - pred);
         } else {
             int32_t res;
             if (symbol < 2 * HALF) {
@@ -604,16 +620,21 @@ static int code_sample(channel_state *s, coder *co, int pass, int16_t *value) {
                 if (excess > 65536) return -1;
                 res = symbol == SYM_BIG_POS ? HALF + (int32_t)excess : -HALF - 1 - (int32_t)excess;
             }
-            x = pred + flip * res;
-            if (x < 0 || x > top) return -1;
+            coded = res;
+            if (max_error) {
+                int64_t rebuilt = pred + (int64_t)flip * res * quantum;
+                x = (int32_t)(rebuilt < 0 ? 0 : rebuilt > top ? top : rebuilt);
+            } else {
+                x = pred + flip * res;
+                if (x < 0 || x > top) return -1;
+            }
             *value = grid ? grid_value[x] : (int16_t)(x - 32768);
         }
     }
     adapt(freq, &s->main_total[ctx], MAIN_SYMBOLS, symbol, MAIN_INCREMENT, MAIN_LIMIT);
 
     /* Update the activity and the NLMS predictor from the reconstructed sample. */
-    int32_t err = x - pred;
-    int32_t mag = err < 0 ? -err : err;
+    int32_t mag = coded < 0 ? -coded : coded;
     if (!grid) mag >>= 6;
     if (mag > 1000) mag = 1000;
     s->activity += ((mag << 4) - s->activity) >> ACT_SHIFT;
@@ -684,9 +705,11 @@ static uint32_t block_crc(const uint8_t *header, const int16_t *samples, size_t 
 #define MAGIC1 'W'
 #define FLAG_KEYFRAME 1u
 #define FLAG_STORED 2u
+#define MAX_ERROR_SHIFT 2         /* flags bits 2..7 hold max_error */
 
 struct nw_encoder {
     uint32_t channels;
+    uint32_t max_error;
     uint32_t next_index;
     int started;
     channel_state *state;
@@ -743,6 +766,17 @@ void nw_encoder_free(nw_encoder *e) {
     free(e);
 }
 
+void nw_grid_values(int16_t *values) {
+    ensure_tables();
+    memcpy(values, grid_value, sizeof grid_value);
+}
+
+int nw_encoder_set_max_error(nw_encoder *e, uint32_t max_error) {
+    if (!e || max_error > NW_MAX_ERROR_LIMIT) return NW_ERR_ARGUMENT;
+    e->max_error = max_error;
+    return NW_OK;
+}
+
 uint32_t nw_encoder_channel_bytes(const nw_encoder *e, uint64_t *totals, uint32_t count) {
     if (!e || !totals) return 0;
     uint32_t n = count < e->channels ? count : e->channels;
@@ -772,6 +806,13 @@ int64_t nw_encode_block(nw_encoder *e, const int16_t *samples, uint32_t n, int k
     const uint32_t ch = e->channels;
     /* Checked before any state changes, so a refused call leaves the stream intact. */
     if (out_cap < nw_encode_bound(ch, n)) return NW_ERR_OUTPUT_FULL;
+    const int32_t max_error = (int32_t)e->max_error;
+    /* Bounded-error blocks check what the decoder rebuilds, which only the coding pass knows. */
+    int16_t *rebuilt = NULL;
+    if (max_error && n) {
+        rebuilt = malloc((size_t)ch * n * sizeof *rebuilt);
+        if (!rebuilt) return NW_ERR_NOMEM;
+    }
     if (!e->started) keyframe = 1;
     keyframe = keyframe ? 1 : 0;
 
@@ -797,13 +838,14 @@ int64_t nw_encode_block(nw_encoder *e, const int16_t *samples, uint32_t n, int k
         channel_state *s = &e->state[c];
         for (uint32_t t = 0; t < n; t++) {
             int16_t v = samples[(size_t)t * ch + c];
-            code_sample(s, &co, PASS_ENCODE, &v);
+            code_sample(s, &co, PASS_ENCODE, &v, max_error);
+            if (rebuilt) rebuilt[(size_t)t * ch + c] = v;
         }
         e->channel_bytes[c] += rc->pos - before;
     }
     rc_flush(rc);
 
-    uint32_t flags = keyframe ? FLAG_KEYFRAME : 0;
+    uint32_t flags = (keyframe ? FLAG_KEYFRAME : 0) | (uint32_t)max_error << MAX_ERROR_SHIFT;
     size_t payload_bytes = rc->pos;
     if (rc->overflow || payload_bytes >= stored_bytes) {
         /* The model state was updated by the pass above, exactly as the decoder's update
@@ -819,7 +861,10 @@ int64_t nw_encode_block(nw_encoder *e, const int16_t *samples, uint32_t n, int k
         payload_bytes = stored_bytes;
     }
     write_header(out, flags, ch, n, e->next_index, (uint32_t)payload_bytes);
-    nw_put_u32(out + 18, block_crc(out, samples, (size_t)ch * n));
+    /* A stored block decodes to the exact samples, a coded one to what was rebuilt. */
+    const int16_t *decoded = (rebuilt && !(flags & FLAG_STORED)) ? rebuilt : samples;
+    nw_put_u32(out + 18, block_crc(out, decoded, (size_t)ch * n));
+    free(rebuilt);
     e->next_index++;
     e->started = 1;
     return (int64_t)(NW_BLOCK_HEADER_BYTES + payload_bytes);
@@ -831,7 +876,7 @@ int nw_block_peek(const uint8_t *in, size_t len, nw_block_info *info) {
     if (in[0] != MAGIC0 || in[1] != MAGIC1) return NW_ERR_MAGIC;
     if (len < NW_BLOCK_HEADER_BYTES) return NW_ERR_TRUNCATED;
     if (in[2] != NW_FORMAT_VERSION) return NW_ERR_VERSION;
-    if (in[3] & ~(FLAG_KEYFRAME | FLAG_STORED)) return NW_ERR_CORRUPT;
+    info->max_error = (uint32_t)in[3] >> MAX_ERROR_SHIFT;   /* 0..63: every value is valid */
     info->channels = nw_get_u16(in + 4);
     info->n_samples = nw_get_u32(in + 6);
     info->index = nw_get_u32(in + 10);
@@ -882,7 +927,8 @@ static int decode_payload(nw_decoder *d, const nw_block_info *info, const uint8_
         for (size_t i = 0; i < (size_t)ch * n; i++) samples[i] = (int16_t)nw_get_u16(p + 2 * i);
         for (uint32_t c = 0; c < ch; c++)
             for (uint32_t t = 0; t < n; t++)
-                code_sample(&d->state[c], NULL, PASS_UPDATE, &samples[(size_t)t * ch + c]);
+                code_sample(&d->state[c], NULL, PASS_UPDATE, &samples[(size_t)t * ch + c],
+                            (int32_t)info->max_error);
         return NW_OK;
     }
     coder co;
@@ -893,7 +939,9 @@ static int decode_payload(nw_decoder *d, const nw_block_info *info, const uint8_
     for (uint32_t c = 0; c < ch; c++) {
         channel_state *s = &d->state[c];
         for (uint32_t t = 0; t < n; t++) {
-            if (code_sample(s, &co, PASS_DECODE, &samples[(size_t)t * ch + c]) < 0) return NW_ERR_CORRUPT;
+            if (code_sample(s, &co, PASS_DECODE, &samples[(size_t)t * ch + c],
+                            (int32_t)info->max_error) < 0)
+                return NW_ERR_CORRUPT;
             if (co.dec.overrun > 8) return NW_ERR_TRUNCATED;
         }
     }
@@ -908,8 +956,10 @@ int nw_decode_block(nw_decoder *d, const uint8_t *in, size_t len, int16_t *sampl
     int status = nw_block_peek(in, len, info);
     if (status != NW_OK) { d->valid = 0; return status; }
     if (info->channels != d->channels) { d->valid = 0; return NW_ERR_CHANNELS; }
-    if ((size_t)info->channels * info->n_samples > samples_cap || (!samples && info->n_samples))
+    if ((size_t)info->channels * info->n_samples > samples_cap || (!samples && info->n_samples)) {
+        d->valid = 0;   /* the block is lost to this decoder like any other failed one */
         return NW_ERR_ARGUMENT;
+    }
     if (!info->keyframe) {
         if (!d->valid) return NW_ERR_NEED_KEYFRAME;
         if (info->index != d->next_index) { d->valid = 0; return NW_ERR_SEQUENCE; }
