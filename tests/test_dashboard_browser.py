@@ -149,6 +149,56 @@ def test_live_page_moves_maps_1024_channels_and_survives_a_daemon_restart(browse
         page.close()
 
 
+def test_feed_bandwidth_against_the_link_from_a_daemon_with_feeds(browser, tmp_path):
+    """A real daemon serving spikes and power: the page shows each feed's kbit/s and share
+    of the configured link, the lossless stream beside them, with the daemon's counts."""
+    from neurowire.daemon.control import query
+
+    # 32 channels at the real rate (the detector's windows are in ms) in 5 ms packets: light.
+    pipeline = Pipeline(tmp_path, stream="imp3", channels=32, rate=20000.0, timeout=0.5,
+                        feeds=("spikes", "power"), packet_samples=100, link_mbps=0.25)
+    page = browser.new_page(viewport={"width": 1500, "height": 1100})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        pipeline.start()
+        page.goto(pipeline.url)
+        page.wait_for_selector("#daemon-status[data-state=up]", timeout=20000)
+        assert "0.25" in page.locator("#feeds-link").inner_text()
+        for feed in ("spikes", "power"):
+            page.wait_for_function(
+                f"(() => {{ const r = document.querySelector('#feeds-table tr[data-feed={feed}]');"
+                " return r && /kbit\\/s/.test(r.cells[1].textContent)"
+                " && /\\d %/.test(r.cells[3].textContent)"
+                " && +r.cells[5].textContent.replace(/,/g, '') > 0; })()", timeout=30000)
+        rows = page.evaluate("""() => Object.fromEntries([...document.querySelectorAll(
+            '#feeds-table tbody tr')].map(tr => [tr.dataset.feed, {
+                cells: [...tr.cells].map(c => c.textContent), fits: tr.dataset.fits,
+                bar: tr.querySelector('.meter span').style.width}]))""")
+        assert list(rows) == ["lossless", "power", "spikes"], rows
+        # 32 channels of lossless at 20 kHz are ~3 Mbit/s: far over a 0.25 Mbit/s link.
+        assert rows["lossless"]["fits"] == "false" and rows["lossless"]["bar"] == "100%"
+        stats = query(pipeline.ep["control"], "stats")["streams"]["imp3"]["feeds"]
+        for feed in ("spikes", "power"):
+            kbps = float(re.match(r"([\d,.]+) kbit/s", rows[feed]["cells"][1])[1]
+                         .replace(",", ""))
+            share = float(rows[feed]["cells"][3].rstrip(" %").replace(",", ""))
+            assert kbps > 0 and share == pytest.approx(kbps / 250 * 100, rel=0.02, abs=0.02)
+            # The page's figure is the daemon's average at an earlier tick; it grows early on
+            # (no events during the detector's warm-up), so only its order is compared.
+            assert stats[feed]["messages"] > 0 and 0.2 < stats[feed]["bits_per_s"] / 1e3 / kbps < 5
+        assert int(rows["spikes"]["cells"][6].replace(",", "")) > 0  # spike events counted
+        assert "no feeds" not in page.locator("#feeds-info").inner_text()
+        assert not errors, errors
+    except Exception:
+        print(pipeline.logs())
+        page.screenshot(path=os.path.join(pipeline.dir, "failure.png"), full_page=True)
+        raise
+    finally:
+        page.close()
+        pipeline.stop()
+
+
 def test_page_reaches_a_steady_state_that_does_not_grow_and_switches_streams(browser,
                                                                              tmp_path):
     """An hour at 5 updates/s is 18000 updates; what matters is that past the history length

@@ -52,6 +52,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--decode-ms", type=float, default=25.0, metavar="MS",
                         help="ms of signal decoded after each keyframe by the dashboard's "
                              "subscriber (default: %(default)s)")
+    parser.add_argument("--link-mbps", type=float, default=1.0, metavar="MBPS",
+                        help="link capacity each feed's bandwidth is shown against "
+                             "(default: %(default)s, an implant radio)")
     parser.add_argument("--server-key", metavar="FILE",
                         help="the daemon's public CURVE certificate (zmq.auth format), for a "
                              "daemon bound beyond loopback")
@@ -66,7 +69,7 @@ async def _serve(args, curve) -> int:
     monitor = Monitor(args.control or default_control(), interval_s=args.interval,
                       timeout_s=args.timeout, data_endpoint=args.publish,
                       tap=not args.no_tap, decode_ms=args.decode_ms, history_s=args.history,
-                      curve=curve)
+                      curve=curve, link_mbps=args.link_mbps)
     runner = web.AppRunner(make_app(monitor), handle_signals=False, access_log=None,
                            shutdown_timeout=1.0)
     await runner.setup()

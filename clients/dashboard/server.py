@@ -85,10 +85,13 @@ def _data_endpoint_from_config(cfg: dict) -> str | None:
 class Monitor:
     def __init__(self, control_endpoint: str, interval_s: float = 0.2, timeout_s: float = 1.0,
                  data_endpoint: str | None = None, tap: bool = True, decode_ms: float = 25.0,
-                 history_s: float = 120.0, curve: dict | None = None):
+                 history_s: float = 120.0, curve: dict | None = None,
+                 link_mbps: float = 1.0):
         self.control = ControlClient(control_endpoint, timeout_s, curve=curve)
         self.curve = curve
         self.interval_s = interval_s
+        self.link_mbps = link_mbps
+        self._feed_counters: dict[tuple[str, str], deque] = {}
         self.data_endpoint = data_endpoint
         self._data_endpoint_given = data_endpoint is not None
         self.tap_enabled = tap
@@ -371,7 +374,8 @@ class Monitor:
             # Anything else the daemon reports per stream (e.g. per-subscriber losses) is
             # passed through so the page can show it without a dashboard release.
             extra = {k: v for k, v in s.items() if k not in detail and k not in
-                     ("latency_us", "channel_ratio")}
+                     ("latency_us", "channel_ratio", "feeds")}
+            detail["feeds"] = self._feeds(sid, detail, s.get("feeds") or {})
             detail["extra"] = extra
         tap = self.taps.get(sid) if sid else None
         if tap is not None:
@@ -403,8 +407,43 @@ class Monitor:
             "lossless": (self.stats or {}).get("lossless") if up else None,
             "process": {**((self.stats or {}).get("process") or {}),
                         "cpu_pct": self.daemon_cpu_pct} if up else None,
-            "hist": hist, "tick": tick,
+            "hist": hist, "tick": tick, "link_mbps": self.link_mbps,
+            "feeds_enabled": ((self.stats or {}).get("feeds") or {}).get("enabled")
+            if up else None,
         }
+
+    def _feeds(self, sid: str, detail: dict, feeds: dict) -> list[dict]:
+        """Each feed's bandwidth against the link, the lossless feed first for scale.
+
+        `kbps` is over the daemon's seconds of signal so far (steady, comparable with
+        `neurowire bench feeds`); `kbps_now` over the last second of wall clock."""
+        link_bps = self.link_mbps * 1e6
+        mbps_out = detail.get("mbps_out")
+        rows = [{"feed": "lossless", "kbps": None,
+                 "kbps_now": None if mbps_out is None else mbps_out * 1e3,
+                 "messages": None, "events": None, "drops": detail.get("drops"),
+                 "subscribers": detail.get("subscribers")}]
+        t = time.monotonic()
+        for name in sorted(feeds):
+            entry = feeds[name] or {}
+            hist = self._feed_counters.setdefault((sid, name), deque(maxlen=64))
+            now = (t, int(entry.get("bytes") or 0))
+            if hist and now[1] < hist[-1][1]:
+                hist.clear()  # the daemon restarted
+            hist.append(now)
+            while len(hist) > 2 and t - hist[1][0] >= 1.0:
+                hist.popleft()
+            dt = t - hist[0][0]
+            rows.append({"feed": name, "kbps": _finite(entry.get("bits_per_s", 0.0) / 1e3),
+                         "kbps_now": (now[1] - hist[0][1]) * 8 / dt / 1e3 if dt > 0 else None,
+                         "messages": entry.get("messages"),
+                         "events": entry.get("events") if name == "spikes" else None,
+                         "drops": entry.get("drops"), "subscribers": entry.get("subscribers")})
+        for row in rows:
+            rate = row["kbps"] if row["kbps"] is not None else row["kbps_now"]
+            row["of_link"] = None if rate is None or link_bps <= 0 else rate * 1e3 / link_bps
+            row["fits"] = None if row["of_link"] is None else row["of_link"] <= 1.0
+        return rows
 
 
 # -- HTTP --------------------------------------------------------------------------------

@@ -193,11 +193,15 @@ class Pipeline:
 
     def __init__(self, workdir, stream: str = "implant0", channels: int = 1024,
                  rate: float = 20000.0, interval: float = 0.2, timeout: float = 1.0,
-                 fake: bool = False, workers: int | None = None):
+                 fake: bool = False, workers: int | None = None, feeds=(),
+                 packet_samples: int | None = None, link_mbps: float | None = None):
         # fake: the FakeDaemon below in place of daemon and simulator, to work on the page
         # while the real ones are unavailable; tests that claim the real thing never set it.
         self.fake = fake
         self.workers = workers
+        self.feeds = list(feeds)
+        self.packet_samples = packet_samples
+        self.link_mbps = link_mbps
         self.dir = os.fspath(workdir)
         self.stream, self.channels, self.rate = stream, channels, rate
         self.interval, self.timeout = interval, timeout
@@ -224,6 +228,8 @@ class Pipeline:
                 args += [f"--{k}", self.ep[k]]
             if self.workers:
                 args += ["--workers", str(self.workers)]
+            if self.feeds:
+                args += ["--feeds", ",".join(self.feeds)]
         log = self._log(f"daemon{self.daemon_starts}")
         proc = self.procs["daemon"] = start_process(args, log)
         deadline = time.monotonic() + ready_timeout
@@ -245,10 +251,13 @@ class Pipeline:
             self.procs["sim"] = start_process(
                 ["-m", "neurowire.cli", "simulate", "--connect", self.ep["ingest"],
                  "--stream", self.stream, "--channels", str(self.channels),
-                 "--rate", str(self.rate), "--quiet"], self._log("sim"))
+                 "--rate", str(self.rate), "--quiet",
+                 *(["--packet-samples", str(self.packet_samples)] if self.packet_samples
+                   else [])], self._log("sim"))
         self.procs["dash"] = start_process(
             ["-m", "neurowire.cli", "dashboard", "--control", self.ep["control"],
-             "--port", "0", "--interval", str(self.interval), "--timeout", str(self.timeout)],
+             "--port", "0", "--interval", str(self.interval), "--timeout", str(self.timeout),
+             *(["--link-mbps", str(self.link_mbps)] if self.link_mbps is not None else [])],
             self._log("dashboard"))
         line = wait_for_line(self._log("dashboard"), "dashboard: http://", 30,
                              self.procs["dash"])

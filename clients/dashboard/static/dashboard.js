@@ -360,6 +360,41 @@
     setText("tap-info", info);
   }
 
+  function fmtKbps(v) {
+    if (v == null || !isFinite(v)) return "–";
+    return v >= 10000 ? fmtNum(v / 1000, 1) + " Mbit/s" : fmtNum(v, 1) + " kbit/s";
+  }
+
+  // One row per feed (the lossless stream first, for scale); rows keep their cells so a tick
+  // only rewrites text that changed.
+  function setFeeds(p) {
+    const tb = $("feeds-table").tBodies[0];
+    const rows = (p.s && p.s.feeds) || [];
+    const served = rows.length > 1;
+    setText("feeds-link", `link ${fmtNum(p.link_mbps, 3)} Mbit/s`);
+    setText("feeds-info", served
+      ? "kbit/s: over the seconds of signal the daemon has processed; bar: share of the link (red: does not fit)"
+      : "the daemon serves no feeds beyond lossless (config feeds = [\"spikes\", \"power\"])");
+    while (tb.rows.length > rows.length) tb.deleteRow(-1);
+    rows.forEach((r, i) => {
+      const tr = tb.rows[i] || tb.insertRow();
+      if (!tr.cells.length) {
+        for (let j = 0; j < 9; j++) tr.insertCell();
+        tr.cells[3].className = "of-link";
+        tr.cells[4].className = "bar";
+        tr.cells[4].innerHTML = '<div class="meter"><span></span></div>';
+      }
+      tr.dataset.feed = r.feed;
+      tr.dataset.fits = r.fits == null ? "" : String(r.fits);
+      const cells = [r.feed, fmtKbps(r.kbps), fmtKbps(r.kbps_now),
+        r.of_link == null ? "–" : fmtNum(100 * r.of_link, r.of_link < 0.1 ? 2 : 1) + " %", null,
+        fmtNum(r.messages), fmtNum(r.events), fmtNum(r.drops), fmtNum(r.subscribers)];
+      cells.forEach((t, j) => { if (t != null && tr.cells[j].textContent !== t) tr.cells[j].textContent = t; });
+      const width = r.of_link == null ? 0 : Math.min(100, 100 * r.of_link);
+      tr.cells[4].firstChild.firstChild.style.width = width.toFixed(1) + "%";
+    });
+  }
+
   // ---- event stream ----------------------------------------------------------------
   function onHello(h) {
     histLen = h.history_len || histLen;
@@ -397,6 +432,7 @@
     setStageHist(p.hist && p.hist.stages, p.hist && p.hist.metrics);
     if (p.s) setChanMap(p.s.channel_ratio);
     setSubs(p);
+    setFeeds(p);
     setText("clock", new Date(p.t * 1000).toLocaleTimeString());
     // For tests and the curious: how many points the time charts hold, and the newest one.
     const xs = charts.p50._nwData[0];
