@@ -411,15 +411,15 @@ class Subscription:
         self.close()
 
 
-FEEDS = ("lossless", "spikes", "power")
+FEEDS = ("lossless", "spikes", "power", "bounded")
 
 
 def subscribe(endpoint: str | None = None, *, feed: str | None = None, **options):
     """`for block in neurowire.subscribe(...)`: see Subscription for the options.
 
-    feed="spikes" or "power" gives the daemon's feed of that name instead (config `feeds`):
-    a neurowire.feeds.serve.FeedSubscription yielding decoded message dicts (spike ones carry
-    "events", power ones "power"); it needs `streams` (or `control`, which names them) and
+    feed="spikes", "power" or "bounded" gives the daemon's feed of that name instead (config
+    `feeds`): a neurowire.feeds.serve.FeedSubscription yielding decoded message dicts (spike
+    ones carry "events", power ones "power", bounded ones "samples" and "first"); it needs `streams` (or `control`, which names them) and
     takes endpoint / control, streams, idle_timeout, curve and context."""
     if feed in (None, "lossless"):
         return Subscription(endpoint, **options)
@@ -578,8 +578,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--report", metavar="FILE", help="write the final report as JSON")
     parser.add_argument("--ready-file", metavar="FILE", help=argparse.SUPPRESS)
     parser.add_argument("--feed", choices=FEEDS, default="lossless",
-                        help="which of the daemon's feeds (default lossless; spikes and power "
-                             "need the daemon's `feeds` config and --stream or --control)")
+                        help="which of the daemon's feeds (default lossless; the others need "
+                             "the daemon's `feeds` config and --stream or --control; --npy "
+                             "writes bounded samples)")
     parser.add_argument("--events", metavar="FILE",
                         help="with --feed spikes: write the events here (.npz: sample, "
                              "channel, snippets, pre, rate)")
@@ -597,6 +598,7 @@ def run_feed(args: argparse.Namespace) -> int:
         open(args.ready_file, "w").close()
     started = last_data = time.monotonic()
     parts, bins, rate, pre, length = [], 0, 0.0, 0, 0
+    bounded, first_bounded = [], None
     try:
         while True:
             now = time.monotonic()
@@ -613,6 +615,11 @@ def run_feed(args: argparse.Namespace) -> int:
                 parts.append(message["events"])
                 pre, length = message["pre"], message["len"]
                 reached = message["to"]
+            elif message["kind"] == "bounded":
+                if first_bounded is None:
+                    first_bounded = message["first"]
+                bounded.append(message["samples"])
+                reached = message["first"] + message["n"]
             else:
                 bins += len(message["power"].power)
                 reached = message["origin"] + (message["bin"] + message["n"]) * message["width"]
@@ -627,10 +634,13 @@ def run_feed(args: argparse.Namespace) -> int:
     report = {"feed": args.feed, "streams": subscription.streams,
               "messages": subscription.messages, "bytes": subscription.bytes,
               "lost": subscription.lost, "events": len(events), "power_bins": bins,
+              "bounded_samples": sum(len(b) for b in bounded), "first_sample": first_bounded,
               "bits_per_s_wall": 8 * subscription.bytes / seconds}
     if args.events and args.feed == "spikes":
         np.savez(args.events, sample=events.sample, channel=events.channel,
                  snippets=events.snippets, pre=pre, rate=rate)
+    if args.npy and bounded:
+        np.save(args.npy, np.concatenate(bounded))  # from first_sample; gaps are not marked
     if args.report:
         with open(args.report, "w") as handle:
             json.dump(report, handle)

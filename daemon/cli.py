@@ -22,7 +22,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--metrics", help="override [daemon] metrics HOST:PORT ('' = off)")
     parser.add_argument("--workers", type=int, help="channel groups encoded in parallel")
     parser.add_argument("--feeds", type=lambda text: [f for f in text.split(",") if f],
-                        metavar="LIST", help="override [daemon] feeds, e.g. spikes,power "
+                        metavar="LIST", help="override [daemon] feeds, e.g. spikes,power,bounded "
                                              "('' = none)")
     parser.add_argument("--print-config", action="store_true",
                         help="print the configuration in effect as JSON and exit")

@@ -10,7 +10,7 @@ that names the file, the table and the key, so an operator reading journald sees
     control = "tcp://127.0.0.1:7343"     # REQ/REP status, stats, config
     metrics = "127.0.0.1:7344"           # Prometheus /metrics; "" turns it off
     keyframe_interval_s = 1.0
-    feeds = ["spikes", "power"]           # feeds beyond lossless (docs/FEEDS.md); default none
+    feeds = ["spikes", "power", "bounded"]  # beyond lossless (docs/FEEDS.md); default none
     ...
     [security]
     curve = false                         # forced on for any non-loopback endpoint
@@ -69,6 +69,8 @@ class DaemonConfig:
     feed_snippet_ms: float = 1.6
     feed_power_bin_ms: float = 20.0
     feed_batch_ms: float = 20.0
+    # The bounded feed: every decoded sample within this many ADC codes of the original.
+    feed_max_error: int = 2
     # Packets waiting for the feed thread; past this the feeds skip packets (counted as the
     # feeds' drops) rather than slow the lossless path.
     feed_queue_packets: int = 2000
@@ -173,7 +175,7 @@ def validate(config: DaemonConfig, where: str = "config") -> DaemonConfig:
             raise ConfigError(f"{where}: [security] client_keys_dir "
                               f"{security.client_keys_dir!r} is not a directory of allowed "
                               "client public keys")
-    known_feeds = ("spikes", "power")
+    known_feeds = ("spikes", "power", "bounded")
     for feed in config.feeds:
         if feed not in known_feeds:
             raise ConfigError(f"{where}: 'feeds' has {feed!r}; known feeds: "
@@ -183,6 +185,9 @@ def validate(config: DaemonConfig, where: str = "config") -> DaemonConfig:
     for key in ("feed_threshold", "feed_snippet_ms", "feed_batch_ms"):
         if not getattr(config, key) > 0:
             raise ConfigError(f"{where}: '{key}' must be positive, not {getattr(config, key)}")
+    if not 1 <= config.feed_max_error <= 63:
+        raise ConfigError(f"{where}: 'feed_max_error' must be 1..63 (ADC codes), not "
+                          f"{config.feed_max_error} (0 is the lossless stream itself)")
     if "power" in config.feeds and not config.feed_power_bin_ms > 0:
         raise ConfigError(f"{where}: 'feed_power_bin_ms' must be positive with the power feed")
     if config.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):

@@ -254,7 +254,7 @@ class FeedWorker:
         if tap is None:
             tap = self.taps[state.stream_id] = FeedTap(
                 self.detector_config, batch_ms=self.config.feed_batch_ms,
-                feeds=self.config.feeds)
+                feeds=self.config.feeds, max_error=self.config.feed_max_error)
         messages = tap.on_packet(state.stream_id, state.rate, first_sample, samples)
         state.feed_samples += samples.shape[0]
         spikes = state.feeds.get("spikes")

@@ -244,3 +244,38 @@ def test_subscribe_command_reads_the_spike_feed(daemon, recording, tmp_path):
     assert np.array_equal(saved["sample"], offline.sample[:count] + ORIGIN)
     assert np.array_equal(saved["channel"], offline.channel[:count])
     assert np.array_equal(saved["snippets"], offline.snippets[:count])
+
+
+def test_bounded_feed_within_k_of_every_sample_and_smaller_than_lossless(recording):
+    """feeds = ["bounded"]: every sample arrives, each within k of the raw one (the synthetic
+    signal is off the ADC grid, so k codes are k int16 units), in fewer bytes than lossless;
+    after a missing packet the feed resumes at once with a keyframe."""
+    k = 3
+    config = load_config(**LOOPBACK, feeds=["bounded"], feed_max_error=k)
+    with DaemonThread(config) as runner:
+        daemon = runner.daemon
+        bounded = neurowire.subscribe(daemon.endpoints["publish"], feed="bounded",
+                                      streams="imp1")
+        try:
+            wait_for(lambda: daemon.live_subscriptions)
+            skipped = 7
+            push_recording(daemon.endpoints["ingest"], recording, skip={skipped})
+            got = drain(bounded)
+            stats = query(daemon.endpoints["control"], "stats")["streams"]["imp1"]
+        finally:
+            bounded.close()
+    assert got and all(m["kind"] == "bounded" and m["k"] == k for m in got)
+    assert got[0]["key"] and got[0]["first"] == ORIGIN
+    received = np.zeros(recording.shape, bool)
+    for m in got:
+        rows = slice(m["first"] - ORIGIN, m["first"] - ORIGIN + m["n"])
+        error = np.abs(m["samples"].astype(np.int32) - recording[rows])
+        assert error.max() <= k
+        received[rows] = True
+    hole = slice(skipped * PACKET, (skipped + 1) * PACKET)
+    assert not received[hole].any() and received.sum() == received.size - received[hole].size
+    assert any(m["key"] and m["first"] == ORIGIN + (skipped + 1) * PACKET for m in got)
+    feed = stats["feeds"]["bounded"]
+    assert feed["messages"] == bounded.messages == len(got) and feed["bytes"] == bounded.bytes
+    assert feed["bytes"] < stats["bytes_out"]
+    assert bounded.lost == 0

@@ -22,9 +22,9 @@ import numpy as np
 import zmq
 
 from .detect import DetectorConfig
-from .spikes import PowerDecoder, SpikeFeedEncoder, unpack
+from .spikes import BoundedDecoder, BoundedEncoder, PowerDecoder, SpikeFeedEncoder, unpack
 
-FEEDS = ("spikes", "power")
+FEEDS = ("spikes", "power", "bounded")
 
 
 def feed_topic(stream: str, feed: str) -> bytes:
@@ -40,13 +40,16 @@ class FeedTap:
     number of spike events in the spike messages it returned (the daemon counts them)."""
 
     def __init__(self, config: DetectorConfig | None = None, *, batch_ms: float = 20.0,
-                 feeds=FEEDS):
+                 feeds=("spikes", "power"), max_error: int = 2):
         self.config = config or DetectorConfig()
         self.batch_ms = batch_ms
         self.feeds = tuple(feeds)
         for feed in self.feeds:
             feed_topic("", feed)  # an unknown feed fails here, not at the first packet
-        self.encoders: dict[str, tuple[SpikeFeedEncoder, int]] = {}
+        self.max_error = max_error
+        self.detecting = "spikes" in self.feeds or "power" in self.feeds
+        self.encoders: dict[str, tuple[SpikeFeedEncoder | None, int]] = {}
+        self.bounded: dict[str, BoundedEncoder] = {}
         self.last_events = 0
         self.restarts = 0
 
@@ -56,8 +59,18 @@ class FeedTap:
         channels = samples.shape[1]
         # A new stream, a restarted implant or a gap starts a fresh detector: its sample
         # indices must be the implant's, and it must not filter across missing samples.
-        if (entry is None or entry[1] != first_sample or entry[0].channels != channels
-                or entry[0].rate != rate):
+        fresh = (entry is None or entry[1] != first_sample or entry[0].channels != channels
+                 or entry[0].rate != rate)
+        out: list[tuple[bytes, bytes]] = []
+        if "bounded" in self.feeds:
+            bounded = self.bounded.get(stream)
+            if bounded is None or bounded.channels != channels:
+                bounded = self.bounded[stream] = BoundedEncoder(
+                    channels, rate, self.max_error, stream=stream)
+            # After a gap the next block is a keyframe: a decoder cannot bridge the hole.
+            message = bounded.encode(first_sample, samples, restart=fresh)
+            out.append((feed_topic(stream, "bounded"), message))
+        if fresh:
             # Without the spike feed its messages are still cut (they carry nothing a power
             # subscriber sees), so snippets, the costly part, are skipped.
             encoder = SpikeFeedEncoder(channels, rate, self.config, stream=stream,
@@ -66,12 +79,16 @@ class FeedTap:
             self.restarts += entry is not None
         else:
             encoder = entry[0]
+        self.encoders[stream] = (encoder, first_sample + samples.shape[0])
+        self.last_events = 0
+        if not self.detecting:
+            return out
         events_before = encoder.events
         tagged = encoder.feed_tagged(samples)
         self.last_events = encoder.events - events_before if "spikes" in self.feeds else 0
-        self.encoders[stream] = (encoder, first_sample + samples.shape[0])
-        return [(feed_topic(stream, kind), message) for kind, message in tagged
-                if kind in self.feeds]
+        out.extend((feed_topic(stream, kind), message) for kind, message in tagged
+                   if kind in self.feeds)
+        return out
 
 
 class FeedSubscription:
@@ -98,7 +115,7 @@ class FeedSubscription:
         for name in self.streams:
             self.sock.subscribe(feed_topic(name, feed))
         self.sock.connect(endpoint)
-        self.decoders: dict[str, PowerDecoder] = {}
+        self.decoders: dict[str, PowerDecoder | BoundedDecoder] = {}
         self.next_seqs: dict[str, int] = {}
         self.lost = 0
         self.messages = self.bytes = 0
@@ -125,7 +142,12 @@ class FeedSubscription:
             if expected is not None and message["seq"] > expected:
                 self.lost += message["seq"] - expected
             self.next_seqs[stream] = message["seq"] + 1
-            if message["kind"] == "power":
+            if message["kind"] == "bounded":
+                decoder = self.decoders.setdefault(stream, BoundedDecoder())
+                message["samples"] = decoder.decode(message)
+                if message["samples"] is None:
+                    continue  # waiting for a keyframe
+            elif message["kind"] == "power":
                 decoder = self.decoders.setdefault(stream, PowerDecoder())
                 message["power"] = decoder.decode(message)
                 if message["power"] is None:

@@ -19,6 +19,11 @@ report a figure no real array would reach.
             "bin": index of the first bin, "origin": stream sample index where bin 0 starts,
             "key": bool,           # a codec keyframe: decoding can start here
             "q": bytes}            # codec block (n, ch) of round(8 * log2(1 + power))
+    bounded {"v": 1, "kind": "bounded", "stream", "seq", "ch", "rate",
+            "first": stream sample index of row 0, "n": samples, "k": max_error,
+            "key": bool,           # a codec keyframe: decoding can start here
+            "blob": bytes}         # codec block (n, ch) coded with max_error=k: every decoded
+                                   # sample within k ADC codes of the original (codec docs)
 
 Snippets are the original int16 samples; the codec codes them losslessly (one keyframe block
 per message with the snippets end to end: the codec's predictor carries across snippets,
@@ -197,7 +202,7 @@ def unpack(message: bytes) -> dict:
         else:
             snippets = np.zeros((len(t), length if "snip" in m else 0), np.int16)
         m["events"] = Events(t, c, snippets, m["pre"])
-    elif m["kind"] != "power":
+    elif m["kind"] not in ("power", "bounded"):
         raise ValueError(f"unknown feed message kind {m['kind']!r}")
     return m
 
@@ -224,6 +229,58 @@ class PowerDecoder:
             self.decoder.reset()
             return None
         return PowerBins(m["bin"], m["width"], dequantise_power(q))
+
+
+class BoundedEncoder:
+    """The bounded-error feed of one stream: each call's samples as one codec block coded
+    with max_error=k, a keyframe every second of signal and after any restart."""
+
+    def __init__(self, channels: int, rate: float, max_error: int, *, stream: str = "",
+                 keyframe_s: float = 1.0):
+        self.channels = channels
+        self.rate = float(rate)
+        self.max_error = int(max_error)
+        self.stream = stream
+        self.codec = _codec().StreamEncoder(channels, max_error=self.max_error)
+        self.key_every = max(1, round(keyframe_s * rate))
+        self.next_key: int | None = None
+        self.seq = 0
+
+    def encode(self, first_sample: int, samples: np.ndarray, *, restart: bool = False) -> bytes:
+        key = restart or self.next_key is None or first_sample >= self.next_key
+        if key:
+            self.next_key = first_sample + self.key_every
+        message = msgpack.packb({
+            "v": FEED_VERSION, "kind": "bounded", "stream": self.stream, "seq": self.seq,
+            "ch": self.channels, "rate": self.rate, "first": int(first_sample),
+            "n": int(samples.shape[0]), "k": self.max_error, "key": key,
+            "blob": self.codec.encode(np.ascontiguousarray(samples), keyframe=key)})
+        self.seq += 1
+        return message
+
+
+class BoundedDecoder:
+    """Bounded-error messages of one stream, in order -> int16 (n, ch), None until a
+    keyframe (and again after a gap in "seq", until the next one)."""
+
+    def __init__(self):
+        self.decoder: _Decoder | None = None
+        self.next_seq: int | None = None
+
+    def decode(self, message) -> np.ndarray | None:
+        m = unpack(message) if isinstance(message, (bytes, bytearray, memoryview)) else message
+        if self.decoder is None or self.decoder.channels != m["ch"]:
+            self.decoder = _Decoder(m["ch"])
+        if self.next_seq is not None and m["seq"] != self.next_seq:
+            self.decoder.reset()
+        self.next_seq = m["seq"] + 1
+        if not self.decoder.synced and not m["key"]:
+            return None
+        try:
+            return self.decoder.decode(m["blob"])
+        except _codec().CodecError:
+            self.decoder.reset()
+            return None
 
 
 class _Decoder:
