@@ -176,6 +176,7 @@ class Subscription:
         self.verified_samples = 0
         self.crc_errors = self.mismatches = self.decode_errors = self.skipped_blocks = 0
         self.lost_blocks = 0
+        self.feed_messages = 0  # other feeds' messages passed over (see receive_raw)
         self.record_latency = record_latency
         # Where an earlier run of this subscriber stopped ({stream: next sample index}, or one
         # index for every stream): what is missing since then is reported as a gap.
@@ -276,7 +277,17 @@ class Subscription:
             received_ns = time.time_ns()
             if self.lossless:
                 self._grant()
+            elif self._other_feed(frames):
+                continue
             return frames, received_ns
+
+    def _other_feed(self, frames) -> bool:
+        # A feed topic ("<stream>/spikes"; '/' is never in a stream id), which an every-stream
+        # subscription (prefix "") receives too: not ours to decode, and no error either.
+        if frames and b"/" in bytes(_view(frames[0])):
+            self.feed_messages += 1
+            return True
+        return False
 
     def handle(self, frames, received_ns: int, deferred: bool = False) -> Block | None:
         """Decode and check frames from `receive_raw`.  `deferred`: they were received long
@@ -286,6 +297,8 @@ class Subscription:
     def _handle(self, frames, received_ns: int, deferred: bool = False) -> Block | None:
         from neurowire.codec import CodecError
 
+        if not self.lossless and self._other_feed(frames):
+            return None
         if len(frames) < 3:
             self.decode_errors += 1
             return None

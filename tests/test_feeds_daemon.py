@@ -87,9 +87,11 @@ def test_one_daemon_serves_lossless_spikes_and_power_at_once(daemon, recording):
     lossless = neurowire.subscribe(endpoints["lossless"], lossless=True, streams=["imp1"])
     spikes = neurowire.subscribe(endpoints["publish"], feed="spikes", streams="imp1")
     power = neurowire.subscribe(endpoints["publish"], feed="power", streams=["imp1"])
+    # Every stream's lossless topic: its prefix "" matches the feed topics too.
+    everything = neurowire.subscribe(endpoints["publish"])
     try:
-        # Slow joiner: the daemon must have seen both feed subscriptions before data flows.
-        wait_for(lambda: len(daemon.live_subscriptions) == 2 and daemon.lossless_subscribers)
+        # Slow joiner: the daemon must have seen the live subscriptions before data flows.
+        wait_for(lambda: len(daemon.live_subscriptions) == 3 and daemon.lossless_subscribers)
         push_recording(endpoints["ingest"], recording)
         n = recording.shape[0]
         blocks = []
@@ -99,17 +101,22 @@ def test_one_daemon_serves_lossless_spikes_and_power_at_once(daemon, recording):
             blocks.append(block)
         got_spikes = drain(spikes)
         got_power = drain(power, 0.5)
+        live = drain(everything, 0.5)
         stats = query(control, "stats")
         metrics = urllib.request.urlopen(
             f"http://{endpoints['metrics']}/metrics", timeout=5).read().decode()
     finally:
-        for sub in (lossless, spikes, power):
+        for sub in (lossless, spikes, power, everything):
             sub.close()
 
     # Lossless is untouched by the feeds: every sample, in order, CRC-checked.
     assert blocks[0].first_sample == ORIGIN
     assert np.array_equal(np.concatenate([b.samples for b in blocks]), recording)
     assert lossless.crc_errors == 0 and not lossless.gaps
+    # A live subscriber to every stream passes over the feed messages it also receives.
+    assert np.array_equal(np.concatenate([b.samples for b in live]), recording)
+    assert everything.decode_errors == 0 and everything.crc_errors == 0
+    assert everything.feed_messages == len(got_spikes) + len(got_power)
 
     # Each feed subscriber got its own feed only, nothing lost.
     assert got_spikes and all(m["kind"] == "spikes" and m["stream"] == "imp1"
@@ -147,8 +154,10 @@ def test_one_daemon_serves_lossless_spikes_and_power_at_once(daemon, recording):
     assert feeds["spikes"]["drops"] == feeds["power"]["drops"] == 0
     seconds = n / RATE
     assert feeds["spikes"]["bits_per_s"] == pytest.approx(8 * spikes.bytes / seconds)
-    assert feeds["spikes"]["subscribers"] == 1 and feeds["power"]["subscribers"] == 1
-    assert stats["streams"]["imp1"]["subscribers"] == 1  # the lossless one; feeds apart
+    # The every-stream subscriber counts for the feeds too (it receives them); a feed
+    # subscriber does not count for the lossless stream.
+    assert feeds["spikes"]["subscribers"] == 2 and feeds["power"]["subscribers"] == 2
+    assert stats["streams"]["imp1"]["subscribers"] == 2
     for feed, entry in feeds.items():
         for metric, key in (("messages", "messages"), ("bytes", "bytes"), ("events", "events"),
                             ("drops", "drops")):
