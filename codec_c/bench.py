@@ -155,6 +155,24 @@ def baseline_blocks(data, block, enc, dec):
     return t_enc, t_dec, size, raw
 
 
+def stream_vs_whole(signals, channels, blocks):
+    """Ratio of the recordings streamed as `channels` channels (recordings cycled, each
+    channel coded on its own state, so repeats cannot flatter it) in blocks of a few
+    samples, against the same samples coded one whole recording per block."""
+    n = min(len(s) for s in signals)
+    whole = sum(len(StreamEncoder(1).encode(s[:n].reshape(-1, 1))) for s in signals)
+    whole_ratio = 2 * n * len(signals) / whole
+    data = np.stack([signals[c % len(signals)][:n] for c in range(channels)], axis=1)
+    result = {"channels": channels, "whole_ratio": whole_ratio, "samples_per_channel": n,
+              "blocks": {}}
+    for block in blocks:
+        enc = StreamEncoder(channels)
+        size = sum(len(enc.encode(data[t:t + block])) for t in range(0, n, block))
+        ratio = data.nbytes / size
+        result["blocks"][block] = {"ratio": ratio, "change_percent": 100 * (ratio / whole_ratio - 1)}
+    return result
+
+
 def run_benchmark(args):
     paths, source = find_recordings(args.data)
     if args.files:
@@ -186,6 +204,8 @@ def run_benchmark(args):
         report["challenge_score"] = {"ratio": report["raw_bytes"] / (packed + program),
                                      "program_bytes": program}
 
+    report["stream_vs_whole"] = stream_vs_whole(signals, args.channels, args.blocks)
+
     data = stack_channels(signals, args.channels, args.latency_samples)
     for block in args.blocks:
         key = f"{args.channels}x{block}"
@@ -215,6 +235,10 @@ def print_report(r, out=sys.stdout):
     if "challenge_score" in r:
         c = r["challenge_score"]
         w(f"challenge ratio with ./encode+./decode ({c['program_bytes']} B): {c['ratio']:.4f}\n")
+    sv = r["stream_vs_whole"]
+    w(f"\nstreamed as {sv['channels']} channels, whole recordings ratio {sv['whole_ratio']:.3f}: "
+      + ", ".join(f"{b}-sample blocks {v['ratio']:.3f} ({v['change_percent']:+.2f} %)"
+                  for b, v in sv["blocks"].items()) + "\n")
     for key, rows in r["latency"].items():
         w(f"\nblocks {key} (channels x samples), each block on its own call\n")
         w(f"{'':<12}{'ratio':>8}{'enc p50 us':>12}{'enc p99':>10}{'dec p50 us':>12}{'dec p99':>10}"
