@@ -7,9 +7,24 @@ import subprocess
 import pytest
 
 SYSTEMD = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "systemd")
-ANALYZE = shutil.which("systemd-analyze")
+
+
+def _find_or_install_analyze():
+    """systemd-analyze, installed from Debian's `systemd` package on a fresh CI machine (as
+    root), so the units are checked by systemd itself rather than skipped."""
+    found = shutil.which("systemd-analyze")
+    if found or os.geteuid() != 0 or not shutil.which("apt-get"):
+        return found
+    for cmd in (["apt-get", "update", "-qq"],
+                ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "systemd"]):
+        subprocess.run(cmd, capture_output=True, timeout=600,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    return shutil.which("systemd-analyze")
+
+
+ANALYZE = _find_or_install_analyze()
 pytestmark = pytest.mark.skipif(
-    ANALYZE is None, reason="systemd-analyze not installed (Debian: apt-get install systemd)")
+    ANALYZE is None, reason="systemd-analyze missing and not installable (needs root and apt)")
 
 
 @pytest.mark.parametrize("unit", ["neurowire.service", "neurowire@.service"])
