@@ -89,6 +89,14 @@ static uint16_t flat_weight[2 * HALF];
 static uint32_t reciprocal[128];                  /* floor((2^39 - 1) / (128 + j)) */
 static int tables_ready;
 
+/* The per-sample helpers must be inlined: a call in the decoder's serial chain costs more
+ * than the helper itself, and GCC declines to inline some of them at -O3. */
+#if defined(__GNUC__)
+#define HOT static inline __attribute__((always_inline))
+#else
+#define HOT static inline
+#endif
+
 static int log2_floor64(uint64_t v) {
 #if defined(__GNUC__)
     return 63 - __builtin_clzll(v);
@@ -203,7 +211,7 @@ static void rc_put(range_encoder *rc, uint8_t byte) {
     rc->pos++;
 }
 
-static void rc_shift_low(range_encoder *rc) {
+HOT void rc_shift_low(range_encoder *rc) {
     if ((uint32_t)rc->low < 0xFF000000u || (rc->low >> 32) != 0) {
         uint8_t carry = (uint8_t)(rc->low >> 32);
         if (!rc->first) rc_put(rc, (uint8_t)(rc->cache + carry));
@@ -216,7 +224,7 @@ static void rc_shift_low(range_encoder *rc) {
     rc->low = (rc->low & 0x00FFFFFFu) << 8;
 }
 
-static void rc_encode(range_encoder *rc, uint32_t cum, uint32_t freq, uint32_t total) {
+HOT void rc_encode(range_encoder *rc, uint32_t cum, uint32_t freq, uint32_t total) {
     uint32_t r = rc->range / total;
     rc->low += (uint64_t)r * cum;
     rc->range = r * freq;
@@ -257,7 +265,7 @@ static void rd_init(range_decoder *rd, const uint8_t *in, size_t len) {
     for (int i = 0; i < 4; i++) rd->code = (rd->code << 8) | rd_byte(rd);
 }
 
-static void rd_normalize(range_decoder *rd) {
+HOT void rd_normalize(range_decoder *rd) {
     /* Whether a symbol ends on a byte boundary is a coin toss, so away from the end of the
      * input the up to three bytes are taken without a loop. */
     if (rd->len - rd->pos >= 3) {
@@ -273,14 +281,14 @@ static void rd_normalize(range_decoder *rd) {
 }
 
 /* Returns the target count in [0, total); the caller finds the symbol and calls rd_take. */
-static uint32_t rd_target(range_decoder *rd, uint32_t total, uint32_t *r_out) {
+HOT uint32_t rd_target(range_decoder *rd, uint32_t total, uint32_t *r_out) {
     uint32_t r = rd->range / total;
     uint32_t t = rd->code / r;
     *r_out = r;
     return t < total ? t : total - 1;   /* only a corrupt stream gets clamped */
 }
 
-static void rd_take(range_decoder *rd, uint32_t r, uint32_t cum, uint32_t freq) {
+HOT void rd_take(range_decoder *rd, uint32_t r, uint32_t cum, uint32_t freq) {
     rd->code -= r * cum;
     rd->range = r * freq;
     rd_normalize(rd);
@@ -365,7 +373,7 @@ static inline void count_direct(uint16_t *freq, int symbol, uint32_t inc) {
 }
 #endif
 
-static void adapt(uint16_t *freq, uint32_t *total, int symbols, int symbol, uint32_t inc, uint32_t limit) {
+HOT void adapt(uint16_t *freq, uint32_t *total, int symbols, int symbol, uint32_t inc, uint32_t limit) {
     if (symbols == MAIN_SYMBOLS && symbol < 2 * HALF) count_direct(freq, symbol, inc);
     else freq[symbol] = (uint16_t)(freq[symbol] + inc);
     *total += inc;
@@ -514,7 +522,7 @@ static inline int find_direct(const uint16_t *g, uint32_t t, uint32_t *below) {
  * centre of the step), so every sample comes back within k domain units of the original;
  * the predictor runs on what the decoder rebuilds, so errors never accumulate. In
  * PASS_ENCODE *value receives the rebuilt sample. */
-static int code_sample(channel_state *s, coder *co, int pass, int16_t *value, int32_t max_error) {
+HOT int code_sample(channel_state *s, coder *co, int pass, int16_t *value, int32_t max_error) {
     const int grid = s->domain == DOMAIN_GRID;
     const int32_t top = grid ? GRID_CODES - 1 : 65535;
 
@@ -836,10 +844,18 @@ int64_t nw_encode_block(nw_encoder *e, const int16_t *samples, uint32_t n, int k
     for (uint32_t c = 0; c < ch; c++) {
         size_t before = rc->pos;
         channel_state *s = &e->state[c];
-        for (uint32_t t = 0; t < n; t++) {
-            int16_t v = samples[(size_t)t * ch + c];
-            code_sample(s, &co, PASS_ENCODE, &v, max_error);
-            if (rebuilt) rebuilt[(size_t)t * ch + c] = v;
+        if (max_error) {
+            for (uint32_t t = 0; t < n; t++) {
+                int16_t v = samples[(size_t)t * ch + c];
+                code_sample(s, &co, PASS_ENCODE, &v, max_error);
+                rebuilt[(size_t)t * ch + c] = v;
+            }
+        } else {
+            /* A constant max_error lets the lossless path drop the quantiser. */
+            for (uint32_t t = 0; t < n; t++) {
+                int16_t v = samples[(size_t)t * ch + c];
+                code_sample(s, &co, PASS_ENCODE, &v, 0);
+            }
         }
         e->channel_bytes[c] += rc->pos - before;
     }
@@ -936,13 +952,21 @@ static int decode_payload(nw_decoder *d, const nw_block_info *info, const uint8_
     rd_init(&co.dec, payload, payload_bytes);
     if (info->keyframe)
         for (uint32_t c = 0; c < ch; c++) d->state[c] = initial_state[rd_bits(&co.dec, 1)];
+    const int32_t max_error = (int32_t)info->max_error;
     for (uint32_t c = 0; c < ch; c++) {
         channel_state *s = &d->state[c];
-        for (uint32_t t = 0; t < n; t++) {
-            if (code_sample(s, &co, PASS_DECODE, &samples[(size_t)t * ch + c],
-                            (int32_t)info->max_error) < 0)
-                return NW_ERR_CORRUPT;
-            if (co.dec.overrun > 8) return NW_ERR_TRUNCATED;
+        if (max_error) {
+            for (uint32_t t = 0; t < n; t++) {
+                if (code_sample(s, &co, PASS_DECODE, &samples[(size_t)t * ch + c], max_error) < 0)
+                    return NW_ERR_CORRUPT;
+                if (co.dec.overrun > 8) return NW_ERR_TRUNCATED;
+            }
+        } else {
+            for (uint32_t t = 0; t < n; t++) {
+                if (code_sample(s, &co, PASS_DECODE, &samples[(size_t)t * ch + c], 0) < 0)
+                    return NW_ERR_CORRUPT;
+                if (co.dec.overrun > 8) return NW_ERR_TRUNCATED;
+            }
         }
     }
     return NW_OK;
