@@ -62,7 +62,7 @@ class DaemonConfig:
     flush_timeout_s: float = 2.0
     latency_window: int = 8192
     log_level: str = "INFO"
-    # Feeds beyond lossless, computed once per stream on a thread of their own and published
+    # Feeds beyond lossless, computed once per stream in a process of their own and published
     # on the publish socket under "<stream>/<feed>" topics (docs/FEEDS.md).
     feeds: tuple = ()
     feed_threshold: float = 4.5
@@ -71,7 +71,7 @@ class DaemonConfig:
     feed_batch_ms: float = 20.0
     # The bounded feed: every decoded sample within this many ADC codes of the original.
     feed_max_error: int = 2
-    # Packets waiting for the feed thread; past this the feeds skip packets (counted as the
+    # Packets waiting for the feed process; past this the feeds skip packets (counted as the
     # feeds' drops) rather than slow the lossless path.
     feed_queue_packets: int = 2000
     security: SecurityConfig = field(default_factory=SecurityConfig)

@@ -7,8 +7,9 @@
     encode threads: channel groups 1.. of each block (the C codec runs without the GIL)
     asyncio loop: [control REP] status / stats / config, watchdog, signals, shutdown
     /metrics (Prometheus, own thread)
-    feed thread (config `feeds`): spike / power feeds from a bounded queue of packets the data
-        thread offers after publishing; messages go back over inproc to the data thread, the
+    feed process (config `feeds`, neurowire.feeds.worker): spike / power / bounded feeds from
+        packets the data thread offers after publishing (non-blocking, bounded: skipped and
+        counted when behind); its messages come back over loopback to the data thread, the
         only user of the XPUB socket, which publishes them under "<stream>/<feed>\\0"
 
 Why a thread and not coroutines for the data: at 2000 packets/s every future, wake-up and
@@ -34,7 +35,9 @@ import logging
 import os
 import queue
 import resource
+import json
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -53,8 +56,6 @@ from .metrics import STAGES, LatencyStage, MetricsServer
 from .protocol import Packet, Rejected, parse_ingest, publish_header, topic_for, unpack_small_map
 
 log = logging.getLogger("neurowire.daemon")
-FEED_SWITCH_INTERVAL_S = 0.0002
-FEED_GATHER_S = 0.005
 
 
 def package_version() -> str:
@@ -106,7 +107,7 @@ class StreamState:
         self.lossless_overflow = 0
         self.latency = {stage: LatencyStage(config.latency_window) for stage in STAGES}
         self.feeds = {name: FeedCounters() for name in config.feeds}
-        self.feed_samples = 0  # time steps the feed thread has processed
+        self.feed_samples = 0  # time steps the feed process has reported
 
     @property
     def drops(self) -> int:
@@ -169,120 +170,82 @@ class FeedCounters:
         self.messages = self.bytes = self.events = self.drops = 0
 
 
-def _contiguous(batch):
-    """(state, first_sample, samples) items -> the same with runs of one stream's
-    consecutive packets joined (the feeds' messages do not depend on packetisation)."""
-    run: list = []
-    for item in batch:
-        if run and (item[0] is not run[-1][0] or item[1] != run[-1][1] + run[-1][2].shape[0]
-                    or item[2].shape[1] != run[-1][2].shape[1]):
-            yield _join(run)
-            run = []
-        run.append(item)
-    if run:
-        yield _join(run)
-
-
-def _join(run):
-    if len(run) == 1:
-        return run[0]
-    return run[0][0], run[0][1], np.concatenate([samples for _, _, samples in run])
-
-
 class FeedWorker:
-    """The feeds' own thread: a FeedTap per stream, fed packets through a bounded queue.
+    """The feeds' own process (neurowire.feeds.worker), fed packets over loopback.
 
-    The data thread only offers a packet (put_nowait) after the lossless block is out, so the
-    lossless path never waits for spike detection; when the queue is full the packet is
-    skipped for the feeds and counted, and the stream's detector restarts at the gap."""
+    The data thread offers each packet after its lossless block is out, with a non-blocking
+    send: past `feed_queue_packets` waiting, the packet is skipped for the feeds and counted,
+    and the stream's detector restarts at the next one.  A process and not a thread: detection
+    is numpy driven from Python, and a thread doing it made the data thread wait for the GIL
+    (the lossless compress and publish p99 grew several-fold on a 2-core machine)."""
 
-    def __init__(self, config: DaemonConfig, out):
-        from neurowire.feeds.detect import DetectorConfig
-
+    def __init__(self, config: DaemonConfig, sync):
         self.config = config
-        self.detector_config = DetectorConfig(
-            threshold=config.feed_threshold, snippet_ms=config.feed_snippet_ms,
-            power_bin_ms=config.feed_power_bin_ms if "power" in config.feeds else 0.0)
-        self.out = out  # inproc PUSH to the data thread; this thread is its only user
-        self.queue: queue.Queue = queue.Queue(maxsize=config.feed_queue_packets)
-        self.taps: dict = {}
-        self.error: BaseException | None = None
-        self._abort = threading.Event()
-        self.thread = threading.Thread(target=self._main, name="nw-feeds", daemon=True)
+        self.tx = sync.socket(zmq.PUSH)
+        self.tx.sndhwm = config.feed_queue_packets
+        self.tx.linger = 0
+        in_port = self.tx.bind_to_random_port("tcp://127.0.0.1")
+        self.rx = sync.socket(zmq.PULL)
+        self.rx.rcvhwm = 0  # feed messages are small and few; none is lost on the way back
+        self.rx.linger = 0
+        out_port = self.rx.bind_to_random_port("tcp://127.0.0.1")
+        self.endpoints = (f"tcp://127.0.0.1:{in_port}", f"tcp://127.0.0.1:{out_port}")
+        self.process: subprocess.Popen | None = None
+        self.error: str | None = None
+        self.offered = self.reported = 0  # packets; the difference is what waits
+        self.done = False
 
-    def start(self) -> None:
-        self.thread.start()
+    def start(self, timeout: float = 30.0) -> None:
+        """Start the process and wait until it listens (packets sent before would be lost).
+        Called before the data thread runs, which owns both sockets afterwards."""
+        settings = {"feeds": list(self.config.feeds), "threshold": self.config.feed_threshold,
+                    "snippet_ms": self.config.feed_snippet_ms,
+                    "power_bin_ms": self.config.feed_power_bin_ms,
+                    "batch_ms": self.config.feed_batch_ms,
+                    "max_error": self.config.feed_max_error,
+                    "queue": self.config.feed_queue_packets}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "neurowire.feeds.worker", *self.endpoints,
+             json.dumps(settings)], stdin=subprocess.DEVNULL)
+        if self.rx.poll(int(timeout * 1000)) and self.rx.recv_multipart() == [b"", b"ready"]:
+            log.info("feed process %d serving %s", self.process.pid,
+                     ", ".join(self.config.feeds))
+            return
+        self.error = f"feed process did not start within {timeout:g} s"
+        log.error("%s; feeds off, lossless unaffected", self.error)
 
-    def offer(self, state: StreamState, first_sample: int, samples: np.ndarray) -> None:
+    def queued(self) -> int:
+        return self.offered - self.reported
+
+    def offer(self, state: StreamState, packet: Packet) -> None:
         try:
-            self.queue.put_nowait((state, first_sample, samples))
-        except queue.Full:
+            self.tx.send_multipart(
+                [state.topic[:-1], msgpack.packb({"first": packet.first_sample,
+                                                  "rate": packet.rate, "ch": packet.channels}),
+                 packet.samples], zmq.NOBLOCK, copy=False)
+            self.offered += 1
+        except zmq.Again:
             for counters in state.feeds.values():
                 counters.drops += 1
 
-    def _main(self) -> None:
-        try:
-            ending = False
-            while not ending and not self._abort.is_set():
-                batch = [self.queue.get()]
-                if batch[0] is not None:
-                    # Packets taken a few at a time: the detector's cost is mostly per call,
-                    # and each call holds the GIL the data thread needs.  Feed messages are cut
-                    # every 20 ms of signal anyway, so waiting 5 ms for company delays nothing
-                    # a subscriber could have had sooner by more than that.
-                    time.sleep(FEED_GATHER_S)
-                    while True:
-                        try:
-                            batch.append(self.queue.get_nowait())
-                        except queue.Empty:
-                            break
-                if batch[-1] is None:
-                    ending = True
-                    batch.pop()
-                for state, first_sample, samples in _contiguous(batch):
-                    self._process(state, first_sample, samples)
-        except BaseException as error:  # the lossless path goes on; the stats show no growth
-            self.error = error
-            log.error("feed thread failed; feeds stopped", exc_info=True)
-        finally:
-            self.out.close(linger=0)
+    def check(self) -> None:
+        if self.process is not None and self.error is None and not self.done:
+            code = self.process.poll()
+            if code is not None:
+                self.error = f"feed process exited with code {code}"
+                log.error("%s; feeds stopped, lossless unaffected", self.error)
 
-    def _process(self, state: StreamState, first_sample: int, samples: np.ndarray) -> None:
-        from neurowire.feeds.serve import FeedTap
-
-        tap = self.taps.get(state.stream_id)
-        if tap is None:
-            tap = self.taps[state.stream_id] = FeedTap(
-                self.detector_config, batch_ms=self.config.feed_batch_ms,
-                feeds=self.config.feeds, max_error=self.config.feed_max_error)
-        messages = tap.on_packet(state.stream_id, state.rate, first_sample, samples)
-        state.feed_samples += samples.shape[0]
-        spikes = state.feeds.get("spikes")
-        if spikes is not None:
-            spikes.events += tap.last_events
-        for topic, message in messages:
-            counters = state.feeds[topic[:-1].rsplit(b"/", 1)[1].decode()]
-            # Counted before sending, like the lossless blocks.
-            counters.messages += 1
-            counters.bytes += len(message)
-            self.out.send_multipart([topic, message])
-
-    def finish(self, timeout: float) -> None:
-        """Process what is queued, then end (the data thread publishes what comes out)."""
-        if not self.thread.is_alive():
-            return
-        try:
-            self.queue.put(None, timeout=timeout)
-        except queue.Full:
-            pass
-        self.thread.join(timeout)
-        if self.thread.is_alive():
-            self._abort.set()  # it ends after the packet in hand, leaving the rest
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
             try:
-                self.queue.put_nowait(None)  # in case it waits on an empty queue by now
-            except queue.Full:
-                pass
-            self.thread.join(timeout)
+                self.process.wait(2)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        for sock in (self.tx, self.rx):
+            if not sock.closed:
+                sock.close()
 
 
 class LosslessSubscriber:
@@ -403,12 +366,7 @@ class Daemon:
                      ", ".join(f"{k}={v}" for k, v in self.endpoints.items()),
                      self.config.workers)
             if self._feeds is not None:
-                # The feed thread runs Python between its numpy calls; at the default 5 ms
-                # switch interval the data thread, back from a poll, could wait that long for
-                # the GIL on every packet, which is what the lossless p99 showed.
-                if sys.getswitchinterval() > FEED_SWITCH_INTERVAL_S:
-                    sys.setswitchinterval(FEED_SWITCH_INTERVAL_S)
-                self._feeds.start()
+                await self._loop.run_in_executor(None, self._feeds.start)
             self._data_thread = threading.Thread(target=self._data_main, name="nw-data",
                                                  daemon=True)
             self._data_thread.start()
@@ -492,16 +450,8 @@ class Daemon:
         self.router.maxmsgsize = 4096
         self.router.linger = int(config.flush_timeout_s * 1000)
         self._bind(self.router, "lossless", config.lossless)
-        self._feed_rx = None
         if config.feeds:
-            feed_endpoint = f"inproc://neurowire-feeds-{id(self):x}"
-            self._feed_rx = sync.socket(zmq.PULL)
-            self._feed_rx.rcvhwm = 100_000
-            self._feed_rx.bind(feed_endpoint)
-            feed_tx = sync.socket(zmq.PUSH)
-            feed_tx.sndhwm = 100_000
-            feed_tx.connect(feed_endpoint)
-            self._feeds = FeedWorker(config, feed_tx)
+            self._feeds = FeedWorker(config, sync)
         wake = f"inproc://neurowire-wake-{id(self):x}"
         self._wake_rx = sync.socket(zmq.PULL)
         self._wake_rx.bind(wake)
@@ -525,11 +475,9 @@ class Daemon:
         if getattr(self, "ingest", None) is not None and not self.ingest.closed:
             self.ingest.disable_monitor()
         if self._feeds is not None:
-            self._feeds.finish(1.0)
-            if not self._feeds.thread.is_alive() and not self._feeds.out.closed:
-                self._feeds.out.close(linger=0)  # never started
+            self._feeds.stop()
         for name in ("_ingest_monitor", "ingest", "publisher", "router", "_wake_rx", "_wake_tx",
-                     "_feed_rx", "control"):
+                     "control"):
             sock = getattr(self, name, None)
             if sock is not None and not sock.closed:
                 sock.close()
@@ -552,11 +500,10 @@ class Daemon:
             if not self.ingest.closed:
                 self.ingest.disable_monitor()
             if self._feeds is not None:
-                self._feeds.finish(1.0)
+                self._feeds.stop()
             for sock in (self._ingest_monitor, self.ingest, self.publisher, self.router,
-                         self._wake_rx, self._feed_rx):
-                if sock is not None:
-                    sock.close()
+                         self._wake_rx):
+                sock.close()
             self.request_stop()
 
     def _data_loop(self) -> None:
@@ -564,8 +511,8 @@ class Daemon:
         handlers = {self.ingest: self._on_ingest, self.publisher: self._on_subscriptions,
                     self.router: self._on_lossless_requests,
                     self._ingest_monitor: self._on_ingest_event, self._wake_rx: self._on_wake}
-        if self._feed_rx is not None:
-            handlers[self._feed_rx] = self._on_feed_messages
+        if self._feeds is not None:
+            handlers[self._feeds.rx] = self._on_feed_messages
         for sock in handlers:
             poller.register(sock, zmq.POLLIN)
         next_housekeeping = 0.0
@@ -578,13 +525,53 @@ class Daemon:
                 next_housekeeping = now + 0.1
 
     def _on_feed_messages(self) -> None:
-        receive, send = self._feed_rx.recv_multipart, self.publisher.send_multipart
+        feeds = self._feeds
+        receive, send = feeds.rx.recv_multipart, self.publisher.send_multipart
         while True:
             try:
-                frames = receive(zmq.NOBLOCK, copy=False)
+                topic, message = receive(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            send(frames, zmq.NOBLOCK)
+            if topic:
+                stream, feed = topic[:-1].decode().rsplit("/", 1)
+                state = self.streams.get(stream)
+                if state is not None and feed in state.feeds:
+                    # Counted before sending, like the lossless blocks.
+                    state.feeds[feed].messages += 1
+                    state.feeds[feed].bytes += len(message)
+                send([topic, message], zmq.NOBLOCK)
+            elif message == b"done":
+                feeds.done = True
+            elif message != b"ready":
+                report = msgpack.unpackb(message)
+                state = self.streams.get(report["stream"])
+                feeds.reported += report["packets"]
+                if state is not None:
+                    state.feed_samples += report["samples"]
+                    if "spikes" in state.feeds:
+                        state.feeds["spikes"].events += report["events"]
+
+    def _finish_feeds(self) -> None:
+        """On stop: let the feed process work through what it was sent, and publish it."""
+        feeds = self._feeds
+        deadline = time.monotonic() + self.config.flush_timeout_s
+        if feeds.error is not None:
+            return
+        while True:
+            try:
+                feeds.tx.send(b"", zmq.NOBLOCK)
+                break
+            except zmq.Again:
+                if time.monotonic() > deadline:
+                    return
+                self._on_feed_messages()
+                feeds.rx.poll(5)
+        while not feeds.done and time.monotonic() < deadline:
+            if feeds.rx.poll(20):
+                self._on_feed_messages()
+            feeds.check()
+            if feeds.error is not None:
+                return
 
     def _on_wake(self) -> None:
         while True:
@@ -631,8 +618,7 @@ class Daemon:
             self._accept(frames)
         self._process_backlogs()
         if self._feeds is not None:
-            self._feeds.finish(self.config.flush_timeout_s)
-            self._on_feed_messages()
+            self._finish_feeds()
         deadline = time.monotonic() + self.config.flush_timeout_s
         while time.monotonic() < deadline and any(
                 subscriber.queue for subscriber in self.lossless_subscribers.values()):
@@ -741,8 +727,8 @@ class Daemon:
                         subscriber.overflow += 1
                         state.lossless_overflow += 1
                     self._pump(subscriber)
-        if self._feeds is not None:
-            self._feeds.offer(state, packet.first_sample, samples)
+        if self._feeds is not None and self._feeds.error is None:
+            self._feeds.offer(state, packet)
 
     # ---- lossless subscribers -----------------------------------------------------------
 
@@ -840,6 +826,8 @@ class Daemon:
                 state.force_keyframe = True
 
     def _housekeeping(self, now: float) -> None:
+        if self._feeds is not None:
+            self._feeds.check()
         for identity, subscriber in list(self.lossless_subscribers.items()):
             if now - subscriber.last_seen > self.config.lossless_timeout_s:
                 del self.lossless_subscribers[identity]
@@ -896,9 +884,10 @@ class Daemon:
                                           self.ingest_limits())),
                 "data_thread_age_s": time.monotonic() - self.heartbeat,
                 "feeds": {"enabled": list(self.config.feeds),
-                          "queued": self._feeds.queue.qsize() if self._feeds else 0,
-                          "error": (repr(self._feeds.error)
-                                    if self._feeds and self._feeds.error else None)}}
+                          "queued": self._feeds.queued() if self._feeds else 0,
+                          "pid": (self._feeds.process.pid
+                                  if self._feeds and self._feeds.process else None),
+                          "error": self._feeds.error if self._feeds else None}}
 
     def config_reply(self) -> dict:
         reply = self.config.to_dict()

@@ -215,7 +215,7 @@ def test_feed_queue_full_drops_and_counts_but_lossless_goes_on(recording):
         push_recording(daemon.endpoints["ingest"], recording)
         packets = -(-recording.shape[0] // PACKET)
         wait_for(lambda: "imp1" in daemon.streams and daemon.streams["imp1"].packets_in == packets)
-        wait_for(lambda: daemon._feeds.queue.empty())
+        wait_for(lambda: daemon._feeds.queued() == 0)
         time.sleep(0.2)
         feed = query(daemon.endpoints["control"], "stats")["streams"]["imp1"]["feeds"]["spikes"]
         state = daemon.streams["imp1"]
