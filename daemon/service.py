@@ -228,6 +228,16 @@ class FeedWorker:
             for counters in state.feeds.values():
                 counters.drops += 1
 
+    def key_soon(self, prefix: bytes) -> None:
+        """A feed subscriber joined: its power / bounded feed starts at the next keyframe, so
+        have one made now (best effort: a full queue leaves it to the regular one)."""
+        stream, _, feed = prefix.rstrip(b"\0").partition(b"/")
+        if feed in (b"power", b"bounded"):
+            try:
+                self.tx.send_multipart([b"/key", stream, feed], zmq.NOBLOCK)
+            except zmq.Again:
+                pass
+
     def check(self) -> None:
         if self.process is not None and self.error is None and not self.done:
             code = self.process.poll()
@@ -813,6 +823,8 @@ class Daemon:
             if message[0] == 1:
                 self.live_subscriptions[prefix] = self.live_subscriptions.get(prefix, 0) + 1
                 self._keyframe_soon(lambda stream_id: topic_for(stream_id).startswith(prefix))
+                if self._feeds is not None and b"/" in prefix:
+                    self._feeds.key_soon(prefix)
             elif message[0] == 0 and self.live_subscriptions.get(prefix, 0) > 0:
                 self.live_subscriptions[prefix] -= 1
                 if not self.live_subscriptions[prefix]:

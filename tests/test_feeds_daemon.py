@@ -288,3 +288,32 @@ def test_bounded_feed_within_k_of_every_sample_and_smaller_than_lossless(recordi
     assert feed["messages"] == bounded.messages == len(got) and feed["bytes"] == bounded.bytes
     assert feed["bytes"] < stats["bytes_out"]
     assert bounded.lost == 0
+
+
+def test_late_feed_subscribers_get_a_keyframe_at_once(recording):
+    """Power and bounded are codec streams with a keyframe a second: a subscriber joining
+    mid-stream makes the daemon key the next bin / block, so it decodes from there (streams
+    found through the control endpoint)."""
+    config = load_config(**LOOPBACK, feeds=["power", "bounded"])
+    head = 5 * PACKET
+    with DaemonThread(config) as runner:
+        daemon = runner.daemon
+        push_recording(daemon.endpoints["ingest"], recording[:head])
+        wait_for(lambda: "imp1" in daemon.streams and daemon._feeds.queued() == 0)
+        power = neurowire.subscribe(feed="power", control=daemon.endpoints["control"])
+        bounded = neurowire.subscribe(feed="bounded", control=daemon.endpoints["control"])
+        try:
+            assert power.streams == bounded.streams == ["imp1"]
+            wait_for(lambda: len(daemon.live_subscriptions) == 2)
+            time.sleep(0.1)  # the key request travels to the feed process
+            tail = recording[head:int(0.5 * RATE)]  # half a second: before any regular key
+            push_recording(daemon.endpoints["ingest"], tail, origin=ORIGIN + head)
+            got_power = drain(power, 0.5)
+            got_bounded = drain(bounded, 0.5)
+        finally:
+            power.close()
+            bounded.close()
+    assert got_bounded and got_bounded[0]["first"] == ORIGIN + head
+    assert sum(m["n"] for m in got_bounded) == tail.shape[0]
+    width = round(0.02 * RATE)
+    assert len(got_power) >= (head + tail.shape[0]) // width - head // width - 1

@@ -53,6 +53,14 @@ class FeedTap:
         self.last_events = 0
         self.restarts = 0
 
+    def key_soon(self, stream: str, feed: str) -> None:
+        """A subscriber joined `feed` of `stream`: the next power bin or bounded block is a
+        keyframe, so it decodes from there instead of up to a second later."""
+        if feed == "bounded" and stream in self.bounded:
+            self.bounded[stream].key_soon()
+        elif feed == "power" and stream in self.encoders:
+            self.encoders[stream][0].power_key_soon = True
+
     def on_packet(self, stream: str, rate: float, first_sample: int,
                   samples: np.ndarray) -> list[tuple[bytes, bytes]]:
         entry = self.encoders.get(stream)

@@ -80,6 +80,7 @@ class SpikeFeedEncoder:
         self.power_seq = 0
         self.power_codec = None
         self.power_key_every = 1
+        self.power_key_soon = False  # a subscriber just joined: let it decode from the next bin
         if self.detector.geometry.power_bin:
             self.power_codec = _codec().StreamEncoder(channels)
             self.power_key_every = max(1, round(rate / self.detector.geometry.power_bin))
@@ -128,7 +129,8 @@ class SpikeFeedEncoder:
         return message
 
     def _power_message(self, power: PowerBins) -> bytes:
-        key = self.power_seq % self.power_key_every == 0
+        key = self.power_seq % self.power_key_every == 0 or self.power_key_soon
+        self.power_key_soon = False
         quantised = quantise_power(power.power).astype(np.int16)
         message = msgpack.packb({
             "v": FEED_VERSION, "kind": "power", "stream": self.stream, "seq": self.power_seq,
@@ -245,6 +247,10 @@ class BoundedEncoder:
         self.key_every = max(1, round(keyframe_s * rate))
         self.next_key: int | None = None
         self.seq = 0
+
+    def key_soon(self) -> None:
+        """A subscriber just joined: make the next block a keyframe."""
+        self.next_key = None
 
     def encode(self, first_sample: int, samples: np.ndarray, *, restart: bool = False) -> bytes:
         key = restart or self.next_key is None or first_sample >= self.next_key

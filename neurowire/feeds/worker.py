@@ -6,6 +6,7 @@ thread, back from a poll or from the codec, waits for the GIL).
 
     IN   PULL, connects: [stream, msgpack {"first", "rate"}, int16 samples (n, ch) LE]
          or [b""] = process what came before, answer [b"", b"done"] and exit
+         or [b"/key", stream, feed] = a subscriber joined: keyframe soon ("/" is in no stream id)
     OUT  PUSH, connects: [topic, message]      a feed message to publish
                          [b"", msgpack {"stream", "samples", "events", "packets"}] after
                                                                   each run of packets
@@ -63,6 +64,11 @@ def run(inbound: str, outbound: str, settings: dict) -> int:
                 if len(frames) == 1:
                     ending = True
                     break
+                if frames[0] == b"/key" and len(frames) == 3:
+                    stream = frames[1].decode()
+                    if stream in taps:
+                        taps[stream].key_soon(stream, frames[2].decode())
+                    continue
                 stream = frames[0].decode()
                 header = msgpack.unpackb(frames[1])
                 n_channels = header["ch"]
