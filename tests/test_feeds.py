@@ -280,3 +280,18 @@ def test_feed_selection_over_zeromq_sockets():
             sub.close()
         pub.close(linger=0)
         context.term()
+
+
+def test_bandwidth_bounded_rows_shrink_with_k_and_decode_within_k():
+    from neurowire.feeds.bandwidth import measure
+    from neurowire.feeds.spikes import BoundedDecoder, BoundedEncoder
+
+    samples, _ = synthetic(channels=8, seconds=0.5, seed=4)
+    result = measure(samples, RATE, bounded=(1, 4))
+    by_name = {f["feed"].split(" (")[0]: f["bits_per_s"] for f in result["feeds"]}
+    assert by_name["bounded k=4"] < by_name["bounded k=1"] < by_name["lossless"]
+    encoder, decoder = BoundedEncoder(8, RATE, 4), BoundedDecoder()
+    for start in range(0, samples.shape[0], 37):
+        packet = samples[start:start + 37]
+        decoded = decoder.decode(encoder.encode(start, packet))
+        assert np.abs(decoded.astype(np.int32) - packet).max() <= 4

@@ -61,7 +61,7 @@ def synthetic_channels(channels: int, seconds: float, rate: float = 20000.0, see
 
 def measure(data: np.ndarray, rate: float, *, block: int = 10, config: DetectorConfig | None = None,
             batch_ms: float = 20.0, keyframe_s: float = 1.0, link_bps: float = 1e6,
-            lossless: bool = True) -> dict:
+            lossless: bool = True, bounded=()) -> dict:
     """Feed `data` (n, channels) packet by packet through every feed; bits/s of each."""
     from neurowire.codec import StreamEncoder
 
@@ -77,6 +77,13 @@ def measure(data: np.ndarray, rate: float, *, block: int = 10, config: DetectorC
     next_key = 0
     events_only_bytes = 0
     spike_seconds = lossless_seconds = 0.0
+    # The daemon's bounded feed: one message per packet here, the most it ever sends (it
+    # joins packets that wait together), so these figures are an upper bound.
+    from .spikes import BoundedEncoder
+
+    bounded_encoders = {k: BoundedEncoder(channels, rate, k, keyframe_s=keyframe_s)
+                        for k in bounded}
+    bounded_bytes = dict.fromkeys(bounded, 0)
     for start in range(0, n, block):
         packet = data[start:start + block]
         if codec is not None:
@@ -86,6 +93,8 @@ def measure(data: np.ndarray, rate: float, *, block: int = 10, config: DetectorC
                 next_key = start + keyframe_every
             lossless_bytes += len(codec.encode(packet, keyframe=key))
             lossless_seconds += time.thread_time() - began
+        for k, bounded_encoder in bounded_encoders.items():
+            bounded_bytes[k] += len(bounded_encoder.encode(start, packet))
         began = time.thread_time()
         messages = encoder.feed(packet)
         spike_seconds += time.thread_time() - began
@@ -108,6 +117,9 @@ def measure(data: np.ndarray, rate: float, *, block: int = 10, config: DetectorC
     if codec is not None:
         feeds.append(row(f"lossless (codec, {block}-sample blocks)", lossless_bytes, seconds,
                          "every sample, exactly"))
+    for k in bounded:
+        feeds.append(row(f"bounded k={k} (codec, {block}-sample messages)", bounded_bytes[k],
+                         seconds, f"every sample, each within {k} ADC codes"))
     feeds += [
         row("spikes: events + snippets", encoder.bytes_spikes, covered,
             f"channel, sample index and {geometry.length} original samples per event"),
@@ -187,6 +199,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
                         help="spike messages cover this much time each")
     parser.add_argument("--link-mbps", type=float, default=1.0)
     parser.add_argument("--no-lossless", action="store_true", help="skip the codec (faster)")
+    parser.add_argument("--bounded", type=int, nargs="*", default=[], metavar="K",
+                        help="add the daemon's bounded feed for these max_error values")
     parser.add_argument("--json", action="store_true", help="print JSON instead of markdown")
     return parser
 
@@ -201,7 +215,8 @@ def run(args: argparse.Namespace) -> int:
     config = DetectorConfig(threshold=args.threshold, snippet_ms=args.snippet_ms,
                             power_bin_ms=args.power_bin_ms)
     result = measure(data, rate, block=args.block, config=config, batch_ms=args.batch_ms,
-                     link_bps=args.link_mbps * 1e6, lossless=not args.no_lossless)
+                     link_bps=args.link_mbps * 1e6, lossless=not args.no_lossless,
+                     bounded=tuple(args.bounded))
     result["source"] = source
     if args.json:
         json.dump(result, sys.stdout, indent=1)
