@@ -171,6 +171,10 @@ def test_feed_bandwidth_against_the_link_from_a_daemon_with_feeds(browser, tmp_p
                 " return r && /kbit\\/s/.test(r.cells[1].textContent)"
                 " && /\\d %/.test(r.cells[3].textContent)"
                 " && +r.cells[5].textContent.replace(/,/g, '') > 0; })()", timeout=30000)
+        # The lossless row's rate needs two of the daemon's counter readings: wait for it too.
+        page.wait_for_function(
+            "(() => { const r = document.querySelector('#feeds-table tr[data-feed=lossless]');"
+            " return r && r.dataset.fits !== ''; })()", timeout=30000)
         rows = page.evaluate("""() => Object.fromEntries([...document.querySelectorAll(
             '#feeds-table tbody tr')].map(tr => [tr.dataset.feed, {
                 cells: [...tr.cells].map(c => c.textContent), fits: tr.dataset.fits,
