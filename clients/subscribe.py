@@ -601,6 +601,21 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     return parser
 
 
+def _until_limits(receive, args: argparse.Namespace):
+    """Messages from `receive(timeout=...)` until --seconds or --idle-timeout runs out."""
+    started = last_data = time.monotonic()
+    while True:
+        now = time.monotonic()
+        if args.seconds and now - started >= args.seconds:
+            return
+        if args.idle_timeout and now - last_data >= args.idle_timeout:
+            return
+        message = receive(timeout=0.2)
+        if message is not None:
+            last_data = time.monotonic()
+            yield message
+
+
 def run_feed(args: argparse.Namespace) -> int:
     """`--feed spikes|power`: receive until --seconds / --idle-timeout / --until-sample."""
     from neurowire.feeds.detect import Events
@@ -609,20 +624,11 @@ def run_feed(args: argparse.Namespace) -> int:
                                      control=args.control)
     if args.ready_file:
         open(args.ready_file, "w").close()
-    started = last_data = time.monotonic()
+    started = time.monotonic()
     parts, bins, rate, pre, length = [], 0, 0.0, 0, 0
     bounded, first_bounded = [], None
     try:
-        while True:
-            now = time.monotonic()
-            if args.seconds and now - started >= args.seconds:
-                break
-            if args.idle_timeout and now - last_data >= args.idle_timeout:
-                break
-            message = subscription.receive(timeout=0.2)
-            if message is None:
-                continue
-            last_data = time.monotonic()
+        for message in _until_limits(subscription.receive, args):
             rate = message["rate"]
             if message["kind"] == "spikes":
                 parts.append(message["events"])
@@ -690,18 +696,7 @@ def run(args: argparse.Namespace) -> int:
     streaming_cpu_s = []  # with a spool: what receiving alone cost, before the decoding
 
     def spool_then_blocks():
-        started = time.monotonic()
-        last_data = started
-        while True:
-            now = time.monotonic()
-            if args.seconds and now - started >= args.seconds:
-                break
-            if args.idle_timeout and now - last_data >= args.idle_timeout:
-                break
-            raw = subscription.receive_raw(timeout=0.2)
-            if raw is None:
-                continue
-            last_data = time.monotonic()
+        for raw in _until_limits(subscription.receive_raw, args):
             spool.write(*raw)
             header = msgpack.unpackb(_view(raw[0][1]), raw=False) if len(raw[0]) > 1 else {}
             if args.until_sample and header.get("first", 0) + header.get("n", 0) >= \
@@ -717,23 +712,10 @@ def run(args: argparse.Namespace) -> int:
             if block is not None:
                 yield block
 
-    def live_blocks():
-        started = time.monotonic()
-        last_data = started
-        while True:
-            now = time.monotonic()
-            if args.seconds and now - started >= args.seconds:
-                return
-            if args.idle_timeout and now - last_data >= args.idle_timeout:
-                return
-            block = subscription.receive(timeout=0.2)
-            if block is not None:
-                last_data = time.monotonic()
-                yield block
-
     last_status = time.monotonic()
     try:
-        for block in (spool_then_blocks() if spool else live_blocks()):
+        blocks = spool_then_blocks() if spool else _until_limits(subscription.receive, args)
+        for block in blocks:
             now = time.monotonic()
             for gap in block.gaps:
                 print(f"gap in {gap.stream}: samples {gap.start}..{gap.stop - 1} "
