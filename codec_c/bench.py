@@ -17,6 +17,7 @@ import tempfile
 import time
 import wave
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -121,22 +122,35 @@ def flac_files(paths, repeats, n_samples):
 
 # ---- per-block latency --------------------------------------------------------------
 
-def neurowire_blocks(data, block):
-    channels = data.shape[1]
-    enc, dec = StreamEncoder(channels), StreamDecoder(channels)
+def neurowire_blocks(data, block, threads=1):
+    """Each block coded as it would be live; with threads > 1 its channels are split into
+    that many groups, each with its own encoder and decoder, coded in parallel (the daemon's
+    `workers`: the C calls release the GIL)."""
+    groups = [np.ascontiguousarray(g) for g in np.array_split(data, threads, axis=1)]
+    coders = [(StreamEncoder(g.shape[1]), StreamDecoder(g.shape[1])) for g in groups]
+    pool = ThreadPoolExecutor(threads) if threads > 1 else None
+
+    def each_group(fn):
+        if pool is None:
+            return [fn(0)]
+        return list(pool.map(fn, range(threads)))
+
     t_enc, t_dec, size = [], [], 0
-    blocks = [np.ascontiguousarray(data[i:i + block]) for i in range(0, len(data) - block + 1, block)]
-    for part in blocks:
+    starts = range(0, len(data) - block + 1, block)
+    for i in starts:
+        parts = [g[i:i + block] for g in groups]
         t = time.perf_counter_ns()
-        blob = enc.encode(part)
+        blobs = each_group(lambda k: coders[k][0].encode(parts[k]))
         t_enc.append(time.perf_counter_ns() - t)
         t = time.perf_counter_ns()
-        out = dec.decode(blob)
+        outs = each_group(lambda k: coders[k][1].decode(blobs[k]))
         t_dec.append(time.perf_counter_ns() - t)
-        size += len(blob)
-        if not np.array_equal(out, part):
+        size += sum(map(len, blobs))
+        if not all(np.array_equal(o, p) for o, p in zip(outs, parts)):
             raise SystemExit("neurowire: block round trip failed")
-    return t_enc, t_dec, size, sum(b.nbytes for b in blocks)
+    if pool is not None:
+        pool.shutdown()
+    return t_enc, t_dec, size, len(starts) * block * data.shape[1] * 2
 
 
 def baseline_blocks(data, block, enc, dec):
@@ -209,9 +223,10 @@ def run_benchmark(args):
     data = stack_channels(signals, args.channels, args.latency_samples)
     for block in args.blocks:
         key = f"{args.channels}x{block}"
-        entries = {"neurowire": neurowire_blocks(data, block)}
+        entries = {"neurowire": neurowire_blocks(data, block),
+                   "neurowire 2 threads": neurowire_blocks(data, block, threads=2)}
         for name, (enc, dec) in codecs.items():
-            if name != "neurowire" and name not in args.skip:
+            if name not in entries and name not in args.skip:
                 entries[name] = baseline_blocks(data, block, enc, dec)
         report["latency"][key] = {}
         for name, (t_enc, t_dec, size, raw) in entries.items():
@@ -241,10 +256,10 @@ def print_report(r, out=sys.stdout):
                   for b, v in sv["blocks"].items()) + "\n")
     for key, rows in r["latency"].items():
         w(f"\nblocks {key} (channels x samples), each block on its own call\n")
-        w(f"{'':<12}{'ratio':>8}{'enc p50 us':>12}{'enc p99':>10}{'dec p50 us':>12}{'dec p99':>10}"
+        w(f"{'':<20}{'ratio':>8}{'enc p50 us':>12}{'enc p99':>10}{'dec p50 us':>12}{'dec p99':>10}"
           f"{'enc MS/s':>10}\n")
         for name, v in rows.items():
-            w(f"{name:<12}{v['ratio']:>8.3f}{v['encode_us']['p50']:>12.1f}{v['encode_us']['p99']:>10.1f}"
+            w(f"{name:<20}{v['ratio']:>8.3f}{v['encode_us']['p50']:>12.1f}{v['encode_us']['p99']:>10.1f}"
               f"{v['decode_us']['p50']:>12.1f}{v['decode_us']['p99']:>10.1f}{v['encode_msps']:>10.2f}\n")
 
 
