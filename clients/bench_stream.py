@@ -18,13 +18,14 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
+
+from .ports import free_loopback_port
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -46,12 +47,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     parser.add_argument("--keep", metavar="DIR", help="keep configs, logs and reports here")
     return parser
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _python(module: str, *arguments: str) -> list[str]:
@@ -144,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
 
     workdir = args.keep or tempfile.mkdtemp(prefix="neurowire-bench-")
     os.makedirs(workdir, exist_ok=True)
-    ports = {name: _free_port() for name in ("ingest", "publish", "lossless", "control")}
+    ports = {name: free_loopback_port() for name in ("ingest", "publish", "lossless", "control")}
     endpoints = {name: f"tcp://127.0.0.1:{port}" for name, port in ports.items()}
     config_path = os.path.join(workdir, "daemon.toml")
     with open(config_path, "w") as handle:
