@@ -209,14 +209,16 @@ def unpack(message: bytes) -> dict:
     return m
 
 
-class PowerDecoder:
-    """Power messages of one stream, in order -> PowerBins (None until a keyframe)."""
+class _SequencedBlocks:
+    """Codec blocks carried one per numbered feed message: after a gap in "seq" or a damaged
+    block, nothing is decoded until the next keyframe."""
 
     def __init__(self):
-        self.decoder = None
-        self.next_seq = None
+        self.decoder: _Decoder | None = None
+        self.next_seq: int | None = None
 
-    def decode(self, message) -> PowerBins | None:
+    def _decode(self, message, field: str):
+        """(the unpacked message, its block decoded, or None while out of sync)."""
         m = unpack(message) if isinstance(message, (bytes, bytearray, memoryview)) else message
         if self.decoder is None or self.decoder.channels != m["ch"]:
             self.decoder = _Decoder(m["ch"])
@@ -224,13 +226,20 @@ class PowerDecoder:
             self.decoder.reset()
         self.next_seq = m["seq"] + 1
         if not self.decoder.synced and not m["key"]:
-            return None
+            return m, None
         try:
-            q = self.decoder.decode(m["q"])
+            return m, self.decoder.decode(m[field])
         except _codec().CodecError:
             self.decoder.reset()
-            return None
-        return PowerBins(m["bin"], m["width"], dequantise_power(q))
+            return m, None
+
+
+class PowerDecoder(_SequencedBlocks):
+    """Power messages of one stream, in order -> PowerBins (None until a keyframe)."""
+
+    def decode(self, message) -> PowerBins | None:
+        m, q = self._decode(message, "q")
+        return None if q is None else PowerBins(m["bin"], m["width"], dequantise_power(q))
 
 
 class BoundedEncoder:
@@ -265,28 +274,12 @@ class BoundedEncoder:
         return message
 
 
-class BoundedDecoder:
+class BoundedDecoder(_SequencedBlocks):
     """Bounded-error messages of one stream, in order -> int16 (n, ch), None until a
     keyframe (and again after a gap in "seq", until the next one)."""
 
-    def __init__(self):
-        self.decoder: _Decoder | None = None
-        self.next_seq: int | None = None
-
     def decode(self, message) -> np.ndarray | None:
-        m = unpack(message) if isinstance(message, (bytes, bytearray, memoryview)) else message
-        if self.decoder is None or self.decoder.channels != m["ch"]:
-            self.decoder = _Decoder(m["ch"])
-        if self.next_seq is not None and m["seq"] != self.next_seq:
-            self.decoder.reset()
-        self.next_seq = m["seq"] + 1
-        if not self.decoder.synced and not m["key"]:
-            return None
-        try:
-            return self.decoder.decode(m["blob"])
-        except _codec().CodecError:
-            self.decoder.reset()
-            return None
+        return self._decode(message, "blob")[1]
 
 
 class _Decoder:
