@@ -245,18 +245,13 @@ class Subscription:
         """Next decoded block, or None after `timeout` seconds without one."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            wait = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
-            if wait <= 0:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
                 return None
-            if not self.sock.poll(int(wait * 1000)):
-                if self.lossless and time.monotonic() - self._last_hello >= 1.0:
-                    self._hello()  # idle: the daemon may have restarted and forgotten us
-                continue
-            frames = self.sock.recv_multipart(copy=False)
-            received_ns = time.time_ns()
-            if self.lossless:
-                self._grant()
-            block = self._handle(frames, received_ns)
+            raw = self.receive_raw(remaining)
+            if raw is None:
+                return None
+            block = self._handle(*raw)
             if block is not None:
                 return block
 
@@ -271,7 +266,7 @@ class Subscription:
                 return None
             if not self.sock.poll(int(wait * 1000)):
                 if self.lossless and time.monotonic() - self._last_hello >= 1.0:
-                    self._hello()
+                    self._hello()  # idle: the daemon may have restarted and forgotten us
                 continue
             frames = self.sock.recv_multipart(copy=False)
             received_ns = time.time_ns()

@@ -4,6 +4,7 @@ Hypothesis profiles: the default one is cheap enough for every `make test`;
 HYPOTHESIS_PROFILE=thorough runs many more and larger examples.
 """
 import os
+import time
 import wave
 from pathlib import Path
 
@@ -22,6 +23,15 @@ settings.register_profile(
     "thorough", max_examples=2000, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+def wait_for(predicate, timeout=10.0, interval=0.02):
+    """Polls `predicate` until it holds; fails the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(interval)
 
 
 def read_wav(path):

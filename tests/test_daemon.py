@@ -20,6 +20,7 @@ from neurowire.daemon import ConfigError, DaemonThread, load_config  # noqa: E40
 from neurowire.daemon.control import ControlTimeout, query  # noqa: E402
 from neurowire.daemon.notify import notify  # noqa: E402
 from neurowire.daemon.protocol import Rejected, pack_ingest_header, parse_ingest  # noqa: E402
+from conftest import wait_for  # noqa: E402
 
 LOOPBACK = dict(ingest="tcp://127.0.0.1:*", publish="tcp://127.0.0.1:*",
                 lossless="tcp://127.0.0.1:*", control="tcp://127.0.0.1:*", metrics="")
@@ -32,14 +33,6 @@ def packet_frames(seq, channels=8, n_samples=10, stream="s0", version=1, rng=Non
     header = pack_ingest_header(stream, seq, seq * n_samples, n_samples, channels, 20000.0,
                                 time.time_ns(), version=version)
     return [header, samples.tobytes()], samples
-
-
-def wait_for(predicate, timeout=10.0, interval=0.02):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(interval)
 
 
 @pytest.fixture

@@ -18,20 +18,13 @@ from neurowire.feeds import DetectorConfig, detect  # noqa: E402
 from neurowire.feeds.spikes import decode_spikes  # noqa: E402
 
 from test_feeds import RATE, synthetic  # noqa: E402
+from conftest import wait_for  # noqa: E402
 
 LOOPBACK = dict(ingest="tcp://127.0.0.1:*", publish="tcp://127.0.0.1:*",
                 lossless="tcp://127.0.0.1:*", control="tcp://127.0.0.1:*",
                 metrics="127.0.0.1:0")
 ORIGIN = 3_000_000  # the implant's sample index when the daemon first hears of the stream
 PACKET = 100
-
-
-def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 def push_recording(endpoint, samples, stream="imp1", origin=ORIGIN, skip=()):

@@ -69,23 +69,23 @@ def test_simulator_paces_and_stamps(tmp_path):
     assert 0.15 < elapsed < 0.6  # real-time pacing, not a burst
 
 
-@pytest.mark.timeout(60)
-def test_subscribe_command_writes_npy_and_wav(tmp_path):
-    pytest.importorskip("neurowire.codec")
+def run_subscribe_command(tmp_path, channels, extra_arguments, workers=1):
+    """`neurowire subscribe --lossless` against a real daemon fed 3000 time steps of
+    synthetic data; returns (exit status, the synthetic table, the report path)."""
     from neurowire.clients.simulate import Simulator
     from neurowire.clients.subscribe import main
     from neurowire.daemon import DaemonThread, load_config
 
     config = load_config(ingest="tcp://127.0.0.1:*", publish="tcp://127.0.0.1:*",
                          lossless="tcp://127.0.0.1:*", control="tcp://127.0.0.1:*", metrics="",
-                         max_backlog_packets=100_000)
-    table = synth.synthesize(channels=3, rate=20000, loop_samples=2000, seed=1)
+                         max_backlog_packets=100_000, workers=workers)
+    table = synth.synthesize(channels=channels, rate=20000, loop_samples=2000, seed=1)
+    report = tmp_path / "sub.json"
     with DaemonThread(config) as running:
         endpoints = running.daemon.endpoints
-        report = tmp_path / "sub.json"
         arguments = ["--control", endpoints["control"], "--lossless", "--until-sample", "3000",
-                     "--npy", str(tmp_path / "out.npy"), "--wav-dir", str(tmp_path / "wav"),
-                     "--verify-synth", "1", "--channels", "3", "--loop-samples", "2000",
+                     "--npy", str(tmp_path / "out.npy"), *extra_arguments,
+                     "--verify-synth", "1", "--channels", str(channels), "--loop-samples", "2000",
                      "--idle-timeout", "10", "--report", str(report), "--quiet"]
         result = {}
         thread = threading.Thread(target=lambda: result.setdefault("rc", main(arguments)))
@@ -99,7 +99,14 @@ def test_subscribe_command_writes_npy_and_wav(tmp_path):
             simulator.send_packet()
         thread.join(30)
         simulator.close()
-    assert result["rc"] == 0
+    return result.get("rc"), table, report
+
+
+@pytest.mark.timeout(60)
+def test_subscribe_command_writes_npy_and_wav(tmp_path):
+    pytest.importorskip("neurowire.codec")
+    rc, table, report = run_subscribe_command(tmp_path, 3, ["--wav-dir", str(tmp_path / "wav")])
+    assert rc == 0
     samples = np.load(tmp_path / "out.npy")
     np.testing.assert_array_equal(samples, synth.LoopingSource(table).samples(0, 3000))
     with wave.open(str(tmp_path / "wav" / "ch0002.wav")) as handle:
@@ -113,35 +120,9 @@ def test_subscribe_command_writes_npy_and_wav(tmp_path):
 @pytest.mark.timeout(60)
 def test_subscribe_command_spools_then_checks_every_block(tmp_path):
     pytest.importorskip("neurowire.codec")
-    from neurowire.clients.simulate import Simulator
-    from neurowire.clients.subscribe import main
-    from neurowire.daemon import DaemonThread, load_config
-
-    config = load_config(ingest="tcp://127.0.0.1:*", publish="tcp://127.0.0.1:*",
-                         lossless="tcp://127.0.0.1:*", control="tcp://127.0.0.1:*", metrics="",
-                         max_backlog_packets=100_000, workers=2)
-    table = synth.synthesize(channels=6, rate=20000, loop_samples=2000, seed=1)
     spool = tmp_path / "spool.bin"
-    with DaemonThread(config) as running:
-        endpoints = running.daemon.endpoints
-        report = tmp_path / "sub.json"
-        arguments = ["--control", endpoints["control"], "--lossless", "--until-sample", "3000",
-                     "--npy", str(tmp_path / "out.npy"), "--spool", str(spool),
-                     "--verify-synth", "1", "--channels", "6", "--loop-samples", "2000",
-                     "--idle-timeout", "10", "--report", str(report), "--quiet"]
-        result = {}
-        thread = threading.Thread(target=lambda: result.setdefault("rc", main(arguments)))
-        thread.start()
-        deadline = time.monotonic() + 20
-        while not running.daemon.lossless_subscribers:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        simulator = Simulator(endpoints["ingest"], table, 20000.0, 10)
-        for _ in range(300):
-            simulator.send_packet()
-        thread.join(30)
-        simulator.close()
-    assert result["rc"] == 0 and not spool.exists()  # the scratch file goes once replayed
+    rc, table, report = run_subscribe_command(tmp_path, 6, ["--spool", str(spool)], workers=2)
+    assert rc == 0 and not spool.exists()  # the scratch file goes once replayed
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy"),
                                   synth.LoopingSource(table).samples(0, 3000))
     summary = json.loads(report.read_text())

@@ -15,20 +15,13 @@ from neurowire.clients.simulate import Simulator  # noqa: E402
 from neurowire.clients.subscribe import Subscription, subscribe  # noqa: E402
 from neurowire.clients.synth import LoopingSource, load_wav_dir, synthesize  # noqa: E402
 from neurowire.daemon import DaemonThread, load_config  # noqa: E402
+from conftest import wait_for  # noqa: E402
 
 CHALLENGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..",
                          "shared", "data", "challenge")
 LOOPBACK = dict(ingest="tcp://127.0.0.1:*", publish="tcp://127.0.0.1:*",
                 lossless="tcp://127.0.0.1:*", control="tcp://127.0.0.1:*", metrics="",
                 max_backlog_packets=100_000)
-
-
-def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 @pytest.fixture
