@@ -528,8 +528,10 @@ static inline int find_direct(const uint16_t *g, uint32_t t, uint32_t *below) {
  * centre of the step), so every sample comes back within k domain units of the original;
  * the predictor runs on what the decoder rebuilds, so errors never accumulate. In
  * PASS_ENCODE *value receives the rebuilt sample. */
-HOT int code_sample(channel_state *s, coder *co, int pass, int16_t *value, int32_t max_error) {
-    const int grid = s->domain == DOMAIN_GRID;
+/* `grid` is s->domain == DOMAIN_GRID, passed as a constant by the channel loops so that each
+ * domain gets its own copy of the loop, free of per-sample tests of the domain. */
+HOT int code_sample(channel_state *s, coder *co, int pass, int16_t *value, int32_t max_error,
+                    const int grid) {
     const int32_t top = grid ? GRID_CODES - 1 : 65535;
 
     /* The predictor sees deltas in grid-sized units in both domains (|delta| <= 1023), so
@@ -679,6 +681,28 @@ HOT int code_sample(channel_state *s, coder *co, int pass, int16_t *value, int32
     history_push(s->deltas, delta);
     s->last = x;
     return 0;
+}
+
+/* One channel's samples of a block, `stride` apart. The block loops call these with
+ * constant max_error and grid. `rebuilt` (bounded-error blocks only) receives what the
+ * decoder will rebuild. */
+HOT void encode_channel(channel_state *s, coder *co, const int16_t *samples, int16_t *rebuilt,
+                        uint32_t stride, uint32_t n, int32_t max_error, const int grid) {
+    for (uint32_t t = 0; t < n; t++) {
+        int16_t v = samples[(size_t)t * stride];
+        code_sample(s, co, PASS_ENCODE, &v, max_error, grid);
+        if (max_error) rebuilt[(size_t)t * stride] = v;
+    }
+}
+
+HOT int decode_channel(channel_state *s, coder *co, int16_t *samples, uint32_t stride,
+                       uint32_t n, int32_t max_error, const int grid) {
+    for (uint32_t t = 0; t < n; t++) {
+        if (code_sample(s, co, PASS_DECODE, &samples[(size_t)t * stride], max_error, grid) < 0)
+            return NW_ERR_CORRUPT;
+        if (co->dec.overrun > 8) return NW_ERR_TRUNCATED;
+    }
+    return NW_OK;
 }
 
 /* ---- CRC-32 (IEEE), table built once ---------------------------------------------- */
@@ -868,18 +892,15 @@ int64_t nw_encode_block(nw_encoder *e, const int16_t *samples, uint32_t n, int k
     for (uint32_t c = 0; c < ch; c++) {
         size_t before = rc->pos;
         channel_state *s = &e->state[c];
+        const int grid = s->domain == DOMAIN_GRID;
+        /* Constant arguments give each case its own loop: the lossless one has no quantiser
+         * and neither has a per-sample test of the domain. */
         if (max_error) {
-            for (uint32_t t = 0; t < n; t++) {
-                int16_t v = samples[(size_t)t * ch + c];
-                code_sample(s, &co, PASS_ENCODE, &v, max_error);
-                rebuilt[(size_t)t * ch + c] = v;
-            }
+            if (grid) encode_channel(s, &co, samples + c, rebuilt + c, ch, n, max_error, 1);
+            else encode_channel(s, &co, samples + c, rebuilt + c, ch, n, max_error, 0);
         } else {
-            /* A constant max_error lets the lossless path drop the quantiser. */
-            for (uint32_t t = 0; t < n; t++) {
-                int16_t v = samples[(size_t)t * ch + c];
-                code_sample(s, &co, PASS_ENCODE, &v, 0);
-            }
+            if (grid) encode_channel(s, &co, samples + c, NULL, ch, n, 0, 1);
+            else encode_channel(s, &co, samples + c, NULL, ch, n, 0, 0);
         }
         e->channel_bytes[c] += rc->pos - before;
     }
@@ -968,7 +989,7 @@ static int decode_payload(nw_decoder *d, const nw_block_info *info, const uint8_
         for (uint32_t c = 0; c < ch; c++)
             for (uint32_t t = 0; t < n; t++)
                 code_sample(&d->state[c], NULL, PASS_UPDATE, &samples[(size_t)t * ch + c],
-                            (int32_t)info->max_error);
+                            (int32_t)info->max_error, d->state[c].domain == DOMAIN_GRID);
         return NW_OK;
     }
     coder co;
@@ -979,19 +1000,16 @@ static int decode_payload(nw_decoder *d, const nw_block_info *info, const uint8_
     const int32_t max_error = (int32_t)info->max_error;
     for (uint32_t c = 0; c < ch; c++) {
         channel_state *s = &d->state[c];
+        const int grid = s->domain == DOMAIN_GRID;
+        int status;
         if (max_error) {
-            for (uint32_t t = 0; t < n; t++) {
-                if (code_sample(s, &co, PASS_DECODE, &samples[(size_t)t * ch + c], max_error) < 0)
-                    return NW_ERR_CORRUPT;
-                if (co.dec.overrun > 8) return NW_ERR_TRUNCATED;
-            }
+            if (grid) status = decode_channel(s, &co, samples + c, ch, n, max_error, 1);
+            else status = decode_channel(s, &co, samples + c, ch, n, max_error, 0);
         } else {
-            for (uint32_t t = 0; t < n; t++) {
-                if (code_sample(s, &co, PASS_DECODE, &samples[(size_t)t * ch + c], 0) < 0)
-                    return NW_ERR_CORRUPT;
-                if (co.dec.overrun > 8) return NW_ERR_TRUNCATED;
-            }
+            if (grid) status = decode_channel(s, &co, samples + c, ch, n, 0, 1);
+            else status = decode_channel(s, &co, samples + c, ch, n, 0, 0);
         }
+        if (status != NW_OK) return status;
     }
     return NW_OK;
 }
