@@ -7,6 +7,8 @@ PY     := $(VENV)/bin/python
 CC     ?= cc
 
 CSRC := $(wildcard codec_c/src/*.c)
+# The challenge tools and the fuzz target code single streams: no thread team in them.
+CORE_SRC := $(filter-out codec_c/src/nw_team.c,$(CSRC))
 CHDR := $(wildcard codec_c/src/*.h)
 
 # The tools' byte sizes count in the challenge score: optimise for size, drop unused
@@ -40,11 +42,11 @@ $(VENV)/.installed: $(PY) pyproject.toml setup.py codec_c/build_ffi.py $(CSRC) $
 install: $(VENV)/.installed
 
 # One source, built twice: NW_TOOL_DECODE picks the direction (see docs/CONTRACTS.md).
-encode: codec_c/tools/nw_tool.c $(CSRC) $(CHDR)
-	$(CC) $(TOOL_CFLAGS) $(TOOL_LDFLAGS) -o $@ codec_c/tools/nw_tool.c $(CSRC) $(TOOL_LIBS)
+encode: codec_c/tools/nw_tool.c $(CORE_SRC) $(CHDR)
+	$(CC) $(TOOL_CFLAGS) $(TOOL_LDFLAGS) -o $@ codec_c/tools/nw_tool.c $(CORE_SRC) $(TOOL_LIBS)
 
-decode: codec_c/tools/nw_tool.c $(CSRC) $(CHDR)
-	$(CC) $(TOOL_CFLAGS) -DNW_TOOL_DECODE $(TOOL_LDFLAGS) -o $@ codec_c/tools/nw_tool.c $(CSRC) $(TOOL_LIBS)
+decode: codec_c/tools/nw_tool.c $(CORE_SRC) $(CHDR)
+	$(CC) $(TOOL_CFLAGS) -DNW_TOOL_DECODE $(TOOL_LDFLAGS) -o $@ codec_c/tools/nw_tool.c $(CORE_SRC) $(TOOL_LIBS)
 
 tools: encode decode
 	@echo "tool sizes (bytes):"; wc -c encode decode
@@ -90,7 +92,7 @@ fuzz:
 		echo "make fuzz: clang not found (apt-get install -y clang); skipped"; exit 0; fi; \
 	mkdir -p build/fuzz-corpus && \
 	clang -g -O1 -std=c99 -fsanitize=fuzzer,address,undefined -Icodec_c/src \
-		-o $(FUZZ_BIN) codec_c/fuzz/fuzz_decode.c $(CSRC) && \
+		-o $(FUZZ_BIN) codec_c/fuzz/fuzz_decode.c $(CORE_SRC) && \
 	$(FUZZ_BIN) -max_total_time=$(FUZZ_TIME) -max_len=65536 -timeout=10 \
 		-artifact_prefix=build/ build/fuzz-corpus codec_c/fuzz/corpus
 

@@ -38,6 +38,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                         help="daemon channel groups encoded in parallel threads "
                              "(default: %(default)s)")
+    parser.add_argument("--no-pin", dest="pin", action="store_false",
+                        help="leave the daemon's threads to the scheduler (pin_threads = false)")
     parser.add_argument("--verify", choices=("realtime", "after"), default="realtime",
                         help="decode and check in real time, or receive now and decode and "
                              "check every block after the stream (default %(default)s)")
@@ -145,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
     with open(config_path, "w") as handle:
         handle.write("[daemon]\n" + "".join(f'{k} = "{v}"\n' for k, v in endpoints.items()))
         handle.write(f'metrics = ""\nworkers = {args.workers}\n'
+                     f"pin_threads = {'true' if args.pin else 'false'}\n"
                      f"keyframe_interval_s = {args.keyframe_interval}\n"
                      "max_backlog_packets = 2000\nlog_level = \"WARNING\"\n")
     sub_report = os.path.join(workdir, "subscriber.json")
@@ -224,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
         "config": {"channels": args.channels, "rate": args.rate,
                    "packet_samples": args.packet_samples,
                    "packet_ms": 1000 * args.packet_samples / args.rate,
-                   "seconds": args.seconds, "workers": args.workers,
+                   "seconds": args.seconds, "workers": args.workers, "pin_threads": args.pin,
                    "delivery": "live" if args.live else "lossless",
                    "keyframe_interval_s": args.keyframe_interval, "cpus": os.cpu_count(),
                    "verify": args.verify},
@@ -279,7 +282,8 @@ def _print_human(result: dict) -> None:
     config = result["config"]
     print(f"pipeline: {config['channels']} ch x {config['rate']:g} Hz, "
           f"{config['packet_ms']:g} ms packets, {config['seconds']:g} s, {config['delivery']} "
-          f"subscriber, {config['workers']} encoder thread(s), {config['cpus']} CPUs, "
+          f"subscriber, {config['workers']} encoder thread(s)"
+          f"{' on CPUs of their own' if config.get('pin_threads') else ''}, {config['cpus']} CPUs, "
           f"checked {'after the stream' if config['verify'] == 'after' else 'in real time'}")
     load = result["load_average"]
     print(f"load average (1/5/15 min): {load['start']} at the start, {load['end']} at the end")

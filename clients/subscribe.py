@@ -20,11 +20,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import queue
 import resource
 import struct
 import sys
-import threading
 import tempfile
 import time
 import uuid
@@ -79,60 +77,14 @@ def _view(frame) -> memoryview:
     return frame.buffer if hasattr(frame, "buffer") else memoryview(frame)
 
 
-class _GroupDecoders:
-    """Decodes the channel groups of one block in parallel: groups 1.. on helper threads,
-    group 0 on the caller's (the C decoder runs without the GIL)."""
-
-    def __init__(self, helpers: int):
-        self._jobs = [queue.SimpleQueue() for _ in range(helpers)]
-        self._results = [queue.SimpleQueue() for _ in range(helpers)]
-        for jobs, results in zip(self._jobs, self._results):
-            threading.Thread(target=self._work, args=(jobs, results), daemon=True,
-                             name="nw-decode").start()
-
-    @staticmethod
-    def _work(jobs, results) -> None:
-        while True:
-            job = jobs.get()
-            if job is None:
-                return
-            decoder, blob = job
-            try:
-                results.put(decoder.decode(blob))
-            except BaseException as error:  # raised again on the caller's thread
-                results.put(error)
-
-    def decode(self, decoders, blobs) -> list:
-        helpers = min(len(decoders) - 1, len(self._jobs))
-        for number in range(helpers):
-            self._jobs[number].put((decoders[number + 1], blobs[number + 1]))
-        parts = []
-        for decoder, blob in zip(decoders[:1] + decoders[helpers + 1:],
-                                 blobs[:1] + blobs[helpers + 1:]):
-            try:
-                parts.append(decoder.decode(blob))
-            except BaseException as error:
-                parts.append(error)
-        # Every helper's answer is taken even after a failure, so none is left for the next
-        # block; the order of parts is the order of the groups.
-        parts[1:1] = [self._results[number].get() for number in range(helpers)]
-        for part in parts:
-            if isinstance(part, BaseException):
-                raise part
-        return parts
-
-    def close(self) -> None:
-        for jobs in self._jobs:
-            jobs.put(None)
-
-
 class _StreamState:
-    def __init__(self, header: dict):
+    def __init__(self, header: dict, team):
         from neurowire import codec
 
         self.epoch = header.get("epoch")
         self.groups = list(header.get("groups") or [header["ch"]])
-        self.decoders = [codec.StreamDecoder(count) for count in self.groups]
+        # One decoder per channel group of the daemon's, the groups decoded side by side.
+        self.decoder = codec.GroupDecoder(self.groups, team=team)
         self.next_seq: int | None = None
         self.next_sample: int | None = None
         self.synced = False
@@ -141,8 +93,7 @@ class _StreamState:
         self.joined_at: int | None = None
 
     def desync(self) -> None:
-        for decoder in self.decoders:
-            decoder.reset()
+        self.decoder.reset()
         self.synced = False
 
 
@@ -204,7 +155,7 @@ class Subscription:
         self._cpu_start = _cpu_s()  # what building a reference table cost is not ours
         # Channel groups (one per daemon encoder thread) decode in parallel up to the CPUs.
         self._decode_threads = (os.cpu_count() or 1) if decode_threads is None else decode_threads
-        self._group_decoders: _GroupDecoders | None = None  # made at the first grouped block
+        self._team = None  # the decoding threads, made with the first stream
         if lossless:
             self._hello()
 
@@ -302,7 +253,11 @@ class Subscription:
         state = self.states.get(stream)
         if state is None or state.epoch != header.get("epoch"):
             previous = state
-            state = self.states[stream] = _StreamState(header)
+            if self._team is None:
+                from neurowire import codec
+
+                self._team = codec.CodecTeam(max(1, self._decode_threads))
+            state = self.states[stream] = _StreamState(header, self._team)
             if previous is None and self.resume_from is not None:
                 resume = (self.resume_from.get(stream) if isinstance(self.resume_from, dict)
                           else self.resume_from)
@@ -326,19 +281,12 @@ class Subscription:
             return None
         decode_started = time.perf_counter_ns()
         try:
-            views = [_view(blob) for blob in blobs]
-            if len(views) == 1 or self._decode_threads <= 1:
-                parts = [decoder.decode(view) for decoder, view in zip(state.decoders, views)]
-            else:
-                if self._group_decoders is None:
-                    self._group_decoders = _GroupDecoders(self._decode_threads - 1)
-                parts = self._group_decoders.decode(state.decoders, views)
+            samples = state.decoder.decode([_view(blob) for blob in blobs])
         except CodecError:
             self.decode_errors += 1
             state.lost_delivery = True
             state.desync()
             return None
-        samples = parts[0] if len(parts) == 1 else np.hstack(parts)
         if deferred:
             decoded_ns = received_ns + time.perf_counter_ns() - decode_started
         else:
@@ -409,8 +357,6 @@ class Subscription:
         if self.lossless and not self.sock.closed:
             self._send({"cmd": "bye"})
         self.sock.close()
-        if self._group_decoders is not None:
-            self._group_decoders.close()
 
     def __enter__(self):
         return self

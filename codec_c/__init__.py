@@ -10,7 +10,10 @@ from ._codec import (
     BlockInfo,
     CodecError,
     CodecMemoryError,
+    CodecTeam,
     CorruptStreamError,
+    GroupDecoder,
+    GroupEncoder,
     InvalidArgumentError,
     NeedKeyframeError,
     OutputFullError,
@@ -24,12 +27,14 @@ from ._codec import (
     decompress,
     grid_values,
     read_samples,
+    team_cpus,
 )
 
 __all__ = [
     "BLOCK_HEADER_BYTES", "FORMAT_VERSION", "MAX_BLOCK_SAMPLES", "MAX_CHANNELS", "MAX_ERROR_LIMIT",
-    "BlockInfo", "CodecError", "CodecMemoryError", "CorruptStreamError",
+    "BlockInfo", "CodecError", "CodecMemoryError", "CodecTeam", "CorruptStreamError", "GroupDecoder",
+    "GroupEncoder",
     "InvalidArgumentError", "NeedKeyframeError", "OutputFullError", "SequenceError",
     "StreamDecoder", "StreamEncoder", "VersionError", "block_info", "compress",
-    "compress_bytes", "decompress", "grid_values", "read_samples",
+    "compress_bytes", "decompress", "grid_values", "read_samples", "team_cpus",
 ]

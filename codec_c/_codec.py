@@ -273,3 +273,169 @@ def read_samples(data_or_path):
         data = bytes(data_or_path)
     wav = data if data[:4] == b"RIFF" else decompress(data)
     return parse_wav(wav)
+
+
+def _group_sizes(group_channels):
+    sizes = [_check_channels(count) for count in group_channels]
+    if not sizes:
+        raise ValueError("at least one channel group is needed")
+    if sum(sizes) > MAX_CHANNELS:
+        raise ValueError(f"the groups hold {sum(sizes)} channels, more than {MAX_CHANNELS}")
+    return tuple(sizes)
+
+
+def team_cpus(threads):
+    """A CPU for each of `threads` threads (the caller's first) for CodecTeam's cpus, or
+    None to leave them to the scheduler: for one thread, or with fewer CPUs allowed than
+    threads, or without an affinity API. Left alone, Linux tends to queue a helper woken for
+    a block behind the thread that woke it, on one CPU, and the block takes twice as long."""
+    if threads < 2 or not hasattr(os, "sched_getaffinity"):
+        return None
+    allowed = sorted(os.sched_getaffinity(0))
+    return allowed[:threads] if len(allowed) >= threads else None
+
+
+class CodecTeam:
+    """C threads that code the channel groups of one block side by side: the calling
+    thread codes its share and `threads` - 1 helpers, waiting between blocks, the rest.
+    One GroupEncoder/GroupDecoder call at a time uses it (others wait their turn), so one
+    team can serve every stream of a process.
+
+    cpus: a CPU per thread, the caller's first; helpers are bound to the others (Linux),
+    as a scheduler left alone tends to queue a woken helper behind the thread that woke it.
+    The caller binds its own thread if it wants to (os.sched_setaffinity(0, ...))."""
+
+    def __init__(self, threads, cpus=None):
+        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)):
+            raise TypeError(f"threads must be an int, not {type(threads).__name__}")
+        if not 1 <= threads <= MAX_CHANNELS:
+            raise ValueError(f"threads must be in 1..{MAX_CHANNELS}, got {threads}")
+        helpers = int(threads) - 1
+        cpu_list = ffi.NULL
+        if cpus is not None:
+            cpus = [int(cpu) for cpu in cpus]
+            if len(cpus) < threads:
+                raise ValueError(f"cpus lists {len(cpus)} CPUs for {threads} threads")
+            cpu_list = ffi.new("int[]", cpus[1:threads] or [0])
+        team = lib.nw_team_new(helpers, cpu_list)
+        if team == ffi.NULL:
+            raise MemoryError("nw_team_new failed")
+        self._team = ffi.gc(team, lib.nw_team_free)
+        # Fewer when the system refused a thread: the work is then shared among fewer.
+        self.threads = lib.nw_team_helpers(self._team) + 1
+        self.lock = threading.Lock()
+
+
+class _GroupCoder:
+    """What GroupEncoder and GroupDecoder share: the groups, a coder each, the team."""
+
+    def __init__(self, group_channels, team, coder_class):
+        self.group_channels = _group_sizes(group_channels)
+        self.channels = sum(self.group_channels)
+        self._coders = [coder_class(count) for count in self.group_channels]
+        self.team = CodecTeam(len(self._coders)) if team is None else team
+        self._lock = threading.Lock()
+
+
+class GroupEncoder(_GroupCoder):
+    """A stream's channels in consecutive groups, each coded as a stream of its own (the
+    blocks a StreamEncoder of those channels would make), the groups of a block side by
+    side on C threads: group 0 on the calling thread, the others on helper threads that
+    wait between blocks. One call per block, without the GIL and without copying a group
+    out of the rows: for a stream too wide for one core.
+
+    team: the CodecTeam that codes the groups (default: a team of one thread per group)."""
+
+    def __init__(self, group_channels, team=None):
+        _GroupCoder.__init__(self, group_channels, team, StreamEncoder)
+        self._pointers = ffi.new("nw_encoder *[]", [e._enc for e in self._coders])
+        self._layouts = {}  # n_samples -> (offsets, total bytes): blocks keep one length
+
+    def _layout(self, n):
+        layout = self._layouts.get(n)
+        if layout is None:
+            bounds = [lib.nw_encode_bound(count, n) for count in self.group_channels]
+            offsets = [sum(bounds[:g]) for g in range(len(bounds))]
+            layout = self._layouts[n] = (ffi.new("size_t[]", offsets), offsets, sum(bounds))
+            if len(self._layouts) > 64:  # a stream whose block lengths keep changing
+                self._layouts.clear()
+        return layout
+
+    def encode(self, samples, keyframe=False):
+        """Encodes an int16 array (n_samples, channels) into one block per group (bytes)."""
+        block = _as_block(samples, self.channels)
+        n = block.shape[0]
+        c_offsets, offsets, total = self._layout(n)
+        out = _alloc("uint8_t[]", total)
+        groups = len(self._coders)
+        sizes = ffi.new("int64_t[]", groups)
+        with self._lock, self.team.lock:
+            status = lib.nw_team_encode(self.team._team, groups, self._pointers,
+                                        ffi.from_buffer("int16_t[]", block), n, self.channels,
+                                        1 if keyframe else 0, out, total, c_offsets, sizes)
+        if status < 0:
+            raise _error(status)
+        view = ffi.buffer(out)
+        return [view[offset:offset + sizes[g]] for g, offset in enumerate(offsets)]
+
+    def channel_bytes(self):
+        """Compressed bytes spent on each channel so far: uint64 array (channels,)."""
+        with self._lock:
+            return np.concatenate([encoder.channel_bytes() for encoder in self._coders])
+
+
+class GroupDecoder(_GroupCoder):
+    """Decodes what a GroupEncoder of the same groups made: the groups' blocks of one time
+    span side by side on C threads, into one array. A block whose groups fail or disagree
+    is lost as a whole: every group's state is dropped (resume at a keyframe).
+
+    team: the CodecTeam that decodes the groups (default: a team of one thread per group)."""
+
+    def __init__(self, group_channels, team=None):
+        _GroupCoder.__init__(self, group_channels, team, StreamDecoder)
+        self._pointers = ffi.new("nw_decoder *[]", [d._dec for d in self._coders])
+
+    def reset(self):
+        with self._lock:
+            for decoder in self._coders:
+                lib.nw_decoder_reset(decoder._dec)
+
+    def _fail(self, error):
+        for decoder in self._coders:
+            lib.nw_decoder_reset(decoder._dec)
+        return error
+
+    def decode(self, blobs):
+        """Decodes one block per group (a sequence of bytes-like) into an int16 array
+        (n_samples, channels)."""
+        groups = len(self._coders)
+        views = [_input_bytes(blob, "blob") for blob in blobs]
+        with self._lock:
+            if len(views) != groups:
+                raise self._fail(CorruptStreamError(
+                    f"{len(views)} blocks for {groups} channel groups", lib.NW_ERR_CORRUPT))
+            info = ffi.new("nw_block_info *")
+            lengths = set()
+            for view in views:
+                status = lib.nw_block_peek(view, len(view), info)
+                if status < 0:
+                    raise self._fail(_error(status))
+                lengths.add(info.n_samples)
+            if len(lengths) != 1:
+                raise self._fail(CorruptStreamError(
+                    f"the groups of one block disagree on its length: {sorted(lengths)}",
+                    lib.NW_ERR_CORRUPT))
+            n = lengths.pop()
+            out = np.empty((n, self.channels), dtype=np.int16)
+            statuses = ffi.new("int[]", groups)
+            infos = ffi.new("nw_block_info[]", groups)
+            with self.team.lock:
+                status = lib.nw_team_decode(self.team._team, groups, self._pointers,
+                                            ffi.new("uint8_t *[]", views),
+                                            ffi.new("size_t[]", [len(v) for v in views]),
+                                            ffi.from_buffer("int16_t[]", out,
+                                                            require_writable=True),
+                                            n, self.channels, statuses, infos)
+            if status < 0:
+                raise self._fail(_error(status))
+        return out

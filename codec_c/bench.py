@@ -17,12 +17,12 @@ import tempfile
 import time
 import wave
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from . import StreamDecoder, StreamEncoder, compress_bytes, decompress
+from . import (CodecTeam, GroupDecoder, GroupEncoder, StreamDecoder, StreamEncoder,
+               compress_bytes, decompress, team_cpus)
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent  # the repo, for an editable install
 
@@ -124,32 +124,43 @@ def flac_files(paths, repeats, n_samples):
 
 def neurowire_blocks(data, block, threads=1):
     """Each block coded as it would be live; with threads > 1 its channels are split into
-    that many groups, each with its own encoder and decoder, coded in parallel (the daemon's
-    `workers`: the C calls release the GIL)."""
-    groups = [np.ascontiguousarray(g) for g in np.array_split(data, threads, axis=1)]
-    coders = [(StreamEncoder(g.shape[1]), StreamDecoder(g.shape[1])) for g in groups]
-    pool = ThreadPoolExecutor(threads) if threads > 1 else None
+    that many groups coded side by side by a CodecTeam, each on a CPU of its own when there
+    are enough (the daemon's `workers` and `pin_threads`)."""
+    if threads > 1:
+        groups = [g.shape[1] for g in np.array_split(data[:1], threads, axis=1)]
+        cpus = team_cpus(threads)
+        team = CodecTeam(threads, cpus)
+        encoder, decoder = GroupEncoder(groups, team), GroupDecoder(groups, team)
+        encode, decode = encoder.encode, decoder.decode
+        saved_affinity = os.sched_getaffinity(0) if cpus else None
+        if cpus:
+            os.sched_setaffinity(0, {cpus[0]})
+    else:
+        encoder, decoder = StreamEncoder(data.shape[1]), StreamDecoder(data.shape[1])
 
-    def each_group(fn):
-        if pool is None:
-            return [fn(0)]
-        return list(pool.map(fn, range(threads)))
+        def encode(part):
+            return [encoder.encode(part)]
 
+        def decode(blobs):
+            return decoder.decode(blobs[0])
+        saved_affinity = None
     t_enc, t_dec, size = [], [], 0
     starts = range(0, len(data) - block + 1, block)
-    for i in starts:
-        parts = [g[i:i + block] for g in groups]
-        t = time.perf_counter_ns()
-        blobs = each_group(lambda k: coders[k][0].encode(parts[k]))
-        t_enc.append(time.perf_counter_ns() - t)
-        t = time.perf_counter_ns()
-        outs = each_group(lambda k: coders[k][1].decode(blobs[k]))
-        t_dec.append(time.perf_counter_ns() - t)
-        size += sum(map(len, blobs))
-        if not all(np.array_equal(o, p) for o, p in zip(outs, parts)):
-            raise SystemExit("neurowire: block round trip failed")
-    if pool is not None:
-        pool.shutdown()
+    try:
+        for i in starts:
+            part = data[i:i + block]
+            t = time.perf_counter_ns()
+            blobs = encode(part)
+            t_enc.append(time.perf_counter_ns() - t)
+            t = time.perf_counter_ns()
+            out = decode(blobs)
+            t_dec.append(time.perf_counter_ns() - t)
+            size += sum(map(len, blobs))
+            if not np.array_equal(out, part):
+                raise SystemExit("neurowire: block round trip failed")
+    finally:
+        if saved_affinity:
+            os.sched_setaffinity(0, saved_affinity)
     return t_enc, t_dec, size, len(starts) * block * data.shape[1] * 2
 
 

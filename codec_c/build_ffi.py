@@ -50,6 +50,9 @@ void nw_encoder_free(nw_encoder *encoder);
 size_t nw_encode_bound(uint32_t channels, uint32_t n_samples);
 int64_t nw_encode_block(nw_encoder *encoder, const int16_t *samples, uint32_t n_samples,
                         int keyframe, uint8_t *out, size_t out_cap);
+int64_t nw_encode_block_strided(nw_encoder *encoder, const int16_t *samples, uint32_t n_samples,
+                                size_t stride, int keyframe, uint8_t *out, size_t out_cap);
+uint32_t nw_encoder_channels(const nw_encoder *encoder);
 void nw_grid_values(int16_t *values);
 int nw_encoder_set_max_error(nw_encoder *encoder, uint32_t max_error);
 uint32_t nw_encoder_channel_bytes(const nw_encoder *encoder, uint64_t *totals,
@@ -61,6 +64,21 @@ void nw_decoder_reset(nw_decoder *decoder);
 int nw_block_peek(const uint8_t *in, size_t in_len, nw_block_info *info);
 int nw_decode_block(nw_decoder *decoder, const uint8_t *in, size_t in_len,
                     int16_t *samples, size_t samples_cap, nw_block_info *info);
+int nw_decode_block_strided(nw_decoder *decoder, const uint8_t *in, size_t in_len,
+                            int16_t *samples, size_t rows_cap, size_t stride,
+                            nw_block_info *info);
+uint32_t nw_decoder_channels(const nw_decoder *decoder);
+
+typedef struct nw_team nw_team;
+nw_team *nw_team_new(uint32_t helpers, const int *cpus);
+void nw_team_free(nw_team *team);
+uint32_t nw_team_helpers(const nw_team *team);
+int nw_team_encode(nw_team *team, uint32_t groups, nw_encoder *const *encoders,
+                   const int16_t *samples, uint32_t n_samples, size_t stride, int keyframe,
+                   uint8_t *out, size_t out_cap, const size_t *offsets, int64_t *sizes);
+int nw_team_decode(nw_team *team, uint32_t groups, nw_decoder *const *decoders,
+                   const uint8_t *const *blocks, const size_t *lengths, int16_t *samples,
+                   size_t rows_cap, size_t stride, int *statuses, nw_block_info *infos);
 
 size_t nw_file_bound(size_t in_len);
 int64_t nw_file_compress(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_cap);
@@ -78,8 +96,8 @@ def _rel(path):
 
 def _flags():
     # -O3: the model loops are vectorised there (measured ~1.3x over -O2)
-    compile_args = ["-O3", "-std=c99"]
-    link_args = []
+    compile_args = ["-O3", "-std=c99", "-pthread"]   # -pthread: the thread team (nw_team.c)
+    link_args = ["-pthread"]
     if os.environ.get("NEUROWIRE_SANITIZE") == "1":
         # Opt-in: the tests must then run with libasan preloaded into python
         # (see `make asan`). Aborting on the first UB report makes it a test failure
@@ -97,7 +115,7 @@ def make_ffibuilder():
     compile_args, link_args = _flags()
     ffi.set_source(
         "neurowire.codec._native",
-        '#include "neurowire.h"',
+        '#include "neurowire.h"\n#include "nw_team.h"',
         sources=[_rel(p) for p in sorted(glob.glob(os.path.join(SRC, "*.c")))],
         include_dirs=[_rel(SRC)],
         extra_compile_args=compile_args,

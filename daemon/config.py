@@ -57,8 +57,11 @@ class DaemonConfig:
     live_hwm: int = 4000
     lossless_max_messages: int = 20000
     lossless_timeout_s: float = 30.0
-    # Channel groups encoded in parallel threads (the C codec releases the GIL).
+    # Channel groups encoded in parallel threads (C threads of the codec, no GIL).
     workers: int = 1
+    # With workers > 1 and at least that many CPUs allowed: the data thread and each encoder
+    # thread get a CPU of their own (see neurowire.codec.team_cpus).
+    pin_threads: bool = True
     flush_timeout_s: float = 2.0
     latency_window: int = 8192
     log_level: str = "INFO"

@@ -33,7 +33,6 @@ import asyncio
 import collections
 import logging
 import os
-import queue
 import resource
 import json
 import signal
@@ -77,7 +76,8 @@ def _codec():
 class StreamState:
     """Everything the daemon keeps for one implant stream."""
 
-    def __init__(self, stream_id: str, channels: int, rate: float, config: DaemonConfig):
+    def __init__(self, stream_id: str, channels: int, rate: float, config: DaemonConfig,
+                 team=None):
         codec = _codec()
         self.stream_id = stream_id
         self.topic = topic_for(stream_id)
@@ -86,9 +86,9 @@ class StreamState:
         self.codec_version = int(getattr(codec, "FORMAT_VERSION", 0))
         groups = max(1, min(config.workers, channels))
         edges = np.linspace(0, channels, groups + 1).round().astype(int)
-        self.group_bounds = [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
-        self.group_channels = [b - a for a, b in self.group_bounds]
-        self.encoders = [codec.StreamEncoder(count) for count in self.group_channels]
+        self.group_channels = [int(b - a) for a, b in zip(edges[:-1], edges[1:])]
+        # Each group is a block stream of its own; the team codes a block's groups at once.
+        self.encoder = codec.GroupEncoder(self.group_channels, team=team)
         if config.keyframe_interval_s > 0:
             self.keyframe_every = max(1, round(config.keyframe_interval_s * rate))
         elif config.keyframe_interval_s == 0:
@@ -133,7 +133,7 @@ class StreamState:
         return due
 
     def channel_ratio(self) -> list[float]:
-        spent = np.concatenate([enc.channel_bytes() for enc in self.encoders]).astype(np.float64)
+        spent = self.encoder.channel_bytes().astype(np.float64)
         raw = float(self.samples_in * 2)
         with np.errstate(divide="ignore", invalid="ignore"):
             ratios = np.where(spent > 0, raw / spent, 0.0)
@@ -150,7 +150,7 @@ class StreamState:
                 "blocks_out": self.blocks_out, "drops_backlog": self.drops_backlog,
                 "drops_sequence": self.drops_sequence,
                 "lossless_overflow": self.lossless_overflow, "seq": self.seq_out,
-                "workers": len(self.encoders)}
+                "workers": len(self.group_channels)}
 
     def feed_stats(self) -> dict:
         # Bits per second of signal (not wall clock), so the figure compares with the link
@@ -274,59 +274,6 @@ class LosslessSubscriber:
         return self.streams is None or stream_id in self.streams
 
 
-class GroupEncoders:
-    """One thread per extra channel group; the calling thread encodes group 0 itself.
-
-    A long-lived thread fed through SimpleQueues costs a few microseconds per hand-over, where
-    an executor's future per call costs several times that at 2000 packets/s."""
-
-    def __init__(self, helpers: int):
-        self._jobs = [queue.SimpleQueue() for _ in range(helpers)]
-        self._results = [queue.SimpleQueue() for _ in range(helpers)]
-        self._threads = [threading.Thread(target=self._work, args=(jobs, results), daemon=True,
-                                          name=f"nw-encode-{number + 1}")
-                         for number, (jobs, results) in enumerate(zip(self._jobs,
-                                                                      self._results))]
-        for thread in self._threads:
-            thread.start()
-
-    @staticmethod
-    def _work(jobs: queue.SimpleQueue, results: queue.SimpleQueue) -> None:
-        while True:
-            job = jobs.get()
-            if job is None:
-                return
-            encoder, samples, keyframe = job
-            try:
-                results.put(encoder.encode(samples, keyframe))
-            except BaseException as error:  # handed back to the data thread, which raises it
-                results.put(error)
-
-    def encode(self, state: "StreamState", samples: np.ndarray, keyframe: bool) -> list:
-        encoders, bounds = state.encoders, state.group_bounds
-        if len(encoders) == 1:
-            return [encoders[0].encode(samples, keyframe)]
-        for helper in range(len(encoders) - 1):
-            a, b = bounds[helper + 1]
-            self._jobs[helper].put((encoders[helper + 1], samples[:, a:b], keyframe))
-        a, b = bounds[0]
-        try:
-            blobs = [encoders[0].encode(samples[:, a:b], keyframe)]
-        except BaseException as error:
-            blobs = [error]
-        # Every helper's answer is collected even after a failure, so none is left queued
-        # to be mistaken for the next block's.
-        blobs.extend(self._results[helper].get() for helper in range(len(encoders) - 1))
-        for blob in blobs:
-            if isinstance(blob, BaseException):
-                raise blob
-        return blobs
-
-    def close(self) -> None:
-        for jobs in self._jobs:
-            jobs.put(None)
-
-
 class Daemon:
     def __init__(self, config: DaemonConfig, *, install_signal_handlers: bool = False):
         self.config = config
@@ -348,7 +295,7 @@ class Daemon:
         self._stopping = threading.Event()
         self._data_thread: threading.Thread | None = None
         self._data_error: BaseException | None = None
-        self._encoders = GroupEncoders(config.workers - 1)
+        self._team = None  # the encoder threads, made by the data thread as it starts
         self._feeds: FeedWorker | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------
@@ -494,12 +441,18 @@ class Daemon:
         if self._authenticator is not None:
             self._authenticator.stop()
         self.context.term()
-        self._encoders.close()
 
     # ---- the data thread -----------------------------------------------------------------
 
     def _data_main(self) -> None:
         try:
+            codec = _codec()
+            cpus = codec.team_cpus(self.config.workers) if self.config.pin_threads else None
+            if cpus is not None:
+                os.sched_setaffinity(0, {cpus[0]})  # this thread's alone (Linux threads)
+            self._team = codec.CodecTeam(self.config.workers, cpus)
+            log.info("data path: %d encoder thread(s)%s", self._team.threads,
+                     f" on CPUs {cpus}" if cpus else "")
             self._data_loop()
             self._flush()
         except BaseException as error:
@@ -658,7 +611,8 @@ class Daemon:
             if state is None:
                 if len(self.streams) >= config.max_streams:
                     raise Rejected("too_many_streams", packet.stream)
-                state = StreamState(packet.stream, packet.channels, packet.rate, config)
+                state = StreamState(packet.stream, packet.channels, packet.rate, config,
+                                    self._team)
                 self.streams[packet.stream] = state
                 log.info("new stream %s: %d channels at %g Hz", packet.stream, packet.channels,
                          packet.rate)
@@ -705,7 +659,7 @@ class Daemon:
                                                                      packet.channels)
         keyframe = state.keyframe_due(packet.first_sample)
         started = time.perf_counter_ns()
-        blobs = self._encoders.encode(state, samples, keyframe)
+        blobs = state.encoder.encode(samples, keyframe)
         compress_ns = time.perf_counter_ns() - started
         header = publish_header(packet, seq=state.seq_out, epoch=self.epoch, keyframe=keyframe,
                                 codec_version=state.codec_version,

@@ -232,6 +232,35 @@ def test_lossless_keeps_up_at_real_rate(context):
     assert stats["latency_us"]["ingest"]["p50"] < 20_000, stats["latency_us"]
 
 
+def thread_affinities():
+    """{thread id: CPUs it may run on} for every thread of this process (Linux)."""
+    return {int(task): os.sched_getaffinity(int(task)) for task in os.listdir("/proc/self/task")}
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs Linux and two CPUs")
+@pytest.mark.parametrize("pin", [True, False])
+def test_encoder_threads_get_cpus_of_their_own(context, pin):
+    allowed = sorted(os.sched_getaffinity(0))
+    before = set(thread_affinities())
+    config = load_config(**LOOPBACK, workers=2, pin_threads=pin)
+    with DaemonThread(config) as running:
+        table = synthesize(channels=32, rate=20000, loop_samples=2000, seed=3)
+        simulator = Simulator(running.daemon.endpoints["ingest"], table, 20000.0, 10,
+                              context=context)
+        send_packets(simulator, 20)
+        wait_for(lambda: running.daemon.stats()["streams"].get("implant0", {})
+                 .get("packets_in", 0) == 20)
+        simulator.close()
+        new = {tid: cpus for tid, cpus in thread_affinities().items() if tid not in before}
+        data_thread = running.daemon._data_thread.native_id
+        if pin:
+            assert new[data_thread] == {allowed[0]}
+            assert {allowed[1]} in new.values()  # the encoder thread the team started
+        else:
+            assert all(cpus == set(allowed) for cpus in new.values())
+
+
 @pytest.mark.timeout(120)
 def test_bench_stream_json_checks_every_sample(tmp_path):
     import json

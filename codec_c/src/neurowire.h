@@ -67,6 +67,7 @@ typedef struct nw_decoder nw_decoder;
 
 nw_encoder *nw_encoder_new(uint32_t channels);
 void nw_encoder_free(nw_encoder *encoder);
+uint32_t nw_encoder_channels(const nw_encoder *encoder);
 /* Largest possible size of one encoded block (never more than raw + header + a little). */
 size_t nw_encode_bound(uint32_t channels, uint32_t n_samples);
 /* Encode n_samples time steps of `samples` (n_samples * channels int16, row-major).
@@ -74,6 +75,11 @@ size_t nw_encode_bound(uint32_t channels, uint32_t n_samples);
  * Returns the block size in bytes (> 0) or a negative nw_status. */
 int64_t nw_encode_block(nw_encoder *encoder, const int16_t *samples, uint32_t n_samples,
                         int keyframe, uint8_t *out, size_t out_cap);
+/* The same from rows `stride` (>= channels) samples apart: the encoder's channels are a
+ * slice of wider rows, as when a stream's channel groups are coded separately. The block
+ * is the one nw_encode_block makes of those samples copied out. */
+int64_t nw_encode_block_strided(nw_encoder *encoder, const int16_t *samples, uint32_t n_samples,
+                                size_t stride, int keyframe, uint8_t *out, size_t out_cap);
 /* Bounded-error coding from the next block on: every decoded sample then lies within
  * max_error (0..NW_MAX_ERROR_LIMIT) ADC codes of the original (value units for channels
  * off the ADC grid); 0 (the default) is lossless. Decoders need no setting: each block
@@ -85,6 +91,7 @@ uint32_t nw_encoder_channel_bytes(const nw_encoder *encoder, uint64_t *totals, u
 
 nw_decoder *nw_decoder_new(uint32_t channels);
 void nw_decoder_free(nw_decoder *decoder);
+uint32_t nw_decoder_channels(const nw_decoder *decoder);
 /* Forget the channel state: the next block must be a keyframe. */
 void nw_decoder_reset(nw_decoder *decoder);
 /* Read and check a block header without decoding it. */
@@ -93,6 +100,11 @@ int nw_block_peek(const uint8_t *in, size_t in_len, nw_block_info *info);
  * decoder forgets its state (next block must be a keyframe) and `samples` is unspecified. */
 int nw_decode_block(nw_decoder *decoder, const uint8_t *in, size_t in_len,
                     int16_t *samples, size_t samples_cap, nw_block_info *info);
+/* The same into rows `stride` (>= channels) samples apart, of which the buffer holds
+ * rows_cap; samples between a row's channels and the next row are left untouched. */
+int nw_decode_block_strided(nw_decoder *decoder, const uint8_t *in, size_t in_len,
+                            int16_t *samples, size_t rows_cap, size_t stride,
+                            nw_block_info *info);
 
 /* ---- file container (./encode, ./decode, neurowire.codec.compress) --------------- */
 

@@ -686,16 +686,17 @@ HOT int code_sample(channel_state *s, coder *co, int pass, int16_t *value, int32
 /* One channel's samples of a block, `stride` apart. The block loops call these with
  * constant max_error and grid. `rebuilt` (bounded-error blocks only) receives what the
  * decoder will rebuild. */
-HOT void encode_channel(channel_state *s, coder *co, const int16_t *samples, int16_t *rebuilt,
-                        uint32_t stride, uint32_t n, int32_t max_error, const int grid) {
+HOT void encode_channel(channel_state *s, coder *co, const int16_t *samples, size_t stride,
+                        int16_t *rebuilt, size_t rebuilt_stride, uint32_t n, int32_t max_error,
+                        const int grid) {
     for (uint32_t t = 0; t < n; t++) {
         int16_t v = samples[(size_t)t * stride];
         code_sample(s, co, PASS_ENCODE, &v, max_error, grid);
-        if (max_error) rebuilt[(size_t)t * stride] = v;
+        if (max_error) rebuilt[(size_t)t * rebuilt_stride] = v;
     }
 }
 
-HOT int decode_channel(channel_state *s, coder *co, int16_t *samples, uint32_t stride,
+HOT int decode_channel(channel_state *s, coder *co, int16_t *samples, size_t stride,
                        uint32_t n, int32_t max_error, const int grid) {
     for (uint32_t t = 0; t < n; t++) {
         if (code_sample(s, co, PASS_DECODE, &samples[(size_t)t * stride], max_error, grid) < 0)
@@ -739,19 +740,23 @@ uint32_t nw_crc32(uint32_t crc, const uint8_t *data, size_t len) {
     return ~crc;
 }
 
-/* CRC of the header's first 18 bytes, then of the samples as little-endian int16, taken
- * two samples (four bytes) per step. */
-static uint32_t block_crc(const uint8_t *header, const int16_t *samples, size_t count) {
+/* CRC of the header's first 18 bytes, then of the samples as little-endian int16, row after
+ * row of `channels` samples (rows `stride` apart), taken two samples (four bytes) per step. */
+static uint32_t block_crc(const uint8_t *header, const int16_t *samples, uint32_t n,
+                          uint32_t channels, size_t stride) {
     uint32_t crc = ~nw_crc32(0, header, 18);
-    size_t i = 0;
-    for (; i + 1 < count; i += 2) {
-        crc ^= (uint32_t)(uint16_t)samples[i] | (uint32_t)(uint16_t)samples[i + 1] << 16;
-        crc = crc_table[3][crc & 0xFF] ^ crc_table[2][(crc >> 8) & 0xFF]
-            ^ crc_table[1][(crc >> 16) & 0xFF] ^ crc_table[0][crc >> 24];
-    }
-    if (i < count) {
-        crc ^= (uint16_t)samples[i];
-        crc = crc_table[1][crc & 0xFF] ^ crc_table[0][(crc >> 8) & 0xFF] ^ (crc >> 16);
+    for (uint32_t t = 0; t < n; t++) {
+        const int16_t *row = samples + (size_t)t * stride;
+        uint32_t i = 0;
+        for (; i + 1 < channels; i += 2) {
+            crc ^= (uint32_t)(uint16_t)row[i] | (uint32_t)(uint16_t)row[i + 1] << 16;
+            crc = crc_table[3][crc & 0xFF] ^ crc_table[2][(crc >> 8) & 0xFF]
+                ^ crc_table[1][(crc >> 16) & 0xFF] ^ crc_table[0][crc >> 24];
+        }
+        if (i < channels) {   /* an odd row: its last sample alone, two bytes */
+            crc ^= (uint16_t)row[i];
+            crc = crc_table[1][crc & 0xFF] ^ crc_table[0][(crc >> 8) & 0xFF] ^ (crc >> 16);
+        }
     }
     return ~crc;
 }
@@ -815,6 +820,8 @@ nw_encoder *nw_encoder_new(uint32_t channels) {
     return e;
 }
 
+uint32_t nw_encoder_channels(const nw_encoder *e) { return e ? e->channels : 0; }
+
 void nw_encoder_free(nw_encoder *e) {
     if (!e) return;
     free(e->state);
@@ -841,9 +848,9 @@ uint32_t nw_encoder_channel_bytes(const nw_encoder *e, uint64_t *totals, uint32_
 }
 
 /* A channel is coded on the ADC grid when nearly all of its samples lie on it. */
-static uint32_t choose_domain(const int16_t *samples, uint32_t n, uint32_t channels, uint32_t c) {
+static uint32_t choose_domain(const int16_t *samples, uint32_t n, size_t stride, uint32_t c) {
     uint32_t off = 0;
-    for (uint32_t t = 0; t < n; t++) off += grid_code(samples[(size_t)t * channels + c]) < 0;
+    for (uint32_t t = 0; t < n; t++) off += grid_code(samples[(size_t)t * stride + c]) < 0;
     return off * 16 <= n ? DOMAIN_GRID : DOMAIN_LINEAR;
 }
 
@@ -858,7 +865,13 @@ static void write_header(uint8_t *out, uint32_t flags, uint32_t channels, uint32
 
 int64_t nw_encode_block(nw_encoder *e, const int16_t *samples, uint32_t n, int keyframe,
                         uint8_t *out, size_t out_cap) {
-    if (!e || (!samples && n) || !out || n > NW_MAX_BLOCK_SAMPLES) return NW_ERR_ARGUMENT;
+    return nw_encode_block_strided(e, samples, n, e ? e->channels : 0, keyframe, out, out_cap);
+}
+
+int64_t nw_encode_block_strided(nw_encoder *e, const int16_t *samples, uint32_t n, size_t stride,
+                                int keyframe, uint8_t *out, size_t out_cap) {
+    if (!e || (!samples && n) || !out || n > NW_MAX_BLOCK_SAMPLES || stride < e->channels)
+        return NW_ERR_ARGUMENT;
     const uint32_t ch = e->channels;
     /* Checked before any state changes, so a refused call leaves the stream intact. */
     if (out_cap < nw_encode_bound(ch, n)) return NW_ERR_OUTPUT_FULL;
@@ -884,7 +897,7 @@ int64_t nw_encode_block(nw_encoder *e, const int16_t *samples, uint32_t n, int k
 
     if (keyframe) {
         for (uint32_t c = 0; c < ch; c++) {
-            uint32_t d = choose_domain(samples, n, ch, c);
+            uint32_t d = choose_domain(samples, n, stride, c);
             e->state[c] = initial_state[d];
             rc_encode_bits(rc, d, 1);
         }
@@ -896,11 +909,11 @@ int64_t nw_encode_block(nw_encoder *e, const int16_t *samples, uint32_t n, int k
         /* Constant arguments give each case its own loop: the lossless one has no quantiser
          * and neither has a per-sample test of the domain. */
         if (max_error) {
-            if (grid) encode_channel(s, &co, samples + c, rebuilt + c, ch, n, max_error, 1);
-            else encode_channel(s, &co, samples + c, rebuilt + c, ch, n, max_error, 0);
+            if (grid) encode_channel(s, &co, samples + c, stride, rebuilt + c, ch, n, max_error, 1);
+            else encode_channel(s, &co, samples + c, stride, rebuilt + c, ch, n, max_error, 0);
         } else {
-            if (grid) encode_channel(s, &co, samples + c, NULL, ch, n, 0, 1);
-            else encode_channel(s, &co, samples + c, NULL, ch, n, 0, 0);
+            if (grid) encode_channel(s, &co, samples + c, stride, NULL, 0, n, 0, 1);
+            else encode_channel(s, &co, samples + c, stride, NULL, 0, n, 0, 0);
         }
         e->channel_bytes[c] += rc->pos - before;
     }
@@ -918,13 +931,14 @@ int64_t nw_encode_block(nw_encoder *e, const int16_t *samples, uint32_t n, int k
             for (uint32_t c = 0; c < ch; c++) p[c / 8] |= (uint8_t)(e->state[c].domain << (c % 8));
             p += (ch + 7) / 8;
         }
-        for (size_t i = 0; i < (size_t)ch * n; i++) nw_put_u16(p + 2 * i, (uint16_t)samples[i]);
+        for (uint32_t t = 0; t < n; t++)
+            for (uint32_t c = 0; c < ch; c++, p += 2) nw_put_u16(p, (uint16_t)samples[(size_t)t * stride + c]);
         payload_bytes = stored_bytes;
     }
     write_header(out, flags, ch, n, e->next_index, (uint32_t)payload_bytes);
     /* A stored block decodes to the exact samples, a coded one to what was rebuilt. */
-    const int16_t *decoded = (rebuilt && !(flags & FLAG_STORED)) ? rebuilt : samples;
-    nw_put_u32(out + 18, block_crc(out, decoded, (size_t)ch * n));
+    if (rebuilt && !(flags & FLAG_STORED)) nw_put_u32(out + 18, block_crc(out, rebuilt, n, ch, ch));
+    else nw_put_u32(out + 18, block_crc(out, samples, n, ch, stride));
     free(rebuilt);
     e->next_index++;
     e->started = 1;
@@ -965,6 +979,8 @@ nw_decoder *nw_decoder_new(uint32_t channels) {
     return d;
 }
 
+uint32_t nw_decoder_channels(const nw_decoder *d) { return d ? d->channels : 0; }
+
 void nw_decoder_free(nw_decoder *d) {
     if (!d) return;
     free(d->state);
@@ -976,7 +992,7 @@ void nw_decoder_reset(nw_decoder *d) {
 }
 
 static int decode_payload(nw_decoder *d, const nw_block_info *info, const uint8_t *payload,
-                          int16_t *samples) {
+                          int16_t *samples, size_t stride) {
     const uint32_t ch = d->channels, n = info->n_samples;
     const size_t payload_bytes = info->block_bytes - NW_BLOCK_HEADER_BYTES;
     if (info->stored) {
@@ -985,10 +1001,11 @@ static int decode_payload(nw_decoder *d, const nw_block_info *info, const uint8_
             for (uint32_t c = 0; c < ch; c++) d->state[c] = initial_state[(p[c / 8] >> (c % 8)) & 1];
             p += (ch + 7) / 8;
         }
-        for (size_t i = 0; i < (size_t)ch * n; i++) samples[i] = (int16_t)nw_get_u16(p + 2 * i);
+        for (uint32_t t = 0; t < n; t++)
+            for (uint32_t c = 0; c < ch; c++, p += 2) samples[(size_t)t * stride + c] = (int16_t)nw_get_u16(p);
         for (uint32_t c = 0; c < ch; c++)
             for (uint32_t t = 0; t < n; t++)
-                code_sample(&d->state[c], NULL, PASS_UPDATE, &samples[(size_t)t * ch + c],
+                code_sample(&d->state[c], NULL, PASS_UPDATE, &samples[(size_t)t * stride + c],
                             (int32_t)info->max_error, d->state[c].domain == DOMAIN_GRID);
         return NW_OK;
     }
@@ -1003,11 +1020,11 @@ static int decode_payload(nw_decoder *d, const nw_block_info *info, const uint8_
         const int grid = s->domain == DOMAIN_GRID;
         int status;
         if (max_error) {
-            if (grid) status = decode_channel(s, &co, samples + c, ch, n, max_error, 1);
-            else status = decode_channel(s, &co, samples + c, ch, n, max_error, 0);
+            if (grid) status = decode_channel(s, &co, samples + c, stride, n, max_error, 1);
+            else status = decode_channel(s, &co, samples + c, stride, n, max_error, 0);
         } else {
-            if (grid) status = decode_channel(s, &co, samples + c, ch, n, 0, 1);
-            else status = decode_channel(s, &co, samples + c, ch, n, 0, 0);
+            if (grid) status = decode_channel(s, &co, samples + c, stride, n, 0, 1);
+            else status = decode_channel(s, &co, samples + c, stride, n, 0, 0);
         }
         if (status != NW_OK) return status;
     }
@@ -1016,13 +1033,20 @@ static int decode_payload(nw_decoder *d, const nw_block_info *info, const uint8_
 
 int nw_decode_block(nw_decoder *d, const uint8_t *in, size_t len, int16_t *samples,
                     size_t samples_cap, nw_block_info *info) {
+    if (!d) return NW_ERR_ARGUMENT;
+    /* As many whole rows as the buffer holds. */
+    return nw_decode_block_strided(d, in, len, samples, samples_cap / d->channels, d->channels, info);
+}
+
+int nw_decode_block_strided(nw_decoder *d, const uint8_t *in, size_t len, int16_t *samples,
+                            size_t rows_cap, size_t stride, nw_block_info *info) {
     nw_block_info local;
     if (!info) info = &local;
-    if (!d || !in) return NW_ERR_ARGUMENT;
+    if (!d || !in || stride < d->channels) return NW_ERR_ARGUMENT;
     int status = nw_block_peek(in, len, info);
     if (status != NW_OK) { d->valid = 0; return status; }
     if (info->channels != d->channels) { d->valid = 0; return NW_ERR_CHANNELS; }
-    if ((size_t)info->channels * info->n_samples > samples_cap || (!samples && info->n_samples)) {
+    if (info->n_samples > rows_cap || (!samples && info->n_samples)) {
         d->valid = 0;   /* the block is lost to this decoder like any other failed one */
         return NW_ERR_ARGUMENT;
     }
@@ -1030,8 +1054,8 @@ int nw_decode_block(nw_decoder *d, const uint8_t *in, size_t len, int16_t *sampl
         if (!d->valid) return NW_ERR_NEED_KEYFRAME;
         if (info->index != d->next_index) { d->valid = 0; return NW_ERR_SEQUENCE; }
     }
-    status = decode_payload(d, info, in + NW_BLOCK_HEADER_BYTES, samples);
-    if (status == NW_OK && block_crc(in, samples, (size_t)info->channels * info->n_samples) != info->crc32)
+    status = decode_payload(d, info, in + NW_BLOCK_HEADER_BYTES, samples, stride);
+    if (status == NW_OK && block_crc(in, samples, info->n_samples, info->channels, stride) != info->crc32)
         status = NW_ERR_CHECKSUM;
     if (status != NW_OK) { d->valid = 0; return status; }
     d->valid = 1;

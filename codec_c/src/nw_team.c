@@ -1,0 +1,223 @@
+/*
+ * Channel groups of one block coded side by side (see nw_team.h). The only file of the
+ * codec that uses threads; the challenge tools do not link it in.
+ */
+#define _GNU_SOURCE   /* pthread_setaffinity_np, where there is one */
+#include "nw_team.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <unistd.h>
+#if defined(__linux__)
+#include <sched.h>
+#endif
+
+typedef struct team_job {
+    uint32_t groups;
+    const int16_t *samples;
+    size_t stride;
+    uint32_t n_samples;       /* encode: rows in the block */
+    int keyframe;
+    nw_encoder *const *encoders;   /* NULL when decoding */
+    uint8_t *out;
+    size_t out_cap;
+    const size_t *offsets;
+    int64_t *sizes;
+    nw_decoder *const *decoders;
+    const uint8_t *const *blocks;
+    const size_t *lengths;
+    int16_t *decoded;
+    size_t rows_cap;
+    int *statuses;
+    nw_block_info *infos;
+} team_job;
+
+struct nw_team;
+
+typedef struct helper {
+    struct nw_team *team;
+    uint32_t worker;          /* 1.. (the caller is worker 0) */
+    pthread_t thread;
+} helper;
+
+struct nw_team {
+    pthread_mutex_t lock;
+    pthread_cond_t wake, done;
+    unsigned long round;      /* bumped for each block; a helper works once per round */
+    uint32_t busy;            /* helpers still working on this round */
+    int quit;
+    uint32_t started;
+    pid_t owner;              /* a forked child has none of the helpers: it codes alone */
+    helper *helpers;
+    const team_job *job;
+};
+
+/* Worker w of `workers` codes groups w, w + workers, ... */
+static void run_share(const team_job *job, uint32_t worker, uint32_t workers) {
+    size_t first = 0;
+    for (uint32_t g = 0; g < job->groups; g++) {
+        uint32_t channels = job->encoders ? nw_encoder_channels(job->encoders[g])
+                                          : nw_decoder_channels(job->decoders[g]);
+        if (g % workers == worker) {
+            if (job->encoders) {
+                size_t need = nw_encode_bound(channels, job->n_samples);
+                if (job->offsets[g] > job->out_cap || job->out_cap - job->offsets[g] < need)
+                    job->sizes[g] = NW_ERR_OUTPUT_FULL;
+                else
+                    job->sizes[g] = nw_encode_block_strided(job->encoders[g], job->samples + first,
+                                                            job->n_samples, job->stride, job->keyframe,
+                                                            job->out + job->offsets[g], need);
+            } else {
+                job->statuses[g] = nw_decode_block_strided(job->decoders[g], job->blocks[g],
+                                                           job->lengths[g], job->decoded + first,
+                                                           job->rows_cap, job->stride, &job->infos[g]);
+            }
+        }
+        first += channels;
+    }
+}
+
+static void *helper_main(void *arg) {
+    helper *self = arg;
+    nw_team *team = self->team;
+    unsigned long seen = 0;
+    pthread_mutex_lock(&team->lock);
+    for (;;) {
+        while (!team->quit && team->round == seen) pthread_cond_wait(&team->wake, &team->lock);
+        if (team->quit) break;
+        seen = team->round;
+        const team_job *job = team->job;
+        uint32_t workers = team->started + 1;
+        pthread_mutex_unlock(&team->lock);
+        run_share(job, self->worker, workers);
+        pthread_mutex_lock(&team->lock);
+        if (--team->busy == 0) pthread_cond_signal(&team->done);
+    }
+    pthread_mutex_unlock(&team->lock);
+    return NULL;
+}
+
+static void bind_to_cpu(pthread_t thread, int cpu) {
+#if defined(__linux__) && defined(CPU_SET)
+    if (cpu < 0 || cpu >= CPU_SETSIZE) return;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    (void)pthread_setaffinity_np(thread, sizeof set, &set);   /* a refusal only costs speed */
+#else
+    (void)thread;
+    (void)cpu;
+#endif
+}
+
+nw_team *nw_team_new(uint32_t helpers, const int *cpus) {
+    if (helpers > NW_MAX_CHANNELS) return NULL;
+    nw_team *team = calloc(1, sizeof *team);
+    if (!team) return NULL;
+    team->helpers = calloc(helpers ? helpers : 1, sizeof *team->helpers);
+    if (!team->helpers || pthread_mutex_init(&team->lock, NULL) != 0) {
+        free(team->helpers);
+        free(team);
+        return NULL;
+    }
+    if (pthread_cond_init(&team->wake, NULL) != 0 || pthread_cond_init(&team->done, NULL) != 0) {
+        /* Both conditions are destroyed by nw_team_free only when both exist. */
+        pthread_mutex_destroy(&team->lock);
+        free(team->helpers);
+        free(team);
+        return NULL;
+    }
+    team->owner = getpid();
+    pthread_mutex_lock(&team->lock);   /* helpers read `started` only after a round begins */
+    for (uint32_t i = 0; i < helpers; i++) {
+        helper *h = &team->helpers[i];
+        h->team = team;
+        h->worker = i + 1;
+        if (pthread_create(&h->thread, NULL, helper_main, h) != 0) break;
+        if (cpus) bind_to_cpu(h->thread, cpus[i]);
+        team->started++;
+    }
+    pthread_mutex_unlock(&team->lock);
+    return team;
+}
+
+uint32_t nw_team_helpers(const nw_team *team) { return team ? team->started : 0; }
+
+void nw_team_free(nw_team *team) {
+    if (!team) return;
+    if (team->owner != getpid()) {   /* a forked child: no helpers to stop, a lock in any state */
+        free(team->helpers);
+        free(team);
+        return;
+    }
+    pthread_mutex_lock(&team->lock);
+    team->quit = 1;
+    pthread_cond_broadcast(&team->wake);
+    pthread_mutex_unlock(&team->lock);
+    for (uint32_t i = 0; i < team->started; i++) pthread_join(team->helpers[i].thread, NULL);
+    pthread_cond_destroy(&team->wake);
+    pthread_cond_destroy(&team->done);
+    pthread_mutex_destroy(&team->lock);
+    free(team->helpers);
+    free(team);
+}
+
+static void run_round(nw_team *team, const team_job *job) {
+    if (team->started == 0 || job->groups < 2 || team->owner != getpid()) {
+        run_share(job, 0, 1);
+        return;
+    }
+    pthread_mutex_lock(&team->lock);
+    team->job = job;
+    team->busy = team->started;
+    team->round++;
+    pthread_cond_broadcast(&team->wake);
+    pthread_mutex_unlock(&team->lock);
+    run_share(job, 0, team->started + 1);
+    pthread_mutex_lock(&team->lock);
+    while (team->busy) pthread_cond_wait(&team->done, &team->lock);
+    pthread_mutex_unlock(&team->lock);
+}
+
+/* Every group has its coder and all their channels fit in a row of `stride`. */
+static int groups_fit(uint32_t groups, nw_encoder *const *encoders, nw_decoder *const *decoders,
+                      size_t stride) {
+    size_t channels = 0;
+    for (uint32_t g = 0; g < groups; g++) {
+        if (encoders ? !encoders[g] : !decoders[g]) return 0;
+        channels += encoders ? nw_encoder_channels(encoders[g]) : nw_decoder_channels(decoders[g]);
+    }
+    return channels <= stride;
+}
+
+int nw_team_encode(nw_team *team, uint32_t groups, nw_encoder *const *encoders,
+                   const int16_t *samples, uint32_t n_samples, size_t stride, int keyframe,
+                   uint8_t *out, size_t out_cap, const size_t *offsets, int64_t *sizes) {
+    if (!team || !groups || !encoders || !out || !offsets || !sizes || (!samples && n_samples)
+        || !groups_fit(groups, encoders, NULL, stride))
+        return NW_ERR_ARGUMENT;
+    const team_job job = {.groups = groups, .samples = samples, .stride = stride,
+                          .n_samples = n_samples, .keyframe = keyframe, .encoders = encoders,
+                          .out = out, .out_cap = out_cap, .offsets = offsets, .sizes = sizes};
+    run_round(team, &job);
+    for (uint32_t g = 0; g < groups; g++)
+        if (sizes[g] < 0) return (int)sizes[g];
+    return NW_OK;
+}
+
+int nw_team_decode(nw_team *team, uint32_t groups, nw_decoder *const *decoders,
+                   const uint8_t *const *blocks, const size_t *lengths, int16_t *samples,
+                   size_t rows_cap, size_t stride, int *statuses, nw_block_info *infos) {
+    if (!team || !groups || !decoders || !blocks || !lengths || !samples || !statuses || !infos
+        || !groups_fit(groups, NULL, decoders, stride))
+        return NW_ERR_ARGUMENT;
+    for (uint32_t g = 0; g < groups; g++)
+        if (!blocks[g]) return NW_ERR_ARGUMENT;
+    const team_job job = {.groups = groups, .stride = stride, .decoders = decoders,
+                          .blocks = blocks, .lengths = lengths, .decoded = samples,
+                          .rows_cap = rows_cap, .statuses = statuses, .infos = infos};
+    run_round(team, &job);
+    for (uint32_t g = 0; g < groups; g++)
+        if (statuses[g] != NW_OK) return statuses[g];
+    return NW_OK;
+}
