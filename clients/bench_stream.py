@@ -40,6 +40,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
                              "(default: %(default)s)")
     parser.add_argument("--no-pin", dest="pin", action="store_false",
                         help="leave the daemon's threads to the scheduler (pin_threads = false)")
+    parser.add_argument("--realtime-priority", type=int, default=0, metavar="N",
+                        help="the daemon's realtime_priority: 1..99 runs its data path "
+                             "SCHED_FIFO (needs root or CAP_SYS_NICE; default 0, off)")
     parser.add_argument("--verify", choices=("realtime", "after"), default="realtime",
                         help="decode and check in real time, or receive now and decode and "
                              "check every block after the stream (default %(default)s)")
@@ -148,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
         handle.write("[daemon]\n" + "".join(f'{k} = "{v}"\n' for k, v in endpoints.items()))
         handle.write(f'metrics = ""\nworkers = {args.workers}\n'
                      f"pin_threads = {'true' if args.pin else 'false'}\n"
+                     f"realtime_priority = {args.realtime_priority}\n"
                      f"keyframe_interval_s = {args.keyframe_interval}\n"
                      "max_backlog_packets = 2000\nlog_level = \"WARNING\"\n")
     sub_report = os.path.join(workdir, "subscriber.json")
@@ -199,8 +203,9 @@ def run(args: argparse.Namespace) -> int:
                                                    if args.verify == "after" else 0))
         try:
             stats = query(endpoints["control"], "stats", timeout=5)
+            data_path = query(endpoints["control"], "status", timeout=5).get("data_path", {})
         except ControlTimeout:
-            stats = {}
+            stats, data_path = {}, {}
         processes["daemon"].send_signal(signal.SIGTERM)
         daemon_exit = processes["daemon"].wait(timeout=30)
     finally:
@@ -228,6 +233,7 @@ def run(args: argparse.Namespace) -> int:
                    "packet_samples": args.packet_samples,
                    "packet_ms": 1000 * args.packet_samples / args.rate,
                    "seconds": args.seconds, "workers": args.workers, "pin_threads": args.pin,
+                   "realtime_priority": args.realtime_priority,
                    "delivery": "live" if args.live else "lossless",
                    "keyframe_interval_s": args.keyframe_interval, "cpus": os.cpu_count(),
                    "verify": args.verify},
@@ -264,6 +270,7 @@ def run(args: argparse.Namespace) -> int:
         "simulator_pacing_lateness_us": simulator["pacing_lateness"],
         "noise_floor_us": floor,
         "daemon_exit_code": daemon_exit,
+        "daemon_data_path": data_path,  # CPUs and priority the daemon actually got
         "workdir": workdir if args.keep else None,
     }
     try:
@@ -280,10 +287,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_human(result: dict) -> None:
     config = result["config"]
+    data_path = result.get("daemon_data_path") or {}
     print(f"pipeline: {config['channels']} ch x {config['rate']:g} Hz, "
           f"{config['packet_ms']:g} ms packets, {config['seconds']:g} s, {config['delivery']} "
           f"subscriber, {config['workers']} encoder thread(s)"
-          f"{' on CPUs of their own' if config.get('pin_threads') else ''}, {config['cpus']} CPUs, "
+          f"{' on CPUs ' + str(data_path['cpus']) if data_path.get('cpus') else ''}"
+          f"{', SCHED_FIFO %d' % data_path['realtime_priority'] if data_path.get('realtime_priority') else ''}"
+          f", {config['cpus']} CPUs, "
           f"checked {'after the stream' if config['verify'] == 'after' else 'in real time'}")
     load = result["load_average"]
     print(f"load average (1/5/15 min): {load['start']} at the start, {load['end']} at the end")

@@ -62,6 +62,9 @@ class DaemonConfig:
     # With workers > 1 and at least that many CPUs allowed: the data thread and each encoder
     # thread get a CPU of their own (see neurowire.codec.team_cpus).
     pin_threads: bool = True
+    # 1..99: the data thread and encoder threads run SCHED_FIFO at this priority, ahead of
+    # every ordinary process (needs CAP_SYS_NICE or an RLIMIT_RTPRIO allowance); 0: ordinary.
+    realtime_priority: int = 0
     flush_timeout_s: float = 2.0
     latency_window: int = 8192
     log_level: str = "INFO"
@@ -161,6 +164,9 @@ def validate(config: DaemonConfig, where: str = "config") -> DaemonConfig:
         raise ConfigError(f"{where}: 'max_channels' is at most 4096 (the codec's limit)")
     if config.lossless_timeout_s <= 0 or config.flush_timeout_s < 0:
         raise ConfigError(f"{where}: timeouts must be positive")
+    if not 0 <= config.realtime_priority <= 99:
+        raise ConfigError(f"{where}: 'realtime_priority' must be 0 (off) or 1..99, "
+                          f"not {config.realtime_priority}")
     if config.workers > 64:
         raise ConfigError(f"{where}: 'workers' = {config.workers} is more than 64")
     remote = [key for key in _ENDPOINT_KEYS if not is_local_endpoint(getattr(config, key))]

@@ -296,6 +296,7 @@ class Daemon:
         self._data_thread: threading.Thread | None = None
         self._data_error: BaseException | None = None
         self._team = None  # the encoder threads, made by the data thread as it starts
+        self.data_path: dict = {}  # how the data thread and encoder threads are scheduled
         self._feeds: FeedWorker | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------
@@ -444,15 +445,37 @@ class Daemon:
 
     # ---- the data thread -----------------------------------------------------------------
 
+    def _setup_data_thread(self) -> None:
+        """Scheduling of this thread, then the encoder threads, which inherit it."""
+        config = self.config
+        codec = _codec()
+        cpus = codec.team_cpus(config.workers) if config.pin_threads else None
+        if cpus is not None:
+            try:
+                os.sched_setaffinity(0, {cpus[0]})  # this thread's alone (Linux threads)
+            except OSError as error:
+                log.warning("pin_threads: CPU affinity refused (%s); threads left to the "
+                            "scheduler", error)
+                cpus = None
+        priority = config.realtime_priority
+        if priority:
+            try:
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+            except (OSError, AttributeError) as error:
+                log.warning("realtime_priority %d refused (%s): the data path runs at ordinary "
+                            "priority (grant it with CAP_SYS_NICE or LimitRTPRIO=)", priority,
+                            error)
+                priority = 0
+        self._team = codec.CodecTeam(config.workers, cpus)
+        self.data_path = {"encoder_threads": self._team.threads, "cpus": cpus,
+                          "realtime_priority": priority}
+        log.info("data path: %d encoder thread(s)%s%s", self._team.threads,
+                 f" on CPUs {cpus}" if cpus else "",
+                 f", SCHED_FIFO priority {priority}" if priority else "")
+
     def _data_main(self) -> None:
         try:
-            codec = _codec()
-            cpus = codec.team_cpus(self.config.workers) if self.config.pin_threads else None
-            if cpus is not None:
-                os.sched_setaffinity(0, {cpus[0]})  # this thread's alone (Linux threads)
-            self._team = codec.CodecTeam(self.config.workers, cpus)
-            log.info("data path: %d encoder thread(s)%s", self._team.threads,
-                     f" on CPUs {cpus}" if cpus else "")
+            self._setup_data_thread()
             self._data_loop()
             self._flush()
         except BaseException as error:
@@ -831,7 +854,8 @@ class Daemon:
                 "epoch": self.epoch, "uptime_s": time.monotonic() - self.started_monotonic,
                 "streams": sorted(list(self.streams)), "endpoints": dict(self.endpoints),
                 "lossless_subscribers": len(self.lossless_subscribers),
-                "live_subscriptions": sum(list(self.live_subscriptions.values()))}
+                "live_subscriptions": sum(list(self.live_subscriptions.values())),
+                "data_path": dict(self.data_path)}
 
     def stats(self) -> dict:
         usage = resource.getrusage(resource.RUSAGE_SELF)

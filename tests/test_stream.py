@@ -239,11 +239,13 @@ def thread_affinities():
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task") or len(os.sched_getaffinity(0)) < 2,
                     reason="needs Linux and two CPUs")
-@pytest.mark.parametrize("pin", [True, False])
-def test_encoder_threads_get_cpus_of_their_own(context, pin):
+@pytest.mark.parametrize("pin, priority", [(True, 0), (False, 0), (True, 5)])
+def test_data_path_threads_scheduling(context, pin, priority):
+    """pin_threads: the data thread and the encoder thread on CPUs of their own;
+    realtime_priority: both SCHED_FIFO (where allowed; else ordinary, said in the status)."""
     allowed = sorted(os.sched_getaffinity(0))
     before = set(thread_affinities())
-    config = load_config(**LOOPBACK, workers=2, pin_threads=pin)
+    config = load_config(**LOOPBACK, workers=2, pin_threads=pin, realtime_priority=priority)
     with DaemonThread(config) as running:
         table = synthesize(channels=32, rate=20000, loop_samples=2000, seed=3)
         simulator = Simulator(running.daemon.endpoints["ingest"], table, 20000.0, 10,
@@ -254,11 +256,23 @@ def test_encoder_threads_get_cpus_of_their_own(context, pin):
         simulator.close()
         new = {tid: cpus for tid, cpus in thread_affinities().items() if tid not in before}
         data_thread = running.daemon._data_thread.native_id
+        data_path = running.daemon.status()["data_path"]
+        helpers = [tid for tid, cpus in new.items() if tid != data_thread and cpus == {allowed[1]}]
         if pin:
-            assert new[data_thread] == {allowed[0]}
-            assert {allowed[1]} in new.values()  # the encoder thread the team started
+            assert new[data_thread] == {allowed[0]} and len(helpers) == 1
+            assert data_path["cpus"] == allowed[:2]
         else:
             assert all(cpus == set(allowed) for cpus in new.values())
+            assert data_path["cpus"] is None
+        assert data_path["encoder_threads"] == 2
+        granted = data_path["realtime_priority"]
+        assert granted in (0, priority)
+        expected = os.SCHED_FIFO if granted else os.SCHED_OTHER
+        assert os.sched_getscheduler(data_thread) == expected
+        for helper in helpers:  # the encoder thread inherits the data thread's scheduling
+            assert os.sched_getscheduler(helper) == expected
+            if granted:
+                assert os.sched_getparam(helper).sched_priority == priority
 
 
 @pytest.mark.timeout(120)

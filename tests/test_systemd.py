@@ -50,3 +50,17 @@ def test_unit_is_notify_with_watchdog(unit):
     for line in ("Type=notify", "WatchdogSec=", "DynamicUser=yes", "NoNewPrivileges=yes",
                  "ProtectSystem=strict", "RuntimeDirectory=", "KillSignal=SIGTERM"):
         assert line in text, line
+
+
+@pytest.mark.parametrize("unit", ["neurowire.service", "neurowire@.service"])
+def test_unit_lets_the_data_path_set_its_scheduling(unit):
+    """The syscall filter drops @resources but must keep what pin_threads and
+    realtime_priority call (a filtered call would kill the daemon or, with EPERM, silently
+    cost it its CPUs); systemd's own assessment says which calls stay allowed."""
+    result = subprocess.run([ANALYZE, "security", "--offline=yes", os.path.join(SYSTEMD, unit)],
+                            capture_output=True, text=True, timeout=60)
+    resources = [line for line in result.stdout.splitlines() if "~@resources" in line]
+    assert resources and "is included" in resources[0], resources
+    text = open(os.path.join(SYSTEMD, unit)).read()
+    assert "SystemCallFilter=sched_setaffinity sched_setscheduler" in text
+    assert "SystemCallErrorNumber=EPERM" in text and "LimitRTPRIO=" in text
