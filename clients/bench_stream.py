@@ -41,8 +41,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--no-pin", dest="pin", action="store_false",
                         help="leave the daemon's threads to the scheduler (pin_threads = false)")
     parser.add_argument("--realtime-priority", type=int, default=0, metavar="N",
-                        help="the daemon's realtime_priority: 1..99 runs its data path "
-                             "SCHED_FIFO (needs root or CAP_SYS_NICE; default 0, off)")
+                        help="1..99: the daemon's realtime_priority (its data path SCHED_FIFO), "
+                             "and the simulator (standing in for implant hardware) and the "
+                             "subscriber SCHED_FIFO at the same priority; needs root or "
+                             "CAP_SYS_NICE (default 0, off)")
     parser.add_argument("--verify", choices=("realtime", "after"), default="realtime",
                         help="decode and check in real time, or receive now and decode and "
                              "check every block after the stream (default %(default)s)")
@@ -56,6 +58,21 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
 
 def _python(module: str, *arguments: str) -> list[str]:
     return [sys.executable, "-m", module, *map(str, arguments)]
+
+
+def _realtime_start(priority: int):
+    """A preexec_fn that makes a child SCHED_FIFO at `priority`, or None when 0 or when this
+    process may not (tried on itself first: a failing preexec_fn would abort the run)."""
+    if not priority or not hasattr(os, "SCHED_FIFO"):
+        return None
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    except OSError as error:
+        print(f"realtime priority refused ({error}): simulator and subscriber run at "
+              "ordinary priority", file=sys.stderr)
+        return None
+    return lambda: os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
 
 
 def _percentiles_us(values_ns) -> dict:
@@ -161,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
             for name in ("daemon", "subscriber", "simulator")}
     say = (lambda *a: print(*a, file=sys.stderr)) if not args.json else (lambda *a: None)
     processes = {}
+    realtime = _realtime_start(args.realtime_priority)
     try:
         processes["daemon"] = subprocess.Popen(
             _python("neurowire.daemon", "--config", config_path),
@@ -176,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
                     *(["--spool", os.path.join(workdir, "spool.bin")]
                       if args.verify == "after" else []),
                     "--report", sub_report, "--quiet"),
-            stdout=logs["subscriber"], stderr=subprocess.STDOUT)
+            stdout=logs["subscriber"], stderr=subprocess.STDOUT, preexec_fn=realtime)
         deadline = time.monotonic() + 60
         while True:  # the subscriber builds its reference table before it connects
             status = query(endpoints["control"], "status")
@@ -192,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
                     "--channels", args.channels, "--rate", args.rate,
                     "--packet-samples", args.packet_samples, "--seconds", args.seconds,
                     "--report", sim_report, "--quiet"),
-            stdout=logs["simulator"], stderr=subprocess.STDOUT)
+            stdout=logs["simulator"], stderr=subprocess.STDOUT, preexec_fn=realtime)
         load_start = os.getloadavg()
         floor = noise_floor(lambda: processes["simulator"].poll() is not None,
                             tick=None if args.json else Progress(endpoints["control"], say))
@@ -234,6 +252,7 @@ def run(args: argparse.Namespace) -> int:
                    "packet_ms": 1000 * args.packet_samples / args.rate,
                    "seconds": args.seconds, "workers": args.workers, "pin_threads": args.pin,
                    "realtime_priority": args.realtime_priority,
+                   "clients_realtime": realtime is not None,
                    "delivery": "live" if args.live else "lossless",
                    "keyframe_interval_s": args.keyframe_interval, "cpus": os.cpu_count(),
                    "verify": args.verify},

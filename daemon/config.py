@@ -62,8 +62,9 @@ class DaemonConfig:
     # With workers > 1 and at least that many CPUs allowed: the data thread and each encoder
     # thread get a CPU of their own (see neurowire.codec.team_cpus).
     pin_threads: bool = True
-    # 1..99: the data thread and encoder threads run SCHED_FIFO at this priority, ahead of
-    # every ordinary process (needs CAP_SYS_NICE or an RLIMIT_RTPRIO allowance); 0: ordinary.
+    # 1..99: the data thread, the encoder threads and libzmq's I/O threads run SCHED_FIFO at
+    # this priority, ahead of every ordinary process (needs CAP_SYS_NICE or an RLIMIT_RTPRIO
+    # allowance); 0: ordinary scheduling.
     realtime_priority: int = 0
     flush_timeout_s: float = 2.0
     latency_window: int = 8192

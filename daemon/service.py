@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import os
 import resource
@@ -64,6 +65,30 @@ def package_version() -> str:
         return version("neurowire")
     except Exception:  # running from a source tree that was never installed
         return "0+unknown"
+
+
+def _set_realtime(priority: int, warn: bool = True) -> bool:
+    """The calling thread SCHED_FIFO at `priority` (threads it starts inherit that)."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+        return True
+    except (OSError, AttributeError) as error:
+        if warn:
+            log.warning("realtime_priority %d refused (%s): the data path runs at ordinary "
+                        "priority (grant it with CAP_SYS_NICE or LimitRTPRIO=)", priority, error)
+        return False
+
+
+@contextlib.contextmanager
+def _scheduled(priority: int):
+    """Threads started inside run SCHED_FIFO at `priority` (0: no change)."""
+    if not priority or not _set_realtime(priority, warn=False):  # the data thread warns
+        yield
+        return
+    try:
+        yield
+    finally:
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
 
 
 def _codec():
@@ -315,7 +340,10 @@ class Daemon:
         self.context = zmq.asyncio.Context()
         self._authenticator = None
         try:
-            self._open_sockets()
+            # libzmq's I/O threads, started with the first sockets, carry every packet: they
+            # inherit realtime_priority from this thread, which then goes back to ordinary.
+            with _scheduled(self.config.realtime_priority):
+                self._open_sockets()
             if self.config.metrics:
                 self.metrics_server = MetricsServer(self, self.config.metrics)
                 self.endpoints["metrics"] = (
@@ -458,14 +486,8 @@ class Daemon:
                             "scheduler", error)
                 cpus = None
         priority = config.realtime_priority
-        if priority:
-            try:
-                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
-            except (OSError, AttributeError) as error:
-                log.warning("realtime_priority %d refused (%s): the data path runs at ordinary "
-                            "priority (grant it with CAP_SYS_NICE or LimitRTPRIO=)", priority,
-                            error)
-                priority = 0
+        if priority and not _set_realtime(priority):
+            priority = 0
         self._team = codec.CodecTeam(config.workers, cpus)
         self.data_path = {"encoder_threads": self._team.threads, "cpus": cpus,
                           "realtime_priority": priority}

@@ -232,6 +232,11 @@ def test_lossless_keeps_up_at_real_rate(context):
     assert stats["latency_us"]["ingest"]["p50"] < 20_000, stats["latency_us"]
 
 
+def thread_name(tid):
+    with open(f"/proc/self/task/{tid}/comm") as handle:
+        return handle.read().strip()
+
+
 def thread_affinities():
     """{thread id: CPUs it may run on} for every thread of this process (Linux)."""
     return {int(task): os.sched_getaffinity(int(task)) for task in os.listdir("/proc/self/task")}
@@ -242,11 +247,15 @@ def thread_affinities():
 @pytest.mark.parametrize("pin, priority", [(True, 0), (False, 0), (True, 5)])
 def test_data_path_threads_scheduling(context, pin, priority):
     """pin_threads: the data thread and the encoder thread on CPUs of their own;
-    realtime_priority: both SCHED_FIFO (where allowed; else ordinary, said in the status)."""
+    realtime_priority: both, and libzmq's I/O thread, SCHED_FIFO (where allowed; else
+    ordinary, as the status says)."""
     allowed = sorted(os.sched_getaffinity(0))
     before = set(thread_affinities())
     config = load_config(**LOOPBACK, workers=2, pin_threads=pin, realtime_priority=priority)
     with DaemonThread(config) as running:
+        wait_for(lambda: running.daemon.data_path)  # the data thread has set itself up
+        # The daemon's threads only: the simulator's context starts threads of its own.
+        new = {tid: cpus for tid, cpus in thread_affinities().items() if tid not in before}
         table = synthesize(channels=32, rate=20000, loop_samples=2000, seed=3)
         simulator = Simulator(running.daemon.endpoints["ingest"], table, 20000.0, 10,
                               context=context)
@@ -254,7 +263,6 @@ def test_data_path_threads_scheduling(context, pin, priority):
         wait_for(lambda: running.daemon.stats()["streams"].get("implant0", {})
                  .get("packets_in", 0) == 20)
         simulator.close()
-        new = {tid: cpus for tid, cpus in thread_affinities().items() if tid not in before}
         data_thread = running.daemon._data_thread.native_id
         data_path = running.daemon.status()["data_path"]
         helpers = [tid for tid, cpus in new.items() if tid != data_thread and cpus == {allowed[1]}]
@@ -273,6 +281,11 @@ def test_data_path_threads_scheduling(context, pin, priority):
             assert os.sched_getscheduler(helper) == expected
             if granted:
                 assert os.sched_getparam(helper).sched_priority == priority
+        # libzmq's I/O thread carries every packet: it runs at the data path's priority...
+        io_threads = [tid for tid in new if thread_name(tid).startswith("ZMQbg/IO")]
+        assert io_threads and all(os.sched_getscheduler(t) == expected for t in io_threads)
+        # ...while the control and metrics side stays ordinary.
+        assert os.sched_getscheduler(running.thread.native_id) == os.SCHED_OTHER
 
 
 @pytest.mark.timeout(120)
