@@ -1,7 +1,9 @@
 /*
  * libFuzzer target for every decoder entry point: the input is tried as a block stream
- * (with a decoder of the channel count its header names, and one of a fixed count), as a
- * file container, and as samples that must survive an encode/decode round trip.
+ * (with a decoder of the channel count its header names, and one of a fixed count; each
+ * block also decoded into rows wider than its channels, which must give the same samples
+ * and leave the rest of the rows alone), as a file container, and as samples that must
+ * survive an encode/decode round trip (also encoded from wider rows: the same blocks).
  *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Icodec_c/src \
  *       codec_c/fuzz/fuzz_decode.c codec_c/src/*.c -o fuzz_decode     (or: make fuzz)
@@ -15,26 +17,43 @@
  * input (a silent block expands a lot). */
 #define MAX_DECODED_VALUES (1u << 22)
 #define MAX_FILE_BYTES (1u << 24)
+#define GUARD 0x5A5A          /* fills the columns a strided decode must not touch */
+#define EXTRA_COLUMNS 2
 
 static void decode_blocks(const uint8_t *data, size_t size, uint32_t fixed_channels) {
     nw_block_info info;
     if (nw_block_peek(data, size, &info) != NW_OK) return;
     uint32_t channels = fixed_channels ? fixed_channels : info.channels;
-    nw_decoder *dec = nw_decoder_new(channels);
-    if (!dec) return;
+    nw_decoder *dec = nw_decoder_new(channels), *wide_dec = nw_decoder_new(channels);
+    if (!dec || !wide_dec) abort();
+    const size_t stride = channels + EXTRA_COLUMNS;
     while (size > 0) {
         if (nw_block_peek(data, size, &info) != NW_OK) break;
         size_t values = (size_t)info.n_samples * channels;
-        if (values > MAX_DECODED_VALUES) break;
+        if ((size_t)info.n_samples * stride > MAX_DECODED_VALUES) break;
         int16_t *samples = malloc(values * sizeof *samples + 1);
-        if (!samples) break;
+        int16_t *wide = malloc((size_t)info.n_samples * stride * sizeof *wide + 1);
+        if (!samples || !wide) abort();
+        for (size_t i = 0; i < (size_t)info.n_samples * stride; i++) wide[i] = GUARD;
         int status = nw_decode_block(dec, data, size, samples, values, &info);
+        nw_block_info wide_info;
+        int wide_status = nw_decode_block_strided(wide_dec, data, size, wide, info.n_samples,
+                                                  stride, &wide_info);
+        if (wide_status != status) abort();
+        for (uint32_t t = 0; status == NW_OK && t < info.n_samples; t++) {
+            const int16_t *row = wide + (size_t)t * stride;
+            if (memcmp(row, samples + (size_t)t * channels, channels * sizeof *row) != 0) abort();
+            for (uint32_t c = channels; c < stride; c++)
+                if (row[c] != (int16_t)GUARD) abort();
+        }
         free(samples);
+        free(wide);
         if (status != NW_OK || info.block_bytes == 0 || info.block_bytes > size) break;
         data += info.block_bytes;
         size -= info.block_bytes;
     }
     nw_decoder_free(dec);
+    nw_decoder_free(wide_dec);
 }
 
 static void decode_file(const uint8_t *data, size_t size) {
@@ -59,12 +78,18 @@ static void roundtrip_samples(const uint8_t *data, size_t size) {
     if (n == 0) return;
     int16_t *in = malloc((size_t)n * channels * sizeof *in);
     int16_t *back = malloc((size_t)n * channels * sizeof *back);
+    /* The same samples as columns 1..channels of wider rows. */
+    const size_t stride = channels + 1 + EXTRA_COLUMNS;
+    int16_t *wide = malloc((size_t)n * stride * sizeof *wide);
     size_t cap = nw_encode_bound(channels, n);
-    uint8_t *blob = malloc(cap);
-    nw_encoder *enc = nw_encoder_new(channels);
+    uint8_t *blob = malloc(cap), *wide_blob = malloc(cap);
+    nw_encoder *enc = nw_encoder_new(channels), *wide_enc = nw_encoder_new(channels);
     nw_decoder *dec = nw_decoder_new(channels);
-    if (!in || !back || !blob || !enc || !dec) abort();
+    if (!in || !back || !wide || !blob || !wide_blob || !enc || !wide_enc || !dec) abort();
     memcpy(in, data, (size_t)n * channels * sizeof *in);
+    for (size_t t = 0; t < n; t++)
+        for (size_t c = 0; c < stride; c++)
+            wide[t * stride + c] = c >= 1 && c <= channels ? in[t * channels + c - 1] : (int16_t)GUARD;
     /* Cut into blocks of varying length so that state carries across block borders. */
     uint32_t done = 0;
     for (int b = 0; done < n; b++) {
@@ -73,6 +98,9 @@ static void roundtrip_samples(const uint8_t *data, size_t size) {
         const int16_t *src = in + (size_t)done * channels;
         int64_t got = nw_encode_block(enc, src, len, b % keyframe_every == 0, blob, cap);
         if (got <= 0 || (size_t)got > nw_encode_bound(channels, len)) abort();
+        int64_t wide_got = nw_encode_block_strided(wide_enc, wide + (size_t)done * stride + 1, len,
+                                                   stride, b % keyframe_every == 0, wide_blob, cap);
+        if (wide_got != got || memcmp(wide_blob, blob, (size_t)got) != 0) abort();
         nw_block_info info;
         if (nw_decode_block(dec, blob, (size_t)got, back, (size_t)len * channels, &info) != NW_OK)
             abort();
@@ -80,8 +108,11 @@ static void roundtrip_samples(const uint8_t *data, size_t size) {
         done += len;
     }
     nw_encoder_free(enc);
+    nw_encoder_free(wide_enc);
     nw_decoder_free(dec);
     free(blob);
+    free(wide_blob);
+    free(wide);
     free(back);
     free(in);
 }
