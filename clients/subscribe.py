@@ -256,7 +256,9 @@ class Subscription:
             if self._team is None:
                 from neurowire import codec
 
-                self._team = codec.CodecTeam(max(1, self._decode_threads))
+                # No more threads than the daemon has channel groups (its `workers`).
+                groups = len(header.get("groups") or [1])
+                self._team = codec.CodecTeam(max(1, min(self._decode_threads, groups)))
             state = self.states[stream] = _StreamState(header, self._team)
             if previous is None and self.resume_from is not None:
                 resume = (self.resume_from.get(stream) if isinstance(self.resume_from, dict)

@@ -229,6 +229,8 @@ def test_lossless_keeps_up_at_real_rate(context):
         stats = running.daemon.stats()["streams"]["implant0"]
     check_exact(blocks, LoopingSource(table))
     assert subscription.gaps == [] and stats["drops"] == 0 and stats["workers"] == 2
+    # The two groups were decoded side by side, with no more threads than groups.
+    assert subscription._team.threads == min(2, os.cpu_count())
     assert stats["latency_us"]["ingest"]["p50"] < 20_000, stats["latency_us"]
 
 
