@@ -203,7 +203,7 @@ static int groups_fit(uint32_t groups, nw_encoder *const *encoders, nw_decoder *
 int nw_team_encode(nw_team *team, uint32_t groups, nw_encoder *const *encoders,
                    const int16_t *samples, uint32_t n_samples, size_t stride, int keyframe,
                    uint8_t *out, size_t out_cap, const size_t *offsets, int64_t *sizes) {
-    if (!team || !groups || !encoders || !out || !offsets || !sizes || (!samples && n_samples)
+    if (!team || !groups || !encoders || !out || !offsets || !sizes || !samples
         || !groups_fit(groups, encoders, NULL, stride))
         return NW_ERR_ARGUMENT;
     const team_job job = {.groups = groups, .samples = samples, .stride = stride,
