@@ -77,6 +77,22 @@ def _view(frame) -> memoryview:
     return frame.buffer if hasattr(frame, "buffer") else memoryview(frame)
 
 
+# The block header fields the subscriber reads, and their types (protocol: daemon/protocol.py).
+_HEADER_FIELDS = {"stream": str, "seq": int, "first": int, "key": (bool, int), "crc": int,
+                  "rate": (int, float), "t_acq": int, "t_recv": int, "t_comp": int, "t_pub": int}
+
+
+def _block_header(frame) -> dict:
+    """The msgpack header of a published block, or ValueError naming what is wrong."""
+    header = msgpack.unpackb(_view(frame), raw=False)
+    if not isinstance(header, dict):
+        raise ValueError(f"header is a {type(header).__name__}, not a map")
+    for name, kind in _HEADER_FIELDS.items():
+        if not isinstance(header.get(name), kind):
+            raise ValueError(f"header field {name!r} missing or not {kind}")
+    return header
+
+
 class _StreamState:
     def __init__(self, header: dict, team):
         from neurowire import codec
@@ -240,15 +256,8 @@ class Subscription:
         ago, so the decoded time is taken as received + the decoding time measured now."""
         return self._handle(frames, received_ns, deferred)
 
-    def _handle(self, frames, received_ns: int, deferred: bool = False) -> Block | None:
-        from neurowire.codec import CodecError
-
-        if not self.lossless and self._other_feed(frames):
-            return None
-        if len(frames) < 3:
-            self.decode_errors += 1
-            return None
-        header = msgpack.unpackb(_view(frames[1]), raw=False)
+    def _state_for(self, header: dict) -> "_StreamState":
+        """The stream's state; a new one for a new stream or a restarted daemon (new epoch)."""
         stream = header["stream"]
         state = self.states.get(stream)
         if state is None or state.epoch != header.get("epoch"):
@@ -259,7 +268,8 @@ class Subscription:
                 # No more threads than the daemon has channel groups (its `workers`).
                 groups = len(header.get("groups") or [1])
                 self._team = codec.CodecTeam(max(1, min(self._decode_threads, groups)))
-            state = self.states[stream] = _StreamState(header, self._team)
+            state = _StreamState(header, self._team)  # checks the group sizes
+            self.states[stream] = state
             if previous is None and self.resume_from is not None:
                 resume = (self.resume_from.get(stream) if isinstance(self.resume_from, dict)
                           else self.resume_from)
@@ -270,7 +280,28 @@ class Subscription:
                 state.next_sample = previous.next_sample
                 state.joined_at = previous.joined_at
                 state.lost_delivery = True
-        seq = header["seq"]
+        return state
+
+    def _handle(self, frames, received_ns: int, deferred: bool = False) -> Block | None:
+        from neurowire.codec import CodecError
+
+        if not self.lossless and self._other_feed(frames):
+            return None
+        if len(frames) < 3:
+            self.decode_errors += 1
+            return None
+        try:
+            header = _block_header(frames[1])
+            state = self._state_for(header)
+        except (ValueError, TypeError, msgpack.UnpackException) as error:
+            # A header that cannot be read: no stream to charge the block to. The next good
+            # block's sequence number shows the gap.
+            self.decode_errors += 1
+            if self.decode_errors <= 10:
+                print(f"neurowire subscribe: unreadable block header ({error!r}); skipped",
+                      file=sys.stderr)
+            return None
+        stream, seq, first, key = header["stream"], header["seq"], header["first"], header["key"]
         if state.next_seq is not None and seq != state.next_seq:
             self.lost_blocks += max(0, seq - state.next_seq)
             state.lost_delivery = True
@@ -278,7 +309,7 @@ class Subscription:
         state.next_seq = seq + 1
         blobs = frames[2:]
         self.bytes_in += sum(len(blob) for blob in blobs)
-        if not state.synced and not header["key"]:
+        if not state.synced and not key:
             self.skipped_blocks += 1  # a keyframe is where decoding can resume
             return None
         decode_started = time.perf_counter_ns()
@@ -296,7 +327,6 @@ class Subscription:
         state.synced = True
         if zlib.crc32(samples) != header["crc"]:
             self.crc_errors += 1
-        first = header["first"]
         n_samples = samples.shape[0]
         if self.expected is not None and not np.array_equal(
                 samples, self.expected(stream, first, n_samples)):
@@ -329,7 +359,7 @@ class Subscription:
             for stage in LATENCY_STAGES:
                 self.latency_ns[stage].append(latency[stage])
             self.latency_ns.setdefault("compress", []).append(latency["compress"])
-        return Block(stream, first, samples, header["rate"], seq, header["key"], latency, gaps)
+        return Block(stream, first, samples, header["rate"], seq, key, latency, gaps)
 
     # ---- reporting -------------------------------------------------------------------------
 

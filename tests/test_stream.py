@@ -307,3 +307,44 @@ def test_bench_stream_json_checks_every_sample(tmp_path):
     assert report["config"]["verify"] == "after" and len(report["load_average"]["end"]) == 3
     for stage in ("ingest", "publish", "delivery", "decode", "end_to_end"):
         assert report["latency_us"][stage]["count"] == 2000
+
+
+def published_block(encoder, samples, seq, first, key=True, **changes):
+    """The frames the daemon publishes for one block (daemon/protocol.py)."""
+    import msgpack
+    import zlib
+
+    header = {"v": 1, "stream": "imp", "seq": seq, "epoch": 1, "first": first,
+              "n": samples.shape[0], "ch": samples.shape[1], "rate": 20000.0, "key": key,
+              "codec": 1, "crc": zlib.crc32(samples), "t_acq": 1, "t_recv": 2, "t_comp": 3,
+              "compress_ns": 1, "groups": list(encoder.group_channels), "dropped": 0,
+              "t_pub": 4}
+    header.update(changes)
+    return [b"imp\0", msgpack.packb(header), *encoder.encode(samples, key)]
+
+
+def test_unreadable_block_headers_are_counted_and_skipped(context):
+    """A published message whose header cannot be read is counted as a decode error and
+    skipped; the blocks around it decode, and the gap it leaves is reported."""
+    import msgpack
+    from neurowire import codec
+
+    encoder = codec.GroupEncoder([3, 5])
+    samples = np.arange(10 * 8 * 4, dtype=np.int16).reshape(40, 8) * 64
+    subscription = Subscription("tcp://127.0.0.1:1", context=context)  # nobody there: unused
+    try:
+        good = subscription.handle(published_block(encoder, samples[:10], 0, 0), 0)
+        assert good is not None and np.array_equal(good.samples, samples[:10])
+        bad = [published_block(encoder, samples[10:20], 1, 10)[:1] + [b"\xc1"] + [b"x"],
+               [b"imp\0", msgpack.packb([1, 2]), b"x"],
+               [b"imp\0", msgpack.packb({"stream": "imp", "seq": "one"}), b"x"],
+               # a new stream whose channel groups cannot exist
+               published_block(encoder, samples[10:20], 0, 10, stream="imp2", groups=[0, 8])]
+        for frames in bad:
+            assert subscription.handle(frames, 0) is None
+        assert subscription.decode_errors == len(bad)
+        later = subscription.handle(published_block(encoder, samples[20:30], 2, 20), 0)
+        assert later is not None and np.array_equal(later.samples, samples[20:30])
+        assert [(g.start, g.stop) for g in later.gaps] == [(10, 20)]
+    finally:
+        subscription.close()
