@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import (CodecTeam, GroupDecoder, GroupEncoder, StreamDecoder, StreamEncoder,
+from . import (CodecTeam, GroupDecoder, GroupEncoder, StreamEncoder,
                compress_bytes, decompress, team_cpus)
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent  # the repo, for an editable install
@@ -123,37 +123,26 @@ def flac_files(paths, repeats, n_samples):
 # ---- per-block latency --------------------------------------------------------------
 
 def neurowire_blocks(data, block, threads=1):
-    """Each block coded as it would be live; with threads > 1 its channels are split into
-    that many groups coded side by side by a CodecTeam, each on a CPU of its own when there
-    are enough (the daemon's `workers` and `pin_threads`)."""
-    if threads > 1:
-        groups = [g.shape[1] for g in np.array_split(data[:1], threads, axis=1)]
-        cpus = team_cpus(threads)
-        team = CodecTeam(threads, cpus)
-        encoder, decoder = GroupEncoder(groups, team), GroupDecoder(groups, team)
-        encode, decode = encoder.encode, decoder.decode
-        saved_affinity = os.sched_getaffinity(0) if cpus else None
-        if cpus:
-            os.sched_setaffinity(0, {cpus[0]})
-    else:
-        encoder, decoder = StreamEncoder(data.shape[1]), StreamDecoder(data.shape[1])
-
-        def encode(part):
-            return [encoder.encode(part)]
-
-        def decode(blobs):
-            return decoder.decode(blobs[0])
-        saved_affinity = None
+    """Each block coded as it would be live, its channels split into `threads` groups coded
+    side by side by a CodecTeam, each thread on a CPU of its own when there are enough (the
+    daemon's `workers` and `pin_threads`); one group is a plain single-thread stream."""
+    groups = [g.shape[1] for g in np.array_split(data[:1], threads, axis=1)]
+    cpus = team_cpus(threads)
+    team = CodecTeam(threads, cpus)
+    encoder, decoder = GroupEncoder(groups, team), GroupDecoder(groups, team)
+    saved_affinity = os.sched_getaffinity(0) if cpus else None
+    if cpus:
+        os.sched_setaffinity(0, {cpus[0]})
     t_enc, t_dec, size = [], [], 0
     starts = range(0, len(data) - block + 1, block)
     try:
         for i in starts:
             part = data[i:i + block]
             t = time.perf_counter_ns()
-            blobs = encode(part)
+            blobs = encoder.encode(part)
             t_enc.append(time.perf_counter_ns() - t)
             t = time.perf_counter_ns()
-            out = decode(blobs)
+            out = decoder.decode(blobs)
             t_dec.append(time.perf_counter_ns() - t)
             size += sum(map(len, blobs))
             if not np.array_equal(out, part):

@@ -298,11 +298,18 @@ def test_bench_stream_json_checks_every_sample(tmp_path):
 
     result = subprocess.run(
         [sys.executable, "-m", "neurowire.cli", "bench", "stream", "--seconds", "1",
-         "--channels", "64", "--workers", "2", "--verify", "after", "--json"],
+         "--channels", "64", "--workers", "2", "--verify", "after", "--realtime-priority", "3",
+         "--json"],
         capture_output=True, text=True, timeout=110)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout)
     assert report["exact"] and report["complete"] and report["packets_lost"] == 0
+    # What the daemon was granted, as it reports it: realtime where allowed, and with two
+    # CPUs or more, its two data-path threads on CPUs of their own.
+    granted = report["daemon_data_path"]
+    assert granted["encoder_threads"] == 2 and granted["realtime_priority"] in (0, 3)
+    allowed = sorted(os.sched_getaffinity(0))
+    assert granted["cpus"] == (allowed[:2] if len(allowed) >= 2 else None)
     assert report["samples_compared"] == 20000 * 64
     assert report["config"]["verify"] == "after" and len(report["load_average"]["end"]) == 3
     for stage in ("ingest", "publish", "delivery", "decode", "end_to_end"):
