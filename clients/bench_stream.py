@@ -40,6 +40,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
                              "(default: %(default)s)")
     parser.add_argument("--no-pin", dest="pin", action="store_false",
                         help="leave the daemon's threads to the scheduler (pin_threads = false)")
+    parser.add_argument("--spin-us", type=int, default=0, metavar="US",
+                        help="the daemon's spin_us: its encoder threads poll this long for the "
+                             "next block before sleeping (default 0)")
     parser.add_argument("--realtime-priority", type=int, default=0, metavar="N",
                         help="1..99: the daemon's realtime_priority (its data path SCHED_FIFO), "
                              "and the simulator (standing in for implant hardware) and the "
@@ -169,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
         handle.write(f'metrics = ""\nworkers = {args.workers}\n'
                      f"pin_threads = {'true' if args.pin else 'false'}\n"
                      f"realtime_priority = {args.realtime_priority}\n"
+                     f"spin_us = {args.spin_us}\n"
                      f"keyframe_interval_s = {args.keyframe_interval}\n"
                      "max_backlog_packets = 2000\nlog_level = \"WARNING\"\n")
     sub_report = os.path.join(workdir, "subscriber.json")
@@ -251,7 +255,7 @@ def run(args: argparse.Namespace) -> int:
                    "packet_samples": args.packet_samples,
                    "packet_ms": 1000 * args.packet_samples / args.rate,
                    "seconds": args.seconds, "workers": args.workers, "pin_threads": args.pin,
-                   "realtime_priority": args.realtime_priority,
+                   "realtime_priority": args.realtime_priority, "spin_us": args.spin_us,
                    "clients_realtime": realtime is not None,
                    "delivery": "live" if args.live else "lossless",
                    "keyframe_interval_s": args.keyframe_interval, "cpus": os.cpu_count(),
@@ -312,6 +316,7 @@ def _print_human(result: dict) -> None:
           f"subscriber, {config['workers']} encoder thread(s)"
           f"{' on CPUs ' + str(data_path['cpus']) if data_path.get('cpus') else ''}"
           f"{', SCHED_FIFO %d' % data_path['realtime_priority'] if data_path.get('realtime_priority') else ''}"
+          f"{', polling %d us' % data_path['spin_us'] if data_path.get('spin_us') else ''}"
           f", {config['cpus']} CPUs, "
           f"checked {'after the stream' if config['verify'] == 'after' else 'in real time'}")
     load = result["load_average"]

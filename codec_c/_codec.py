@@ -303,13 +303,24 @@ class CodecTeam:
 
     cpus: a CPU per thread, the caller's first; helpers are bound to the others (Linux),
     as a scheduler left alone tends to queue a woken helper behind the thread that woke it.
-    The caller binds its own thread if it wants to (os.sched_setaffinity(0, ...))."""
+    The caller binds its own thread if it wants to (os.sched_setaffinity(0, ...)).
 
-    def __init__(self, threads, cpus=None):
+    spin_us: how long a helper that has finished its share polls for the next block, and
+    the caller for the helpers, before sleeping (0: sleep at once). A sleeping helper takes
+    tens of microseconds to wake on a VM, on every block; polling saves that but keeps the
+    team's CPUs busy, so it is for CPUs given to the team (at most 1,000,000)."""
+
+    SPIN_LIMIT_US = 1_000_000
+
+    def __init__(self, threads, cpus=None, spin_us=0):
         if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)):
             raise TypeError(f"threads must be an int, not {type(threads).__name__}")
         if not 1 <= threads <= MAX_CHANNELS:
             raise ValueError(f"threads must be in 1..{MAX_CHANNELS}, got {threads}")
+        if isinstance(spin_us, bool) or not isinstance(spin_us, (int, np.integer)):
+            raise TypeError(f"spin_us must be an int, not {type(spin_us).__name__}")
+        if not 0 <= spin_us <= self.SPIN_LIMIT_US:
+            raise ValueError(f"spin_us must be in 0..{self.SPIN_LIMIT_US}, got {spin_us}")
         helpers = int(threads) - 1
         cpu_list = ffi.NULL
         if cpus is not None:
@@ -321,6 +332,8 @@ class CodecTeam:
         if team == ffi.NULL:
             raise MemoryError("nw_team_new failed")
         self._team = ffi.gc(team, lib.nw_team_free)
+        _check(lib.nw_team_set_spin(self._team, int(spin_us)))
+        self.spin_us = int(spin_us)
         # Fewer when the system refused a thread: the work is then shared among fewer.
         self.threads = lib.nw_team_helpers(self._team) + 1
         self.lock = threading.Lock()

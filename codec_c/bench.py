@@ -122,13 +122,18 @@ def flac_files(paths, repeats, n_samples):
 
 # ---- per-block latency --------------------------------------------------------------
 
-def neurowire_blocks(data, block, threads=1):
+# What the "polling" rows give the team (the daemon's spin_us): a block interval or more.
+BENCH_SPIN_US = 1000
+
+
+def neurowire_blocks(data, block, threads=1, spin_us=0):
     """Each block coded as it would be live, its channels split into `threads` groups coded
     side by side by a CodecTeam, each thread on a CPU of its own when there are enough (the
-    daemon's `workers` and `pin_threads`); one group is a plain single-thread stream."""
+    daemon's `workers`, `pin_threads` and `spin_us`); one group is a plain single-thread
+    stream."""
     groups = [g.shape[1] for g in np.array_split(data[:1], threads, axis=1)]
     cpus = team_cpus(threads)
-    team = CodecTeam(threads, cpus)
+    team = CodecTeam(threads, cpus, spin_us=spin_us)
     encoder, decoder = GroupEncoder(groups, team), GroupDecoder(groups, team)
     saved_affinity = os.sched_getaffinity(0) if cpus else None
     if cpus:
@@ -224,7 +229,9 @@ def run_benchmark(args):
     for block in args.blocks:
         key = f"{args.channels}x{block}"
         entries = {"neurowire": neurowire_blocks(data, block),
-                   "neurowire 2 threads": neurowire_blocks(data, block, threads=2)}
+                   "neurowire 2 threads": neurowire_blocks(data, block, threads=2),
+                   "neurowire 2 threads, polling": neurowire_blocks(data, block, threads=2,
+                                                                    spin_us=BENCH_SPIN_US)}
         for name, (enc, dec) in codecs.items():
             if name not in entries and name not in args.skip:
                 entries[name] = baseline_blocks(data, block, enc, dec)
@@ -256,10 +263,10 @@ def print_report(r, out=sys.stdout):
                   for b, v in sv["blocks"].items()) + "\n")
     for key, rows in r["latency"].items():
         w(f"\nblocks {key} (channels x samples), each block on its own call\n")
-        w(f"{'':<20}{'ratio':>8}{'enc p50 us':>12}{'enc p99':>10}{'dec p50 us':>12}{'dec p99':>10}"
+        w(f"{'':<28}{'ratio':>8}{'enc p50 us':>12}{'enc p99':>10}{'dec p50 us':>12}{'dec p99':>10}"
           f"{'enc MS/s':>10}\n")
         for name, v in rows.items():
-            w(f"{name:<20}{v['ratio']:>8.3f}{v['encode_us']['p50']:>12.1f}{v['encode_us']['p99']:>10.1f}"
+            w(f"{name:<28}{v['ratio']:>8.3f}{v['encode_us']['p50']:>12.1f}{v['encode_us']['p99']:>10.1f}"
               f"{v['decode_us']['p50']:>12.1f}{v['decode_us']['p99']:>10.1f}{v['encode_msps']:>10.2f}\n")
 
 

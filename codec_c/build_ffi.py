@@ -73,6 +73,7 @@ typedef struct nw_team nw_team;
 nw_team *nw_team_new(uint32_t helpers, const int *cpus);
 void nw_team_free(nw_team *team);
 uint32_t nw_team_helpers(const nw_team *team);
+int nw_team_set_spin(nw_team *team, uint32_t microseconds);
 int nw_team_encode(nw_team *team, uint32_t groups, nw_encoder *const *encoders,
                    const int16_t *samples, uint32_t n_samples, size_t stride, int keyframe,
                    uint8_t *out, size_t out_cap, const size_t *offsets, int64_t *sizes);

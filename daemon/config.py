@@ -66,6 +66,10 @@ class DaemonConfig:
     # this priority, ahead of every ordinary process (needs CAP_SYS_NICE or an RLIMIT_RTPRIO
     # allowance); 0: ordinary scheduling.
     realtime_priority: int = 0
+    # With workers > 1: how long (microseconds) each encoder thread polls for the next block
+    # before it sleeps. Waking a sleeping thread costs tens of microseconds per block (more on
+    # a VM); polling saves that but keeps the encoder CPUs busy: for CPUs given to the daemon.
+    spin_us: int = 0
     flush_timeout_s: float = 2.0
     latency_window: int = 8192
     log_level: str = "INFO"
@@ -168,6 +172,9 @@ def validate(config: DaemonConfig, where: str = "config") -> DaemonConfig:
     if not 0 <= config.realtime_priority <= 99:
         raise ConfigError(f"{where}: 'realtime_priority' must be 0 (off) or 1..99, "
                           f"not {config.realtime_priority}")
+    if not 0 <= config.spin_us <= 1_000_000:
+        raise ConfigError(f"{where}: 'spin_us' must be 0 (sleep at once) .. 1000000 "
+                          f"microseconds, not {config.spin_us}")
     if config.workers > 64:
         raise ConfigError(f"{where}: 'workers' = {config.workers} is more than 64")
     remote = [key for key in _ENDPOINT_KEYS if not is_local_endpoint(getattr(config, key))]

@@ -488,12 +488,14 @@ class Daemon:
         priority = config.realtime_priority
         if priority and not _set_realtime(priority):
             priority = 0
-        self._team = codec.CodecTeam(config.workers, cpus)
+        self._team = codec.CodecTeam(config.workers, cpus, spin_us=config.spin_us)
+        spin_us = config.spin_us if self._team.threads > 1 else 0
         self.data_path = {"encoder_threads": self._team.threads, "cpus": cpus,
-                          "realtime_priority": priority}
-        log.info("data path: %d encoder thread(s)%s%s", self._team.threads,
+                          "realtime_priority": priority, "spin_us": spin_us}
+        log.info("data path: %d encoder thread(s)%s%s%s", self._team.threads,
                  f" on CPUs {cpus}" if cpus else "",
-                 f", SCHED_FIFO priority {priority}" if priority else "")
+                 f", SCHED_FIFO priority {priority}" if priority else "",
+                 f", polling {spin_us} us between blocks" if spin_us else "")
 
     def _data_main(self) -> None:
         try:

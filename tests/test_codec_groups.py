@@ -144,6 +144,50 @@ def test_team_argument_checks(threads, cpus, error):
         codec.CodecTeam(threads, cpus)
 
 
+@pytest.mark.parametrize("spin_us, error", [(-1, ValueError), (1_000_001, ValueError),
+                                            (1.5, TypeError), (True, TypeError)])
+def test_team_spin_argument_checks(spin_us, error):
+    with pytest.raises(error, match="spin_us"):
+        codec.CodecTeam(2, spin_us=spin_us)
+
+
+def test_polling_team_codes_the_same_blocks(excerpts):
+    team = codec.CodecTeam(3, spin_us=2000)
+    assert team.spin_us == 2000
+    check_same_as_stream_encoders(stream(excerpts, 48, 300, seed=6), [16, 16, 16], 10, 7, team)
+
+
+def process_cpu_share(seconds):
+    """CPU time the whole process spent while this thread slept, per second of sleep."""
+    import time
+    cpu, wall = time.process_time(), time.perf_counter()
+    time.sleep(seconds)
+    return (time.process_time() - cpu) / (time.perf_counter() - wall)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_helpers_poll_for_spin_us_then_sleep_and_stop_at_once():
+    """After a block, a polling helper keeps its CPU busy for spin_us, then sleeps; one that
+    does not poll sleeps at once; freeing a team stops a polling helper without waiting."""
+    import time
+    from neurowire.codec._codec import ffi
+
+    x = np.arange(4000, dtype=np.int16).reshape(100, 40)
+    quiet = codec.CodecTeam(2)
+    codec.GroupEncoder([20, 20], quiet).encode(x)
+    assert process_cpu_share(0.2) < 0.2
+    polling = codec.CodecTeam(2, spin_us=400_000)
+    codec.GroupEncoder([20, 20], polling).encode(x)
+    assert process_cpu_share(0.2) > 0.3      # the helper, polling (ideally 1.0)
+    time.sleep(0.3)
+    assert process_cpu_share(0.2) < 0.2      # past spin_us: asleep
+    polling = codec.CodecTeam(2, spin_us=1_000_000)
+    codec.GroupEncoder([20, 20], polling).encode(x)
+    start = time.perf_counter()
+    ffi.release(polling._team)               # joins the helper, mid-poll
+    assert time.perf_counter() - start < 0.5
+
+
 def test_team_threads_and_cpus():
     assert codec.CodecTeam(1).threads == 1
     assert codec.CodecTeam(3).threads == 3

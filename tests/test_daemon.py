@@ -62,6 +62,7 @@ def test_config_defaults_are_loopback():
     ("[daemon]\nworkers = \"two\"\n", ["workers", "int"]),
     ("[daemon]\npin_threads = 1\n", ["pin_threads", "bool"]),
     ("[daemon]\nrealtime_priority = 100\n", ["realtime_priority", "1..99"]),
+    ("[daemon]\nspin_us = -5\n", ["spin_us", "1000000"]),
     ("[daemon]\ningest = \"tcp://0.0.0.0:7340\"\n", ["ingest", "curve"]),
     ("[daemon]\nmax_backlog_packets = 0\n", ["max_backlog_packets"]),
     ("[deamon]\n", ["unknown table"]),

@@ -246,14 +246,15 @@ def thread_affinities():
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task") or len(os.sched_getaffinity(0)) < 2,
                     reason="needs Linux and two CPUs")
-@pytest.mark.parametrize("pin, priority", [(True, 0), (False, 0), (True, 5)])
-def test_data_path_threads_scheduling(context, pin, priority):
+@pytest.mark.parametrize("pin, priority, spin_us", [(True, 0, 0), (False, 0, 0), (True, 5, 300)])
+def test_data_path_threads_scheduling(context, pin, priority, spin_us):
     """pin_threads: the data thread and the encoder thread on CPUs of their own;
     realtime_priority: both, and libzmq's I/O thread, SCHED_FIFO (where allowed; else
-    ordinary, as the status says)."""
+    ordinary, as the status says); spin_us: reported as set."""
     allowed = sorted(os.sched_getaffinity(0))
     before = set(thread_affinities())
-    config = load_config(**LOOPBACK, workers=2, pin_threads=pin, realtime_priority=priority)
+    config = load_config(**LOOPBACK, workers=2, pin_threads=pin, realtime_priority=priority,
+                         spin_us=spin_us)
     with DaemonThread(config) as running:
         wait_for(lambda: running.daemon.data_path)  # the data thread has set itself up
         # The daemon's threads only: the simulator's context starts threads of its own.
@@ -274,7 +275,7 @@ def test_data_path_threads_scheduling(context, pin, priority):
         else:
             assert all(cpus == set(allowed) for cpus in new.values())
             assert data_path["cpus"] is None
-        assert data_path["encoder_threads"] == 2
+        assert data_path["encoder_threads"] == 2 and data_path["spin_us"] == spin_us
         granted = data_path["realtime_priority"]
         assert granted in (0, priority)
         expected = os.SCHED_FIFO if granted else os.SCHED_OTHER

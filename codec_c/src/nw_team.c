@@ -7,12 +7,14 @@
 
 #include <pthread.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 #if defined(__linux__)
 #include <sched.h>
 #endif
 
 #define DONE_POLLS 2000    /* ~50 us of polling for the helpers to finish before sleeping */
+#define SPIN_LIMIT_US 1000000u
 
 typedef struct team_job {
     uint32_t groups;
@@ -49,6 +51,7 @@ struct nw_team {
     uint32_t busy;            /* helpers still working on this round */
     int quit;
     uint32_t started;
+    uint32_t spin_us;         /* how long an idle helper polls for the next round */
     pid_t owner;              /* a forked child has none of the helpers: it codes alone */
     helper *helpers;
     const team_job *job;
@@ -79,13 +82,77 @@ static void run_share(const team_job *job, uint32_t worker, uint32_t workers) {
     }
 }
 
+static uint64_t now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+/* The round, quit flag and busy count as polling threads read them, outside the lock (they
+ * are written under it, with matching atomic stores): a polling thread that took the lock
+ * would make the other, finding it taken, sleep. A mutex where there are no atomics. */
+#if defined(__GNUC__)
+static unsigned long load_round(nw_team *team) { return __atomic_load_n(&team->round, __ATOMIC_ACQUIRE); }
+static int load_quit(nw_team *team) { return __atomic_load_n(&team->quit, __ATOMIC_ACQUIRE); }
+static void store_round(nw_team *team, unsigned long v) { __atomic_store_n(&team->round, v, __ATOMIC_RELEASE); }
+static void store_quit(nw_team *team) { __atomic_store_n(&team->quit, 1, __ATOMIC_RELEASE); }
+static uint32_t load_busy(nw_team *team) { return __atomic_load_n(&team->busy, __ATOMIC_ACQUIRE); }
+static void store_busy(nw_team *team, uint32_t v) { __atomic_store_n(&team->busy, v, __ATOMIC_RELEASE); }
+static uint32_t finish_share(nw_team *team) { return __atomic_sub_fetch(&team->busy, 1, __ATOMIC_ACQ_REL); }
+#else
+static unsigned long load_round(nw_team *team) {
+    pthread_mutex_lock(&team->lock);
+    unsigned long v = team->round;
+    pthread_mutex_unlock(&team->lock);
+    return v;
+}
+static int load_quit(nw_team *team) {
+    pthread_mutex_lock(&team->lock);
+    int v = team->quit;
+    pthread_mutex_unlock(&team->lock);
+    return v;
+}
+static uint32_t load_busy(nw_team *team) {
+    pthread_mutex_lock(&team->lock);
+    uint32_t v = team->busy;
+    pthread_mutex_unlock(&team->lock);
+    return v;
+}
+static void store_round(nw_team *team, unsigned long v) { team->round = v; }
+static void store_quit(nw_team *team) { team->quit = 1; }
+static void store_busy(nw_team *team, uint32_t v) { team->busy = v; }
+static uint32_t finish_share(nw_team *team) { return --team->busy; }
+#endif
+
+static void cpu_relax(void) {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    __builtin_ia32_pause();
+#endif
+}
+
+/* Called and returns with the lock held. A helper that sleeps takes tens of microseconds to
+ * wake (a VM's idle CPU halts), so with spin_us set it first polls for that long, without
+ * the lock, so that the caller never has to wait for it to publish a round. */
+static void wait_for_round(nw_team *team, unsigned long seen) {
+    if (team->spin_us && !team->quit && team->round == seen) {
+        const uint64_t deadline = now_ns() + (uint64_t)team->spin_us * 1000u;
+        pthread_mutex_unlock(&team->lock);
+        for (uint32_t poll = 1; load_round(team) == seen && !load_quit(team); poll++) {
+            if (poll % 64 == 0 && now_ns() >= deadline) break;
+            cpu_relax();
+        }
+        pthread_mutex_lock(&team->lock);
+    }
+    while (!team->quit && team->round == seen) pthread_cond_wait(&team->wake, &team->lock);
+}
+
 static void *helper_main(void *arg) {
     helper *self = arg;
     nw_team *team = self->team;
     unsigned long seen = 0;
     pthread_mutex_lock(&team->lock);
     for (;;) {
-        while (!team->quit && team->round == seen) pthread_cond_wait(&team->wake, &team->lock);
+        wait_for_round(team, seen);
         if (team->quit) break;
         seen = team->round;
         const team_job *job = team->job;
@@ -93,7 +160,7 @@ static void *helper_main(void *arg) {
         pthread_mutex_unlock(&team->lock);
         run_share(job, self->worker, workers);
         pthread_mutex_lock(&team->lock);
-        if (--team->busy == 0) pthread_cond_signal(&team->done);
+        if (finish_share(team) == 0) pthread_cond_signal(&team->done);
     }
     pthread_mutex_unlock(&team->lock);
     return NULL;
@@ -145,6 +212,14 @@ nw_team *nw_team_new(uint32_t helpers, const int *cpus) {
 
 uint32_t nw_team_helpers(const nw_team *team) { return team ? team->started : 0; }
 
+int nw_team_set_spin(nw_team *team, uint32_t microseconds) {
+    if (!team || microseconds > SPIN_LIMIT_US) return NW_ERR_ARGUMENT;
+    pthread_mutex_lock(&team->lock);
+    team->spin_us = microseconds;
+    pthread_mutex_unlock(&team->lock);
+    return NW_OK;
+}
+
 void nw_team_free(nw_team *team) {
     if (!team) return;
     if (team->owner != getpid()) {   /* a forked child: no helpers to stop, a lock in any state */
@@ -153,7 +228,7 @@ void nw_team_free(nw_team *team) {
         return;
     }
     pthread_mutex_lock(&team->lock);
-    team->quit = 1;
+    store_quit(team);
     pthread_cond_broadcast(&team->wake);
     pthread_mutex_unlock(&team->lock);
     for (uint32_t i = 0; i < team->started; i++) pthread_join(team->helpers[i].thread, NULL);
@@ -171,18 +246,18 @@ static void run_round(nw_team *team, const team_job *job) {
     }
     pthread_mutex_lock(&team->lock);
     team->job = job;
-    team->busy = team->started;
-    team->round++;
+    store_busy(team, team->started);
+    store_round(team, team->round + 1);
     pthread_cond_broadcast(&team->wake);
     pthread_mutex_unlock(&team->lock);
     run_share(job, 0, team->started + 1);
     /* The helpers usually finish within tens of microseconds of the caller: polling that
-     * long costs less than being put to sleep and woken again (~20 us on a VM). */
-    for (int poll = 0; poll < DONE_POLLS; poll++) {
-        pthread_mutex_lock(&team->lock);
-        uint32_t busy = team->busy;
-        pthread_mutex_unlock(&team->lock);
-        if (!busy) return;
+     * long costs less than being put to sleep and woken again (~20 us on a VM). With
+     * spin_us set, the caller polls as long as the helpers do. */
+    const uint64_t deadline = team->spin_us ? now_ns() + (uint64_t)team->spin_us * 1000u : 0;
+    for (uint32_t poll = 1; load_busy(team); poll++) {
+        if (poll >= DONE_POLLS && (!deadline || (poll % 64 == 0 && now_ns() >= deadline))) break;
+        cpu_relax();
     }
     pthread_mutex_lock(&team->lock);
     while (team->busy) pthread_cond_wait(&team->done, &team->lock);

@@ -22,6 +22,11 @@ nw_team *nw_team_new(uint32_t helpers, const int *cpus);
 void nw_team_free(nw_team *team);
 /* Threads that actually started (a failed start leaves fewer, never an error). */
 uint32_t nw_team_helpers(const nw_team *team);
+/* How long a helper that has finished its share keeps polling for the next block before it
+ * sleeps (0, the default: it sleeps at once). Waking a sleeping thread costs tens of
+ * microseconds per block on a VM; polling saves them but keeps the helper's CPU busy, so it
+ * is for CPUs given to the team. At most 1,000,000; NW_ERR_ARGUMENT beyond. */
+int nw_team_set_spin(nw_team *team, uint32_t microseconds);
 
 /* Encodes one block of `n_samples` rows of `stride` samples: group g covers the channels of
  * encoders[g], after those of the groups before it. Group g's block goes to out + offsets[g]
