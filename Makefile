@@ -25,7 +25,7 @@ LIBASAN    = $(shell $(CC) -print-file-name=libasan.so)
 FUZZ_BIN  := build/fuzz_decode
 FUZZ_TIME ?= 60
 
-.PHONY: all install tools test bench run asan fuzz golden clean
+.PHONY: all install tools test bench run asan tsan fuzz golden clean
 
 all: install tools
 
@@ -85,6 +85,15 @@ asan:
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		$(ASAN_VENV)/bin/pytest -p no:cacheprovider --capture=sys \
 		$(wildcard tests/test_codec*.py tests/test_fuzz*.py)
+
+# The codec team (the only threaded C) under ThreadSanitizer: sleeping and polling helpers,
+# every block round-tripped. tests/test_codec_groups.py builds and runs the same program.
+TSAN_BIN := build/team_stress
+tsan:
+	mkdir -p build
+	$(CC) -g -O1 -std=c99 -pthread -fsanitize=thread -Icodec_c/src -o $(TSAN_BIN) \
+		codec_c/stress/team_stress.c $(CSRC)
+	$(TSAN_BIN)
 
 # libFuzzer needs clang; new inputs go to build/, the committed corpus only seeds.
 fuzz:

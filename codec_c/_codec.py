@@ -16,6 +16,9 @@ MAX_ERROR_LIMIT = lib.NW_MAX_ERROR_LIMIT
 # Output buffers are written in full by the C side before any byte is read back, so
 # zero-filling them first would be wasted work on the hot path.
 _alloc = ffi.new_allocator(should_clear_after_alloc=False)
+# The C tables are built once here, under the import lock: cffi calls drop the GIL, and two
+# threads making their first coders at once would otherwise both build them.
+lib.nw_prepare()
 
 
 class CodecError(Exception):

@@ -54,6 +54,7 @@ int64_t nw_encode_block_strided(nw_encoder *encoder, const int16_t *samples, uin
                                 size_t stride, int keyframe, uint8_t *out, size_t out_cap);
 uint32_t nw_encoder_channels(const nw_encoder *encoder);
 void nw_grid_values(int16_t *values);
+void nw_prepare(void);
 int nw_encoder_set_max_error(nw_encoder *encoder, uint32_t max_error);
 uint32_t nw_encoder_channel_bytes(const nw_encoder *encoder, uint64_t *totals,
                                   uint32_t count);

@@ -188,6 +188,33 @@ def test_helpers_poll_for_spin_us_then_sleep_and_stop_at_once():
     assert time.perf_counter() - start < 0.5
 
 
+@pytest.mark.timeout(180)
+def test_team_under_thread_sanitizer(tmp_path):
+    """codec_c/stress/team_stress.c (`make tsan`): the team's hand-over and everything its
+    threads share, checked by ThreadSanitizer over sleeping and polling helpers."""
+    import shutil
+    import subprocess
+
+    from conftest import REPO
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        pytest.skip("no C compiler")
+    src = REPO / "codec_c" / "src"
+    binary = tmp_path / "team_stress"
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}  # `make asan` preloads ASan
+    build = subprocess.run(
+        [cc, "-g", "-O1", "-std=c99", "-pthread", "-fsanitize=thread", f"-I{src}", "-o", str(binary),
+         str(REPO / "codec_c" / "stress" / "team_stress.c"), *map(str, sorted(src.glob("*.c")))],
+        capture_output=True, text=True, env=env)
+    if build.returncode != 0:
+        pytest.skip(f"{cc} cannot build with -fsanitize=thread: {build.stderr[-300:]}")
+    result = subprocess.run([str(binary)], capture_output=True, text=True, timeout=170, env=env)
+    if "FATAL: ThreadSanitizer" in result.stderr:  # e.g. a memory layout it cannot run in
+        pytest.skip(f"ThreadSanitizer cannot run here: {result.stderr[-300:]}")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert result.stdout.count("0 failed") == 3
+
+
 def test_team_threads_and_cpus():
     assert codec.CodecTeam(1).threads == 1
     assert codec.CodecTeam(3).threads == 3

@@ -60,6 +60,11 @@ typedef struct nw_block_info {
 /* The 16-bit sample value of each of the NW_GRID_CODES ADC codes, in code order. */
 void nw_grid_values(int16_t *values);
 
+/* Builds the codec's shared tables. The first coder made (or the first call that needs
+ * them) does it too; a program that may do either from several threads at once calls
+ * nw_prepare first, once (the Python package does at import). */
+void nw_prepare(void);
+
 /* ---- block stream -------------------------------------------------------------- */
 
 typedef struct nw_encoder nw_encoder;

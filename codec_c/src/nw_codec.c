@@ -109,6 +109,8 @@ static int log2_floor64(uint64_t v) {
 #endif
 }
 
+static void crc_init(void);
+
 static void build_tables(void) {
     /* The grid is stored as 2-bit steps over 64 per code (see nw_tables.h). */
     int32_t value = NW_GRID_FIRST;
@@ -167,13 +169,17 @@ static void build_tables(void) {
         }
         s->big_total = total;
     }
+    crc_init();
     tables_ready = 1;
 }
 
+/* Built on first use: by nw_prepare, or by the first coder made. Every coding call comes
+ * after a coder was made, so threads handed coders (nw_team's) only ever read the tables. */
 static void ensure_tables(void) {
-    /* Idempotent and deterministic: a race between threads writes the same bytes. */
     if (!tables_ready) build_tables();
 }
+
+void nw_prepare(void) { ensure_tables(); }
 
 /* Code of an on-grid sample, or -1 when the value is not one of the grid's. */
 static int grid_code(int32_t value) {
@@ -706,9 +712,8 @@ HOT int decode_channel(channel_state *s, coder *co, int16_t *samples, size_t str
     return NW_OK;
 }
 
-/* ---- CRC-32 (IEEE), table built once ---------------------------------------------- */
+/* ---- CRC-32 (IEEE), table built with the others ---------------------------------- */
 static uint32_t crc_table[4][256];   /* [k]: the byte k further on, to take four at a time */
-static int crc_ready;
 
 static void crc_init(void) {
     for (uint32_t i = 0; i < 256; i++) {
@@ -719,11 +724,10 @@ static void crc_init(void) {
     for (int k = 1; k < 4; k++)
         for (uint32_t i = 0; i < 256; i++)
             crc_table[k][i] = (crc_table[k - 1][i] >> 8) ^ crc_table[0][crc_table[k - 1][i] & 0xFF];
-    crc_ready = 1;
 }
 
 uint32_t nw_crc32(uint32_t crc, const uint8_t *data, size_t len) {
-    if (!crc_ready) crc_init();
+    ensure_tables();
     crc = ~crc;
     size_t i = 0;
 #if !defined(__OPTIMIZE_SIZE__)
