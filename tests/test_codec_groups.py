@@ -273,15 +273,15 @@ def test_a_forked_child_codes_alone_and_exits(excerpts):
     assert answer == b"1" and os.WIFEXITED(status)
 
 
-@pytest.mark.parametrize("threads", [1, 2])
-def test_codec_bench_block_run_codes_every_block_and_restores_affinity(excerpts, threads):
+@pytest.mark.parametrize("threads, spin_us", [(1, 0), (2, 0), (2, 1000)])
+def test_codec_bench_block_run_codes_every_block_and_restores_affinity(excerpts, threads, spin_us):
     """`neurowire bench codec`'s live-block run (timings are its business, not a test's):
     every block round-trips, sizes add up, and the caller's CPU set comes back."""
     from neurowire.codec.bench import neurowire_blocks
 
     data = stream(excerpts, 24, 200, seed=4)
     before = os.sched_getaffinity(0)
-    t_enc, t_dec, size, raw = neurowire_blocks(data, 10, threads)
+    t_enc, t_dec, size, raw = neurowire_blocks(data, 10, threads, spin_us)
     assert len(t_enc) == len(t_dec) == 20 and raw == data.size * 2
     groups = [12, 12] if threads == 2 else [24]
     encoder = codec.GroupEncoder(groups)
