@@ -311,9 +311,9 @@ class CodecTeam:
     spin_us: how long a helper that has finished its share polls for the next block, and
     the caller for the helpers, before sleeping (0: sleep at once). A sleeping helper takes
     tens of microseconds to wake on a VM, on every block; polling saves that but keeps the
-    team's CPUs busy, so it is for CPUs given to the team (at most 1,000,000)."""
+    team's CPUs busy, so it is for CPUs given to the team (at most SPIN_LIMIT_US)."""
 
-    SPIN_LIMIT_US = 1_000_000
+    SPIN_LIMIT_US = lib.NW_TEAM_SPIN_LIMIT_US
 
     def __init__(self, threads, cpus=None, spin_us=0):
         if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)):

@@ -71,6 +71,7 @@ int nw_decode_block_strided(nw_decoder *decoder, const uint8_t *in, size_t in_le
 uint32_t nw_decoder_channels(const nw_decoder *decoder);
 
 typedef struct nw_team nw_team;
+#define NW_TEAM_SPIN_LIMIT_US ...
 nw_team *nw_team_new(uint32_t helpers, const int *cpus);
 void nw_team_free(nw_team *team);
 uint32_t nw_team_helpers(const nw_team *team);

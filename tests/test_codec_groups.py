@@ -1,15 +1,19 @@
 """Channel groups coded side by side (GroupEncoder, GroupDecoder, CodecTeam): the same
 blocks as one StreamEncoder per group, decoded exactly, and a failed block lost as a whole."""
 import os
+import shutil
+import subprocess
 import threading
+import time
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import tile_channels
+from conftest import REPO, tile_channels
 from neurowire import codec
+from neurowire.codec._codec import ffi
 
 
 def split(samples, groups):
@@ -159,7 +163,6 @@ def test_polling_team_codes_the_same_blocks(excerpts):
 
 def process_cpu_share(seconds):
     """CPU time the whole process spent while this thread slept, per second of sleep."""
-    import time
     cpu, wall = time.process_time(), time.perf_counter()
     time.sleep(seconds)
     return (time.process_time() - cpu) / (time.perf_counter() - wall)
@@ -169,9 +172,6 @@ def process_cpu_share(seconds):
 def test_helpers_poll_for_spin_us_then_sleep_and_stop_at_once():
     """After a block, a polling helper keeps its CPU busy for spin_us, then sleeps; one that
     does not poll sleeps at once; freeing a team stops a polling helper without waiting."""
-    import time
-    from neurowire.codec._codec import ffi
-
     x = np.arange(4000, dtype=np.int16).reshape(100, 40)
     quiet = codec.CodecTeam(2)
     codec.GroupEncoder([20, 20], quiet).encode(x)
@@ -192,10 +192,6 @@ def test_helpers_poll_for_spin_us_then_sleep_and_stop_at_once():
 def test_team_under_thread_sanitizer(tmp_path):
     """codec_c/stress/team_stress.c (`make tsan`): the team's hand-over and everything its
     threads share, checked by ThreadSanitizer over sleeping and polling helpers."""
-    import shutil
-    import subprocess
-
-    from conftest import REPO
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not cc:
         pytest.skip("no C compiler")

@@ -300,7 +300,7 @@ def test_bench_stream_json_checks_every_sample(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "neurowire.cli", "bench", "stream", "--seconds", "1",
          "--channels", "64", "--workers", "2", "--verify", "after", "--realtime-priority", "3",
-         "--json"],
+         "--spin-us", "200", "--json"],
         capture_output=True, text=True, timeout=110)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout)
@@ -309,6 +309,7 @@ def test_bench_stream_json_checks_every_sample(tmp_path):
     # CPUs or more, its two data-path threads on CPUs of their own.
     granted = report["daemon_data_path"]
     assert granted["encoder_threads"] == 2 and granted["realtime_priority"] in (0, 3)
+    assert granted["spin_us"] == report["config"]["spin_us"] == 200
     allowed = sorted(os.sched_getaffinity(0))
     assert granted["cpus"] == (allowed[:2] if len(allowed) >= 2 else None)
     assert report["samples_compared"] == 20000 * 64

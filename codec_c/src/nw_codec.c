@@ -325,7 +325,11 @@ typedef struct coder {
     range_decoder dec;
 } coder;
 
-/* Every vector store here is read back by a load of the same address and size, so the
+/* NLMS dot product and update. Lane bounds (|w| <= 2^15, |delta| <= 2^10, |step| < 2^15,
+ * |scaled| <= 2^15) keep every product and sum exact, so both versions give the same bits.
+ * The update is rounded to nearest: a floor would pull every weight down by half a unit
+ * per sample, which costs more than the step's own precision.
+ * Every vector store here is read back by a load of the same address and size, so the
  * CPU forwards it: a narrow store under a wide load would stall the per-sample chain. */
 #if defined(__SSE2__) && TAPS % 8 == 0
 /* w[1]*d[0] + ... + w[TAPS-1]*d[TAPS-2]: the next dot product but for its newest term. */
@@ -466,8 +470,7 @@ static inline void weigh(const uint16_t *freq, const uint16_t *width, uint16_t *
  * size is unpredictable, and a mispredicted loop exit costs more than summing every lane.
  * sum_below(g, k) = g[0] + ... + g[k-1]; find_direct(g, t) = the k with
  * sum_below(g, k) <= t < sum_below(g, k + 1), for t below the sum of all of g, and that
- * sum_below. All sums
- * fit 16 bits (see weigh). */
+ * sum_below. All sums fit 16 bits (see weigh). */
 #if defined(__SSE2__) && HALF == 16
 static inline uint32_t hsum8(__m128i v) {
     v = _mm_add_epi16(v, _mm_srli_si128(v, 8));
@@ -523,18 +526,13 @@ static inline int find_direct(const uint16_t *g, uint32_t t, uint32_t *below) {
 }
 #endif
 
-/* NLMS dot product and update. Lane bounds (|w| <= 2^15, |delta| <= 2^10, |step| < 2^15,
- * |scaled| <= 2^15) keep every product and sum exact, so both versions give the same bits.
- * The update is rounded to nearest: a floor would pull every weight down by half a unit
- * per sample, which costs more than the step's own precision. */
-
 /* One sample through the model: encodes `value`, decodes it into *value, or only updates
- * the state (stored blocks). Returns 0, or -1 on an impossible decoded value. */
-/* max_error k > 0 codes the residual quantised to steps of 2k+1 (the decoder rebuilds the
+ * the state (stored blocks). Returns 0, or -1 on an impossible decoded value.
+ * max_error k > 0 codes the residual quantised to steps of 2k+1 (the decoder rebuilds the
  * centre of the step), so every sample comes back within k domain units of the original;
  * the predictor runs on what the decoder rebuilds, so errors never accumulate. In
- * PASS_ENCODE *value receives the rebuilt sample. */
-/* `grid` is s->domain == DOMAIN_GRID, passed as a constant by the channel loops so that each
+ * PASS_ENCODE *value receives the rebuilt sample.
+ * `grid` is s->domain == DOMAIN_GRID, passed as a constant by the channel loops so that each
  * domain gets its own copy of the loop, free of per-sample tests of the domain. */
 HOT int code_sample(channel_state *s, coder *co, int pass, int16_t *value, int32_t max_error,
                     const int grid) {

@@ -14,7 +14,6 @@
 #endif
 
 #define DONE_POLLS 2000    /* ~50 us of polling for the helpers to finish before sleeping */
-#define SPIN_LIMIT_US 1000000u
 
 typedef struct team_job {
     uint32_t groups;
@@ -213,7 +212,7 @@ nw_team *nw_team_new(uint32_t helpers, const int *cpus) {
 uint32_t nw_team_helpers(const nw_team *team) { return team ? team->started : 0; }
 
 int nw_team_set_spin(nw_team *team, uint32_t microseconds) {
-    if (!team || microseconds > SPIN_LIMIT_US) return NW_ERR_ARGUMENT;
+    if (!team || microseconds > NW_TEAM_SPIN_LIMIT_US) return NW_ERR_ARGUMENT;
     pthread_mutex_lock(&team->lock);
     team->spin_us = microseconds;
     pthread_mutex_unlock(&team->lock);

@@ -15,6 +15,8 @@
 
 typedef struct nw_team nw_team;
 
+#define NW_TEAM_SPIN_LIMIT_US 1000000u   /* the longest nw_team_set_spin accepts */
+
 /* `helpers` threads besides the caller's (0 is valid: everything runs on the caller). When
  * `cpus` is not NULL, helper i is bound to CPU cpus[i] where the system allows it (Linux);
  * a scheduler left alone tends to queue a woken helper behind the thread that woke it. */
@@ -25,7 +27,7 @@ uint32_t nw_team_helpers(const nw_team *team);
 /* How long a helper that has finished its share keeps polling for the next block before it
  * sleeps (0, the default: it sleeps at once). Waking a sleeping thread costs tens of
  * microseconds per block on a VM; polling saves them but keeps the helper's CPU busy, so it
- * is for CPUs given to the team. At most 1,000,000; NW_ERR_ARGUMENT beyond. */
+ * is for CPUs given to the team. At most NW_TEAM_SPIN_LIMIT_US; NW_ERR_ARGUMENT beyond. */
 int nw_team_set_spin(nw_team *team, uint32_t microseconds);
 
 /* Encodes one block of `n_samples` rows of `stride` samples: group g covers the channels of
