@@ -178,6 +178,23 @@ class SpikeDetector:
         self.history = ext[-self.history_len:]
         return events, power
 
+    def flush(self) -> Events:
+        """The events still waiting for the rest of their snippet, at the end of the data:
+        their snippets run past the last sample, and those missing samples repeat the last
+        one (a consumer that knows the data's length drops them, as decode_spikes does).
+        A streaming consumer never calls this; an offline one calls it once, last."""
+        g = self.geometry
+        if not len(self.pending_t) or self.history is None:
+            return Events.empty(g.length, g.pre)
+        missing = int((self.pending_t - g.pre + g.length - self.position).max())
+        pad = np.repeat(self.history[-1:], missing, axis=0)
+        ext = np.concatenate([self.history, pad])
+        end, self.position = self.position, self.position + missing
+        try:
+            return self._complete(ext)
+        finally:
+            self.position = end
+
     def params(self) -> dict:
         """What a consumer needs to interpret the events (goes into feed headers)."""
         g = self.geometry
@@ -324,9 +341,10 @@ def _running_sum(steps: np.ndarray, previous: np.ndarray) -> np.ndarray:
 
 
 def detect(samples: np.ndarray, rate: float, config: DetectorConfig | None = None, *,
-           chunk: int = 8192, power: bool = False):
+           chunk: int = 8192, power: bool = False, flush: bool = False):
     """The streaming detector over a whole recording (n,) or (n, channels), in chunks only to
-    bound memory.  Returns Events, or (Events, PowerBins) with power=True."""
+    bound memory.  Returns Events, or (Events, PowerBins) with power=True.  flush=True adds
+    the events whose snippets the data's end cuts short (see SpikeDetector.flush)."""
     samples = np.asarray(samples)
     if samples.ndim == 1:
         samples = samples[:, None]
@@ -338,6 +356,8 @@ def detect(samples: np.ndarray, rate: float, config: DetectorConfig | None = Non
         parts.append(events)
         if bins is not None:
             powers.append(bins.power)
+    if flush:
+        parts.append(detector.flush())
     events = Events.concat(parts, g.length, g.pre)
     if not power:
         return events

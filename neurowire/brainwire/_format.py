@@ -1,0 +1,62 @@
+"""The two blobs neurowire.brainwire writes, and reading WAV samples for both.
+
+lossless  neurowire's file container (./encode's bytes, "NWF..."): the WAV file, exactly.
+spikes    b"NWSK" + version (1 byte) + n_samples (uint64 LE) + one spike-feed message
+          (neurowire.feeds.spikes) covering [0, n_samples): every event's channel, sample
+          index and snippet of original samples.  n_samples gives decompress the input's
+          length; snippet samples past it (events near the end) are dropped on decoding.
+"""
+from __future__ import annotations
+
+import os
+import struct
+from typing import NamedTuple
+
+import numpy as np
+
+SPIKES_MAGIC = b"NWSK"
+SPIKES_VERSION = 1
+_SPIKES_HEADER = struct.Struct("<4sBQ")
+
+
+class Recording(NamedTuple):
+    """brainwire's (rate, samples), with names."""
+    rate: int
+    samples: np.ndarray
+
+
+def wav_samples(data_or_path) -> tuple[np.ndarray, int]:
+    """(int16 (n, channels), rate) of a WAV file or neurowire blob of one, by name: the
+    codec's read_samples returns (samples, rate), the reverse of brainwire's order."""
+    from neurowire.codec import read_samples
+
+    result = read_samples(os.fspath(data_or_path) if isinstance(data_or_path, os.PathLike)
+                          else data_or_path)
+    if hasattr(result, "samples"):
+        return result.samples, result.rate
+    samples, rate = result
+    return samples, rate
+
+
+def as_brainwire(samples: np.ndarray) -> np.ndarray:
+    """brainwire's shape: 1-D for one channel, (n, channels) otherwise."""
+    return samples[:, 0].copy() if samples.shape[1] == 1 else samples
+
+
+def pack_spikes_blob(n_samples: int, message: bytes) -> bytes:
+    return _SPIKES_HEADER.pack(SPIKES_MAGIC, SPIKES_VERSION, n_samples) + message
+
+
+def unpack_spikes_blob(data: bytes) -> tuple[int, bytes]:
+    if len(data) < _SPIKES_HEADER.size:
+        raise ValueError(f"spike blob of {len(data)} bytes is shorter than its header")
+    magic, version, n_samples = _SPIKES_HEADER.unpack_from(data)
+    if magic != SPIKES_MAGIC:
+        raise ValueError("not a neurowire spike blob")
+    if version != SPIKES_VERSION:
+        raise ValueError(f"spike blob version {version}, this neurowire reads {SPIKES_VERSION}")
+    return n_samples, bytes(data[_SPIKES_HEADER.size:])
+
+
+def is_spikes_blob(data) -> bool:
+    return bytes(data[:4]) == SPIKES_MAGIC
