@@ -19,18 +19,17 @@ import sys
 import time
 from pathlib import Path
 
-import msgpack
 import numpy as np
 
 from .detect import DetectorConfig
-from .spikes import SpikeFeedEncoder
+from .spikes import SpikeFeedEncoder, without_snippets
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "challenge"
 
 
 def load_channels(data_dir, channels: int, seconds: float | None, offset: int = 0):
     """(int16 (n, channels), rate, recordings used) by cycling the directory's WAV files."""
-    from neurowire.codec import read_samples
+    from neurowire.brainwire._format import wav_samples
 
     paths = sorted(glob.glob(os.path.join(os.fspath(data_dir), "*.wav")))
     if not paths:
@@ -38,7 +37,7 @@ def load_channels(data_dir, channels: int, seconds: float | None, offset: int = 
     paths = paths[offset:] + paths[:offset]
     recordings, rates = [], set()
     for path in paths[:channels]:
-        samples, rate = read_samples(path)
+        samples, rate = wav_samples(path)
         recordings.append(samples[:, 0])
         rates.add(rate)
     if len(rates) != 1:
@@ -96,13 +95,11 @@ def measure(data: np.ndarray, rate: float, *, block: int = 10, config: DetectorC
         for k, bounded_encoder in bounded_encoders.items():
             bounded_bytes[k] += len(bounded_encoder.encode(start, packet))
         began = time.thread_time()
-        messages = encoder.feed(packet)
+        tagged = encoder.feed_tagged(packet)
         spike_seconds += time.thread_time() - began
-        for message in messages:
-            m = msgpack.unpackb(message, raw=False)
-            if m["kind"] == "spikes":
-                m.pop("snip", None)
-                events_only_bytes += len(msgpack.packb(m))
+        for kind, message in tagged:
+            if kind == "spikes":
+                events_only_bytes += len(without_snippets(message))
     geometry = encoder.detector.geometry
     covered = encoder.covered / rate  # spike messages cover crossings up to here
     raw_bps = channels * rate * 16
@@ -171,14 +168,30 @@ def markdown(result: dict) -> str:
     lines += ["", "CPU is thread time (not wall clock: the machine may be shared).",
               f"Spike rate observed: {spikes['events_per_s']:,.0f} events/s over all "
               f"channels, {spikes['per_channel_hz']:.2f} Hz per channel (threshold "
-              f"{spikes['threshold']:g} x MAD-sigma, {spikes['snippet_samples']}-sample "
+              f"{spikes['threshold']:g} x standard sigma, {spikes['snippet_samples']}-sample "
               f"snippets); {spikes['bits_per_event'] or 0:.0f} bits per event all-in, so "
               f"the snippet feed fills the link at "
               f"{spikes['link_full_at_hz_per_channel'] or 0:.2f} Hz per channel.",
               "CPU per packet of " f"{result['block_samples']} samples: "
               + ", ".join(f"{k} {v:.0f} us" for k, v in cpu.items())
               + f" (packet period {result['packet_period_us']:.0f} us)."]
+    reference = result.get("reference")
+    if reference:
+        lines += ["", reference_markdown(reference)]
     return "\n".join(lines)
+
+
+def reference_markdown(r: dict) -> str:
+    text = (f"Detector against the offline reference (zero-phase Butterworth 300-6000 Hz, "
+            f"MAD sigma, +-{r['tolerance_ms']:g} ms), threshold {r['threshold']:g}, "
+            f"{r['recordings']} recordings: kept {r['kept']:.3f} of {r['clear_spikes']:,} "
+            f"clear spikes (beyond {r['clear_sigma']:g} sigma; median per recording "
+            f"{r['kept_median_per_recording']:.3f}); {r['real']:.3f} of {r['events']:,} "
+            f"events real (on a reference event beyond {r['real_sigma']:g} sigma).")
+    if r["degenerate"]:
+        text += (f" Not scored, reference noise under one ADC code: "
+                 + ", ".join(os.path.basename(p) for p in r["degenerate"]) + ".")
+    return text
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -201,6 +214,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--no-lossless", action="store_true", help="skip the codec (faster)")
     parser.add_argument("--bounded", type=int, nargs="*", default=[], metavar="K",
                         help="add the daemon's bounded feed for these max_error values")
+    parser.add_argument("--no-reference", action="store_true",
+                        help="skip scoring the detector against the offline reference")
     parser.add_argument("--json", action="store_true", help="print JSON instead of markdown")
     return parser
 
@@ -218,6 +233,18 @@ def run(args: argparse.Namespace) -> int:
                      link_bps=args.link_mbps * 1e6, lossless=not args.no_lossless,
                      bounded=tuple(args.bounded))
     result["source"] = source
+    if not args.synthetic and not args.no_reference:
+        import importlib.util
+
+        if importlib.util.find_spec("scipy") is None:
+            print("scipy is not installed (pip install neurowire[bench]): the detector is "
+                  "not scored against the reference", file=sys.stderr)
+            args.no_reference = True
+    if not args.synthetic and not args.no_reference:
+        from .reference import score_recordings
+
+        paths = sorted(glob.glob(os.path.join(args.data, "*.wav")))
+        result["reference"] = score_recordings(paths, config)
     if args.json:
         json.dump(result, sys.stdout, indent=1)
         print()

@@ -7,13 +7,13 @@ over time, a keyframe every second): per-message coding would either cost 8 bits
 with a dictionary coder, profit from the duplicated channels of a cycled test set and so
 report a figure no real array would reach.
 
-    spikes {"v": 1, "kind": "spikes", "stream": str, "seq": int, "ch": channels,
-            "rate": float, "pre": int, "len": int,
-            "from": a, "to": b,    # every crossing at a <= t < b is in this message
-            "tw": 1 | 2 | 4,       # bytes per time step below
-            "t": bytes,            # LE steps: first event - a, then event - previous event
-            "c": bytes,            # channels, ceil(log2(ch)) bits each, packed LSB first
-            "snip": bytes}         # codec keyframe block: the snippets end to end as one channel
+    spikes [2, stream, seq, ch, rate, pre, len,     # a msgpack ARRAY, fields by position:
+            a, b - a,              # every crossing at a <= t < b is in this message
+            tw,                    # 1 | 2 | 4 bytes per time step below
+            t,                     # LE steps: first event - a, then event - previous event
+            c,                     # channels, ceil(log2(ch)) bits each, packed LSB first
+            snip]                  # codec keyframe block: the snippets end to end as one
+                                   # channel (b"" with no events; nil for events only)
     power  {"v": 1, "kind": "power", "stream", "seq", "ch", "rate",
             "width": samples per bin, "n": bins,
             "bin": index of the first bin, "origin": stream sample index where bin 0 starts,
@@ -31,8 +31,13 @@ which costs less than a channel per snippet).  Spike-band power is quantised to 
 (0.375 dB); it is a derived feature, not samples, and is the one lossy thing here.
 A power decoder that misses a message (a gap in "seq") waits for the next keyframe.
 
-Messages are cut at multiples of `batch` samples of absolute index, so the same data gives the
-same messages whether it arrives in one array or packet by packet.
+Spike messages are cut at multiples of `batch` samples of absolute index, so the same data gives
+the same messages whether it arrives in one array or packet by packet.  A batch without events
+is not sent on its own: it joins the next message (whose `a` then reaches back), which goes
+out with the next event or once `idle_ms` of signal has passed without one.  Events are never
+held back; only the news that nothing happened is.  The per-message header is ~20 bytes
+(positional fields, the rate as an integer when it is one), so one quiet channel costs a
+couple of messages a second, not fifty 88-byte maps.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ import numpy as np
 from .detect import DetectorConfig, Events, PowerBins, SpikeDetector
 
 FEED_VERSION = 1
+SPIKES_VERSION = 2     # the positional spike message (first element of its array)
 POWER_STEPS_PER_OCTAVE = 8
 
 
@@ -61,7 +67,7 @@ class SpikeFeedEncoder:
 
     def __init__(self, channels: int, rate: float, config: DetectorConfig | None = None, *,
                  stream: str = "", batch_ms: float = 20.0, snippets: bool = True,
-                 origin: int = 0):
+                 origin: int = 0, idle_ms: float = 500.0):
         self.detector = SpikeDetector(channels, rate, config)
         self.channels = channels
         self.rate = float(rate)
@@ -74,7 +80,9 @@ class SpikeFeedEncoder:
         g = self.detector.geometry
         # A crossing at t is emitted once sample t - pre + len - 1 has arrived.
         self.lag = g.length - g.pre - 1
-        self.covered = 0           # crossings before this index have all been sent
+        self.covered = 0           # crossings before this index are all known
+        self.unsent = 0            # start of the batches not yet sent (all without events)
+        self.idle = max(self.batch, int(round(idle_ms * 1e-3 * rate)))
         self.held: list[Events] = []
         self.seq = 0
         self.power_seq = 0
@@ -101,9 +109,12 @@ class SpikeFeedEncoder:
         # how the samples were packetised.
         ready = max(0, self.detector.position - self.lag)
         while self.covered + self.batch <= ready:
-            out.append(("spikes", self._spike_message(self.covered,
-                                                      self.covered + self.batch)))
-            self.covered += self.batch
+            stop = self.covered + self.batch
+            if stop - self.unsent >= self.idle or any(
+                    len(held) and held.sample[0] < stop for held in self.held):
+                out.append(("spikes", self._spike_message(self.unsent, stop)))
+                self.unsent = stop
+            self.covered = stop
         if power is not None:
             for row in range(len(power.power)):
                 out.append(("power", self._power_message(PowerBins(
@@ -150,16 +161,26 @@ def pack_spikes(events: Events, start: int, stop: int, *, stream: str = "", seq:
     steps = np.diff(events.sample, prepend=start)
     top = int(steps.max()) if len(steps) else 0
     width = 1 if top < 256 else 2 if top < 65536 else 4
-    length = events.snippets.shape[1]
-    message = {"v": FEED_VERSION, "kind": "spikes", "stream": stream, "seq": seq,
-               "ch": channels, "rate": rate, "pre": events.pre, "len": length,
-               "from": int(start), "to": int(stop), "tw": width,
-               "t": steps.astype(f"<u{width}").tobytes(),
-               "c": pack_bits(events.channel, channel_bits(channels))}
+    snip = None
     if snippets:
-        message["snip"] = (b"" if not len(events) else _codec().StreamEncoder(1).encode(
+        snip = (b"" if not len(events) else _codec().StreamEncoder(1).encode(
             np.ascontiguousarray(events.snippets.reshape(-1, 1)), keyframe=True))
-    return msgpack.packb(message)
+    rate = int(rate) if float(rate).is_integer() else float(rate)
+    return msgpack.packb([SPIKES_VERSION, stream, seq, channels, rate, events.pre,
+                          events.snippets.shape[1], int(start), int(stop - start), width,
+                          steps.astype(f"<u{width}").tobytes(),
+                          pack_bits(events.channel, channel_bits(channels)), snip])
+
+
+def without_snippets(message: bytes) -> bytes:
+    """The same spike message, events only (what the feed costs without snippets)."""
+    fields = msgpack.unpackb(message, raw=False)
+    fields[-1] = None
+    return msgpack.packb(fields)
+
+
+_SPIKE_FIELDS = ("stream", "seq", "ch", "rate", "pre", "len", "from", "n", "tw", "t", "c",
+                 "snip")
 
 
 def channel_bits(channels: int) -> int:
@@ -192,8 +213,17 @@ def unpack(message: bytes) -> dict:
     """One feed message -> dict; spike messages get "events" (Events, snippets decoded).
     Power messages need a PowerDecoder (they are a stream)."""
     m = msgpack.unpackb(message, raw=False)
-    if m.get("v") != FEED_VERSION:
-        raise ValueError(f"feed message version {m.get('v')!r}, expected {FEED_VERSION}")
+    if isinstance(m, list):
+        if not m or m[0] != SPIKES_VERSION or len(m) != len(_SPIKE_FIELDS) + 1:
+            raise ValueError(f"spike message version {m[0] if m else None!r} with {len(m)} "
+                             f"fields, expected {SPIKES_VERSION} with {len(_SPIKE_FIELDS) + 1}")
+        m = dict(zip(_SPIKE_FIELDS, m[1:]), v=SPIKES_VERSION, kind="spikes")
+        m["to"] = m["from"] + m.pop("n")
+        if m["snip"] is None:
+            del m["snip"]
+    elif not isinstance(m, dict) or m.get("v") != FEED_VERSION:
+        raise ValueError(f"feed message version {m.get('v')!r}, expected {FEED_VERSION}"
+                         if isinstance(m, dict) else "not a feed message")
     if m["kind"] == "spikes":
         t = np.cumsum(np.frombuffer(m["t"], f"<u{m['tw']}").astype(np.int64)) + m["from"]
         c = unpack_bits(m["c"], channel_bits(m["ch"]), len(t)).astype(np.int32)
