@@ -119,13 +119,18 @@ def test_resume_after_interruption(inputs, tmp_path, monkeypatch):
     progress = store / batch.PROGRESS_DIR
     done = sorted(os.listdir(progress))
     assert len(done) >= 3
-    # An unfinished store is refused, not read as if it were whole.
+    # An unfinished store is refused, not read as if it were whole; a plain zarr reader
+    # finds no `samples` array in it (not zeros where chunks are missing).
     with pytest.raises(ArchiveError, match="unfinished"):
         decompress(str(store), str(tmp_path / "nope"), progress=False)
+    import zarr
+
+    group = zarr.open_group(str(store), mode="r")
+    assert batch.ARRAY_NAME not in group and batch.UNFINISHED_NAME in group
 
     # A writer killed mid-chunk: the chunk is cut short and its marker never made;
     # zarr's temporary file is left behind.
-    chunk_dir = store / "samples" / "c"
+    chunk_dir = store / batch.UNFINISHED_NAME / "c"
     victim_key = done[-1]
     (progress / victim_key).unlink()
     victim = chunk_dir.joinpath(*victim_key.split("."))

@@ -74,3 +74,44 @@ def test_local_cluster_resumes_single_process_run(recordings, reference, tmp_pat
     s = compress([str(recordings)], str(out), dask="local", workers=2, **SETTINGS)
     assert s.chunks_skipped >= 4 and s.chunks_done + s.chunks_skipped == s.chunks_total
     assert store_files(out) == store_files(reference)
+
+
+def _listening_addresses():
+    """{socket inode: local address} of this process's listening TCP sockets (/proc)."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                    found[fields[9]] = fields[1].split(":")[0]
+    return found
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="needs Linux /proc")
+def test_local_cluster_listens_on_loopback_only():
+    from neurowire.archive.batch import _open_scheduler
+
+    before = _listening_addresses()
+    client, close = _open_scheduler("local", 1)
+    try:
+        opened = [a for inode, a in _listening_addresses().items() if inode not in before]
+    finally:
+        close()
+    loopback = {"0100007F", "00000000000000000000000001000000"}  # 127.0.0.1, ::1
+    assert opened and set(opened) <= loopback, opened
+
+
+def test_cli_default_is_single_process():
+    from neurowire.cli import build_parser
+
+    argv = ["compress", "in", "-o", "out.zarr"]
+    assert build_parser(argv).parse_args(argv).dask == "off"

@@ -2,12 +2,21 @@
 a Dask cluster.
 
 Store layout (a zarr group, format 3 by default or 2):
-- array `samples`: int16, (longest input x total channels); every input file owns a
-  range of columns (a mono WAV one column), shorter files hold their last sample
-  past their end. Chunks are at most (chunk_samples x chunk_channels), evened out so the
-  last chunk is nearly full; each chunk is one neurowire keyframe block.
+- array `samples`: int16, (longest input x total channels), dimensions ("time",
+  "channel") (format 3: dimension_names; format 2: the `_ARRAY_DIMENSIONS` attribute
+  xarray reads); every input file owns a range of columns (a mono WAV one column); past a
+  shorter file's end its columns hold 0, zarr's fill value. Chunks are at most
+  (chunk_samples x chunk_channels), evened out so the last chunk is nearly full; each
+  chunk is one neurowire keyframe block.
+- array attributes that stand alone: `sample_rate` (Hz, when every input has the same),
+  `channel_ids` (file name, or name:index, or the acquisition system's channel name),
+  `lengths` (each channel's true number of samples), `gain` and `gain_units` (physical
+  units per ADC code per channel, null where the input does not say).
+- while a run is unfinished the array is named `samples.unfinished`, so a plain zarr
+  reader asking for `samples` gets "not found" rather than zeros where chunks are missing;
+  it is renamed `samples` once every chunk was written and read back.
 - group attribute `neurowire_archive`: the manifest (per file: name, size, columns,
-  length, and the header/trailer bytes that make the file byte-exact again), and
+  length, rate, and the header/trailer bytes that make the file byte-exact again), and
   `complete`, true only once every chunk was written and read back.
 - `.neurowire-progress/`: while a run is unfinished, an empty marker per chunk, made only
   after that chunk was written and read back equal to the input. An interrupted run
@@ -27,11 +36,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from neurowire.archive.codec import NeurowireCodec
-from neurowire.archive.sources import ColumnReader, SourceFile, collect_inputs
+from neurowire.archive.sources import ColumnReader, RawLayout, SourceFile, collect_inputs
 
 ARCHIVE_ATTR = "neurowire_archive"
-ARCHIVE_VERSION = 1
+ARCHIVE_VERSION = 2          # 2: raw inputs, rates, channel attributes; reads 1 and 2
+READABLE_VERSIONS = (1, 2)
 ARRAY_NAME = "samples"
+UNFINISHED_NAME = "samples.unfinished"
+DIMENSIONS = ["time", "channel"]
 PROGRESS_DIR = ".neurowire-progress"
 DEFAULT_CHUNK_SAMPLES = 1 << 16
 DEFAULT_CHUNK_CHANNELS = 64
@@ -125,14 +137,33 @@ def _same_run(old: dict, new: dict) -> bool:
     return fp == [SourceFile.from_json(f).fingerprint() for f in new["files"]]
 
 
-def _create_array(group, shape, chunks, zarr_format: int):
-    common = dict(name=ARRAY_NAME, shape=shape, chunks=chunks, dtype="int16",
+def channel_attributes(sources: list[SourceFile]) -> dict:
+    """What a reader needs beside the samples, per channel (column) of the array."""
+    ids, lengths, gain = [], [], []
+    for s in sources:
+        names = s.channel_names or ([s.name] if s.channels == 1 else
+                                    [f"{s.name}:{i}" for i in range(s.channels)])
+        ids += [str(n) for n in names]
+        lengths += [s.n_samples] * s.channels
+        gain += list(s.gain) if s.gain else [None] * s.channels
+    rates = {s.rate for s in sources}
+    units = {s.units for s in sources if s.gain}
+    attrs = {"channel_ids": ids, "lengths": lengths, "gain": gain,
+             "gain_units": units.pop() if len(units) == 1 else None}
+    if len(rates) == 1 and None not in rates:
+        attrs["sample_rate"] = rates.pop()
+    return attrs
+
+
+def _create_array(group, shape, chunks, zarr_format: int, attributes: dict):
+    common = dict(name=UNFINISHED_NAME, shape=shape, attributes=attributes, chunks=chunks, dtype="int16",
                   fill_value=0, config={"write_empty_chunks": True})
     if zarr_format == 3:
         from neurowire.archive.zarr3 import NeurowireZarr3Codec
 
         return group.create_array(serializer=NeurowireZarr3Codec(), compressors=None,
-                                  dimension_names=["time", "channel"], **common)
+                                  dimension_names=DIMENSIONS, **common)
+    common["attributes"] = {**attributes, "_ARRAY_DIMENSIONS": DIMENSIONS}
     return group.create_array(compressors=NeurowireCodec(), filters=None, **common)
 
 
@@ -142,9 +173,13 @@ def _open_scheduler(dask: str, workers: int | None):
 
     if dask == "local":
         # Threads, not processes: the C core releases the GIL, and a thread pool starts
-        # in a fraction of the time a process pool does.
+        # in a fraction of the time a process pool does.  The scheduler and the worker
+        # talk in-process; their HTTP servers (dashboard, metrics) listen anyway, on every
+        # interface unless told otherwise (dashboard_address=None does not stop them), so
+        # they are put on loopback (issue 13).
         cluster = LocalCluster(n_workers=1, threads_per_worker=workers or os.cpu_count() or 1,
-                               processes=False, dashboard_address=None)
+                               processes=False, dashboard_address="127.0.0.1:0",
+                               worker_dashboard_address="127.0.0.1:0")
         client = Client(cluster)
 
         def close():
@@ -169,9 +204,9 @@ def _runs(indices: Iterable[int]) -> list[tuple[int, int]]:
 def compress(inputs: list[str], out: str, *, chunk_samples: int = DEFAULT_CHUNK_SAMPLES,
              chunk_channels: int = DEFAULT_CHUNK_CHANNELS, zarr_format: int = 3,
              dask: str = "off", workers: int | None = None, overwrite: bool = False,
-             progress: bool = True,
+             progress: bool = True, layout: RawLayout = RawLayout(),
              _after_chunk: Callable[[tuple[int, int]], None] | None = None) -> Summary:
-    """Compress WAV/.npy files (or directories of them) into the zarr store `out`.
+    """Compress WAV/.npy/raw int16 files (or directories of them) into the zarr store `out`.
 
     dask: "off" (threads in this process), "local" (a local distributed cluster) or a
     scheduler address. An existing unfinished store made from the same inputs with the
@@ -185,7 +220,7 @@ def compress(inputs: list[str], out: str, *, chunk_samples: int = DEFAULT_CHUNK_
     if not 1 <= chunk_channels <= 4096 or chunk_samples < 1:
         raise ArchiveError("chunk channels must be 1..4096 and chunk samples at least 1")
     t0 = time.perf_counter()
-    sources = collect_inputs(inputs)
+    sources = collect_inputs(inputs, layout)
     reader = ColumnReader(sources)
     shape = reader.shape
     chunks = (_balanced(shape[0], chunk_samples), _balanced(shape[1], chunk_channels))
@@ -210,8 +245,10 @@ def compress(inputs: list[str], out: str, *, chunk_samples: int = DEFAULT_CHUNK_
             return Summary(len(sources), sum(s.size for s in sources), _store_bytes(out),
                            n, 0, n, time.perf_counter() - t0, 0)
         # Runtime settings are not stored: padding-only chunks must still be written, so
-        # that a missing chunk file always means damage.
-        z = group[ARRAY_NAME].with_config({"write_empty_chunks": True})
+        # that a missing chunk file always means damage.  (Stores of version 1 kept the
+        # array's final name while unfinished.)
+        name = UNFINISHED_NAME if UNFINISHED_NAME in group else ARRAY_NAME
+        z = group[name].with_config({"write_empty_chunks": True})
         # A killed writer can leave zarr's temporary files; they are never read as chunks.
         for root, _dirs, files in os.walk(out):
             for f in files:
@@ -224,7 +261,7 @@ def compress(inputs: list[str], out: str, *, chunk_samples: int = DEFAULT_CHUNK_
         # The manifest goes first, complete=False: a store cut short at any point after
         # this is recognisably unfinished.
         group.attrs[ARCHIVE_ATTR] = manifest
-        z = _create_array(group, shape, chunks, zarr_format)
+        z = _create_array(group, shape, chunks, zarr_format, channel_attributes(sources))
     os.makedirs(progress_dir, exist_ok=True)
 
     grid = _chunk_grid(shape, chunks)
@@ -271,6 +308,8 @@ def compress(inputs: list[str], out: str, *, chunk_samples: int = DEFAULT_CHUNK_
     if missing:
         raise ArchiveError(f"{len(missing)} chunks were not written, e.g. {missing[0]}; "
                            "run the same command again to finish")
+    if os.path.isdir(os.path.join(out, UNFINISHED_NAME)):
+        os.replace(os.path.join(out, UNFINISHED_NAME), os.path.join(out, ARRAY_NAME))
     manifest["complete"] = True
     group.attrs[ARCHIVE_ATTR] = manifest
     shutil.rmtree(progress_dir, ignore_errors=True)
@@ -389,15 +428,18 @@ def decompress(store: str, out_dir: str, *, overwrite: bool = False,
     try:
         group = zarr.open_group(store, mode="r")
         manifest = group.attrs[ARCHIVE_ATTR]
-        z = group[ARRAY_NAME]
     except Exception as err:
         raise ArchiveError(f"{store} is not a neurowire archive ({err})") from err
-    if manifest.get("version") != ARCHIVE_VERSION:
+    if manifest.get("version") not in READABLE_VERSIONS:
         raise ArchiveError(f"{store}: archive version {manifest.get('version')} is not "
-                           f"supported (this neurowire reads {ARCHIVE_VERSION})")
+                           f"supported (this neurowire reads {READABLE_VERSIONS})")
     if not manifest.get("complete"):
         raise ArchiveError(f"{store} is unfinished: run the compress command again to "
                            "complete it")
+    try:
+        z = group[ARRAY_NAME]
+    except Exception as err:
+        raise ArchiveError(f"{store} has no {ARRAY_NAME} array ({err})") from err
     sources = [SourceFile.from_json(f) for f in manifest["files"]]
     chunks = tuple(z.chunks)
     os.makedirs(out_dir, exist_ok=True)

@@ -10,35 +10,35 @@ command, for callers that prefer one function per command.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 
 from neurowire.archive.batch import (DEFAULT_CHUNK_CHANNELS, DEFAULT_CHUNK_SAMPLES,
                                      ArchiveError, compress, decompress)
-from neurowire.archive.sources import InputError
-
-
-def _default_dask() -> str:
-    # The local cluster is the default only where the optional extra is installed.
-    if importlib.util.find_spec("distributed") and importlib.util.find_spec("dask"):
-        return "local"
-    return "off"
+from neurowire.archive.sources import InputError, RawLayout
 
 
 def configure_compress(parser: argparse.ArgumentParser) -> None:
-    parser.description = ("Compress WAV files (16-bit PCM, e.g. one per channel) or int16 "
-                          ".npy arrays into a zarr store, losslessly; rerun to resume.")
+    parser.description = ("Compress WAV files (16-bit PCM, e.g. one per channel), int16 "
+                          ".npy arrays or raw int16 .dat/.bin files (Open Ephys, SpikeGLX, "
+                          "Intan, ...) into a zarr store, losslessly; rerun to resume.")
     parser.add_argument("inputs", nargs="+", metavar="DIR_OR_FILES",
-                        help="files, or directories whose .wav/.npy files are taken (sorted)")
+                        help="files, or directories whose .wav/.npy/.dat/.bin files are taken "
+                             "(sorted); an Open Ephys recording folder or its structure.oebin")
+    parser.add_argument("--channels", type=int, default=None,
+                        help="raw .dat/.bin: interleaved channels (read from structure.oebin "
+                             "or a SpikeGLX .meta when present)")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="raw .dat/.bin: samples per second per channel (likewise)")
     parser.add_argument("-o", "--output", required=True, metavar="OUT.zarr")
     parser.add_argument("--chunk-samples", type=int, default=DEFAULT_CHUNK_SAMPLES,
                         help="time steps per chunk (default %(default)s)")
     parser.add_argument("--chunk-channels", type=int, default=DEFAULT_CHUNK_CHANNELS,
                         help="channels per chunk, at most 4096 (default %(default)s)")
     parser.add_argument("--zarr-format", type=int, choices=(2, 3), default=3)
-    parser.add_argument("--dask", metavar="SCHEDULER", default=None,
-                        help="a distributed scheduler address, 'local' (a local cluster; the "
-                             "default when dask and distributed are installed) or 'off'")
+    parser.add_argument("--dask", metavar="SCHEDULER", default="off",
+                        help="a distributed scheduler address, 'local' (a local cluster on "
+                             "loopback) or 'off' (default: threads in this process, faster "
+                             "on one machine)")
     parser.add_argument("--workers", type=int, default=None,
                         help="threads (local cluster or --dask off); default: all cores")
     parser.add_argument("--overwrite", action="store_true",
@@ -67,8 +67,9 @@ def run_compress(args: argparse.Namespace) -> int:
     try:
         summary = compress(args.inputs, args.output, chunk_samples=args.chunk_samples,
                            chunk_channels=args.chunk_channels, zarr_format=args.zarr_format,
-                           dask=args.dask or _default_dask(), workers=args.workers,
-                           overwrite=args.overwrite, progress=not args.quiet)
+                           dask=args.dask, workers=args.workers, overwrite=args.overwrite,
+                           progress=not args.quiet,
+                           layout=RawLayout(channels=args.channels, rate=args.rate))
     except (ArchiveError, InputError, OSError) as err:
         print(f"neurowire compress: {err}", file=sys.stderr)
         return 1

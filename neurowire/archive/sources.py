@@ -4,6 +4,14 @@ Every input file becomes `header bytes + int16 samples (n x c) + trailer bytes`:
 - WAV (16-bit PCM, any channel count): header = everything before the `data` payload,
   trailer = whatever follows the last whole sample frame (pad byte, LIST chunks, ...).
 - .npy (int16, 1-D or 2-D): header = the .npy header, trailer normally empty.
+- raw .dat/.bin (flat little-endian int16, channels interleaved): no header, trailer = a
+  last incomplete frame if any.  Channels and rate come from what the acquisition system
+  wrote beside the file, else from `RawLayout` (`--channels N --rate R`):
+    Open Ephys (binary format): structure.oebin, a JSON file two folders up from
+      continuous/<folder_name>/continuous.dat; its "continuous" entries give folder_name,
+      sample_rate, num_channels and per channel channel_name, bit_volts and units;
+    SpikeGLX: X.meta beside X.bin, `key=value` lines: nSavedChans, imSampRate (imec) or
+      niSampRate (NI); the rest is kept in the manifest as it was.
 Header and trailer go into the store attributes, the samples into the array, so writing
 `header + samples + trailer` gives the original file byte for byte.
 """
@@ -27,6 +35,18 @@ class InputError(ValueError):
     """An input file this archive format cannot hold byte-exact."""
 
 
+RAW_SUFFIXES = (".dat", ".bin")
+INPUT_SUFFIXES = (".wav", ".wave", ".npy") + RAW_SUFFIXES
+OEBIN = "structure.oebin"
+
+
+@dataclass(frozen=True)
+class RawLayout:
+    """How to read a flat int16 file that nothing beside it describes."""
+    channels: int | None = None
+    rate: float | None = None
+
+
 @dataclass
 class SourceFile:
     name: str              # file name inside the archive (unique)
@@ -40,6 +60,12 @@ class SourceFile:
     order: str = "C"       # npy only: "F" = column-major data
     ndim: int = 2          # npy only: 1-D arrays come back 1-D (kept in the header anyway)
     column: int = 0        # first column in the archive array
+    rate: float | None = None              # samples per second, when known
+    channel_names: list | None = None      # as the acquisition system named them
+    gain: list | None = None               # physical units per ADC code, per channel
+    units: str | None = None               # of gain (e.g. "uV")
+    origin: str = ""                       # "open-ephys", "spikeglx", "flat" for raw files
+    meta: dict | None = None               # SpikeGLX .meta as it was (strings)
     header: bytes = field(default=b"", repr=False)
     trailer: bytes = field(default=b"", repr=False)
 
@@ -95,7 +121,7 @@ def _parse_wav(path: str, name: str, st: os.stat_result) -> SourceFile:
             pos += 8 + csize + (csize & 1)  # RIFF chunks are word aligned
     if fmt is None or len(fmt) < 16:
         raise InputError(f"{name}: data chunk before a valid fmt chunk")
-    tag, channels, _rate, _bps, _align, bits = struct.unpack("<HHIIHH", fmt[:16])
+    tag, channels, rate, _bps, _align, bits = struct.unpack("<HHIIHH", fmt[:16])
     if tag == WAVE_FORMAT_EXTENSIBLE and len(fmt) >= 40:
         tag = WAVE_FORMAT_PCM if fmt[24:40] == _PCM_GUID else tag
     if tag != WAVE_FORMAT_PCM or bits != 16 or channels == 0:
@@ -109,7 +135,7 @@ def _parse_wav(path: str, name: str, st: os.stat_result) -> SourceFile:
     n = payload // (2 * channels)
     return SourceFile(name=name, path=path, kind="wav", size=st.st_size,
                       mtime_ns=st.st_mtime_ns, data_offset=data_offset, n_samples=n,
-                      channels=channels)
+                      channels=channels, rate=float(rate))
 
 
 def _parse_npy(path: str, name: str, st: os.stat_result) -> SourceFile:
@@ -140,16 +166,110 @@ def _parse_npy(path: str, name: str, st: os.stat_result) -> SourceFile:
     return src
 
 
-def open_source(path: str, name: str | None = None) -> SourceFile:
+def _read_spikeglx_meta(path: str) -> dict:
+    meta = {}
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            key, sep, value = line.rstrip("\r\n").partition("=")
+            if sep:
+                meta[key] = value
+    return meta
+
+
+def _spikeglx(path: str, name: str, meta_path: str) -> dict:
+    meta = _read_spikeglx_meta(meta_path)
+    try:
+        channels = int(meta["nSavedChans"])
+        rate = float(meta.get("imSampRate") or meta["niSampRate"])
+    except (KeyError, ValueError) as err:
+        raise InputError(f"{name}: {os.path.basename(meta_path)} lacks a valid nSavedChans "
+                         f"and imSampRate/niSampRate ({err})") from err
+    return dict(channels=channels, rate=rate, origin="spikeglx", meta=meta)
+
+
+def _find_oebin(path: str) -> str | None:
+    """structure.oebin of an Open Ephys recording holding `path`
+    (<recording>/continuous/<folder>/continuous.dat)."""
+    folder = os.path.dirname(path)
+    for _ in range(3):
+        candidate = os.path.join(folder, OEBIN)
+        if os.path.isfile(candidate):
+            return candidate
+        folder = os.path.dirname(folder)
+    return None
+
+
+def _load_oebin(oebin: str) -> list[dict]:
+    import json
+
+    try:
+        with open(oebin, encoding="utf-8") as f:
+            streams = json.load(f)["continuous"]
+        return [dict(s, folder_name=s["folder_name"].strip("/")) for s in streams]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise InputError(f"{oebin}: not an Open Ephys structure.oebin ({err})") from err
+
+
+def _open_ephys(path: str, name: str, oebin: str) -> dict:
+    root = os.path.dirname(oebin)
+    for stream in _load_oebin(oebin):
+        folder = os.path.join(root, "continuous", stream["folder_name"])
+        if os.path.abspath(os.path.dirname(path)) == os.path.abspath(folder):
+            try:
+                channels = int(stream["num_channels"])
+                rate = float(stream["sample_rate"])
+                described = stream.get("channels") or []
+                names = [c.get("channel_name", str(i)) for i, c in enumerate(described)]
+                gain = [float(c["bit_volts"]) for c in described if "bit_volts" in c]
+                units = {c.get("units") for c in described} - {None}
+            except (KeyError, ValueError, TypeError, AttributeError) as err:
+                raise InputError(f"{name}: {oebin} describes folder {stream['folder_name']} "
+                                 f"without num_channels and sample_rate ({err})") from err
+            return dict(channels=channels, rate=rate, origin="open-ephys",
+                        channel_names=names if len(names) == channels else None,
+                        gain=gain if len(gain) == channels else None,
+                        units=units.pop() if len(units) == 1 else None)
+    raise InputError(f"{name}: {oebin} has no continuous stream in {os.path.dirname(path)}")
+
+
+def _parse_raw(path: str, name: str, st: os.stat_result, layout: RawLayout) -> SourceFile:
+    meta_path = os.path.splitext(path)[0] + ".meta"
+    oebin = _find_oebin(path)
+    if os.path.isfile(meta_path):
+        described = _spikeglx(path, name, meta_path)
+    elif oebin:
+        described = _open_ephys(path, name, oebin)
+    elif layout.channels and layout.rate:
+        described = dict(channels=layout.channels, rate=float(layout.rate), origin="flat")
+    else:
+        raise InputError(f"{name}: a raw int16 file needs --channels N and --rate R "
+                         "(no SpikeGLX .meta beside it, no Open Ephys structure.oebin above it)")
+    for key in ("channels", "rate"):
+        given = getattr(layout, key)
+        if given and float(given) != float(described[key]):
+            raise InputError(f"{name}: --{key} {given:g} but the {described['origin']} "
+                             f"metadata says {described[key]:g}")
+    if described["channels"] < 1 or described["rate"] <= 0:
+        raise InputError(f"{name}: {described['channels']} channels at {described['rate']:g} Hz")
+    n = st.st_size // (2 * described["channels"])
+    return SourceFile(name=name, path=path, kind="raw", size=st.st_size,
+                      mtime_ns=st.st_mtime_ns, data_offset=0, n_samples=n, **described)
+
+
+def open_source(path: str, name: str | None = None,
+                layout: RawLayout = RawLayout()) -> SourceFile:
     path = os.path.abspath(path)
     name = name or os.path.basename(path)
     st = os.stat(path)
-    if path.lower().endswith(".npy"):
+    lower = path.lower()
+    if lower.endswith(".npy"):
         src = _parse_npy(path, name, st)
-    elif path.lower().endswith((".wav", ".wave")):
+    elif lower.endswith((".wav", ".wave")):
         src = _parse_wav(path, name, st)
+    elif lower.endswith(RAW_SUFFIXES):
+        src = _parse_raw(path, name, st, layout)
     else:
-        raise InputError(f"{name}: neither .wav nor .npy")
+        raise InputError(f"{name}: not .wav, .npy, .dat or .bin")
     with open(path, "rb") as f:
         src.header = f.read(src.data_offset)
         f.seek(src.data_offset + src.data_bytes)
@@ -157,30 +277,46 @@ def open_source(path: str, name: str | None = None) -> SourceFile:
     return src
 
 
-def collect_inputs(paths: list[str]) -> list[SourceFile]:
-    """Expand directories (their .wav and .npy files, sorted) and lay files side by side
-    as columns, in the given order."""
-    files: list[str] = []
+def _oebin_files(oebin: str) -> list[tuple[str, str]]:
+    """(path, archive name) of each continuous stream of an Open Ephys recording."""
+    root = os.path.dirname(os.path.abspath(oebin))
+    out = []
+    for stream in _load_oebin(oebin):
+        dat = os.path.join(root, "continuous", stream["folder_name"], "continuous.dat")
+        if not os.path.isfile(dat):
+            raise InputError(f"{oebin}: {dat} is missing")
+        out.append((dat, stream["folder_name"].replace("/", "_") + ".continuous.dat"))
+    return out
+
+
+def collect_inputs(paths: list[str], layout: RawLayout = RawLayout()) -> list[SourceFile]:
+    """Expand directories (their .wav, .npy, .dat and .bin files, sorted; an Open Ephys
+    recording folder or its structure.oebin: its continuous streams) and lay files side
+    by side as columns, in the given order."""
+    files: list[tuple[str, str]] = []
     for p in paths:
-        if os.path.isdir(p):
+        if os.path.isdir(p) and os.path.isfile(os.path.join(p, OEBIN)):
+            files.extend(_oebin_files(os.path.join(p, OEBIN)))
+        elif os.path.isdir(p):
             found = sorted(e.path for e in os.scandir(p) if e.is_file()
-                           and e.name.lower().endswith((".wav", ".wave", ".npy")))
+                           and e.name.lower().endswith(INPUT_SUFFIXES))
             if not found:
-                raise InputError(f"{p}: no .wav or .npy files")
-            files.extend(found)
+                raise InputError(f"{p}: no .wav, .npy, .dat or .bin files")
+            files.extend((f, os.path.basename(f)) for f in found)
+        elif os.path.isfile(p) and os.path.basename(p) == OEBIN:
+            files.extend(_oebin_files(p))
         elif os.path.isfile(p):
-            files.append(p)
+            files.append((p, os.path.basename(p)))
         else:
             raise InputError(f"{p}: no such file or directory")
     sources: list[SourceFile] = []
     seen: dict[str, str] = {}
     column = 0
-    for path in files:
-        name = os.path.basename(path)
+    for path, name in files:
         if name in seen:
             raise InputError(f"two inputs are named {name}: {seen[name]} and {path}")
         seen[name] = path
-        src = open_source(path, name)
+        src = open_source(path, name, layout)
         src.column = column
         column += src.channels
         sources.append(src)
@@ -191,15 +327,16 @@ def collect_inputs(paths: list[str]) -> list[SourceFile]:
 
 class ColumnReader:
     """Array-like (shape, dtype, ndim, __getitem__) over the input files laid out as
-    columns of one (max samples x total channels) array. Past its end a shorter file
-    repeats its last sample: a run of zeros costs the codec a lot when the signal sits on
-    a grid that 0 is not on, a held value almost nothing. Holds only paths and offsets, so it pickles to Dask workers (which need the
-    same paths, e.g. a shared filesystem)."""
+    columns of one (max samples x total channels) array.  Past its end a shorter file
+    reads as 0, zarr's fill value: the store holds no sample the file did not (its true
+    length is in the attributes).  Holds only paths and offsets, so it pickles to Dask
+    workers (which need the same paths, e.g. a shared filesystem)."""
 
     def __init__(self, sources: list[SourceFile]):
         self.sources = [SourceFile.from_json(s.to_json()) for s in sources]
         for s in self.sources:
             s.header = s.trailer = b""  # not needed to read samples; keeps pickles small
+            s.meta = None
         self.shape = (max(s.n_samples for s in sources), sum(s.channels for s in sources))
         self.dtype = np.dtype(np.int16)
         self.ndim = 2
@@ -211,12 +348,7 @@ class ColumnReader:
         out = np.zeros((max(0, r1 - r0), max(0, c1 - c0)), dtype=np.int16)
         for s in self.sources:
             a, b = max(c0, s.column), min(c1, s.column + s.channels)
-            if a >= b or s.n_samples == 0:
-                continue
-            cols_in_file = slice(a - s.column, b - s.column)
             end = min(r1, s.n_samples)
-            if r0 < end:
-                out[:end - r0, a - c0:b - c0] = s.samples()[r0:end, cols_in_file]
-            if r1 > s.n_samples:
-                out[max(0, end - r0):, a - c0:b - c0] = s.samples()[-1, cols_in_file]
+            if a < b and r0 < end:
+                out[:end - r0, a - c0:b - c0] = s.samples()[r0:end, a - s.column:b - s.column]
         return out
