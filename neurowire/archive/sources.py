@@ -328,11 +328,11 @@ def collect_inputs(paths: list[str], layout: RawLayout = RawLayout()) -> list[So
 class ColumnReader:
     """Array-like (shape, dtype, ndim, __getitem__) over the input files laid out as
     columns of one (max samples x total channels) array.  Past its end a shorter file
-    reads as 0, zarr's fill value: the store holds no sample the file did not (its true
-    length is in the attributes).  Holds only paths and offsets, so it pickles to Dask
-    workers (which need the same paths, e.g. a shared filesystem)."""
+    reads as `fill_value`, the store's (zarr's "no data"): the store holds no sample the
+    file did not (its true length is in the attributes).  Holds only paths and offsets, so
+    it pickles to Dask workers (which need the same paths, e.g. a shared filesystem)."""
 
-    def __init__(self, sources: list[SourceFile]):
+    def __init__(self, sources: list[SourceFile], fill_value: int = 0):
         self.sources = [SourceFile.from_json(s.to_json()) for s in sources]
         for s in self.sources:
             s.header = s.trailer = b""  # not needed to read samples; keeps pickles small
@@ -340,12 +340,13 @@ class ColumnReader:
         self.shape = (max(s.n_samples for s in sources), sum(s.channels for s in sources))
         self.dtype = np.dtype(np.int16)
         self.ndim = 2
+        self.fill_value = fill_value
 
     def __getitem__(self, key) -> np.ndarray:
         rows, cols = key
         r0, r1, _ = rows.indices(self.shape[0])
         c0, c1, _ = cols.indices(self.shape[1])
-        out = np.zeros((max(0, r1 - r0), max(0, c1 - c0)), dtype=np.int16)
+        out = np.full((max(0, r1 - r0), max(0, c1 - c0)), self.fill_value, dtype=np.int16)
         for s in self.sources:
             a, b = max(c0, s.column), min(c1, s.column + s.channels)
             end = min(r1, s.n_samples)
