@@ -213,6 +213,13 @@ def _runs(indices: Iterable[int]) -> list[tuple[int, int]]:
     return out
 
 
+def _need_zarr3(zarr) -> None:
+    if int(zarr.__version__.split(".")[0]) < 3:
+        raise ArchiveError(f"neurowire compress and decompress need zarr >= 3.1 (found "
+                           f"{zarr.__version__}); with zarr 2 the numcodecs codec "
+                           "(neurowire.archive.NeurowireCodec) still works as a compressor")
+
+
 def compress(inputs: list[str], out: str, *, chunk_samples: int = DEFAULT_CHUNK_SAMPLES,
              chunk_channels: int = DEFAULT_CHUNK_CHANNELS, zarr_format: int = 3,
              dask: str = "off", workers: int | None = None, overwrite: bool = False,
@@ -227,6 +234,7 @@ def compress(inputs: list[str], out: str, *, chunk_samples: int = DEFAULT_CHUNK_
     import zarr
     from tqdm import tqdm
 
+    _need_zarr3(zarr)
     if zarr_format not in (2, 3):
         raise ArchiveError(f"zarr format must be 2 or 3, not {zarr_format}")
     if not 1 <= chunk_channels <= 4096 or chunk_samples < 1:
@@ -434,6 +442,7 @@ def decompress(store: str, out_dir: str, *, overwrite: bool = False,
     import zarr
     from tqdm import tqdm
 
+    _need_zarr3(zarr)
     import neurowire.archive.zarr3  # noqa: F401  (format 3 stores need the codec registered)
 
     t0 = time.perf_counter()
