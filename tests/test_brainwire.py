@@ -6,6 +6,7 @@ import pytest
 
 from neurowire import codec
 from neurowire.brainwire import Recording, decode, encode
+from neurowire.brainwire.encode import detect_all
 from neurowire.feeds.detect import DetectorConfig, detect
 
 from conftest import CHALLENGE, DATA, read_wav, wav_bytes
@@ -28,7 +29,7 @@ def check_spike_blob(path):
     got_rate, got = decode.decompress(blob)
     assert got_rate == rate
     assert got.dtype == np.int16 and got.shape == expected.shape
-    events = detect(expected, rate, DetectorConfig(), flush=True)
+    events = detect_all(expected[:, None], rate, DetectorConfig())
     mask = spike_mask(expected, rate, events)
     np.testing.assert_array_equal(got, np.where(mask, expected, 0))
     return blob, events
@@ -65,6 +66,21 @@ def test_spike_at_the_very_end_is_kept(tmp_path):
     assert events.sample.max() >= len(samples) - 3
     got = decode.decompress(encode.compress(path, spikes=True)).samples
     np.testing.assert_array_equal(got[-3:], samples[-3:])
+
+
+def test_spike_at_the_very_start_is_kept(tmp_path):
+    """The first samples too: the streaming detector's warm-up (0.1 s) is not skipped."""
+    rng = np.random.default_rng(6)
+    rate = 19531
+    samples = rng.normal(0, 30, rate).round().astype(np.int16)
+    samples[100:103] = [-2000, -3000, -1500]
+    path = tmp_path / "head.wav"
+    path.write_bytes(wav_bytes(samples, rate))
+    assert not (detect(samples, rate).sample < 1000).any()  # the plain one is warming up
+    _, events = check_spike_blob(path)
+    assert 95 <= events.sample.min() <= 103
+    got = decode.decompress(encode.compress(path, spikes=True)).samples
+    np.testing.assert_array_equal(got[100:103], samples[100:103])
 
 
 def test_options_and_errors(tmp_path):

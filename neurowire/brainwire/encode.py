@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 from ._format import pack_spikes_blob, wav_samples
 
 
@@ -22,7 +24,7 @@ def compress(path, spikes: bool = False, *, threshold: float | None = None,
         if threshold is not None or snippet_ms is not None:
             raise ValueError("threshold and snippet_ms apply only with spikes=True")
         return compress_file(path)
-    from neurowire.feeds.detect import DetectorConfig, detect
+    from neurowire.feeds.detect import DetectorConfig
     from neurowire.feeds.spikes import pack_spikes
 
     samples, rate = wav_samples(path)
@@ -32,7 +34,22 @@ def compress(path, spikes: bool = False, *, threshold: float | None = None,
     if snippet_ms is not None:
         options["snippet_ms"] = float(snippet_ms)
     config = DetectorConfig(**options)
-    events = detect(samples, rate, config, flush=True)
+    events = detect_all(samples, rate, config)
     message = pack_spikes(events, 0, max(len(samples), 1), channels=samples.shape[1],
                           rate=rate)
     return pack_spikes_blob(len(samples), message)
+
+
+def detect_all(samples, rate, config):
+    """Events of the whole recording, its first and last samples included.  The streaming
+    detector ignores its first `warmup` samples (its filter and noise estimate settle) and
+    cannot finish snippets past the end: offline, the recording's start mirrored in front
+    lets it settle before sample 0, and a flush takes the end."""
+    from neurowire.feeds.detect import Events, Geometry, detect
+
+    warmup = Geometry.of(config, rate).warmup
+    padded = np.pad(samples, ((warmup, 0), (0, 0)), mode="symmetric")
+    events = detect(padded, rate, config, flush=True)
+    real = events.sample >= warmup
+    return Events(events.sample[real] - warmup, events.channel[real], events.snippets[real],
+                  events.pre)
