@@ -97,8 +97,13 @@ def test_options_and_errors(tmp_path):
         decode.decompress(blob[:7])
     with pytest.raises(ValueError, match="version"):
         decode.decompress(blob[:4] + b"\x09" + blob[5:])
-    with pytest.raises((ValueError, codec.CodecError)):
+    with pytest.raises(ValueError, match="CRC"):
         decode.decompress(blob[:len(blob) // 2])
+    for position in range(17, len(blob), max(1, len(blob) // 40)):  # any flipped byte
+        damaged = bytearray(blob)
+        damaged[position] ^= 0x20
+        with pytest.raises(ValueError, match="CRC"):
+            decode.decompress(bytes(damaged))
     with pytest.raises(codec.CodecError):
         decode.decompress(encode.compress(path)[:-10])
 

@@ -1,22 +1,26 @@
 """The two blobs neurowire.brainwire writes, and reading WAV samples for both.
 
 lossless  neurowire's file container (./encode's bytes, "NWF..."): the WAV file, exactly.
-spikes    b"NWSK" + version (1 byte) + n_samples (uint64 LE) + one spike-feed message
-          (neurowire.feeds.spikes) covering [0, n_samples): every event's channel, sample
-          index and snippet of original samples.  n_samples gives decompress the input's
-          length; snippet samples past it (events near the end) are dropped on decoding.
+spikes    b"NWSK" + version (1 byte) + n_samples (uint64 LE) + CRC-32 of the message
+          (uint32 LE) + one spike-feed message (neurowire.feeds.spikes) covering
+          [0, n_samples): every event's channel, sample index and snippet of original
+          samples.  n_samples gives decompress the input's length; snippet samples outside
+          it (events at either end) are dropped on decoding.  The CRC makes a damaged blob
+          an error, never events at wrong times (the message itself has no check of its own
+          beyond the snippets' codec block).
 """
 from __future__ import annotations
 
 import os
 import struct
+import zlib
 from typing import NamedTuple
 
 import numpy as np
 
 SPIKES_MAGIC = b"NWSK"
 SPIKES_VERSION = 1
-_SPIKES_HEADER = struct.Struct("<4sBQ")
+_SPIKES_HEADER = struct.Struct("<4sBQI")
 
 
 class Recording(NamedTuple):
@@ -44,18 +48,22 @@ def as_brainwire(samples: np.ndarray) -> np.ndarray:
 
 
 def pack_spikes_blob(n_samples: int, message: bytes) -> bytes:
-    return _SPIKES_HEADER.pack(SPIKES_MAGIC, SPIKES_VERSION, n_samples) + message
+    return _SPIKES_HEADER.pack(SPIKES_MAGIC, SPIKES_VERSION, n_samples,
+                               zlib.crc32(message)) + message
 
 
 def unpack_spikes_blob(data: bytes) -> tuple[int, bytes]:
     if len(data) < _SPIKES_HEADER.size:
         raise ValueError(f"spike blob of {len(data)} bytes is shorter than its header")
-    magic, version, n_samples = _SPIKES_HEADER.unpack_from(data)
+    magic, version, n_samples, crc = _SPIKES_HEADER.unpack_from(data)
     if magic != SPIKES_MAGIC:
         raise ValueError("not a neurowire spike blob")
     if version != SPIKES_VERSION:
         raise ValueError(f"spike blob version {version}, this neurowire reads {SPIKES_VERSION}")
-    return n_samples, bytes(data[_SPIKES_HEADER.size:])
+    message = bytes(data[_SPIKES_HEADER.size:])
+    if zlib.crc32(message) != crc:
+        raise ValueError("damaged spike blob: CRC mismatch (truncated or altered)")
+    return n_samples, message
 
 
 def is_spikes_blob(data) -> bool:

@@ -14,7 +14,11 @@ def decompress(data) -> Recording:
         from neurowire.feeds.spikes import decode_spikes
 
         n_samples, message = unpack_spikes_blob(data)
-        spikes = decode_spikes([message], first=0, n_samples=n_samples)
+        try:
+            spikes = decode_spikes([message], first=0, n_samples=n_samples)
+        except (ValueError, KeyError, TypeError, IndexError) as err:
+            # Only a blob written wrongly gets here (the CRC matched): say so, plainly.
+            raise ValueError(f"malformed spike blob: {type(err).__name__}: {err}") from err
         rate = int(spikes.rate) if float(spikes.rate).is_integer() else spikes.rate
         return Recording(rate, as_brainwire(spikes.samples))
     samples, rate = wav_samples(data)

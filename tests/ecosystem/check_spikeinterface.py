@@ -93,6 +93,15 @@ def main(store, workdir, *wavs):
         assert np.array_equal(got[:, 0], column), i
     middle = stored.get_traces(start_frame=1000, end_frame=1500)
     assert np.array_equal(middle, np.stack([c[1000:1500] for c in columns], axis=1))
+    # neurowire compress needs zarr 3, and says so rather than failing somewhere inside.
+    from neurowire.archive.batch import ArchiveError, compress
+
+    try:
+        compress(list(wavs), os.path.join(workdir, "needs3.zarr"), dask="off", progress=False)
+    except ArchiveError as err:
+        assert "zarr >= 3.1" in str(err), err
+    else:
+        raise AssertionError("neurowire compress ran under zarr 2")
     print(json.dumps(result))
 
 
