@@ -350,3 +350,45 @@ def test_reference_scores_a_perfect_detector_fully():
     assert clear.clear >= len(troughs) * 0.95 and clear.kept == 1.0
     # Shifted by 1 ms, nothing matches.
     assert score(found + int(0.001 * RATE), x, RATE).kept < 0.2
+
+
+def test_malformed_messages_raise_one_error_and_are_skipped_by_subscribers():
+    """Damaged bytes: unpack raises MalformedMessage (never another exception); a feed
+    subscription over a real socket counts and skips them and goes on to the next one."""
+    import zmq
+
+    from neurowire.feeds.serve import FeedSubscription, feed_topic
+    from neurowire.feeds.spikes import MalformedMessage
+
+    samples, _ = synthetic(channels=3, seconds=1.0, seed=4)
+    messages = SpikeFeedEncoder(3, RATE).feed(samples)
+    rng = np.random.default_rng(9)
+    for message in messages[:20]:
+        for _ in range(20):
+            damaged = bytearray(message)
+            for position in rng.integers(0, len(damaged), rng.integers(1, 4)):
+                damaged[position] = rng.integers(0, 256)
+            try:
+                unpack(bytes(damaged[:rng.integers(1, len(damaged) + 1)]))
+            except MalformedMessage:
+                pass
+    for junk in (b"", b"\x93\x01", b"\xc1", b"\x9d" + b"\x00" * 13):
+        with pytest.raises(MalformedMessage):
+            unpack(junk)
+
+    context = zmq.Context()
+    pub = context.socket(zmq.PUB)
+    endpoint = f"tcp://127.0.0.1:{pub.bind_to_random_port('tcp://127.0.0.1')}"
+    subscription = FeedSubscription(endpoint, "imp1", feed="spikes", context=context)
+    try:
+        time.sleep(0.3)  # slow joiner
+        topic = feed_topic("imp1", "spikes")
+        pub.send_multipart([topic, b"\x9d\x02garbage"])
+        pub.send_multipart([topic, messages[0]])
+        got = subscription.receive(5.0)
+        assert got is not None and got["seq"] == 0
+        assert subscription.rejected == 1 and subscription.messages == 1
+    finally:
+        subscription.close()
+        pub.close(linger=0)
+        context.term()

@@ -16,13 +16,17 @@ two frames: topic, msgpack message (see spikes.py).
 
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
 import zmq
 
 from .detect import DetectorConfig
-from .spikes import BoundedDecoder, BoundedEncoder, PowerDecoder, SpikeFeedEncoder, unpack
+from .spikes import (BoundedDecoder, BoundedEncoder, MalformedMessage, PowerDecoder,
+                     SpikeFeedEncoder, unpack)
+
+log = logging.getLogger("neurowire.feeds")
 
 FEEDS = ("spikes", "power", "bounded")
 
@@ -126,6 +130,7 @@ class FeedSubscription:
         self.decoders: dict[str, PowerDecoder | BoundedDecoder] = {}
         self.next_seqs: dict[str, int] = {}
         self.lost = 0
+        self.rejected = 0  # malformed messages, skipped and logged
         self.messages = self.bytes = 0
 
     @property
@@ -142,7 +147,12 @@ class FeedSubscription:
             frames = self.sock.recv_multipart()
             if len(frames) != 2:
                 continue
-            message = unpack(frames[1])
+            try:
+                message = unpack(frames[1])
+            except MalformedMessage as err:
+                self.rejected += 1
+                log.warning("feed %s: rejected message %d: %s", self.feed, self.rejected, err)
+                continue
             self.messages += 1
             self.bytes += len(frames[1])
             stream = message.get("stream", "")

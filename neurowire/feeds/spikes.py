@@ -209,20 +209,36 @@ def dequantise_power(quantised: np.ndarray) -> np.ndarray:
 
 # ---- decoding ------------------------------------------------------------------------------
 
+class MalformedMessage(ValueError):
+    """Bytes that are not a feed message this version can read (the message says why)."""
+
+
 def unpack(message: bytes) -> dict:
     """One feed message -> dict; spike messages get "events" (Events, snippets decoded).
-    Power messages need a PowerDecoder (they are a stream)."""
+    Power messages need a PowerDecoder (they are a stream).  Anything malformed raises
+    MalformedMessage (a ValueError), whatever part of it is wrong."""
+    try:
+        return _unpack(message)
+    except MalformedMessage:
+        raise
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError,
+            msgpack.UnpackException, _codec().CodecError) as err:
+        raise MalformedMessage(f"malformed feed message ({len(message)} bytes): "
+                               f"{type(err).__name__}: {err}") from err
+
+
+def _unpack(message: bytes) -> dict:
     m = msgpack.unpackb(message, raw=False)
     if isinstance(m, list):
         if not m or m[0] != SPIKES_VERSION or len(m) != len(_SPIKE_FIELDS) + 1:
-            raise ValueError(f"spike message version {m[0] if m else None!r} with {len(m)} "
+            raise MalformedMessage(f"spike message version {m[0] if m else None!r} with {len(m)} "
                              f"fields, expected {SPIKES_VERSION} with {len(_SPIKE_FIELDS) + 1}")
         m = dict(zip(_SPIKE_FIELDS, m[1:]), v=SPIKES_VERSION, kind="spikes")
         m["to"] = m["from"] + m.pop("n")
         if m["snip"] is None:
             del m["snip"]
     elif not isinstance(m, dict) or m.get("v") != FEED_VERSION:
-        raise ValueError(f"feed message version {m.get('v')!r}, expected {FEED_VERSION}"
+        raise MalformedMessage(f"feed message version {m.get('v')!r}, expected {FEED_VERSION}"
                          if isinstance(m, dict) else "not a feed message")
     if m["kind"] == "spikes":
         t = np.cumsum(np.frombuffer(m["t"], f"<u{m['tw']}").astype(np.int64)) + m["from"]
@@ -230,12 +246,15 @@ def unpack(message: bytes) -> dict:
         length = m["len"]
         if m.get("snip"):
             flat = _codec().StreamDecoder(1).decode(m["snip"])
+            if flat.size != len(t) * length:
+                raise MalformedMessage(f"{flat.size} snippet samples for {len(t)} events "
+                                       f"of {length}")
             snippets = flat.reshape(len(t), length)
         else:
             snippets = np.zeros((len(t), length if "snip" in m else 0), np.int16)
         m["events"] = Events(t, c, snippets, m["pre"])
     elif m["kind"] not in ("power", "bounded"):
-        raise ValueError(f"unknown feed message kind {m['kind']!r}")
+        raise MalformedMessage(f"unknown feed message kind {m['kind']!r}")
     return m
 
 
