@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 
-# liblsl reads its configuration once, at its first call: the outlet's servers on loopback
-# (servers we start listen on loopback only) and stream discovery kept to this machine.
+# liblsl reads its configuration once, at its first call: stream discovery kept to this
+# machine. liblsl still binds the outlet's data and time servers to every interface
+# (ListenAddress covers multicast only), so an outlet is reachable from the lab network, as
+# LSL intends; the README's threat model says so.
 LOOPBACK_CONFIG = """
 [multicast]
 ResolveScope = machine
