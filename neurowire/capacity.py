@@ -31,7 +31,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 RATE = 20000.0
-DEFAULT_CHANNELS = 1024
 # Largest first: the first that fits is what runs.
 CHANNEL_LADDER = (1024, 512, 256, 128, 64)
 # Samples per packet: 10 is the product's 0.5 ms.  Longer packets cut the per-packet cost,
@@ -40,12 +39,13 @@ PACKET_LADDER = (10, 20, 40)
 # Per-packet pipeline work in hops (see the module doc): `neurowire bench capacity --calibrate
 # CHANNELS [--packet-samples N]` streams through `neurowire bench stream` and divides the CPU
 # the daemon, simulator and subscriber spent per packet, less the codec's, by a hop measured
-# just before.  On a 2-core AMD EPYC VM (load average 1.8-2.1): 4.1 and 6.1 at 64 x 10, 4.7
+# just before.  On the README's host B (load average 1.8-2.1): 4.1 and 6.1 at 64 x 10, 4.7
 # at 256 x 10, 4.2 and 5.1 at 1024 x 20, 6.5 at 256 x 40 (~600 us per packet outside the
 # codec).  Re-measure it when the data path changes.
 PER_PACKET_HOPS = 6.0
 # A team of encoder threads costs more CPU than one thread doing the same block (hand-offs,
-# the caller waiting for its helpers).
+# the caller waiting for its helpers): on the README's host A a 1024 x 10 block took p50
+# ~180 us on 2 threads against 297 us on one, 2 x 180 / 297 = 1.2 (`neurowire bench codec`).
 TEAM_CPU_FACTOR = 1.25
 # Demand may take this share of the cores we get; the rest is margin.
 HEADROOM = 0.6
@@ -67,8 +67,8 @@ class Plan:
 class Capacity:
     cpus: int  # CPUs this process may run on
     cores_available: float  # what we get of them now, other load considered
-    encode_us: dict  # channels -> single-thread CPU us per 10-sample block
-    hop_us: dict  # channels -> CPU us per packet hop of 10 samples
+    encode_us: dict  # "CHANNELSxSAMPLES" -> one thread's CPU us to encode such a block
+    hop_us: dict  # "CHANNELSxSAMPLES" -> CPU us of one hop of such a packet
     plans: list  # every size considered, largest first
     chosen: Plan | None
 
