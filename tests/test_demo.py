@@ -84,3 +84,17 @@ def test_demo_streams_and_ends_with_what_ran_what_was_lost_and_the_latency():
     assert "ran: implant simulator -> daemon" in tail and "16 channels x 20 kHz" in tail
     assert "lost: nothing (2,000 of 2,000 packets arrived, all 320,000 samples exact)" in tail
     assert "latency: end to end p50 " in tail
+
+
+def test_when_nothing_fits_the_smallest_size_is_tried_and_said_so(monkeypatch, capsys):
+    smallest = capacity.Plan(16, 10, 1, 0.9, 0.5, False)
+    too_busy = capacity.Capacity(1, 0.1, {"1024x10": 900.0, "16x10": 30.0},
+                                 {"1024x10": 200.0, "16x10": 100.0},
+                                 [capacity.Plan(1024, 10, 1, 9.0, 4.0, False), smallest], None)
+    monkeypatch.setattr(capacity, "measure", lambda **_: too_busy)
+    assert demo.main(["--seconds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "cannot sustain even 16 channels in 0.5 ms packets now" in out
+    assert "trying 16 channels in 0.5 ms packets anyway, beyond the margin" in out
+    assert "--channels 16 --workers 1" in out
+    assert "lost: nothing (2,000 of 2,000 packets arrived" in out
