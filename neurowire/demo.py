@@ -128,6 +128,12 @@ def run(args: argparse.Namespace) -> int:
               "messages are above). What to change: run the command shown above by hand and "
               "read its logs (`--keep DIR` keeps them).", file=sys.stderr)
         return 1
+    missing = [key for key in ("exact", "packets_sent", "packets_lost") if key not in report]
+    if missing:
+        print(f"why: `neurowire bench stream --json` no longer reports {', '.join(missing)}, "
+              "which this summary reads. What to change: neurowire/demo.py, to the report's "
+              "new keys.", file=sys.stderr)
+        return 1
     lines, ok = summary(report, channels, packet_samples, workers, args.seconds)
     print("\n".join(lines))
     if not ok:

@@ -1,4 +1,5 @@
 """`make run`'s parts: the capacity check (neurowire.capacity) and the demo (neurowire.demo)."""
+import json
 import subprocess
 import sys
 
@@ -98,3 +99,15 @@ def test_when_nothing_fits_the_smallest_size_is_tried_and_said_so(monkeypatch, c
     assert "trying 16 channels in 0.5 ms packets anyway, beyond the margin" in out
     assert "--channels 16 --workers 1" in out
     assert "lost: nothing (2,000 of 2,000 packets arrived" in out
+
+
+def test_calibration_reads_a_real_stream_in_hops():
+    result = subprocess.run(
+        [sys.executable, "-m", "neurowire.cli", "bench", "capacity", "--calibrate", "16",
+         "--seconds", "1"], capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert figures["channels"] == 16 and figures["packets_lost"] == 0
+    # The pipeline's CPU per packet covers at least its codec work and some hops' worth more.
+    assert figures["pipeline_cpu_us_per_packet"] > figures["encode_us"]
+    assert figures["hops_per_packet"] > 0
