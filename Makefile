@@ -63,12 +63,13 @@ bench: install $(VENV)/.bench-installed
 	$(PY) bench/bench_codec.py
 	@test ! -f bench/bench_archive.py || $(PY) bench/bench_archive.py
 
-# The main job on the synthetic default: simulator -> daemon -> subscriber on loopback, 1024
-# channels at 20 kHz; every received block is decoded and compared after the stream (the
-# subscriber's real-time decode would compete with the daemon for this machine's 2 cores).
-# Exits non-zero when anything was lost, and says what.
-run: install
-	$(VENV)/bin/neurowire bench stream --seconds 10 --verify after
+# The product working on this machine: everything `make` builds, then `neurowire demo`
+# (neurowire/demo.py) checks the machine's capacity, says whether the default 1024 channels
+# fit, streams simulator -> daemon -> lossless subscriber on loopback at the largest size
+# that does, checks every sample after the stream, and ends with what ran, what was lost and
+# the latency (non-zero exit, with the reason, when anything was lost).
+run: install tools
+	$(VENV)/bin/neurowire demo
 
 # C core built with ASan+UBSan into its own venv (so the normal build stays untouched);
 # python itself is not instrumented, hence the preloaded runtime and no leak checks.

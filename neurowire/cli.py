@@ -19,11 +19,14 @@ COMMANDS = {
     "dashboard": ("neurowire.clients.dashboard.cli", "serve the live monitoring page"),
     "compress": ("neurowire.archive.cli", "compress recordings into an archive"),
     "decompress": ("neurowire.archive.cli", "restore recordings from an archive"),
+    "demo": ("neurowire.demo", "check capacity, then stream at a size this machine sustains"),
     "bench": {
         "codec": ("neurowire.codec.bench", "measure codec ratio, speed and latency"),
         "stream": ("neurowire.clients.bench_stream", "measure end-to-end streaming"),
         "feeds": ("neurowire.feeds.bandwidth", "bits/s of the lossless, spike and power feeds"),
         "bounded": ("neurowire.codec.bench_bounded", "ratio and error of bounded-error coding"),
+        "capacity": ("neurowire.capacity", "which stream size this machine sustains now"),
+        "challenge": ("neurowire.challenge", "the challenge score over a folder of WAVs"),
     },
 }
 

@@ -1,15 +1,15 @@
 """The live page in headless Chromium against a real daemon fed by the simulator.
 
 Chromium is Debian's (browser downloads are impossible here): installed with apt-get when
-missing, which needs root, as CI has. Playwright drives it through executable_path.
+missing, which needs root, as CI has, with its dependencies only and no upgrade of installed
+packages (tests/debian_packages.py). Playwright drives it through executable_path.
 """
 import json
 import os
 import re
-import shutil
-import subprocess
 import time
 
+import debian_packages
 import pytest
 
 from neurowire.clients.dashboard.testing import CHROMIUM, CHROMIUM_ARGS, Pipeline
@@ -22,15 +22,10 @@ SIM_RATE = 2000.0
 
 
 def ensure_chromium() -> str:
-    if os.path.exists(CHROMIUM):
-        return CHROMIUM
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip(f"{CHROMIUM} is missing and apt-get cannot install it (needs root)")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
-        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-        if r.returncode:
-            pytest.skip(f"cannot install chromium: {' '.join(cmd)} -> {r.stderr[-500:]}")
+    if not os.path.exists(CHROMIUM):
+        problem = debian_packages.install("chromium")
+        if problem:
+            pytest.skip(problem)
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"apt-get installed chromium but {CHROMIUM} is not there")
     return CHROMIUM
