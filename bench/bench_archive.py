@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "challenge"
 
 
 def load_recordings(data: Path, limit: int | None) -> list[np.ndarray]:
@@ -116,10 +115,16 @@ def measure_pipeline(data: Path, limit: int | None) -> tuple[float, float, float
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--data", type=Path, default=None,
+                    help="folder of .wav recordings (default: the challenge set beside the "
+                         "clone, else the bundled excerpts)")
     ap.add_argument("--limit", type=int, default=None, help="first N recordings only")
     ap.add_argument("--repeat", type=int, default=3, help="best of R timings")
     args = ap.parse_args(argv)
+    if args.data is None:
+        from neurowire.codec.bench import find_recordings
+
+        args.data = Path(find_recordings()[0][0]).parent
     recordings = load_recordings(args.data, args.limit)
     raw = sum(r.nbytes for r in recordings)
     print(f"{len(recordings)} recordings, {raw / 1e6:.1f} MB of int16 samples, "

@@ -17,14 +17,20 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
 from .detect import DetectorConfig
 from .spikes import SpikeFeedEncoder, without_snippets
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "challenge"
+
+
+def default_data_dir() -> str:
+    """The challenge recordings beside the clone, else the excerpts bundled with the tests."""
+    from neurowire.codec.bench import find_recordings
+
+    paths, _ = find_recordings()
+    return os.path.dirname(paths[0])
 
 
 def load_channels(data_dir, channels: int, seconds: float | None, offset: int = 0):
@@ -197,8 +203,10 @@ def reference_markdown(r: dict) -> str:
 def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.description = ("Bits/s of the lossless, spike and spike-band power feeds for a "
                           "1024-channel implant, against a link budget.")
-    parser.add_argument("--data", default=str(DEFAULT_DATA),
-                        help="directory of one-electrode WAV recordings, cycled over channels")
+    parser.add_argument("--data", default=None,
+                        help="directory of one-electrode WAV recordings, cycled over channels "
+                             "(default: the challenge set beside the clone, else the bundled "
+                             "excerpts)")
     parser.add_argument("--synthetic", action="store_true",
                         help="use the simulator's synthetic signal instead of recordings")
     parser.add_argument("--channels", type=int, default=1024)
@@ -221,6 +229,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.data is None and not args.synthetic:
+        args.data = default_data_dir()
     if args.synthetic:
         data, rate = synthetic_channels(args.channels, args.seconds or 2.0)
         source = "synthetic"
