@@ -151,12 +151,17 @@ class Daemon:
                     "config": reporter.config_reply}
         control = self.sockets.control
         while True:
-            request_bytes = await control.recv()
+            # Every control request is read and answered here; whatever a client sends gets
+            # a reply and a counted rejection, never an exception out of this loop.
+            frames = await control.recv_multipart()
             try:
-                request = unpack_small_map(request_bytes)
-                handler = handlers.get(request.get("cmd"))
+                if len(frames) != 1:
+                    raise Rejected("control", f"{len(frames)} frames, expected 1")
+                request = unpack_small_map(frames[0])
+                command = request.get("cmd")
+                handler = handlers.get(command) if isinstance(command, str) else None
                 if handler is None:
-                    raise Rejected("control", f"unknown command {request.get('cmd')!r}")
+                    raise Rejected("control", f"unknown command {command!r}")
                 reply = handler()
             except Rejected as rejection:
                 self.reject(rejection)
