@@ -13,7 +13,7 @@ pytest.importorskip("neurowire.codec")
 import neurowire  # noqa: E402
 from neurowire.daemon import ConfigError, DaemonThread, load_config  # noqa: E402
 from neurowire.daemon.control import query  # noqa: E402
-from neurowire.daemon.protocol import pack_ingest_header  # noqa: E402
+from neurowire.wire import pack_ingest as pack_ingest_header  # noqa: E402
 from neurowire.feeds import DetectorConfig, detect  # noqa: E402
 from neurowire.feeds.spikes import decode_spikes  # noqa: E402
 

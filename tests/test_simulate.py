@@ -6,10 +6,11 @@ import threading
 import time
 import wave
 
-import msgpack
 import numpy as np
 import pytest
 import zmq
+
+from neurowire.wire import parse_ingest
 
 from neurowire.clients import synth
 
@@ -56,16 +57,16 @@ def test_simulator_paces_and_stamps(tmp_path):
     headers = []
     while pull.poll(1000):
         header, payload = pull.recv_multipart()
-        headers.append(msgpack.unpackb(header))
+        headers.append(parse_ingest(header, len(payload), 4096, 4096))
         assert len(payload) == 10 * 4 * 2
     pull.close()
     assert len(headers) == 400  # 0.2 s x 20 kHz / 10 samples
-    assert [h["seq"] for h in headers] == list(range(400))
-    assert [h["first"] for h in headers] == list(range(0, 4000, 10))
-    assert all(started <= h["t_acq"] <= time.time_ns() for h in headers)
+    assert [h.seq for h in headers] == list(range(400))
+    assert [h.first for h in headers] == list(range(0, 4000, 10))
+    assert all(started <= h.acquired_ns <= time.time_ns() for h in headers)
     result = json.loads(report.read_text())
     assert result["packets_sent"] == 400 and "p99_us" in result["pacing_lateness"]
-    elapsed = (headers[-1]["t_acq"] - headers[0]["t_acq"]) / 1e9
+    elapsed = (headers[-1].acquired_ns - headers[0].acquired_ns) / 1e9
     assert 0.15 < elapsed < 0.6  # real-time pacing, not a burst
 
 

@@ -8,17 +8,7 @@ import msgpack
 import zmq
 import zmq.asyncio
 
-
-def apply_curve(sock, curve: dict | None) -> None:
-    """Client side of CURVE, as a daemon bound beyond loopback requires.
-
-    ``curve``: {"server_public", "public", "secret"} (bytes, z85), the shape neurowire's
-    other clients take too.
-    """
-    if curve:
-        sock.curve_serverkey = curve["server_public"]
-        sock.curve_publickey = curve["public"]
-        sock.curve_secretkey = curve["secret"]
+from neurowire.wire import apply_curve
 
 
 def load_curve(server_key_file: str, client_cert_file: str) -> dict:

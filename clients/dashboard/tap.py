@@ -15,11 +15,12 @@ import time
 import zlib
 from collections import deque
 
-import msgpack
 import numpy as np
 import zmq
 
-from .control import apply_curve
+from neurowire.clients.tracker import SequenceTracker
+from neurowire.wire import Rejected, apply_curve, parse_block, topic_for
+
 from .window import LatencyWindow
 
 log = logging.getLogger(__name__)
@@ -29,11 +30,6 @@ try:  # the codec may be absent from a checkout that has not been built
 except Exception:  # noqa: BLE001
     StreamDecoder = None
     CodecError = Exception
-
-
-def topic_for(stream_id: str) -> bytes:
-    # The daemon ends each topic with NUL so that "imp1" does not match "imp10".
-    return stream_id.encode() + b"\0"
 
 
 class Tap(threading.Thread):
@@ -63,9 +59,8 @@ class Tap(threading.Thread):
         self.keyframes_seen = 0
         self.last_message_at: float | None = None
         self.decode_available = StreamDecoder is not None
-        self._last_seq: int | None = None
-        self._next_sample: int | None = None
-        self._epoch = None
+        self._tracker = SequenceTracker(stream_id)
+        self._topic = topic_for(stream_id)
 
     def stop(self) -> None:
         self._stop_evt.set()
@@ -74,7 +69,7 @@ class Tap(threading.Thread):
         sock = self._ctx.socket(zmq.SUB)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVHWM, 10000)
-        sock.setsockopt(zmq.SUBSCRIBE, topic_for(self.stream_id))
+        sock.setsockopt(zmq.SUBSCRIBE, self._topic)
         apply_curve(sock, self.curve)
         sock.connect(self.endpoint)
         decoders = None
@@ -95,70 +90,52 @@ class Tap(threading.Thread):
             sock.close(linger=0)
 
     def _handle(self, frames, decoders, decode_until_sample):
-        """One published message: topic, msgpack header, one codec block per channel group.
-
-        Header keys (neurowire.daemon.protocol.publish_header): seq, epoch, first, n, ch,
-        rate, key (keyframe), t_acq (ns, CLOCK_REALTIME, stamped by the implant), groups
-        (channels per block frame).
-        """
+        """One published message: topic, block header (neurowire.wire), one codec block per
+        channel group."""
         now_ns = time.time_ns()
         now = time.monotonic()
-        if len(frames) < 3 or frames[0] != topic_for(self.stream_id):
-            return decoders, decode_until_sample
-        try:
-            header = msgpack.unpackb(frames[1], raw=False, strict_map_key=False)
-            seq = int(header["seq"])
-            first = int(header["first"])
-            n = int(header["n"])
-            acq = int(header["t_acq"])
-        except Exception:  # noqa: BLE001 - a header we cannot read is skipped, not fatal
+        if len(frames) < 3 or frames[0] != self._topic:
             return decoders, decode_until_sample
         blobs = frames[2:]
+        try:
+            header = parse_block(frames[1], len(blobs))
+        except Rejected:  # a header we cannot read is skipped, not fatal
+            return decoders, decode_until_sample
+        first, acq = header.first, header.acquired_ns
         self.messages += 1
         self.last_message_at = now
-        epoch = header.get("epoch")
-        if epoch != self._epoch:
-            # A new epoch restarts the sequence numbers (the daemon restarted): packets lost
-            # across it are not countable, but the samples still say what is missing.
-            if self._epoch is not None and self._next_sample is not None \
-                    and first > self._next_sample:
-                self._gap(self._next_sample, first)
-            self._epoch = epoch
-            self._last_seq = None
+        tracker = self._tracker
+        if tracker.new_epoch(header):
+            # The daemon restarted: the decoders' state is gone with it.
             decoders, decode_until_sample = None, -1
-        if self._last_seq is not None and seq > self._last_seq + 1:
-            self.lost_packets += seq - self._last_seq - 1
-            if self._next_sample is not None:
-                self._gap(self._next_sample, first)
-            else:
-                self.gaps += 1
+        lost = tracker.on_block(header)
+        if lost:
+            self.lost_packets += lost
             # The decoders' state no longer matches the stream: wait for a keyframe.
             decoders, decode_until_sample = None, -1
-        self._last_seq = seq
-        self._next_sample = first + n
+        gap = tracker.delivered(header)  # the tap counts every block's samples
+        if gap is not None:
+            self._gap(gap.start, gap.stop)
         self.received.add((now_ns - acq) / 1000.0, now)
-        keyframe = bool(header.get("key"))
+        keyframe = header.keyframe
         if keyframe:
             self.keyframes_seen += 1
         if not self.decode_available:
             return decoders, decode_until_sample
-        sent = header.get("t_pub") or header.get("t_comp")
-        if isinstance(sent, int) and sent > 0 and now_ns - sent > self.BEHIND_NS:
+        sent = header.published_ns
+        if sent > 0 and now_ns - sent > self.BEHIND_NS:
             # Behind the stream (a busy machine): drop decoding until caught up, so that the
             # dashboard never becomes the slow subscriber it is there to watch.
             self.decode_skipped += 1
             return None, -1
         if keyframe:
-            groups = header.get("groups") or [header.get("ch")]
-            if len(groups) != len(blobs) or not all(isinstance(g, int) and g > 0
-                                                    for g in groups):
-                return None, -1
+            groups = list(header.groups)
             if decoders is None or [d[0] for d in decoders] != groups:
                 decoders = [(g, StreamDecoder(g)) for g in groups]
             else:
                 for _, d in decoders:
                     d.reset()
-            rate = float(header.get("rate") or 20000.0)
+            rate = header.rate
             decode_until_sample = first + int(rate * self.decode_ms / 1000.0)
         if decoders is not None and first < decode_until_sample:
             t0 = time.perf_counter_ns()
@@ -171,15 +148,13 @@ class Tap(threading.Thread):
             self.decoded_blocks += 1
             self.decode_time.add((t1 - t0) / 1000.0, now)
             self.decoded.add((now_ns + (t1 - t0) - acq) / 1000.0, now)
-            crc = header.get("crc")
-            if isinstance(crc, int):
-                # The daemon's CRC of the raw samples it received: the decoded block must be
-                # those very samples, channel groups side by side.
-                samples = parts[0] if len(parts) == 1 else np.hstack(parts)
-                if zlib.crc32(np.ascontiguousarray(samples, dtype="<i2")) == crc:
-                    self.verified_blocks += 1
-                else:
-                    self.mismatched_blocks += 1
+            # The daemon's CRC of the raw samples it received: the decoded block must be
+            # those very samples, channel groups side by side.
+            samples = parts[0] if len(parts) == 1 else np.hstack(parts)
+            if zlib.crc32(np.ascontiguousarray(samples, dtype="<i2")) == header.crc:
+                self.verified_blocks += 1
+            else:
+                self.mismatched_blocks += 1
         return decoders, decode_until_sample
 
     def _gap(self, start: int, end: int) -> None:

@@ -1,7 +1,7 @@
 """Helpers for the dashboard's tests and screenshot: a fake daemon, free ports, processes.
 
 The fake daemon answers ``stats`` and ``config`` like the real one (docs/CONTRACTS.md) and
-publishes headers shaped like neurowire.daemon.protocol's, so the page and the server can be
+publishes block headers made by neurowire.wire, so the page and the server can be
 exercised without the codec or the daemon; the browser test itself uses the real daemon.
 """
 from __future__ import annotations
@@ -16,6 +16,8 @@ import time
 
 import msgpack
 import zmq
+
+from neurowire.wire import group_suffix, pack_block
 
 from ..ports import free_loopback_port
 
@@ -111,13 +113,13 @@ class FakeDaemon(threading.Thread):
                         n += 1
                         if self.skip_every and seq % self.skip_every == self.skip_every - 1:
                             continue
-                        header = {"v": 1, "stream": sid, "seq": seq, "epoch": 1,
-                                  "first": seq * self.packet_samples, "n": self.packet_samples,
-                                  "ch": self.channels, "rate": self.rate,
-                                  "key": seq % int(self.publish_hz) == 0,
-                                  "t_acq": time.time_ns() - 300_000, "groups": [self.channels]}
-                        pub.send_multipart([sid.encode() + b"\0", msgpack.packb(header),
-                                            b"\0" * 64])
+                        header = pack_block(
+                            self.channels, self.packet_samples, 1,
+                            seq % int(self.publish_hz) == 0, seq, 1,
+                            seq * self.packet_samples, self.rate, 0, 0,
+                            time.time_ns() - 300_000, 0, 0, 0, 0, 0,
+                            group_suffix([self.channels]))
+                        pub.send_multipart([sid.encode() + b"\0", header, b"\0" * 64])
         finally:
             rep.close(0)
             pub.close(0)
@@ -215,7 +217,7 @@ class Pipeline:
         return os.path.join(self.dir, name + ".log")
 
     def start_daemon(self, ready_timeout: float = 60.0) -> None:
-        from neurowire.daemon.control import wait_ready
+        from neurowire.wire import wait_ready
 
         self.daemon_starts += 1
         if self.fake:

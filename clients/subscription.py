@@ -1,0 +1,419 @@
+"""The subscriber library: `Subscription` and the `neurowire.subscribe(...)` iterator.
+
+    for block in neurowire.subscribe("tcp://127.0.0.1:7341"):
+        block.samples          # int16 (n_samples, channels), exactly what the implant sent
+        block.first_sample     # index of its first time step in the stream
+        block.gaps             # sample ranges missed just before this block, if any
+
+Live delivery (default) subscribes to the daemon's PUB socket; a subscriber that cannot keep
+up loses blocks and reports them.  `lossless=True` talks to the daemon's lossless endpoint,
+which holds blocks until this subscriber grants credit for them.
+
+Every block is checked: the daemon's CRC-32 of the raw packet against the decoded samples.
+Gaps are exact sample ranges (tracker.py). The constructor does no network I/O: the socket
+is opened by `open()`, `with`, or the first receive.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import time
+import uuid
+import zlib
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import msgpack
+import numpy as np
+import zmq
+
+from neurowire.wire import FEEDS as WIRE_FEEDS
+from neurowire.wire import (DEFAULT_LOSSLESS, DEFAULT_PUBLISH, Rejected, apply_curve,
+                            is_feed_topic, parse_block, query, topic_for)
+
+from .tracker import Gap, SequenceTracker
+
+log = logging.getLogger("neurowire.subscribe")
+
+_NOBLOCK = int(zmq.NOBLOCK)
+LATENCY_STAGES = ("ingest", "queue_compress", "publish", "delivery", "decode", "end_to_end")
+FEEDS = ("lossless", *WIRE_FEEDS)  # what `feed=` takes
+
+__all__ = ["Block", "Gap", "Subscription", "subscribe", "feed_subscription"]
+
+
+@dataclass
+class Block:
+    stream: str
+    first_sample: int
+    samples: np.ndarray
+    rate: float
+    seq: int
+    keyframe: bool
+    latency_ns: dict
+    gaps: list = field(default_factory=list)
+
+    @property
+    def stop_sample(self) -> int:
+        return self.first_sample + self.samples.shape[0]
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _view(frame) -> memoryview:
+    """A zmq Frame or any bytes-like object as a memoryview, without copying."""
+    return frame.buffer if hasattr(frame, "buffer") else memoryview(frame)
+
+
+class _StreamState:
+    """A stream's decoders (one per channel group of the daemon's) and its tracker."""
+
+    def __init__(self, stream: str, header, team, tracker: SequenceTracker):
+        from neurowire import codec
+
+        self.groups = list(header.groups)
+        self.decoder = codec.GroupDecoder(self.groups, team=team)
+        self.tracker = tracker
+
+
+class Subscription:
+    """Iterator of decoded Blocks; use as a context manager or call close()."""
+
+    def __init__(self, endpoint: str | None = None, *, streams=None, lossless: bool = False,
+                 control: str | None = None, credit: int = 512, curve: dict | None = None,
+                 idle_timeout: float | None = None, context: zmq.Context | None = None,
+                 expected: Callable[[str, int, int], np.ndarray] | None = None,
+                 record_latency: bool = False, live_hwm: int = 4000,
+                 resume_from: dict | int | None = None, socket_options: dict | None = None,
+                 decode_threads: int | None = None):
+        if isinstance(streams, str):
+            streams = [streams]
+        self.streams = list(streams) if streams else None
+        self.lossless = lossless
+        self.endpoint = endpoint
+        self.control = control
+        self.curve = curve
+        self.credit_window = credit
+        self.idle_timeout = idle_timeout
+        self.expected = expected
+        self.context = context or zmq.Context.instance()
+        self.states: dict[str, _StreamState] = {}
+        self.gaps: list[Gap] = []
+        self.blocks = self.samples = self.bytes_in = 0
+        self.verified_samples = 0
+        self.crc_errors = self.mismatches = self.decode_errors = self.skipped_blocks = 0
+        self.lost_blocks = 0
+        self.feed_messages = 0  # other feeds' messages passed over (see receive_raw)
+        self.record_latency = record_latency
+        # Where an earlier run of this subscriber stopped ({stream: next sample index}, or one
+        # index for every stream): what is missing since then is reported as a gap.
+        self.resume_from = resume_from
+        self.latency_ns: dict[str, list[int]] = {stage: [] for stage in LATENCY_STAGES}
+        self._live_hwm = live_hwm
+        self._socket_options = dict(socket_options or {})
+        self.sock = None  # opened by open(), or by the first receive
+        self._ungranted = 0
+        self._last_sent = 0.0
+        self._last_hello = 0.0
+        self._cpu_start = _cpu_s()  # what building a reference table cost is not ours
+        # Channel groups (one per daemon encoder thread) decode in parallel up to the CPUs.
+        self._decode_threads = (os.cpu_count() or 1) if decode_threads is None else decode_threads
+        self._team = None  # the decoding threads, made with the first stream
+
+    def open(self) -> "Subscription":
+        """Connect (asking `control` for the endpoint first, if given); the first receive
+        does this too. Kept out of the constructor, which does no network I/O."""
+        if self.sock is not None:
+            return self
+        if self.endpoint is None and self.control is not None:
+            bound = query(self.control, "config", curve=self.curve)["bound"]
+            self.endpoint = bound["lossless" if self.lossless else "publish"]
+        self.endpoint = self.endpoint or (DEFAULT_LOSSLESS if self.lossless else DEFAULT_PUBLISH)
+        sock = self.context.socket(zmq.DEALER if self.lossless else zmq.SUB)
+        sock.linger = 0
+        sock.rcvhwm = 100_000 if self.lossless else self._live_hwm
+        apply_curve(sock, self.curve)
+        for option, value in self._socket_options.items():
+            sock.setsockopt(option, value)
+        if self.lossless:
+            # A stable identity lets the daemon recognise us after a reconnect.
+            sock.routing_id = uuid.uuid4().bytes
+        else:
+            for stream in self.streams or [""]:
+                sock.subscribe(topic_for(stream) if stream else b"")
+        sock.connect(self.endpoint)
+        self.sock = sock
+        self._poll_list = [(sock, zmq.POLLIN)]
+        if self.lossless:
+            self._hello()
+        return self
+
+    # ---- lossless credit -----------------------------------------------------------------
+
+    def _send(self, message: dict) -> None:
+        try:
+            self.sock.send(msgpack.packb(message), zmq.NOBLOCK)
+            self._last_sent = time.monotonic()
+        except zmq.Again:
+            pass  # not connected yet: the next idle tick says hello again
+
+    def _hello(self) -> None:
+        self._last_hello = time.monotonic()
+        self._ungranted = 0
+        self._send({"cmd": "hello", "streams": self.streams, "credit": self.credit_window})
+
+    def _grant(self) -> None:
+        self._ungranted += 1
+        if self._ungranted >= self.credit_window // 2:
+            self._send({"cmd": "credit", "n": self._ungranted})
+            self._ungranted = 0
+        elif time.monotonic() - self._last_sent > 1.0:
+            self._send({"cmd": "credit", "n": 0})  # keep-alive while the window is open
+
+    # ---- receiving -------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[Block]:
+        return self
+
+    def __next__(self) -> Block:
+        block = self.receive(self.idle_timeout)
+        if block is None:
+            raise StopIteration
+        return block
+
+    def receive(self, timeout: float | None = None) -> Block | None:
+        """Next decoded block, or None after `timeout` seconds without one."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return None
+            raw = self.receive_raw(remaining)
+            if raw is None:
+                return None
+            block = self._handle(*raw)
+            if block is not None:
+                return block
+
+    def receive_raw(self, timeout: float | None = None):
+        """(frames, received_ns) of the next message, undecoded, or None after `timeout`.
+        Pass them to `handle` later: decoding can then run after the stream, where a machine
+        has no core to spare for decoding while the daemon encodes."""
+        if self.sock is None:
+            self.open()
+        recv = self.sock.recv
+        deadline = None
+        while True:
+            # A message already waiting is taken without polling (the common case when
+            # behind); frame by frame with integer flags, cheaper than recv_multipart.
+            try:
+                frame = recv(_NOBLOCK, copy=False)
+            except zmq.Again:
+                if deadline is None:
+                    deadline = float("inf") if timeout is None else time.monotonic() + timeout
+                wait = min(0.5, deadline - time.monotonic())
+                if wait <= 0:
+                    return None
+                if not zmq.zmq_poll(self._poll_list, max(1, int(wait * 1000))):
+                    if self.lossless and time.monotonic() - self._last_hello >= 1.0:
+                        self._hello()  # idle: the daemon may have restarted and forgotten us
+                continue
+            received_ns = time.time_ns()
+            frames = [frame]
+            while frame.more:
+                frame = recv(0, copy=False)
+                frames.append(frame)
+            if self.lossless:
+                self._grant()
+            elif self._other_feed(frames):
+                continue
+            return frames, received_ns
+
+    def _other_feed(self, frames) -> bool:
+        # A feed topic ("<stream>/spikes"; '/' is never in a stream id), which an every-stream
+        # subscription (prefix "") receives too: not ours to decode, and no error either.
+        if frames and is_feed_topic(_view(frames[0]).tobytes()):
+            self.feed_messages += 1
+            return True
+        return False
+
+    def handle(self, frames, received_ns: int, deferred: bool = False) -> Block | None:
+        """Decode and check frames from `receive_raw`.  `deferred`: they were received long
+        ago, so the decoded time is taken as received + the decoding time measured now."""
+        return self._handle(frames, received_ns, deferred)
+
+    def _state_for(self, stream: str, header) -> _StreamState:
+        """The stream's state; new decoders for a new stream or a restarted daemon (new
+        epoch: its channel groups may differ), the tracker carried across."""
+        state = self.states.get(stream)
+        if state is None or state.tracker.new_epoch(header):
+            if self._team is None:
+                from neurowire import codec
+
+                # No more threads than the daemon has channel groups (its `workers`).
+                self._team = codec.CodecTeam(max(1, min(self._decode_threads,
+                                                        len(header.groups))))
+            if state is not None:
+                tracker = state.tracker
+            else:
+                resume = (self.resume_from.get(stream) if isinstance(self.resume_from, dict)
+                          else self.resume_from)
+                tracker = SequenceTracker(stream, resume)
+            state = _StreamState(stream, header, self._team, tracker)
+            self.states[stream] = state
+        return state
+
+    def _handle(self, frames, received_ns: int, deferred: bool = False) -> Block | None:
+        from neurowire.codec import CodecError
+
+        if len(frames) < 3:
+            if not (frames and self._other_feed(frames)):
+                self.decode_errors += 1
+            return None
+        topic = _view(frames[0]).tobytes()
+        if is_feed_topic(topic):
+            self.feed_messages += 1
+            return None
+        blobs = frames[2:]
+        try:
+            header = parse_block(_view(frames[1]).tobytes(), len(blobs))
+            stream = topic[:-1].decode() if topic.endswith(b"\0") else None
+            if not stream:
+                raise Rejected("topic", f"{topic[:80]!r}")
+            state = self._state_for(stream, header)
+        except (Rejected, UnicodeDecodeError, ValueError) as error:
+            # A header that cannot be read: no stream to charge the block to. The next good
+            # block's sequence number shows the gap.
+            self.decode_errors += 1
+            if self.decode_errors <= 10:
+                log.warning("unreadable block header (%s); skipped", error)
+            return None
+        tracker = state.tracker
+        lost = tracker.on_block(header)
+        if lost:
+            self.lost_blocks += lost
+            state.decoder.reset()
+        self.bytes_in += sum(len(blob) for blob in blobs)
+        if not tracker.can_decode(header):
+            self.skipped_blocks += 1  # a keyframe is where decoding can resume
+            return None
+        if not tracker.synced:
+            state.decoder.reset()  # a keyframe, after a loss or at the start
+        decode_started = time.perf_counter_ns()
+        try:
+            samples = state.decoder.decode([_view(blob) for blob in blobs])
+        except CodecError:
+            self.decode_errors += 1
+            tracker.desync()
+            return None
+        if deferred:
+            decoded_ns = received_ns + time.perf_counter_ns() - decode_started
+        else:
+            decoded_ns = time.time_ns()
+        if zlib.crc32(samples) != header.crc:
+            self.crc_errors += 1
+        first, n_samples = header.first, samples.shape[0]
+        if self.expected is not None and not np.array_equal(
+                samples, self.expected(stream, first, n_samples)):
+            self.mismatches += 1
+        elif self.expected is not None:
+            self.verified_samples += samples.size
+        gap = tracker.delivered(header)
+        gaps = [gap] if gap is not None else []
+        self.gaps.extend(gaps)
+        self.blocks += 1
+        self.samples += n_samples
+        acquired = header.acquired_ns
+        latency = {"ingest": header.received_ns - acquired,
+                   "queue_compress": header.compressed_ns - header.received_ns,
+                   "compress": header.compress_ns,
+                   "publish": header.published_ns - acquired,
+                   "delivery": received_ns - header.published_ns,
+                   "decode": decoded_ns - received_ns,
+                   "end_to_end": decoded_ns - acquired}
+        if self.record_latency:
+            for stage in LATENCY_STAGES:
+                self.latency_ns[stage].append(latency[stage])
+            self.latency_ns.setdefault("compress", []).append(latency["compress"])
+        return Block(stream, first, samples, header.rate, header.seq, header.keyframe, latency,
+                     gaps)
+
+    # ---- reporting -------------------------------------------------------------------------
+
+    def latency_summary_us(self) -> dict:
+        summary = {}
+        for stage, values in self.latency_ns.items():
+            if values:
+                data = np.asarray(values, dtype=np.float64) / 1e3
+                summary[stage] = {"p50": float(np.percentile(data, 50)),
+                                  "p99": float(np.percentile(data, 99)),
+                                  "max": float(data.max()), "count": len(values)}
+        return summary
+
+    def report(self) -> dict:
+        return {"blocks": self.blocks, "samples": self.samples, "bytes_in": self.bytes_in,
+                "lost_blocks": self.lost_blocks, "skipped_blocks": self.skipped_blocks,
+                "decode_errors": self.decode_errors, "crc_errors": self.crc_errors,
+                "mismatches": self.mismatches, "verified_samples": self.verified_samples,
+                "gaps": [{"stream": g.stream, "start": g.start, "stop": g.stop,
+                          "samples": g.samples, "reason": g.reason} for g in self.gaps],
+                "streams": {name: {"joined_at": s.tracker.joined_at,
+                                   "next_sample": s.tracker.next_sample}
+                            for name, s in self.states.items()},
+                "latency_us": self.latency_summary_us(),
+                "cpu_s": _cpu_s() - self._cpu_start}
+
+    def close(self) -> None:
+        if self.sock is None:
+            return
+        if self.lossless and not self.sock.closed:
+            self._send({"cmd": "bye"})
+        self.sock.close()
+
+    def __enter__(self):
+        return self.open()
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+
+
+def subscribe(endpoint: str | None = None, *, feed: str | None = None, **options):
+    """`for block in neurowire.subscribe(...)`: see Subscription for the options.
+
+    feed="spikes", "power" or "bounded" gives the daemon's feed of that name instead (config
+    `feeds`): a neurowire.feeds.serve.FeedSubscription yielding decoded message dicts (spike
+    ones carry "events", power ones "power", bounded ones "samples" and "first"); it needs `streams` (or `control`, which names them) and
+    takes endpoint / control, streams, idle_timeout, curve and context."""
+    if feed in (None, "lossless"):
+        return Subscription(endpoint, **options).open()  # connected, as callers expect
+    return feed_subscription(endpoint, feed=feed, **options)
+
+
+def feed_subscription(endpoint: str | None = None, *, feed: str, streams=None,
+                      control: str | None = None, curve: dict | None = None,
+                      idle_timeout: float | None = None, context: zmq.Context | None = None):
+    from neurowire.feeds.serve import FEEDS as SERVED, FeedSubscription
+
+    if feed not in SERVED:
+        raise ValueError(f"feed {feed!r}: one of {FEEDS}")
+    if isinstance(streams, str):
+        streams = [streams]
+    if control is not None and (endpoint is None or not streams):
+        if endpoint is None:
+            endpoint = query(control, "config", curve=curve)["bound"]["publish"]
+        if not streams:
+            # Feed topics cannot be matched by a prefix common to all streams without
+            # taking every lossless block too, so the streams are named one by one.
+            streams = query(control, "status", curve=curve)["streams"]
+    if not streams:
+        raise ValueError(f"the {feed} feed needs streams=[...] (or control= to list the "
+                         "daemon's current streams)")
+    return FeedSubscription(endpoint or DEFAULT_PUBLISH, streams, feed=feed, context=context,
+                            idle_timeout=idle_timeout, curve=curve)

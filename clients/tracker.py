@@ -1,0 +1,88 @@
+"""Where one stream stands, block by block: sequence, sample index, keyframe sync, epoch.
+
+Shared by the subscriber (neurowire.clients.subscription) and the dashboard's tap, so both
+count lost blocks and gap ranges the same way. Fed neurowire.wire.BlockHeader values.
+
+Semantics: `seq` is the daemon's block counter within an epoch (the daemon's start time); a
+jump forward is blocks lost after the daemon. Sample indices come from the implant, so a gap
+in them is a sample range lost anywhere, whose reason is told apart as: "delivery" (blocks
+lost between daemon and us), "daemon_dropped" (the daemon's dropped counter grew), or
+"source" (packets that never reached the daemon). After any loss the decoder has to wait for
+a keyframe: until then `synced` is False.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Gap:
+    stream: str
+    start: int  # first missing sample index
+    stop: int   # first sample index received again (exclusive end)
+    reason: str  # "delivery" (blocks lost after the daemon), "daemon_dropped", "source"
+
+    @property
+    def samples(self) -> int:
+        return self.stop - self.start
+
+
+class SequenceTracker:
+    __slots__ = ("stream", "epoch", "next_seq", "next_sample", "synced", "lost_delivery",
+                 "dropped_seen", "joined_at")
+
+    def __init__(self, stream: str, resume_from: int | None = None):
+        self.stream = stream
+        self.epoch = None
+        self.next_seq: int | None = None
+        self.next_sample: int | None = resume_from
+        self.joined_at: int | None = resume_from
+        self.synced = False
+        self.lost_delivery = resume_from is not None  # what came since is missed delivery
+        self.dropped_seen = 0
+
+    def new_epoch(self, header) -> bool:
+        """True when `header` is from another daemon run than the blocks before it (then
+        block numbers start over; sample indices carry on across it)."""
+        return header.epoch != self.epoch
+
+    def on_block(self, header) -> int:
+        """Every block, first thing: the number of blocks lost just before it."""
+        lost = 0
+        if header.epoch != self.epoch:
+            if self.epoch is not None:
+                self.lost_delivery = True  # whatever the restart cost shows as a gap
+                self.synced = False
+            else:
+                self.dropped_seen = header.dropped
+            self.epoch = header.epoch
+            self.next_seq = None
+        if self.next_seq is not None and header.seq != self.next_seq:
+            lost = max(0, header.seq - self.next_seq)
+            self.desync()
+        self.next_seq = header.seq + 1
+        return lost
+
+    def desync(self) -> None:
+        """Blocks were lost, or one could not be decoded: wait for a keyframe."""
+        self.synced = False
+        self.lost_delivery = True
+
+    def can_decode(self, header) -> bool:
+        return self.synced or header.keyframe
+
+    def delivered(self, header) -> Gap | None:
+        """The block's samples were taken: the gap just before them, if any."""
+        self.synced = True
+        gap = None
+        if self.next_sample is None:
+            self.joined_at = header.first
+        elif header.first > self.next_sample:
+            reason = ("delivery" if self.lost_delivery else
+                      "daemon_dropped" if header.dropped > self.dropped_seen else "source")
+            gap = Gap(self.stream, self.next_sample, header.first, reason)
+        self.dropped_seen = header.dropped
+        self.lost_delivery = False
+        self.next_sample = header.first + header.n_samples
+        return gap

@@ -1,0 +1,107 @@
+"""What `neurowire subscribe` writes: the spool (received messages, decoded after the
+stream) and the sample writer (.npy, one WAV per channel)."""
+
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+
+import numpy as np
+
+
+def _view(frame) -> memoryview:
+    """A zmq Frame or any bytes-like object as a memoryview, without copying."""
+    return frame.buffer if hasattr(frame, "buffer") else memoryview(frame)
+
+
+class Spool:
+    """Received messages in a scratch file, to be decoded after the stream: for machines that
+    cannot decode in real time next to the daemon, yet every sample must still be checked.
+    Record: int64 received_ns, uint32 frame count, then (uint32 length, bytes) per frame."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.handle = open(path, "wb", buffering=1 << 20)
+        self.messages = 0
+
+    def write(self, frames, received_ns: int) -> None:
+        write = self.handle.write
+        write(struct.pack("<qI", received_ns, len(frames)))
+        for frame in frames:
+            view = _view(frame)
+            write(struct.pack("<I", view.nbytes))
+            write(view)
+        self.messages += 1
+
+    def replay(self):
+        """(frames, received_ns) in the order received; the file is removed afterwards."""
+        self.handle.close()
+        try:
+            with open(self.path, "rb") as handle:
+                data = memoryview(handle.read())
+            offset = 0
+            while offset < len(data):
+                received_ns, count = struct.unpack_from("<qI", data, offset)
+                offset += 12
+                frames = []
+                for _ in range(count):
+                    (length,) = struct.unpack_from("<I", data, offset)
+                    offset += 4
+                    frames.append(data[offset:offset + length])
+                    offset += length
+                yield frames, received_ns
+        finally:
+            os.unlink(self.path)
+
+
+class SampleWriter:
+    """Appends raw int16 rows to a scratch file; at close writes .npy and/or WAV per channel.
+    Gaps are written as zeros so that row i is always sample (first + i)."""
+
+    def __init__(self, npy_path: str | None, wav_dir: str | None):
+        self.npy_path, self.wav_dir = npy_path, wav_dir
+        directory = os.path.dirname(os.path.abspath(npy_path or os.path.join(wav_dir, "x")))
+        os.makedirs(directory, exist_ok=True)
+        self.scratch = tempfile.NamedTemporaryFile(dir=directory, suffix=".raw", delete=False)
+        self.rows = 0
+        self.channels = None
+        self.rate = None
+
+    def write(self, block) -> None:
+        self.channels = block.samples.shape[1]
+        self.rate = block.rate
+        for gap in block.gaps:
+            # Zeros keep every later sample at its true time; the report lists the ranges.
+            self.scratch.write(bytes(gap.samples * self.channels * 2))
+            self.rows += gap.samples
+        self.scratch.write(np.ascontiguousarray(block.samples, dtype="<i2").tobytes())
+        self.rows += block.samples.shape[0]
+
+    def close(self) -> None:
+        import wave
+
+        self.scratch.close()
+        try:
+            if not self.rows:
+                return
+            raw = np.memmap(self.scratch.name, dtype="<i2", mode="r",
+                            shape=(self.rows, self.channels))
+            if self.npy_path:
+                out = np.lib.format.open_memmap(self.npy_path, mode="w+", dtype="<i2",
+                                                shape=raw.shape)
+                for start in range(0, self.rows, 65536):
+                    out[start:start + 65536] = raw[start:start + 65536]
+                out.flush()
+                del out
+            if self.wav_dir:
+                os.makedirs(self.wav_dir, exist_ok=True)
+                for channel in range(self.channels):
+                    with wave.open(os.path.join(self.wav_dir, f"ch{channel:04d}.wav"), "wb") as w:
+                        w.setnchannels(1)
+                        w.setsampwidth(2)
+                        w.setframerate(round(self.rate))
+                        w.writeframes(np.ascontiguousarray(raw[:, channel]).tobytes())
+            del raw
+        finally:
+            os.unlink(self.scratch.name)

@@ -1,0 +1,86 @@
+"""What the daemon reports: `status`, `stats` and `config` on the control endpoint, and the
+same counters to Prometheus (metrics.py reads them through this object).
+
+Read from the asyncio thread while the data thread writes: plain counters are read without a
+lock (atomic under the GIL; a figure a microsecond stale is fine), and containers the data
+thread may resize are copied (list(...)) before being iterated."""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+
+from neurowire.wire import feed_topic, topic_for
+
+from .sockets import ingest_limits
+
+
+class Reporter:
+    def __init__(self, config, version: str, epoch: int, table, sockets, rejected: dict):
+        self.config = config
+        self.version = version
+        self.epoch = epoch
+        self.table = table
+        self.sockets = sockets
+        self.rejected = rejected
+        self.started_monotonic = time.monotonic()
+        self.data = None  # the DataPath, once made
+
+    @property
+    def streams(self) -> dict:
+        return self.table.by_name
+
+    def _live_matching(self, topic: bytes) -> int:
+        return sum(count for prefix, count in list(self.data.live_subscriptions.items())
+                   if topic.startswith(prefix))
+
+    def subscriber_counts(self, stream_id: str) -> tuple[int, int]:
+        return (self._live_matching(topic_for(stream_id)),
+                self.data.lossless.count_for(stream_id))
+
+    def feed_subscribers(self, stream_id: str, feed: str) -> int:
+        return self._live_matching(feed_topic(stream_id, feed))
+
+    def _stream_stats(self, stream_id: str, state) -> dict:
+        reply = state.stats(sum(self.subscriber_counts(stream_id)))
+        if state.feeds:
+            feeds = reply["feeds"] = state.feed_stats()
+            for name, entry in feeds.items():
+                entry["subscribers"] = self.feed_subscribers(stream_id, name)
+        return reply
+
+    def status(self) -> dict:
+        return {"state": "running", "version": self.version, "pid": os.getpid(),
+                "epoch": self.epoch, "uptime_s": time.monotonic() - self.started_monotonic,
+                "streams": sorted(list(self.table.by_name)),
+                "endpoints": dict(self.sockets.endpoints),
+                "lossless_subscribers": len(self.data.lossless.subscribers),
+                "live_subscriptions": sum(list(self.data.live_subscriptions.values())),
+                "data_path": dict(self.data.granted)}
+
+    def stats(self) -> dict:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        feeds = self.sockets.feeds
+        return {"version": self.version, "uptime_s": time.monotonic() - self.started_monotonic,
+                "time_ns": time.time_ns(), "rejected": dict(self.rejected),
+                "streams": {stream_id: self._stream_stats(stream_id, state)
+                            for stream_id, state in list(self.table.by_name.items())},
+                "process": {"pid": os.getpid(), "cpu_user_s": usage.ru_utime,
+                            "cpu_system_s": usage.ru_stime, "max_rss_kb": usage.ru_maxrss},
+                "lossless": self.data.lossless.snapshot(),
+                # additions to the contract's keys:
+                "ingest_connections": dict(self.data.ingest_connections),
+                "ingest_limits": dict(zip(("daemon_bytes", "libzmq_bytes"),
+                                          ingest_limits(self.config))),
+                "data_thread_age_s": time.monotonic() - self.data.heartbeat,
+                "feeds": {"enabled": list(self.config.feeds),
+                          "queued": feeds.queued() if feeds else 0,
+                          "pid": feeds.process.pid if feeds and feeds.process else None,
+                          "error": feeds.error if feeds else None}}
+
+    def config_reply(self) -> dict:
+        reply = self.config.to_dict()
+        reply["security"] = {"curve": self.config.security.curve}  # no key paths on the wire
+        reply["bound"] = dict(self.sockets.endpoints)
+        return reply
