@@ -15,7 +15,8 @@ ENDPOINTS = ("ingest", "publish", "lossless", "control")
 def test_example_config_uses_the_endpoints_every_client_defaults_to():
     import argparse
 
-    from neurowire.clients import simulate, subscribe
+    from neurowire import wire
+    from neurowire.clients import simulate
     from neurowire.clients.dashboard.cli import DEFAULT_CONTROL
     from neurowire.daemon.config import DaemonConfig, load_config
 
@@ -25,7 +26,8 @@ def test_example_config_uses_the_endpoints_every_client_defaults_to():
         assert getattr(config, name) == getattr(built_in, name), name
     simulator = simulate.configure_parser(argparse.ArgumentParser()).parse_args([])
     assert config.ingest == simulator.connect
-    assert (config.publish, config.lossless) == (subscribe.DEFAULT_LIVE, subscribe.DEFAULT_LOSSLESS)
+    # The subscriber connects to the wire module's defaults when given no endpoint.
+    assert (config.publish, config.lossless) == (wire.DEFAULT_PUBLISH, wire.DEFAULT_LOSSLESS)
     assert config.control == DEFAULT_CONTROL
 
 
