@@ -15,263 +15,15 @@
  * Every path (scalar C, SSE2, SSE2 code built for AVX2) computes the same integers, so the
  * bytes are the same whichever runs; the tests check it.
  */
-#include "nw_lanes.h"
-#include "nw_model.h"
-
-#define LANES NW_LANES
-#define CODERS NW_LANE_CODERS
-#define PAIRS (TAPS / 2)
-/* Zero bytes the encoder may drop from the end of the coded bytes (the decoder reads zeros
- * past the end): each coder's flush ends in three zero bytes, and they fall near the end. */
-#define TRIM_LIMIT (4 * CODERS)
-
-typedef char lanes_fill_coders[LANES % CODERS == 0 && TAPS % 2 == 0 ? 1 : -1];
-
-/* The predictor state of one group of LANES channels (channels past the stream's last one
- * stay zero and are never coded). */
-typedef struct lane_group {
-    /* Taps 2p and 2p+1 of lane l at [p][l][0..1]: a 16-byte vector holds a tap pair of four
-     * lanes, which is what a 16-bit multiply-add sums. Q(WEIGHT_SHIFT), saturating. */
-    int16_t weights[PAIRS][LANES][2];
-    int16_t deltas[TAPS][LANES];  /* first differences in grid-sized units, newest first */
-    int32_t last[LANES];          /* last sample, domain units */
-    int32_t energy[LANES];        /* sum of the lane's TAPS deltas squared */
-} lane_group;
-
-typedef struct lane_state {
-    lane_group *group;            /* ceil(channels / LANES) */
-    channel_state *channel;       /* counts, activity and domain (its predictor fields unused) */
-} lane_state;
-
-enum isa { ISA_SCALAR, ISA_SSE2 };
-
-/* ---- the predictor, LANES channels at a time ----------------------------------------- */
-
-/* Per lane: 1 for grid channels, 64 for linear ones (deltas are in grid-sized units). */
-typedef struct lane_domain {
-    int32_t dshift[LANES];
-    int32_t top_q[LANES];         /* the domain's largest value, FRACTION_BITS fractional */
-} lane_domain;
-
-static void predict_scalar(const lane_group *gr, const lane_domain *dom, int32_t *pred_q) {
-    for (int l = 0; l < LANES; l++) {
-        int32_t acc = 0;
-        for (int p = 0; p < PAIRS; p++)
-            acc += gr->weights[p][l][0] * gr->deltas[2 * p][l] + gr->weights[p][l][1] * gr->deltas[2 * p + 1][l];
-        int32_t q = gr->last[l] * (1 << FRACTION_BITS) + (acc >> (WEIGHT_SHIFT - FRACTION_BITS)) * (1 << dom->dshift[l]);
-        pred_q[l] = q < 0 ? 0 : q > dom->top_q[l] ? dom->top_q[l] : q;
-    }
-}
-
-/* w += (step x (delta << UPDATE_SHIFT) + 2^15) >> 16, saturating; then the history moves on. */
-static void update_scalar(lane_group *gr, const int32_t *step, const int32_t *delta) {
-    for (int p = 0; p < PAIRS; p++)
-        for (int l = 0; l < LANES; l++)
-            for (int j = 0; j < 2; j++) {
-                int32_t v = gr->weights[p][l][j]
-                          + ((step[l] * (gr->deltas[2 * p + j][l] * (1 << UPDATE_SHIFT)) + (1 << 15)) >> 16);
-                gr->weights[p][l][j] = (int16_t)(v > 32767 ? 32767 : v < -32768 ? -32768 : v);
-            }
-    memmove(gr->deltas[1], gr->deltas[0], sizeof gr->deltas - sizeof gr->deltas[0]);
-    for (int l = 0; l < LANES; l++) gr->deltas[0][l] = (int16_t)delta[l];
-}
-
-#if defined(__SSE2__)
-typedef char sse2_layout_is_eight_lanes[LANES == 8 ? 1 : -1];
-
-/* Lanes 0-3 and 4-7 of a tap pair: (d[2p][l], d[2p+1][l]) for each lane. */
-static inline void delta_pairs(const lane_group *gr, int p, __m128i *lo, __m128i *hi) {
-    __m128i a = _mm_loadu_si128((const __m128i *)gr->deltas[2 * p]);
-    __m128i b = _mm_loadu_si128((const __m128i *)gr->deltas[2 * p + 1]);
-    *lo = _mm_unpacklo_epi16(a, b);
-    *hi = _mm_unpackhi_epi16(a, b);
-}
-
-static inline __m128i select_si128(__m128i mask, __m128i yes, __m128i no) {
-    return _mm_or_si128(_mm_and_si128(mask, yes), _mm_andnot_si128(mask, no));
-}
-
-static inline __m128i finish_prediction(__m128i acc, const int32_t *last, const int32_t *dshift,
-                                        const int32_t *top_q) {
-    __m128i t = _mm_srai_epi32(acc, WEIGHT_SHIFT - FRACTION_BITS);
-    __m128i linear = _mm_cmpgt_epi32(_mm_loadu_si128((const __m128i *)dshift), _mm_setzero_si128());
-    t = select_si128(linear, _mm_slli_epi32(t, 6), t);
-    __m128i q = _mm_add_epi32(_mm_slli_epi32(_mm_loadu_si128((const __m128i *)last), FRACTION_BITS), t);
-    q = _mm_andnot_si128(_mm_srai_epi32(q, 31), q);                       /* max(q, 0) */
-    __m128i top = _mm_loadu_si128((const __m128i *)top_q);
-    return select_si128(_mm_cmpgt_epi32(q, top), top, q);                 /* min(q, top) */
-}
-
-static inline void predict_sse2(const lane_group *gr, const lane_domain *dom, int32_t *pred_q) {
-    __m128i acc_lo = _mm_setzero_si128(), acc_hi = _mm_setzero_si128();
-    for (int p = 0; p < PAIRS; p++) {
-        __m128i lo, hi;
-        delta_pairs(gr, p, &lo, &hi);
-        acc_lo = _mm_add_epi32(acc_lo, _mm_madd_epi16(_mm_loadu_si128((const __m128i *)gr->weights[p][0]), lo));
-        acc_hi = _mm_add_epi32(acc_hi, _mm_madd_epi16(_mm_loadu_si128((const __m128i *)gr->weights[p][4]), hi));
-    }
-    _mm_storeu_si128((__m128i *)pred_q, finish_prediction(acc_lo, gr->last, dom->dshift, dom->top_q));
-    _mm_storeu_si128((__m128i *)(pred_q + 4),
-                     finish_prediction(acc_hi, gr->last + 4, dom->dshift + 4, dom->top_q + 4));
-}
-
-static inline __m128i weight_step(__m128i w, __m128i st, __m128i d) {
-    __m128i u = _mm_slli_epi16(d, UPDATE_SHIFT);
-    /* high half of the product plus bit 15 of the low half: (step x scaled + 2^15) >> 16 */
-    __m128i dw = _mm_add_epi16(_mm_mulhi_epi16(st, u), _mm_srli_epi16(_mm_mullo_epi16(st, u), 15));
-    return _mm_adds_epi16(w, dw);
-}
-
-static inline void update_sse2(lane_group *gr, const int32_t *step, const int32_t *delta) {
-    /* Steps fit 16 bits (nlms_step clamps them), so packing them is exact. */
-    __m128i st = _mm_packs_epi32(_mm_loadu_si128((const __m128i *)step), _mm_loadu_si128((const __m128i *)(step + 4)));
-    __m128i st_lo = _mm_unpacklo_epi16(st, st), st_hi = _mm_unpackhi_epi16(st, st);
-    for (int p = 0; p < PAIRS; p++) {
-        __m128i lo, hi;
-        delta_pairs(gr, p, &lo, &hi);
-        __m128i *w_lo = (__m128i *)gr->weights[p][0], *w_hi = (__m128i *)gr->weights[p][4];
-        _mm_storeu_si128(w_lo, weight_step(_mm_loadu_si128(w_lo), st_lo, lo));
-        _mm_storeu_si128(w_hi, weight_step(_mm_loadu_si128(w_hi), st_hi, hi));
-    }
-    for (int k = TAPS - 1; k > 0; k--)
-        _mm_storeu_si128((__m128i *)gr->deltas[k], _mm_loadu_si128((const __m128i *)gr->deltas[k - 1]));
-    _mm_storeu_si128((__m128i *)gr->deltas[0],
-                     _mm_packs_epi32(_mm_loadu_si128((const __m128i *)delta), _mm_loadu_si128((const __m128i *)(delta + 4))));
-}
-#endif
-
-HOT void predict(const lane_group *gr, const lane_domain *dom, int32_t *pred_q, const int isa) {
-#if defined(__SSE2__)
-    if (isa == ISA_SSE2) { predict_sse2(gr, dom, pred_q); return; }
-#endif
-    (void)isa;
-    predict_scalar(gr, dom, pred_q);
-}
-
-HOT void update(lane_group *gr, const int32_t *step, const int32_t *delta, const int isa) {
-#if defined(__SSE2__)
-    if (isa == ISA_SSE2) { update_sse2(gr, step, delta); return; }
-#endif
-    (void)isa;
-    update_scalar(gr, step, delta);
-}
-
-/* ---- a block's samples through the model ----------------------------------------------- */
-
-/* The coders of one block. Encoding: a range encoder per coder, and the shift events in
- * order. Decoding: one input shared by the coders, whose range and code are swapped in for
- * each sample. */
-typedef struct lane_coders {
-    coder co[CODERS];
-    uint8_t *events;
-    size_t n_events, events_cap;
-    int overflow;
-    coder input;
-    uint32_t range[CODERS], code[CODERS];
-} lane_coders;
-
-/* How many times an encoder has shifted out a byte: each shift writes the cached byte and
- * any pending ones, or adds one pending byte; the very first writes nothing. */
-static inline size_t shifts(const range_encoder *rc) {
-    return rc->pos + (size_t)rc->pending + (rc->first ? 0 : 1);
-}
-
-typedef struct lane_job {
-    lane_state *ls;
-    uint32_t channels, n;
-    const int16_t *in;            /* encode and update: the samples */
-    int16_t *out;                 /* decode: the samples */
-    size_t stride;
-    int16_t *rebuilt;             /* bounded-error encode: what the decoder rebuilds (rows of channels) */
-    int32_t max_error;
-    lane_coders *lc;
-    uint64_t *channel_bytes;      /* encode: bytes (shift events) per channel */
-} lane_job;
-
-/* All groups of a block, a time step of a group at a time. `pass` and `bounded` are
- * constants, so each combination gets its own loop. */
-HOT int run_groups(const lane_job *job, const int pass, const int bounded, const int isa) {
-    lane_state *ls = job->ls;
-    lane_coders *lc = job->lc;
-    const int32_t max_error = bounded ? job->max_error : 0;
-    const uint32_t groups = (job->channels + LANES - 1) / LANES;
-    for (uint32_t g = 0; g < groups; g++) {
-        lane_group *gr = &ls->group[g];
-        const uint32_t first = g * LANES;
-        const int active = job->channels - first < LANES ? (int)(job->channels - first) : LANES;
-        lane_domain dom;
-        int32_t pred_q[LANES], step[LANES] = {0}, delta[LANES] = {0};
-        for (int l = 0; l < LANES; l++) {
-            int linear = l < active && ls->channel[first + l].domain != DOMAIN_GRID;
-            dom.dshift[l] = linear ? 6 : 0;
-            dom.top_q[l] = (linear ? 65535 : GRID_CODES - 1) << FRACTION_BITS;
-        }
-        for (uint32_t t = 0; t < job->n; t++) {
-            predict(gr, &dom, pred_q, isa);
-            for (int l = 0; l < active; l++) {
-                const uint32_t c = first + (uint32_t)l;
-                channel_state *s = &ls->channel[c];
-                const int k = l % CODERS;
-                const int grid = s->domain == DOMAIN_GRID;
-                int32_t x;
-                if (pass == PASS_DECODE) {
-                    int16_t *value = &job->out[(size_t)t * job->stride + c];
-                    lc->input.dec.range = lc->range[k];
-                    lc->input.dec.code = lc->code[k];
-                    int bad = grid ? model_code(s, &lc->input, PASS_DECODE, value, max_error, 1, pred_q[l], &x)
-                                   : model_code(s, &lc->input, PASS_DECODE, value, max_error, 0, pred_q[l], &x);
-                    if (bad) return NW_ERR_CORRUPT;
-                    lc->range[k] = lc->input.dec.range;
-                    lc->code[k] = lc->input.dec.code;
-                } else {
-                    int16_t value = job->in[(size_t)t * job->stride + c];
-                    coder *co = pass == PASS_ENCODE ? &lc->co[k] : NULL;
-                    size_t before = pass == PASS_ENCODE ? shifts(&co->enc) : 0;
-                    if (grid) model_code(s, co, pass, &value, max_error, 1, pred_q[l], &x);
-                    else model_code(s, co, pass, &value, max_error, 0, pred_q[l], &x);
-                    if (pass == PASS_ENCODE) {
-                        if (bounded) job->rebuilt[(size_t)t * job->channels + c] = value;
-                        size_t after = shifts(&co->enc);
-                        job->channel_bytes[c] += after - before;
-                        if (after - before > lc->events_cap - lc->n_events) {
-                            lc->overflow = 1;   /* larger than stored: the block is stored */
-                        } else {
-                            for (; before < after; before++) lc->events[lc->n_events++] = (uint8_t)k;
-                        }
-                    }
-                }
-                const int dshift = grid ? 0 : 6;
-                step[l] = nlms_step(((int64_t)x << FRACTION_BITS) - pred_q[l], gr->energy[l], dshift);
-                int32_t d = (x - gr->last[l]) >> dshift, oldest = gr->deltas[TAPS - 1][l];
-                gr->energy[l] += d * d - oldest * oldest;
-                gr->last[l] = x;
-                delta[l] = d;
-            }
-            update(gr, step, delta, isa);
-            if (pass == PASS_DECODE && lc->input.dec.overrun > TRIM_LIMIT) return NW_ERR_TRUNCATED;
-        }
-    }
-    return NW_OK;
-}
-
-HOT int run_pass(const lane_job *job, int pass, const int isa) {
-    if (pass == PASS_ENCODE)
-        return job->max_error ? run_groups(job, PASS_ENCODE, 1, isa) : run_groups(job, PASS_ENCODE, 0, isa);
-    if (pass == PASS_DECODE)
-        return job->max_error ? run_groups(job, PASS_DECODE, 1, isa) : run_groups(job, PASS_DECODE, 0, isa);
-    return run_groups(job, PASS_UPDATE, 1, isa);
-}
+#include "nw_lanes_kernel.h"
 
 static int run_scalar(const lane_job *job, int pass) { return run_pass(job, pass, ISA_SCALAR); }
 #if defined(__SSE2__)
 static int run_sse2(const lane_job *job, int pass) { return run_pass(job, pass, ISA_SSE2); }
-#if defined(__GNUC__) && defined(__x86_64__)
-#define HAVE_AVX2_BUILD 1
-/* The same code with the VEX encodings (three-operand forms) the AVX2 target allows. */
-__attribute__((target("avx2"))) static int run_avx2(const lane_job *job, int pass) {
-    return run_pass(job, pass, ISA_SSE2);
-}
 #endif
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#define NW_HAVE_AVX2_KERNEL 1
 #endif
 
 typedef int (*pass_runner)(const lane_job *, int);
@@ -282,7 +34,7 @@ int nw_lanes_set_simd(int simd) {
     int best = NW_SIMD_SCALAR;
 #if defined(__SSE2__)
     best = NW_SIMD_SSE2;
-#if defined(HAVE_AVX2_BUILD)
+#if defined(NW_HAVE_AVX2_KERNEL)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2")) best = NW_SIMD_AVX2;
 #endif
@@ -292,8 +44,8 @@ int nw_lanes_set_simd(int simd) {
     pass_runner chosen = run_scalar;
 #if defined(__SSE2__)
     if (simd == NW_SIMD_SSE2) chosen = run_sse2;
-#if defined(HAVE_AVX2_BUILD)
-    if (simd == NW_SIMD_AVX2) chosen = run_avx2;
+#if defined(NW_HAVE_AVX2_KERNEL)
+    if (simd == NW_SIMD_AVX2) chosen = nw_lanes_run_avx2;
 #endif
 #endif
     runner = chosen;
