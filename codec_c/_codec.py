@@ -8,7 +8,8 @@ import numpy as np
 from ._native import ffi, lib
 
 FORMAT_VERSION = lib.NW_FORMAT_VERSION            # files, and streams made with format_version=1
-LANE_FORMAT_VERSION = lib.NW_LANE_FORMAT_VERSION  # streams: channels side by side (the default)
+LANE_FORMAT_VERSION = lib.NW_LANE_FORMAT_VERSION  # streams: channels side by side
+LANE_CODERS = lib.NW_LANE_CODERS                  # interleaved range coders in a lane block
 MAX_CHANNELS = lib.NW_MAX_CHANNELS
 MAX_BLOCK_SAMPLES = lib.NW_MAX_BLOCK_SAMPLES
 BLOCK_HEADER_BYTES = lib.NW_BLOCK_HEADER_BYTES
@@ -145,11 +146,11 @@ def grid_values():
 class StreamEncoder:
     """Encodes consecutive blocks of one stream; state carries over between blocks."""
 
-    def __init__(self, channels, max_error=0, format_version=LANE_FORMAT_VERSION):
+    def __init__(self, channels, max_error=0, format_version=FORMAT_VERSION):
         """max_error=k > 0: bounded-error coding, every decoded sample within k ADC codes
         of the original (k units of the 16-bit value on channels off the ADC grid).
-        format_version: LANE_FORMAT_VERSION (channels coded side by side, several times
-        faster) or FORMAT_VERSION (a channel at a time, what streams were before it)."""
+        format_version: FORMAT_VERSION (a channel at a time) or LANE_FORMAT_VERSION
+        (channels side by side, see docs/FORMAT.md; decoders read both)."""
         self.channels = _check_channels(channels)
         if format_version not in (FORMAT_VERSION, LANE_FORMAT_VERSION):
             raise ValueError(f"format_version must be {FORMAT_VERSION} or "
@@ -353,10 +354,10 @@ class CodecTeam:
 class _GroupCoder:
     """What GroupEncoder and GroupDecoder share: the groups, a coder each, the team."""
 
-    def __init__(self, group_channels, team, coder_class):
+    def __init__(self, group_channels, team, make_coder):
         self.group_channels = _group_sizes(group_channels)
         self.channels = sum(self.group_channels)
-        self._coders = [coder_class(count) for count in self.group_channels]
+        self._coders = [make_coder(count) for count in self.group_channels]
         self.team = CodecTeam(len(self._coders)) if team is None else team
         self._lock = threading.Lock()
 
@@ -368,10 +369,12 @@ class GroupEncoder(_GroupCoder):
     wait between blocks. One call per block, without the GIL and without copying a group
     out of the rows: for a stream too wide for one core.
 
-    team: the CodecTeam that codes the groups (default: a team of one thread per group)."""
+    team: the CodecTeam that codes the groups (default: a team of one thread per group).
+    format_version: as StreamEncoder's, for every group."""
 
-    def __init__(self, group_channels, team=None):
-        _GroupCoder.__init__(self, group_channels, team, StreamEncoder)
+    def __init__(self, group_channels, team=None, format_version=FORMAT_VERSION):
+        _GroupCoder.__init__(self, group_channels, team,
+                             lambda count: StreamEncoder(count, format_version=format_version))
         self._pointers = ffi.new("nw_stream_encoder *[]", [e._enc for e in self._coders])
         self._layouts = {}  # n_samples -> (offsets, total bytes): blocks keep one length
 
