@@ -7,7 +7,9 @@ import numpy as np
 
 from ._native import ffi, lib
 
-FORMAT_VERSION = lib.NW_FORMAT_VERSION
+FORMAT_VERSION = lib.NW_FORMAT_VERSION            # files, and streams made with format_version=1
+LANE_FORMAT_VERSION = lib.NW_LANE_FORMAT_VERSION  # streams: channels side by side
+LANE_CODERS = lib.NW_LANE_CODERS                  # interleaved range coders in a lane block
 MAX_CHANNELS = lib.NW_MAX_CHANNELS
 MAX_BLOCK_SAMPLES = lib.NW_MAX_BLOCK_SAMPLES
 BLOCK_HEADER_BYTES = lib.NW_BLOCK_HEADER_BYTES
@@ -144,20 +146,26 @@ def grid_values():
 class StreamEncoder:
     """Encodes consecutive blocks of one stream; state carries over between blocks."""
 
-    def __init__(self, channels, max_error=0):
+    def __init__(self, channels, max_error=0, format_version=FORMAT_VERSION):
         """max_error=k > 0: bounded-error coding, every decoded sample within k ADC codes
-        of the original (k units of the 16-bit value on channels off the ADC grid)."""
+        of the original (k units of the 16-bit value on channels off the ADC grid).
+        format_version: FORMAT_VERSION (a channel at a time) or LANE_FORMAT_VERSION
+        (channels side by side, see docs/FORMAT.md; decoders read both)."""
         self.channels = _check_channels(channels)
+        if format_version not in (FORMAT_VERSION, LANE_FORMAT_VERSION):
+            raise ValueError(f"format_version must be {FORMAT_VERSION} or "
+                             f"{LANE_FORMAT_VERSION}, got {format_version!r}")
+        self.format_version = int(format_version)
         if isinstance(max_error, bool) or not isinstance(max_error, (int, np.integer)):
             raise TypeError(f"max_error must be an int, not {type(max_error).__name__}")
         if not 0 <= max_error <= MAX_ERROR_LIMIT:
             raise ValueError(f"max_error must be in 0..{MAX_ERROR_LIMIT}, got {max_error}")
         self.max_error = int(max_error)
-        ptr = lib.nw_encoder_new(self.channels)
+        ptr = lib.nw_stream_encoder_new(self.channels, self.format_version)
         if ptr == ffi.NULL:
-            raise MemoryError("nw_encoder_new failed")
-        self._enc = ffi.gc(ptr, lib.nw_encoder_free)
-        _check(lib.nw_encoder_set_max_error(self._enc, self.max_error))
+            raise MemoryError("nw_stream_encoder_new failed")
+        self._enc = ffi.gc(ptr, lib.nw_stream_encoder_free)
+        _check(lib.nw_stream_encoder_set_max_error(self._enc, self.max_error))
         # The C call runs without the GIL; the lock keeps two threads from sharing
         # one encoder state (separate encoders still run in parallel).
         self._lock = threading.Lock()
@@ -170,60 +178,61 @@ class StreamEncoder:
         out = _alloc("uint8_t[]", cap)
         src = ffi.from_buffer("int16_t[]", block)
         with self._lock:
-            size = _check(lib.nw_encode_block(self._enc, src, n, 1 if keyframe else 0,
-                                              out, cap))
+            size = _check(lib.nw_stream_encode_block(self._enc, src, n, self.channels,
+                                                     1 if keyframe else 0, out, cap))
         return ffi.buffer(out, size)[:]
 
     def channel_bytes(self):
         """Compressed bytes spent on each channel so far: uint64 array (channels,)."""
         totals = np.zeros(self.channels, dtype=np.uint64)
         with self._lock:
-            lib.nw_encoder_channel_bytes(self._enc, ffi.from_buffer("uint64_t[]", totals),
-                                         self.channels)
+            lib.nw_stream_encoder_channel_bytes(
+                self._enc, ffi.from_buffer("uint64_t[]", totals), self.channels)
         return totals
 
 
 class StreamDecoder:
-    """Decodes the blocks of one stream in order. After any error it forgets its state
-    and raises NeedKeyframeError until the next keyframe arrives."""
+    """Decodes the blocks of one stream in order, of either format version. After any
+    error it forgets its state and raises NeedKeyframeError until the next keyframe."""
 
     def __init__(self, channels):
         self.channels = _check_channels(channels)
-        ptr = lib.nw_decoder_new(self.channels)
+        ptr = lib.nw_stream_decoder_new(self.channels)
         if ptr == ffi.NULL:
-            raise MemoryError("nw_decoder_new failed")
-        self._dec = ffi.gc(ptr, lib.nw_decoder_free)
+            raise MemoryError("nw_stream_decoder_new failed")
+        self._dec = ffi.gc(ptr, lib.nw_stream_decoder_free)
         self._lock = threading.Lock()
 
     def reset(self):
         with self._lock:
-            lib.nw_decoder_reset(self._dec)
+            lib.nw_stream_decoder_reset(self._dec)
 
     def decode(self, blob):
         """Decodes one block (bytes-like) into an int16 array (n_samples, channels)."""
         src = _input_bytes(blob, "blob")
         info = ffi.new("nw_block_info *")
         with self._lock:
-            status = lib.nw_block_peek(src, len(src), info)
+            status = lib.nw_stream_block_peek(src, len(src), info)
             if status < 0:
                 # A header the decoder cannot even read still breaks the stream:
                 # the C decoder would have dropped its state, so drop it here too.
-                lib.nw_decoder_reset(self._dec)
+                lib.nw_stream_decoder_reset(self._dec)
                 raise _error(status)
             # Sized by this decoder's channel count: if the header disagrees, the C
             # side reports NW_ERR_CHANNELS before writing anything.
             out = np.empty((info.n_samples, self.channels), dtype=np.int16)
-            _check(lib.nw_decode_block(self._dec, src, len(src),
-                                       ffi.from_buffer("int16_t[]", out, require_writable=True),
-                                       out.size, info))
+            _check(lib.nw_stream_decode_block(
+                self._dec, src, len(src),
+                ffi.from_buffer("int16_t[]", out, require_writable=True),
+                info.n_samples, self.channels, info))
         return out
 
 
 def block_info(blob):
-    """Reads and checks a block header without decoding the block."""
+    """Reads and checks a block header (of either format version) without decoding it."""
     src = _input_bytes(blob, "blob")
     info = ffi.new("nw_block_info *")
-    _check(lib.nw_block_peek(src, len(src), info))
+    _check(lib.nw_stream_block_peek(src, len(src), info))
     return _info(info)
 
 
@@ -345,10 +354,10 @@ class CodecTeam:
 class _GroupCoder:
     """What GroupEncoder and GroupDecoder share: the groups, a coder each, the team."""
 
-    def __init__(self, group_channels, team, coder_class):
+    def __init__(self, group_channels, team, make_coder):
         self.group_channels = _group_sizes(group_channels)
         self.channels = sum(self.group_channels)
-        self._coders = [coder_class(count) for count in self.group_channels]
+        self._coders = [make_coder(count) for count in self.group_channels]
         self.team = CodecTeam(len(self._coders)) if team is None else team
         self._lock = threading.Lock()
 
@@ -360,11 +369,13 @@ class GroupEncoder(_GroupCoder):
     wait between blocks. One call per block, without the GIL and without copying a group
     out of the rows: for a stream too wide for one core.
 
-    team: the CodecTeam that codes the groups (default: a team of one thread per group)."""
+    team: the CodecTeam that codes the groups (default: a team of one thread per group).
+    format_version: as StreamEncoder's, for every group."""
 
-    def __init__(self, group_channels, team=None):
-        _GroupCoder.__init__(self, group_channels, team, StreamEncoder)
-        self._pointers = ffi.new("nw_encoder *[]", [e._enc for e in self._coders])
+    def __init__(self, group_channels, team=None, format_version=FORMAT_VERSION):
+        _GroupCoder.__init__(self, group_channels, team,
+                             lambda count: StreamEncoder(count, format_version=format_version))
+        self._pointers = ffi.new("nw_stream_encoder *[]", [e._enc for e in self._coders])
         self._layouts = {}  # n_samples -> (offsets, total bytes): blocks keep one length
 
     def _layout(self, n):
@@ -409,16 +420,16 @@ class GroupDecoder(_GroupCoder):
 
     def __init__(self, group_channels, team=None):
         _GroupCoder.__init__(self, group_channels, team, StreamDecoder)
-        self._pointers = ffi.new("nw_decoder *[]", [d._dec for d in self._coders])
+        self._pointers = ffi.new("nw_stream_decoder *[]", [d._dec for d in self._coders])
 
     def reset(self):
         with self._lock:
             for decoder in self._coders:
-                lib.nw_decoder_reset(decoder._dec)
+                lib.nw_stream_decoder_reset(decoder._dec)
 
     def _fail(self, error):
         for decoder in self._coders:
-            lib.nw_decoder_reset(decoder._dec)
+            lib.nw_stream_decoder_reset(decoder._dec)
         return error
 
     def decode(self, blobs):
@@ -433,7 +444,7 @@ class GroupDecoder(_GroupCoder):
             info = ffi.new("nw_block_info *")
             lengths = set()
             for view in views:
-                status = lib.nw_block_peek(view, len(view), info)
+                status = lib.nw_stream_block_peek(view, len(view), info)
                 if status < 0:
                     raise self._fail(_error(status))
                 lengths.add(info.n_samples)
@@ -455,3 +466,20 @@ class GroupDecoder(_GroupCoder):
             if status < 0:
                 raise self._fail(_error(status))
         return out
+
+
+SIMD_LEVELS = {"auto": lib.NW_SIMD_AUTO, "scalar": lib.NW_SIMD_SCALAR, "sse2": lib.NW_SIMD_SSE2,
+               "avx2": lib.NW_SIMD_AVX2}
+
+
+def set_simd(level="auto"):
+    """Which code the lane format runs on: "scalar", "sse2", "avx2" or "auto" (the best
+    this CPU has). Every level writes the same bytes; this is for tests and benchmarks.
+    Process-wide: call it while no stream is being coded. Returns the level now in use;
+    ValueError when the CPU (or this build) lacks it."""
+    if level not in SIMD_LEVELS:
+        raise ValueError(f"level must be one of {sorted(SIMD_LEVELS)}, got {level!r}")
+    got = lib.nw_lanes_set_simd(SIMD_LEVELS[level])
+    if got < 0:
+        raise ValueError(f"this CPU or build has no {level} code")
+    return next(name for name, value in SIMD_LEVELS.items() if value == got)

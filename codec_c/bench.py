@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import (CodecTeam, GroupDecoder, GroupEncoder, StreamEncoder,
-               compress_bytes, decompress, team_cpus)
+from . import (FORMAT_VERSION, LANE_FORMAT_VERSION, CodecTeam, GroupDecoder, GroupEncoder,
+               StreamEncoder, compress_bytes, decompress, team_cpus)
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent  # the repo, for an editable install
 
@@ -126,15 +126,16 @@ def flac_files(paths, repeats, n_samples):
 BENCH_SPIN_US = 1000
 
 
-def neurowire_blocks(data, block, threads=1, spin_us=0):
+def neurowire_blocks(data, block, threads=1, spin_us=0, version=FORMAT_VERSION):
     """Each block coded as it would be live, its channels split into `threads` groups coded
     side by side by a CodecTeam, each thread on a CPU of its own when there are enough (the
     daemon's `workers`, `pin_threads` and `spin_us`); one group is a plain single-thread
-    stream."""
+    stream. version: the block format (FORMAT_VERSION or LANE_FORMAT_VERSION)."""
     groups = [g.shape[1] for g in np.array_split(data[:1], threads, axis=1)]
     cpus = team_cpus(threads)
     team = CodecTeam(threads, cpus, spin_us=spin_us)
-    encoder, decoder = GroupEncoder(groups, team), GroupDecoder(groups, team)
+    encoder = GroupEncoder(groups, team, format_version=version)
+    decoder = GroupDecoder(groups, team)
     saved_affinity = os.sched_getaffinity(0) if cpus else None
     if cpus:
         os.sched_setaffinity(0, {cpus[0]})
@@ -174,10 +175,52 @@ def baseline_blocks(data, block, enc, dec):
     return t_enc, t_dec, size, raw
 
 
+# Run under callgrind by instructions_per_sample: codes `blocks` blocks of the recordings
+# stacked as in the latency run (arguments: version, channels, block, blocks, data folder).
+_COUNT_SCRIPT = """
+import sys
+import numpy as np
+from neurowire.codec import StreamDecoder, StreamEncoder
+from neurowire.codec.bench import find_recordings, load, stack_channels
+version, channels, block, blocks = map(int, sys.argv[1:5])
+_, signals = load(find_recordings(sys.argv[5] or None)[0][:64])
+data = stack_channels(signals, channels, block * blocks)
+enc, dec = StreamEncoder(channels, format_version=version), StreamDecoder(channels)
+for i in range(blocks):
+    dec.decode(enc.encode(data[i * block:(i + 1) * block]))
+"""
+
+
+def instructions_per_sample(version, channels, block, blocks, data_dir):
+    """Instructions the C encoder and decoder retire per sample, counted by callgrind
+    (valgrind; exact and the same on any run, where perf counters are often not available
+    in a VM). None without valgrind."""
+    valgrind = shutil.which("valgrind")
+    annotate = shutil.which("callgrind_annotate")
+    if not valgrind or not annotate:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "callgrind.out"
+        subprocess.run([valgrind, "--tool=callgrind", f"--callgrind-out-file={out}",
+                        sys.executable, "-c", _COUNT_SCRIPT, str(version), str(channels),
+                        str(block), str(blocks), data_dir or ""],
+                       check=True, capture_output=True)
+        listing = subprocess.run([annotate, "--inclusive=yes", str(out)], check=True,
+                                 capture_output=True, text=True).stdout
+    totals = {}
+    for line in listing.splitlines():
+        for name, key in (("nw_stream_encode_block ", "encode"), ("nw_stream_decode_block ", "decode")):
+            if name in line and key not in totals and ".c:" in line:
+                totals[key] = int(line.split()[0].replace(",", ""))
+    samples = channels * block * blocks
+    return {key: count / samples for key, count in totals.items()}
+
+
 def stream_vs_whole(signals, channels, blocks):
     """Ratio of the recordings streamed as `channels` channels (recordings cycled, each
     channel coded on its own state, so repeats cannot flatter it) in blocks of a few
-    samples, against the same samples coded one whole recording per block."""
+    samples, against the same samples coded one whole recording per block; in both block
+    formats."""
     n = min(len(s) for s in signals)
     whole = sum(len(StreamEncoder(1).encode(s[:n].reshape(-1, 1))) for s in signals)
     whole_ratio = 2 * n * len(signals) / whole
@@ -185,10 +228,12 @@ def stream_vs_whole(signals, channels, blocks):
     result = {"channels": channels, "whole_ratio": whole_ratio, "samples_per_channel": n,
               "blocks": {}}
     for block in blocks:
-        enc = StreamEncoder(channels)
-        size = sum(len(enc.encode(data[t:t + block])) for t in range(0, n, block))
-        ratio = data.nbytes / size
-        result["blocks"][block] = {"ratio": ratio, "change_percent": 100 * (ratio / whole_ratio - 1)}
+        for version, suffix in ((FORMAT_VERSION, ""), (LANE_FORMAT_VERSION, " lanes")):
+            enc = StreamEncoder(channels, format_version=version)
+            size = sum(len(enc.encode(data[t:t + block])) for t in range(0, n, block))
+            ratio = data.nbytes / size
+            result["blocks"][f"{block}-sample blocks{suffix}"] = {
+                "ratio": ratio, "change_percent": 100 * (ratio / whole_ratio - 1)}
     return result
 
 
@@ -228,8 +273,12 @@ def run_benchmark(args):
     data = stack_channels(signals, args.channels, args.latency_samples)
     for block in args.blocks:
         key = f"{args.channels}x{block}"
+        lanes = LANE_FORMAT_VERSION
         entries = {"neurowire": neurowire_blocks(data, block),
+                   "neurowire lanes": neurowire_blocks(data, block, version=lanes),
                    "neurowire 2 threads": neurowire_blocks(data, block, threads=2),
+                   "neurowire lanes 2 threads": neurowire_blocks(data, block, threads=2,
+                                                                 version=lanes),
                    "neurowire 2 threads, polling": neurowire_blocks(data, block, threads=2,
                                                                     spin_us=BENCH_SPIN_US)}
         for name, (enc, dec) in codecs.items():
@@ -241,6 +290,11 @@ def run_benchmark(args):
                 "ratio": raw / size, "blocks": len(t_enc),
                 "encode_us": percentiles_us(t_enc), "decode_us": percentiles_us(t_dec),
                 "encode_msps": data.shape[1] * block / (np.median(t_enc) / 1e9) / 1e6}
+    if args.instructions:
+        report["instructions_blocks"] = f"{args.channels}x{args.blocks[0]}"
+        report["instructions_per_sample"] = {
+            name: instructions_per_sample(version, args.channels, args.blocks[0], 20, args.data)
+            for name, version in (("version 1", FORMAT_VERSION), ("lanes", LANE_FORMAT_VERSION))}
     return report
 
 
@@ -259,8 +313,15 @@ def print_report(r, out=sys.stdout):
         w(f"challenge ratio with ./encode+./decode ({c['program_bytes']} B): {c['ratio']:.4f}\n")
     sv = r["stream_vs_whole"]
     w(f"\nstreamed as {sv['channels']} channels, whole recordings ratio {sv['whole_ratio']:.3f}: "
-      + ", ".join(f"{b}-sample blocks {v['ratio']:.3f} ({v['change_percent']:+.2f} %)"
+      + ", ".join(f"{b} {v['ratio']:.3f} ({v['change_percent']:+.2f} %)"
                   for b, v in sv["blocks"].items()) + "\n")
+    for name, counts in r.get("instructions_per_sample", {}).items():
+        if counts:
+            w(f"\ninstructions per sample, {name} ({r['instructions_blocks']} blocks, "
+              f"callgrind): encode {counts.get('encode', 0):.0f}, "
+              f"decode {counts.get('decode', 0):.0f}")
+    if r.get("instructions_per_sample"):
+        w("\n")
     for key, rows in r["latency"].items():
         w(f"\nblocks {key} (channels x samples), each block on its own call\n")
         w(f"{'':<28}{'ratio':>8}{'enc p50 us':>12}{'enc p99':>10}{'dec p50 us':>12}{'dec p99':>10}"
@@ -282,6 +343,8 @@ def configure_parser(parser):
                         help="time steps streamed in the latency run")
     parser.add_argument("--skip", nargs="*", default=[], choices=["zlib-6", "lzma-6", "flac"],
                         help="baselines to leave out")
+    parser.add_argument("--instructions", action="store_true",
+                        help="also count instructions per sample under callgrind (valgrind)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 

@@ -70,16 +70,41 @@ int nw_decode_block_strided(nw_decoder *decoder, const uint8_t *in, size_t in_le
                             nw_block_info *info);
 uint32_t nw_decoder_channels(const nw_decoder *decoder);
 
+#define NW_LANE_FORMAT_VERSION ...
+#define NW_LANES ...
+#define NW_LANE_CODERS ...
+typedef struct nw_stream_encoder nw_stream_encoder;
+typedef struct nw_stream_decoder nw_stream_decoder;
+nw_stream_encoder *nw_stream_encoder_new(uint32_t channels, uint32_t version);
+void nw_stream_encoder_free(nw_stream_encoder *encoder);
+uint32_t nw_stream_encoder_channels(const nw_stream_encoder *encoder);
+int nw_stream_encoder_set_max_error(nw_stream_encoder *encoder, uint32_t max_error);
+uint32_t nw_stream_encoder_channel_bytes(const nw_stream_encoder *encoder, uint64_t *totals,
+                                         uint32_t count);
+int64_t nw_stream_encode_block(nw_stream_encoder *encoder, const int16_t *samples,
+                               uint32_t n_samples, size_t stride, int keyframe,
+                               uint8_t *out, size_t out_cap);
+nw_stream_decoder *nw_stream_decoder_new(uint32_t channels);
+void nw_stream_decoder_free(nw_stream_decoder *decoder);
+uint32_t nw_stream_decoder_channels(const nw_stream_decoder *decoder);
+void nw_stream_decoder_reset(nw_stream_decoder *decoder);
+int nw_stream_block_peek(const uint8_t *in, size_t in_len, nw_block_info *info);
+int nw_stream_decode_block(nw_stream_decoder *decoder, const uint8_t *in, size_t in_len,
+                           int16_t *samples, size_t rows_cap, size_t stride,
+                           nw_block_info *info);
+enum nw_simd { NW_SIMD_AUTO, NW_SIMD_SCALAR, NW_SIMD_SSE2, NW_SIMD_AVX2, ... };
+int nw_lanes_set_simd(int simd);
+
 typedef struct nw_team nw_team;
 #define NW_TEAM_SPIN_LIMIT_US ...
 nw_team *nw_team_new(uint32_t helpers, const int *cpus);
 void nw_team_free(nw_team *team);
 uint32_t nw_team_helpers(const nw_team *team);
 int nw_team_set_spin(nw_team *team, uint32_t microseconds);
-int nw_team_encode(nw_team *team, uint32_t groups, nw_encoder *const *encoders,
+int nw_team_encode(nw_team *team, uint32_t groups, nw_stream_encoder *const *encoders,
                    const int16_t *samples, uint32_t n_samples, size_t stride, int keyframe,
                    uint8_t *out, size_t out_cap, const size_t *offsets, int64_t *sizes);
-int nw_team_decode(nw_team *team, uint32_t groups, nw_decoder *const *decoders,
+int nw_team_decode(nw_team *team, uint32_t groups, nw_stream_decoder *const *decoders,
                    const uint8_t *const *blocks, const size_t *lengths, int16_t *samples,
                    size_t rows_cap, size_t stride, int *statuses, nw_block_info *infos);
 
@@ -118,7 +143,7 @@ def make_ffibuilder():
     compile_args, link_args = _flags()
     ffi.set_source(
         "neurowire.codec._native",
-        '#include "neurowire.h"\n#include "nw_team.h"',
+        '#include "neurowire.h"\n#include "nw_lanes.h"\n#include "nw_team.h"',
         sources=[_rel(p) for p in sorted(glob.glob(os.path.join(SRC, "*.c")))],
         include_dirs=[_rel(SRC)],
         extra_compile_args=compile_args,

@@ -30,6 +30,13 @@ def split_blocks(data):
 def test_format_version_matches():
     assert MANIFEST["format_version"] == codec.FORMAT_VERSION, (
         "the format version changed: keep decoding the old golden files or regenerate them")
+    assert MANIFEST["lane_format_version"] == codec.LANE_FORMAT_VERSION
+
+
+@pytest.mark.parametrize("name", sorted(MANIFEST["streams"]))
+def test_golden_stream_has_its_version(name):
+    blob = (GOLDEN / f"{name}.nwb").read_bytes()
+    assert blob[2] == MANIFEST["streams"][name]["format_version"]
 
 
 @pytest.mark.parametrize("name", sorted(MANIFEST["streams"]))
@@ -51,7 +58,7 @@ def test_golden_stream_reencodes(name):
     spec = MANIFEST["streams"][name]
     samples = np.load(GOLDEN / f"{name}.npy")
     blocks = split_blocks((GOLDEN / f"{name}.nwb").read_bytes())
-    enc = codec.StreamEncoder(samples.shape[1])
+    enc = codec.StreamEncoder(samples.shape[1], format_version=spec["format_version"])
     block = spec["block"]
     for i, (blob, key) in enumerate(zip(blocks, spec["keyframes"])):
         assert enc.encode(samples[i * block:(i + 1) * block], keyframe=key) == blob, \

@@ -191,7 +191,8 @@ def test_helpers_poll_for_spin_us_then_sleep_and_stop_at_once():
 @pytest.mark.timeout(180)
 def test_team_under_thread_sanitizer(tmp_path):
     """codec_c/stress/team_stress.c (`make tsan`): the team's hand-over and everything its
-    threads share, checked by ThreadSanitizer over sleeping and polling helpers."""
+    threads share, checked by ThreadSanitizer over sleeping and polling helpers, with coders
+    of both block formats."""
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not cc:
         pytest.skip("no C compiler")
@@ -208,7 +209,8 @@ def test_team_under_thread_sanitizer(tmp_path):
     if "FATAL: ThreadSanitizer" in result.stderr:  # e.g. a memory layout it cannot run in
         pytest.skip(f"ThreadSanitizer cannot run here: {result.stderr[-300:]}")
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    assert result.stdout.count("0 failed") == 3
+    assert result.stdout.count(" 0 failed") == 4
+    assert result.stdout.count("version 2,") == 2
 
 
 def test_team_threads_and_cpus():

@@ -69,8 +69,8 @@ def test_error_classes(stream):
     with pytest.raises(codec.CorruptStreamError) as err:
         decode_fresh(b"XX" + blob[2:])
     assert err.value.status < 0 and str(err.value)
-    with pytest.raises(codec.VersionError):
-        decode_fresh(blob[:2] + bytes([blob[2] + 1]) + blob[3:])
+    with pytest.raises(codec.VersionError):   # versions 1 and 2 exist; 3 does not
+        decode_fresh(blob[:2] + bytes([codec.LANE_FORMAT_VERSION + 1]) + blob[3:])
     with pytest.raises(codec.VersionError):
         codec.block_info(blob[:2] + b"\xff" + blob[3:])
     with pytest.raises(codec.CorruptStreamError) as err:

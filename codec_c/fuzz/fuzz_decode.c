@@ -5,10 +5,15 @@
  * and leave the rest of the rows alone), as a file container, and as samples that must
  * survive an encode/decode round trip (also encoded from wider rows: the same blocks).
  *
+ * Lane blocks (version 2) get the same: decoded by a stream decoder (which reads both
+ * versions), and samples round-tripped through a lane encoder, lossless and bounded-error.
+ *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Icodec_c/src \
- *       codec_c/fuzz/fuzz_decode.c codec_c/src/*.c -o fuzz_decode     (or: make fuzz)
+ *       codec_c/fuzz/fuzz_decode.c codec_c/src/nw_codec.c codec_c/src/nw_file.c \
+ *       codec_c/src/nw_lanes*.c -o fuzz_decode                         (or: make fuzz)
  */
 #include "neurowire.h"
+#include "nw_lanes.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -54,6 +59,86 @@ static void decode_blocks(const uint8_t *data, size_t size, uint32_t fixed_chann
     }
     nw_decoder_free(dec);
     nw_decoder_free(wide_dec);
+}
+
+/* Any block stream through a stream decoder (both versions), whole rows and wider rows. */
+static void decode_stream_blocks(const uint8_t *data, size_t size) {
+    nw_block_info info;
+    if (nw_stream_block_peek(data, size, &info) != NW_OK) return;
+    const uint32_t channels = info.channels;
+    nw_stream_decoder *dec = nw_stream_decoder_new(channels), *wide_dec = nw_stream_decoder_new(channels);
+    if (!dec || !wide_dec) abort();
+    const size_t stride = channels + EXTRA_COLUMNS;
+    while (size > 0) {
+        if (nw_stream_block_peek(data, size, &info) != NW_OK) break;
+        if ((size_t)info.n_samples * stride > MAX_DECODED_VALUES) break;
+        int16_t *samples = malloc((size_t)info.n_samples * channels * sizeof *samples + 1);
+        int16_t *wide = malloc((size_t)info.n_samples * stride * sizeof *wide + 1);
+        if (!samples || !wide) abort();
+        for (size_t i = 0; i < (size_t)info.n_samples * stride; i++) wide[i] = GUARD;
+        int status = nw_stream_decode_block(dec, data, size, samples, info.n_samples, channels, &info);
+        int wide_status = nw_stream_decode_block(wide_dec, data, size, wide, info.n_samples, stride, NULL);
+        if (wide_status != status) abort();
+        for (uint32_t t = 0; status == NW_OK && t < info.n_samples; t++) {
+            const int16_t *row = wide + (size_t)t * stride;
+            if (memcmp(row, samples + (size_t)t * channels, channels * sizeof *row) != 0) abort();
+            for (uint32_t c = channels; c < stride; c++)
+                if (row[c] != (int16_t)GUARD) abort();
+        }
+        free(samples);
+        free(wide);
+        if (status != NW_OK || info.block_bytes == 0 || info.block_bytes > size) break;
+        data += info.block_bytes;
+        size -= info.block_bytes;
+    }
+    nw_stream_decoder_free(dec);
+    nw_stream_decoder_free(wide_dec);
+}
+
+/* Samples through a lane encoder and back: exact, or within max_error. */
+static void roundtrip_lanes(const uint8_t *data, size_t size) {
+    if (size < 3) return;
+    uint32_t channels = 1 + data[0] % 24;
+    uint32_t max_error = data[1] % 5 == 4 ? 1 + data[1] % 3 : 0;
+    data += 2;
+    size -= 2;
+    uint32_t n = (uint32_t)(size / (2 * channels));
+    if (n == 0) return;
+    int16_t *in = malloc((size_t)n * channels * sizeof *in);
+    int16_t *back = malloc((size_t)n * channels * sizeof *back);
+    size_t cap = nw_encode_bound(channels, n);
+    uint8_t *blob = malloc(cap);
+    nw_stream_encoder *enc = nw_stream_encoder_new(channels, NW_LANE_FORMAT_VERSION);
+    nw_stream_decoder *dec = nw_stream_decoder_new(channels);
+    if (!in || !back || !blob || !enc || !dec) abort();
+    if (nw_stream_encoder_set_max_error(enc, max_error) != NW_OK) abort();
+    memcpy(in, data, (size_t)n * channels * sizeof *in);
+    uint32_t done = 0;
+    for (int b = 0; done < n; b++) {
+        uint32_t len = 1 + (uint32_t)(data[b % size] % 23);
+        if (len > n - done) len = n - done;
+        const int16_t *src = in + (size_t)done * channels;
+        int64_t got = nw_stream_encode_block(enc, src, len, channels, b % 3 == 0, blob, cap);
+        if (got <= 0 || (size_t)got > nw_encode_bound(channels, len)) abort();
+        if (nw_stream_decode_block(dec, blob, (size_t)got, back, len, channels, NULL) != NW_OK) abort();
+        for (size_t i = 0; i < (size_t)len * channels; i++) {
+            if (max_error == 0) {
+                if (back[i] != src[i]) abort();
+            } else if (back[i] != src[i]) {
+                /* Within max_error codes on the grid, or value units off it: a loose bound
+                 * here (a grid step is at most 66 units); the Python tests check it exactly. */
+                long diff = (long)back[i] - src[i];
+                if (diff < 0) diff = -diff;
+                if (diff > 67L * (long)max_error) abort();
+            }
+        }
+        done += len;
+    }
+    nw_stream_encoder_free(enc);
+    nw_stream_decoder_free(dec);
+    free(blob);
+    free(back);
+    free(in);
 }
 
 static void decode_file(const uint8_t *data, size_t size) {
@@ -133,7 +218,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     decode_blocks(data, size, 0);
     decode_blocks(data, size, 1 + (size ? data[size - 1] % 8 : 0));
     decode_file(data, size);
+    decode_stream_blocks(data, size);
     roundtrip_samples(data, size);
+    roundtrip_lanes(data, size);
     roundtrip_file(data, size);
     return 0;
 }

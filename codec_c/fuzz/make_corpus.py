@@ -27,8 +27,8 @@ def wav(samples, rate=19531):
     return b"RIFF" + len(body).to_bytes(4, "little") + body
 
 
-def stream(samples, block, keys=()):
-    enc = codec.StreamEncoder(samples.shape[1])
+def stream(samples, block, keys=(), version=codec.FORMAT_VERSION, max_error=0):
+    enc = codec.StreamEncoder(samples.shape[1], max_error=max_error, format_version=version)
     return b"".join(enc.encode(samples[i:i + block], keyframe=(i // block) in keys)
                     for i in range(0, len(samples), block))
 
@@ -43,6 +43,15 @@ def main():
         "block_noise_stored": stream(rng.integers(-32768, 32768, (16, 2), dtype=np.int16), 16),
         "block_silence_9ch": stream(np.zeros((30, 9), np.int16), 30),
         "block_offgrid": stream((np.arange(40, dtype=np.int16) * 7)[:, None], 40),
+        "lanes_real_4ch": stream(real4, 20, keys={2}, version=codec.LANE_FORMAT_VERSION),
+        "lanes_real_11ch": stream(np.stack([excerpt(40, 300 * c) for c in range(11)], axis=1), 10,
+                                  version=codec.LANE_FORMAT_VERSION),
+        "lanes_bounded_3ch": stream(real4[:, :3], 15, version=codec.LANE_FORMAT_VERSION,
+                                    max_error=2),
+        "lanes_noise_stored": stream(rng.integers(-32768, 32768, (8, 9), dtype=np.int16), 8,
+                                     version=codec.LANE_FORMAT_VERSION),
+        "lanes_offgrid": stream(np.stack([np.arange(30, dtype=np.int16) * 7] * 2, axis=1), 30,
+                                version=codec.LANE_FORMAT_VERSION),
         "file_wav": codec.compress_bytes(wav(excerpt(300))),
         "file_wav_extra": codec.compress_bytes(wav(excerpt(100))[:36] + b"LIST\x02\x00\x00\x00ab"
                                                + wav(excerpt(100))[36:] + b"\x01"),
@@ -51,6 +60,7 @@ def main():
         "plain_wav": wav(excerpt(64)),
     }
     seeds["block_truncated"] = seeds["block_real_4ch"][:-5]
+    seeds["lanes_truncated"] = seeds["lanes_real_11ch"][:-3]
     seeds["file_truncated"] = seeds["file_wav"][: len(seeds["file_wav"]) // 2]
     for name, data in seeds.items():
         (HERE / "corpus" / name).write_bytes(data)

@@ -5,109 +5,19 @@
  *
  * All model arithmetic is integer so that every platform decodes what every other encoded.
  */
-#include "neurowire.h"
-#include "nw_internal.h"
+#include "nw_model.h"
 #include "nw_tables.h"
 
-#include <stdlib.h>
-#include <string.h>
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
-
-/* ---- model constants (changing any of them changes the format version) ----------- */
-#ifndef INIT_PEAK
-#define INIT_PEAK 250
-#endif
-#ifndef ACT_SHIFT
-#define ACT_SHIFT 4
-#endif
-#ifndef TAPS
-#define TAPS 16
-#endif
-#define CONTEXTS 12
-#define HALF 16                   /* residuals -HALF..HALF-1 are one symbol each */
-#define SYM_BIG_NEG (2 * HALF)    /* residual below -HALF: magnitude follows */
-#define SYM_BIG_POS (2 * HALF + 1)/* residual at or above HALF */
-#define SYM_ESCAPE (2 * HALF + 2) /* value off the ADC grid: 16 raw bits follow */
-#define MAIN_SYMBOLS (2 * HALF + 3)
-#define BIG_SYMBOLS 35            /* exponent class and one mantissa bit of the excess */
-#ifndef MAIN_INCREMENT
-#define MAIN_INCREMENT 12
-#endif
-#ifndef MAIN_LIMIT
-#define MAIN_LIMIT 60000u         /* keeps every count, and weigh()'s 16-bit sums, below 2^16 */
-#endif
-typedef char main_limit_keeps_weighted_sums_in_16_bits[MAIN_LIMIT / 128 * 127 + 2 * HALF + 127 < 65536 ? 1 : -1];
-#ifndef BIG_INCREMENT
-#define BIG_INCREMENT 16
-#endif
-#ifndef BIG_LIMIT
-#define BIG_LIMIT (1u << 13)
-#endif
-#ifndef WEIGHT_SHIFT
-#define WEIGHT_SHIFT 14           /* NLMS weights are Q14 */
-#endif
-#ifndef UPDATE_SHIFT
-#define UPDATE_SHIFT 5            /* deltas << 5 fill the 16-bit lanes of the weight update */
-#endif
-#define FRACTION_BITS 4           /* predictions carry 4 fractional bits */
-#define GRID_CODES NW_GRID_CODES
-#ifndef MU_SHIFT
-#define MU_SHIFT 7                /* NLMS step size 2^-7 */
-#endif
-
-#define DOMAIN_GRID 0             /* samples are 10-bit ADC codes on the known grid */
-#define DOMAIN_LINEAR 1           /* anything else: the int16 value itself (offset by 32768) */
-
-#define FREQ_ROW 40               /* MAIN_SYMBOLS rounded up to whole 16-byte vectors */
-typedef struct channel_state {
-    /* Vector-sized fields first, at multiples of 16 bytes from the (malloc-aligned) start. */
-    uint16_t main_freq[CONTEXTS][FREQ_ROW];
-    int16_t weights[TAPS];        /* Q(WEIGHT_SHIFT), saturating */
-    int16_t deltas[TAPS];         /* recent first differences in grid-sized units, newest first */
-    int16_t pending[TAPS];        /* history the last sample's weight update applies to */
-    int32_t pending_step;         /* and its step (0 in a cold state) */
-    int32_t last;                 /* last sample, in domain units */
-    int32_t activity;             /* running mean |residual|, Q4, in grid-equivalent units */
-    int32_t energy;               /* sum of the last TAPS deltas squared */
-    uint32_t domain;
-    uint32_t big_total;
-    uint32_t main_total[CONTEXTS];
-    uint16_t big_freq[BIG_SYMBOLS];
-    int32_t next_acc;             /* the next prediction's dot product (0 in a cold state) */
-} channel_state;
-
-/* ---- grid of ADC codes ---------------------------------------------------------- */
-static int16_t grid_value[GRID_CODES];       /* code -> int16 sample */
-static uint8_t context_of_activity[256];
-static channel_state initial_state[2];        /* cold state per domain */
-/* Widths of the codes around a prediction, laid out so that the 2*HALF direct symbols read
- * them in order whichever way the residual is mirrored; zero beyond the rails. */
-static uint16_t weight_up[GRID_CODES + 2 * HALF];   /* Q9: 64 << 9 = average width */
-static uint16_t weight_down[GRID_CODES + 2 * HALF];
-static uint16_t flat_weight[2 * HALF];
-static uint32_t reciprocal[128];                  /* floor((2^39 - 1) / (128 + j)) */
+/* ---- tables (described where nw_model.h declares them) ----------------------------- */
+int16_t nw_code_value[GRID_CODES];
+uint8_t nw_context_of_activity[256];
+channel_state nw_initial_state[2];
+uint16_t nw_weight_up[GRID_CODES + 2 * HALF];
+uint16_t nw_weight_down[GRID_CODES + 2 * HALF];
+uint16_t nw_flat_weight[2 * HALF];
+uint32_t nw_reciprocal[128];
 static int tables_ready;
 
-/* The per-sample helpers must be inlined: a call in the decoder's serial chain costs more
- * than the helper itself, and GCC declines to inline some of them at -O3. Not in a size
- * build (-Os, the challenge tools), whose byte count is part of the score. */
-#if defined(__GNUC__) && !defined(__OPTIMIZE_SIZE__)
-#define HOT static inline __attribute__((always_inline))
-#else
-#define HOT static inline
-#endif
-
-static int log2_floor64(uint64_t v) {
-#if defined(__GNUC__)
-    return 63 - __builtin_clzll(v);
-#else
-    int n = 0;
-    while (v >>= 1) n++;
-    return n;
-#endif
-}
 
 static void crc_init(void);
 
@@ -119,26 +29,26 @@ static void build_tables(void) {
             int step = (nw_grid_steps[(k - 1) >> 2] >> (((k - 1) & 3) * 2)) & 3;
             value += 63 + step;
         }
-        grid_value[k] = (int16_t)value;
+        nw_code_value[k] = (int16_t)value;
     }
     for (int j = 0; j < GRID_CODES + 2 * HALF; j++) {
         int up = j - HALF, down = GRID_CODES - 1 + HALF - j;
-        weight_up[j] = (uint16_t)((up >= 0 && up < GRID_CODES) ? nw_code_weight[up] << 9 : 0);
-        weight_down[j] = (uint16_t)((down >= 0 && down < GRID_CODES) ? nw_code_weight[down] << 9 : 0);
+        nw_weight_up[j] = (uint16_t)((up >= 0 && up < GRID_CODES) ? nw_code_weight[up] << 9 : 0);
+        nw_weight_down[j] = (uint16_t)((down >= 0 && down < GRID_CODES) ? nw_code_weight[down] << 9 : 0);
     }
-    for (int i = 0; i < 2 * HALF; i++) flat_weight[i] = 64 << 9;
-    for (uint32_t j = 0; j < 128; j++) reciprocal[j] = (uint32_t)((((uint64_t)1 << 39) - 1) / (128 + j));
+    for (int i = 0; i < 2 * HALF; i++) nw_flat_weight[i] = 64 << 9;
+    for (uint32_t j = 0; j < 128; j++) nw_reciprocal[j] = (uint32_t)((((uint64_t)1 << 39) - 1) / (128 + j));
     /* Activity buckets: mean |residual| thresholds in Q4 units, roughly geometric. */
     static const uint16_t edges[CONTEXTS - 1] = {14, 20, 26, 32, 38, 46, 56, 70, 92, 124, 180};
     for (int a = 0; a < 256; a++) {
         int c = 0;
         while (c < CONTEXTS - 1 && (a << 2) >= edges[c]) c++;
-        context_of_activity[a] = (uint8_t)c;
+        nw_context_of_activity[a] = (uint8_t)c;
     }
     /* Cold start: each context begins with a two-sided geometric law whose mean matches
      * the context's activity, so the first thousand samples are not coded blind. */
     for (int d = 0; d < 2; d++) {
-        channel_state *s = &initial_state[d];
+        channel_state *s = &nw_initial_state[d];
         memset(s, 0, sizeof *s);
         s->domain = (uint32_t)d;
         s->activity = 16 * 4;
@@ -181,149 +91,8 @@ static void ensure_tables(void) {
 
 void nw_prepare(void) { ensure_tables(); }
 
-/* Code of an on-grid sample, or -1 when the value is not one of the grid's. */
-static int grid_code(int32_t value) {
-    /* The linear estimate is within one code of the answer, and nearly always on it. */
-    int32_t k = (int32_t)(((value + 32768) * 1023 + 32767) / 65535);
-    if (grid_value[k] == value) return (int)k;
-    if (k > 0 && grid_value[k - 1] == value) return (int)k - 1;
-    if (k < GRID_CODES - 1 && grid_value[k + 1] == value) return (int)k + 1;
-    return -1;
-}
 
-/* Nearest code of any value: keeps the predictor's history sensible after an escape. */
-static int32_t nearest_code(int32_t value) {
-    int32_t k = (int32_t)(((value + 32768) * 1023 + 32767) / 65535);
-    if (k < 0) k = 0;
-    if (k >= GRID_CODES) k = GRID_CODES - 1;
-    return k;
-}
-
-/* ---- range coder (LZMA-style carry propagation, 32-bit range) -------------------- */
-#define RANGE_TOP (1u << 24)
-
-typedef struct range_encoder {
-    uint64_t low;
-    uint32_t range;
-    uint8_t cache;
-    uint64_t pending;     /* bytes of 0xFF waiting for a possible carry */
-    uint8_t *out;
-    size_t pos, cap;
-    int first;            /* the first shifted byte is always 0 and is not written */
-    int overflow;
-} range_encoder;
-
-static void rc_put(range_encoder *rc, uint8_t byte) {
-    if (rc->pos < rc->cap) rc->out[rc->pos] = byte;
-    else rc->overflow = 1;
-    rc->pos++;
-}
-
-HOT void rc_shift_low(range_encoder *rc) {
-    if ((uint32_t)rc->low < 0xFF000000u || (rc->low >> 32) != 0) {
-        uint8_t carry = (uint8_t)(rc->low >> 32);
-        if (!rc->first) rc_put(rc, (uint8_t)(rc->cache + carry));
-        rc->first = 0;
-        for (; rc->pending; rc->pending--) rc_put(rc, (uint8_t)(0xFF + carry));
-        rc->cache = (uint8_t)(rc->low >> 24);
-    } else {
-        rc->pending++;
-    }
-    rc->low = (rc->low & 0x00FFFFFFu) << 8;
-}
-
-HOT void rc_encode(range_encoder *rc, uint32_t cum, uint32_t freq, uint32_t total) {
-    uint32_t r = rc->range / total;
-    rc->low += (uint64_t)r * cum;
-    rc->range = r * freq;
-    while (rc->range < RANGE_TOP) { rc->range <<= 8; rc_shift_low(rc); }
-}
-
-static void rc_encode_bits(range_encoder *rc, uint32_t value, int bits) {
-    while (bits > 0) {
-        int n = bits > 12 ? 12 : bits;
-        bits -= n;
-        uint32_t part = (value >> bits) & ((1u << n) - 1);
-        rc->range >>= n;
-        rc->low += (uint64_t)rc->range * part;
-        while (rc->range < RANGE_TOP) { rc->range <<= 8; rc_shift_low(rc); }
-    }
-}
-
-static void rc_flush(range_encoder *rc) {
-    for (int i = 0; i < 5; i++) rc_shift_low(rc);
-}
-
-typedef struct range_decoder {
-    uint32_t range, code;
-    const uint8_t *in;
-    size_t pos, len;
-    size_t overrun;       /* bytes read past the end (fed as zeros) */
-} range_decoder;
-
-static uint8_t rd_byte(range_decoder *rd) {
-    if (rd->pos < rd->len) return rd->in[rd->pos++];
-    rd->overrun++;
-    return 0;
-}
-
-static void rd_init(range_decoder *rd, const uint8_t *in, size_t len) {
-    rd->in = in; rd->len = len; rd->pos = 0; rd->overrun = 0;
-    rd->range = 0xFFFFFFFFu; rd->code = 0;
-    for (int i = 0; i < 4; i++) rd->code = (rd->code << 8) | rd_byte(rd);
-}
-
-HOT void rd_normalize(range_decoder *rd) {
-    /* Whether a symbol ends on a byte boundary is a coin toss, so away from the end of the
-     * input the up to three bytes are taken without a loop. */
-    if (rd->len - rd->pos >= 3) {
-        uint32_t k = (rd->range < RANGE_TOP) + (rd->range < (1u << 16)) + (rd->range < (1u << 8));
-        const uint8_t *p = rd->in + rd->pos;
-        uint32_t next = (uint32_t)p[0] << 16 | (uint32_t)p[1] << 8 | p[2];
-        rd->code = (uint32_t)(((uint64_t)rd->code << (8 * k)) | (next >> (24 - 8 * k)));
-        rd->range = (uint32_t)((uint64_t)rd->range << (8 * k));
-        rd->pos += k;
-        return;
-    }
-    while (rd->range < RANGE_TOP) { rd->range <<= 8; rd->code = (rd->code << 8) | rd_byte(rd); }
-}
-
-/* Returns the target count in [0, total); the caller finds the symbol and calls rd_take. */
-HOT uint32_t rd_target(range_decoder *rd, uint32_t total, uint32_t *r_out) {
-    uint32_t r = rd->range / total;
-    uint32_t t = rd->code / r;
-    *r_out = r;
-    return t < total ? t : total - 1;   /* only a corrupt stream gets clamped */
-}
-
-HOT void rd_take(range_decoder *rd, uint32_t r, uint32_t cum, uint32_t freq) {
-    rd->code -= r * cum;
-    rd->range = r * freq;
-    rd_normalize(rd);
-}
-
-static uint32_t rd_bits(range_decoder *rd, int bits) {
-    uint32_t value = 0;
-    while (bits > 0) {
-        int n = bits > 12 ? 12 : bits;
-        bits -= n;
-        rd->range >>= n;
-        uint32_t part = rd->code / rd->range;
-        if (part >= (1u << n)) part = (1u << n) - 1;
-        rd->code -= part * rd->range;
-        rd_normalize(rd);
-        value = (value << n) | part;
-    }
-    return value;
-}
-
-/* ---- the per-sample model ----------------------------------------------------------- */
-enum pass { PASS_ENCODE, PASS_DECODE, PASS_UPDATE };
-
-typedef struct coder {
-    range_encoder enc;
-    range_decoder dec;
-} coder;
+/* ---- the version 1 predictor -------------------------------------------------------- */
 
 /* NLMS dot product and update. Lane bounds (|w| <= 2^15, |delta| <= 2^10, |step| < 2^15,
  * |scaled| <= 2^15) keep every product and sum exact, so both versions give the same bits.
@@ -362,12 +131,6 @@ static inline void history_push(int16_t *d, int32_t delta) {
         carry = _mm_srli_si128(v, 14);
     }
 }
-static inline void count_direct(uint16_t *freq, int symbol, uint32_t inc) {
-    const __m128i lane = _mm_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7);
-    __m128i *at = (__m128i *)(freq + (symbol & ~7));
-    __m128i one_hot = _mm_cmpeq_epi16(lane, _mm_set1_epi16((int16_t)(symbol & 7)));
-    _mm_storeu_si128(at, _mm_add_epi16(_mm_loadu_si128(at), _mm_and_si128(one_hot, _mm_set1_epi16((int16_t)inc))));
-}
 #else
 static inline int32_t nlms_dot_aged(const int16_t *w, const int16_t *d) {
     int32_t acc = 0;
@@ -384,147 +147,8 @@ static inline void history_push(int16_t *d, int32_t delta) {
     for (int i = TAPS - 1; i > 0; i--) d[i] = d[i - 1];
     d[0] = (int16_t)delta;
 }
-static inline void count_direct(uint16_t *freq, int symbol, uint32_t inc) {
-    freq[symbol] = (uint16_t)(freq[symbol] + inc);
-}
 #endif
 
-HOT void adapt(uint16_t *freq, uint32_t *total, int symbols, int symbol, uint32_t inc, uint32_t limit) {
-    if (symbols == MAIN_SYMBOLS && symbol < 2 * HALF) count_direct(freq, symbol, inc);
-    else freq[symbol] = (uint16_t)(freq[symbol] + inc);
-    *total += inc;
-    if (*total > limit) {
-        uint32_t t = 0;
-        for (int i = 0; i < symbols; i++) {
-            freq[i] = (uint16_t)((freq[i] + 1) >> 1);
-            t += freq[i];
-        }
-        *total = t;
-    }
-}
-
-/* Magnitude beyond the direct range: class c = floor(log2(excess+1)), then one mantissa bit
- * as part of the symbol and c-1 raw bits. */
-static void big_encode(channel_state *s, coder *co, int pass, uint32_t excess) {
-    uint32_t v = excess + 1, c = 0;
-    while ((v >> (c + 1)) != 0) c++;
-    uint32_t symbol = c == 0 ? 0 : 1 + 2 * (c - 1) + ((v >> (c - 1)) & 1);
-    if (pass == PASS_ENCODE) {
-        uint32_t cum = 0;
-        for (uint32_t i = 0; i < symbol; i++) cum += s->big_freq[i];
-        rc_encode(&co->enc, cum, s->big_freq[symbol], s->big_total);
-        if (c > 1) rc_encode_bits(&co->enc, v & ((1u << (c - 1)) - 1), (int)c - 1);
-    }
-    adapt(s->big_freq, &s->big_total, BIG_SYMBOLS, (int)symbol, BIG_INCREMENT, BIG_LIMIT);
-}
-
-static int big_decode(channel_state *s, coder *co, uint32_t *excess) {
-    uint32_t r, target = rd_target(&co->dec, s->big_total, &r), cum = 0;
-    int symbol = 0;
-    while (symbol < BIG_SYMBOLS - 1 && cum + s->big_freq[symbol] <= target) cum += s->big_freq[symbol++];
-    rd_take(&co->dec, r, cum, s->big_freq[symbol]);
-    uint32_t c = symbol == 0 ? 0 : (uint32_t)(symbol - 1) / 2 + 1;
-    if (c > 17) return -1;
-    uint32_t v = 1;
-    if (c > 0) {
-        v = (2u | ((uint32_t)(symbol - 1) & 1)) << (c - 1);
-        if (c > 1) v |= rd_bits(&co->dec, (int)c - 1);
-    }
-    adapt(s->big_freq, &s->big_total, BIG_SYMBOLS, symbol, BIG_INCREMENT, BIG_LIMIT);
-    *excess = v - 1;
-    return 0;
-}
-
-/* g[i] = floor(count x width / 128) + 1 for the direct symbols (width in Q9 over 64, so the
- * product's high half), and the sums of both halves. No symbol gets a zero count; with
- * counts summing to at most MAIN_LIMIT every g and every partial sum fits 16 bits, so the
- * vector sums below wrap never. */
-#if defined(__SSE2__) && HALF == 16
-static inline void weigh(const uint16_t *freq, const uint16_t *width, uint16_t *g, uint32_t *lower, uint32_t *upper) {
-    const __m128i one = _mm_set1_epi16(1);
-    __m128i v[4];
-    for (int k = 0; k < 4; k++) {
-        v[k] = _mm_add_epi16(_mm_mulhi_epu16(_mm_loadu_si128((const __m128i *)(freq + 8 * k)),
-                                             _mm_loadu_si128((const __m128i *)(width + 8 * k))), one);
-        _mm_storeu_si128((__m128i *)(g + 8 * k), v[k]);
-    }
-    /* Both halves summed side by side: lanes 0-3 carry the lower half, 4-7 the upper. */
-    __m128i lo = _mm_add_epi16(v[0], v[1]), hi = _mm_add_epi16(v[2], v[3]);
-    __m128i t = _mm_add_epi16(_mm_unpacklo_epi64(lo, hi), _mm_unpackhi_epi64(lo, hi));
-    t = _mm_add_epi16(t, _mm_srli_epi64(t, 32));
-    t = _mm_add_epi16(t, _mm_srli_epi64(t, 16));
-    *lower = (uint32_t)_mm_extract_epi16(t, 0);
-    *upper = (uint32_t)_mm_extract_epi16(t, 4);
-}
-#else
-static inline void weigh(const uint16_t *freq, const uint16_t *width, uint16_t *g, uint32_t *lower, uint32_t *upper) {
-    uint32_t lo = 0, up = 0;
-    for (int i = 0; i < HALF; i++) { g[i] = (uint16_t)((((uint32_t)freq[i] * width[i]) >> 16) + 1); lo += g[i]; }
-    for (int i = HALF; i < 2 * HALF; i++) { g[i] = (uint16_t)((((uint32_t)freq[i] * width[i]) >> 16) + 1); up += g[i]; }
-    *lower = lo;
-    *upper = up;
-}
-#endif
-
-/* Locating a symbol among the direct ones without a data-dependent loop: the residual's
- * size is unpredictable, and a mispredicted loop exit costs more than summing every lane.
- * sum_below(g, k) = g[0] + ... + g[k-1]; find_direct(g, t) = the k with
- * sum_below(g, k) <= t < sum_below(g, k + 1), for t below the sum of all of g, and that
- * sum_below. All sums fit 16 bits (see weigh). */
-#if defined(__SSE2__) && HALF == 16
-static inline uint32_t hsum8(__m128i v) {
-    v = _mm_add_epi16(v, _mm_srli_si128(v, 8));
-    v = _mm_add_epi16(v, _mm_srli_si128(v, 4));
-    v = _mm_add_epi16(v, _mm_srli_si128(v, 2));
-    return (uint32_t)_mm_extract_epi16(v, 0);
-}
-static inline uint32_t sum_below(const uint16_t *g, int k) {
-    const __m128i key = _mm_set1_epi16((int16_t)k);
-    __m128i sum = _mm_setzero_si128();
-    for (int j = 0; j < 4; j++) {
-        __m128i index = _mm_setr_epi16((int16_t)(8 * j), (int16_t)(8 * j + 1), (int16_t)(8 * j + 2), (int16_t)(8 * j + 3),
-                                       (int16_t)(8 * j + 4), (int16_t)(8 * j + 5), (int16_t)(8 * j + 6), (int16_t)(8 * j + 7));
-        sum = _mm_add_epi16(sum, _mm_and_si128(_mm_loadu_si128((const __m128i *)(g + 8 * j)), _mm_cmpgt_epi16(key, index)));
-    }
-    return hsum8(sum);
-}
-static inline int find_direct(const uint16_t *g, uint32_t t, uint32_t *below) {
-    /* Inclusive prefix sums, compared with t as signed after flipping the top bit; each lane
-     * with a prefix above t adds -1, so the symbol is 2*HALF minus their number. */
-    uint16_t prefix[2 * HALF + 8];
-    prefix[0] = 0;
-    const __m128i bias = _mm_set1_epi16((int16_t)0x8000);
-    const __m128i key = _mm_xor_si128(_mm_set1_epi16((int16_t)t), bias);
-    __m128i carry = _mm_setzero_si128(), above = _mm_setzero_si128();
-    for (int j = 0; j < 4; j++) {
-        __m128i p = _mm_loadu_si128((const __m128i *)(g + 8 * j));
-        p = _mm_add_epi16(p, _mm_slli_si128(p, 2));
-        p = _mm_add_epi16(p, _mm_slli_si128(p, 4));
-        p = _mm_add_epi16(p, _mm_slli_si128(p, 8));
-        p = _mm_add_epi16(p, carry);
-        _mm_storeu_si128((__m128i *)(prefix + 1 + 8 * j), p);
-        carry = _mm_shufflehi_epi16(_mm_unpackhi_epi64(p, p), 0xFF);
-        carry = _mm_unpackhi_epi64(carry, carry);
-        above = _mm_add_epi16(above, _mm_cmpgt_epi16(_mm_xor_si128(p, bias), key));
-    }
-    int k = 2 * HALF - (int)(uint16_t)(-(int16_t)hsum8(above));
-    *below = prefix[k];
-    return k;
-}
-#else
-static inline uint32_t sum_below(const uint16_t *g, int k) {
-    uint32_t sum = 0;
-    for (int i = 0; i < k; i++) sum += g[i];
-    return sum;
-}
-static inline int find_direct(const uint16_t *g, uint32_t t, uint32_t *below) {
-    int k = 0;
-    uint32_t sum = g[0];
-    while (sum <= t) sum += g[++k];
-    *below = sum - g[k];
-    return k;
-}
-#endif
 
 /* One sample through the model: encodes `value`, decodes it into *value, or only updates
  * the state (stored blocks). Returns 0, or -1 on an impossible decoded value.
@@ -537,7 +161,6 @@ static inline int find_direct(const uint16_t *g, uint32_t t, uint32_t *below) {
 HOT int code_sample(channel_state *s, coder *co, int pass, int16_t *value, int32_t max_error,
                     const int grid) {
     const int32_t top = grid ? GRID_CODES - 1 : 65535;
-
     /* The predictor sees deltas in grid-sized units in both domains (|delta| <= 1023), so
      * every product and sum fits 16- and 32-bit lanes. */
     const int dshift = grid ? 0 : 6;
@@ -555,128 +178,10 @@ HOT int code_sample(channel_state *s, coder *co, int pass, int16_t *value, int32
     int64_t pred_q = ((int64_t)s->last << FRACTION_BITS) + (int64_t)(acc >> (WEIGHT_SHIFT - FRACTION_BITS)) * (1 << dshift);
     if (pred_q < 0) pred_q = 0;
     if (pred_q > ((int64_t)top << FRACTION_BITS)) pred_q = (int64_t)top << FRACTION_BITS;
-    int32_t pred = (int32_t)((pred_q + (1 << (FRACTION_BITS - 1))) >> FRACTION_BITS);
-    /* Mirror the residual so that the side the fractional prediction leans to is positive. */
-    int32_t flip = (int32_t)((pred_q - ((int64_t)pred << FRACTION_BITS)) >> 63) | 1;
-
-    int32_t act = s->activity >> (grid ? 2 : 8);
-    int ctx = context_of_activity[act > 255 ? 255 : act];
-    uint16_t *freq = s->main_freq[ctx];
-
-    /* Weighted frequencies: each direct symbol is scaled by the width of the code it maps
-     * to (64 = average width; 0 = outside the ADC's range, so impossible). */
-    /* Quantised residuals span 2k+1 codes each: the widths of single codes do not apply. */
-    const uint16_t *width = (!grid || max_error) ? flat_weight
-                         : flip > 0 ? weight_up + pred : weight_down + (GRID_CODES - 1 - pred);
-    /* Cumulative order: big-negative, the direct symbols in residual order, big-positive,
-     * escape. */
-    uint16_t g[2 * HALF];
-    uint32_t lower, upper;
-    weigh(freq, width, g, &lower, &upper);
-    /* The escape-side symbols take the same unit-width scale (1/128) as the direct ones. */
-    const uint32_t f_neg = (freq[SYM_BIG_NEG] >> 1) + 1, f_pos = (freq[SYM_BIG_POS] >> 1) + 1, f_esc = (freq[SYM_ESCAPE] >> 1) + 1;
-    const uint32_t middle = f_neg + lower;       /* cumulative count where residual 0 starts */
-    const uint32_t total = middle + upper + f_pos + f_esc;
-
-    int32_t x = 0;          /* sample in domain units */
-    int32_t coded = 0;      /* the residual as coded (quantised when max_error > 0) */
-    const int32_t quantum = 2 * max_error + 1;
-    int symbol;
-    if (pass != PASS_DECODE) {
-        int32_t v = *value;
-        int escaped = 0;
-        if (grid) {
-            int k = grid_code(v);
-            escaped = k < 0;
-            x = escaped ? nearest_code(v) : k;
-        } else {
-            x = v + 32768;
-        }
-        int32_t r = flip * (x - pred);
-        if (max_error && !escaped) {
-            r = r >= 0 ? (r + max_error) / quantum : -((max_error - r) / quantum);
-            /* Clamping to the domain only moves the rebuilt sample towards x. */
-            int32_t rebuilt = pred + flip * r * quantum;
-            x = rebuilt < 0 ? 0 : rebuilt > top ? top : rebuilt;
-            if (pass == PASS_ENCODE) *value = grid ? grid_value[x] : (int16_t)(x - 32768);
-        }
-        coded = r;
-        symbol = escaped ? SYM_ESCAPE : r < -HALF ? SYM_BIG_NEG : r >= HALF ? SYM_BIG_POS : r + HALF;
-        if (pass == PASS_ENCODE) {
-            uint32_t cum, f;
-            if (symbol == SYM_BIG_NEG) { cum = 0; f = f_neg; }
-            else if (symbol == SYM_BIG_POS) { cum = middle + upper; f = f_pos; }
-            else if (symbol == SYM_ESCAPE) { cum = middle + upper + f_pos; f = f_esc; }
-            else {
-                cum = f_neg + sum_below(g, symbol);
-                f = g[symbol];
-            }
-            rc_encode(&co->enc, cum, f, total);
-            if (escaped) rc_encode_bits(&co->enc, (uint16_t)v, 16);
-        }
-        if (symbol == SYM_BIG_NEG || symbol == SYM_BIG_POS)
-            big_encode(s, co, pass, (uint32_t)(symbol == SYM_BIG_POS ? r - HALF : -HALF - 1 - r));
-    } else {
-        uint32_t r, target = rd_target(&co->dec, total, &r), cum, f;
-        if (target < f_neg) { symbol = SYM_BIG_NEG; cum = 0; f = f_neg; }
-        else if (target >= middle + upper + f_pos) { symbol = SYM_ESCAPE; cum = middle + upper + f_pos; f = f_esc; }
-        else if (target >= middle + upper) { symbol = SYM_BIG_POS; cum = middle + upper; f = f_pos; }
-        else {
-            uint32_t below;
-            symbol = find_direct(g, target - f_neg, &below);
-            cum = f_neg + below;
-            f = g[symbol];
-        }
-        if (f == 0 || target < cum || target >= cum + f) return -1;
-        rd_take(&co->dec, r, cum, f);
-        if (symbol == SYM_ESCAPE) {
-            if (!grid) return -1;
-            int16_t v = (int16_t)rd_bits(&co->dec, 16);
-            if (grid_code(v) >= 0) return -1;   /* the encoder never escapes a grid value */
-            *value = v;
-            x = nearest_code(v);
-            coded = flip * (x - pred);
-        } else {
-            int32_t res;
-            if (symbol < 2 * HALF) {
-                res = symbol - HALF;
-            } else {
-                uint32_t excess;
-                if (big_decode(s, co, &excess) < 0) return -1;
-                if (excess > 65536) return -1;
-                res = symbol == SYM_BIG_POS ? HALF + (int32_t)excess : -HALF - 1 - (int32_t)excess;
-            }
-            coded = res;
-            if (max_error) {
-                int64_t rebuilt = pred + (int64_t)flip * res * quantum;
-                x = (int32_t)(rebuilt < 0 ? 0 : rebuilt > top ? top : rebuilt);
-            } else {
-                x = pred + flip * res;
-                if (x < 0 || x > top) return -1;
-            }
-            *value = grid ? grid_value[x] : (int16_t)(x - 32768);
-        }
-    }
-    adapt(freq, &s->main_total[ctx], MAIN_SYMBOLS, symbol, MAIN_INCREMENT, MAIN_LIMIT);
-
-    /* Update the activity and the NLMS predictor from the reconstructed sample. */
-    int32_t mag = coded < 0 ? -coded : coded;
-    if (!grid) mag >>= 6;
-    if (mag > 1000) mag = 1000;
-    s->activity += ((mag << 4) - s->activity) >> ACT_SHIFT;
-
+    int32_t x;
+    if (model_code(s, co, pass, value, max_error, grid, pred_q, &x) < 0) return -1;
     int32_t delta = x - s->last;
-    int64_t err_q = ((int64_t)x << FRACTION_BITS) - pred_q;
-    if (err_q > (1 << 20)) err_q = 1 << 20;
-    if (err_q < -(1 << 20)) err_q = -(1 << 20);
-    /* Step size / energy in Q34, through a 7-bit reciprocal: a division on every sample
-     * would be the slowest instruction in the loop, and the step needs no more precision. */
-    uint64_t e64 = (uint64_t)(s->energy + 64);
-    int n = log2_floor64(e64);
-    uint32_t m = (uint32_t)(n >= 7 ? e64 >> (n - 7) : e64 << (7 - n));
-    int64_t step = (err_q * (int64_t)reciprocal[m - 128]) >> (n - 2);   /* err_q x gain, Q34 */
-    step >>= 34 - WEIGHT_SHIFT + FRACTION_BITS + MU_SHIFT - 16 + UPDATE_SHIFT + dshift;
-    s->pending_step = (int32_t)(step > 32767 ? 32767 : step < -32767 ? -32767 : step);
+    s->pending_step = nlms_step(((int64_t)x << FRACTION_BITS) - pred_q, s->energy, dshift);
     memcpy(s->pending, s->deltas, sizeof s->pending);
     int32_t oldest = s->deltas[TAPS - 1];
     delta >>= dshift;
@@ -744,7 +249,7 @@ uint32_t nw_crc32(uint32_t crc, const uint8_t *data, size_t len) {
 
 /* CRC of the header's first 18 bytes, then of the samples as little-endian int16, row after
  * row of `channels` samples (rows `stride` apart), taken two samples (four bytes) per step. */
-static uint32_t block_crc(const uint8_t *header, const int16_t *samples, uint32_t n,
+uint32_t nw_block_crc(const uint8_t *header, const int16_t *samples, uint32_t n,
                           uint32_t channels, size_t stride) {
     uint32_t crc = ~nw_crc32(0, header, 18);
     for (uint32_t t = 0; t < n; t++) {
@@ -766,9 +271,6 @@ static uint32_t block_crc(const uint8_t *header, const int16_t *samples, uint32_
 /* ---- block layer ---------------------------------------------------------------------- */
 #define MAGIC0 'N'
 #define MAGIC1 'W'
-#define FLAG_KEYFRAME 1u
-#define FLAG_STORED 2u
-#define MAX_ERROR_SHIFT 2         /* flags bits 2..7 hold max_error */
 
 struct nw_encoder {
     uint32_t channels;
@@ -804,14 +306,14 @@ const char *nw_strerror(int status) {
     }
 }
 
-static int channels_ok(uint32_t channels) { return channels >= 1 && channels <= NW_MAX_CHANNELS; }
+int nw_channels_ok(uint32_t channels) { return channels >= 1 && channels <= NW_MAX_CHANNELS; }
 
 size_t nw_encode_bound(uint32_t channels, uint32_t n_samples) {
     return NW_BLOCK_HEADER_BYTES + (channels + 7) / 8 + 2 * (size_t)channels * n_samples;
 }
 
 nw_encoder *nw_encoder_new(uint32_t channels) {
-    if (!channels_ok(channels)) return NULL;
+    if (!nw_channels_ok(channels)) return NULL;
     ensure_tables();
     nw_encoder *e = calloc(1, sizeof *e);
     if (!e) return NULL;
@@ -833,7 +335,7 @@ void nw_encoder_free(nw_encoder *e) {
 
 void nw_grid_values(int16_t *values) {
     ensure_tables();
-    memcpy(values, grid_value, sizeof grid_value);
+    memcpy(values, nw_code_value, sizeof nw_code_value);
 }
 
 int nw_encoder_set_max_error(nw_encoder *e, uint32_t max_error) {
@@ -850,15 +352,15 @@ uint32_t nw_encoder_channel_bytes(const nw_encoder *e, uint64_t *totals, uint32_
 }
 
 /* A channel is coded on the ADC grid when nearly all of its samples lie on it. */
-static uint32_t choose_domain(const int16_t *samples, uint32_t n, size_t stride, uint32_t c) {
+uint32_t nw_choose_domain(const int16_t *samples, uint32_t n, size_t stride, uint32_t c) {
     uint32_t off = 0;
     for (uint32_t t = 0; t < n; t++) off += grid_code(samples[(size_t)t * stride + c]) < 0;
     return off * 16 <= n ? DOMAIN_GRID : DOMAIN_LINEAR;
 }
 
-static void write_header(uint8_t *out, uint32_t flags, uint32_t channels, uint32_t n,
-                         uint32_t index, uint32_t payload) {
-    out[0] = MAGIC0; out[1] = MAGIC1; out[2] = NW_FORMAT_VERSION; out[3] = (uint8_t)flags;
+void nw_write_block_header(uint8_t *out, uint32_t version, uint32_t flags, uint32_t channels,
+                           uint32_t n, uint32_t index, uint32_t payload) {
+    out[0] = MAGIC0; out[1] = MAGIC1; out[2] = (uint8_t)version; out[3] = (uint8_t)flags;
     nw_put_u16(out + 4, channels);
     nw_put_u32(out + 6, n);
     nw_put_u32(out + 10, index);
@@ -899,8 +401,8 @@ int64_t nw_encode_block_strided(nw_encoder *e, const int16_t *samples, uint32_t 
 
     if (keyframe) {
         for (uint32_t c = 0; c < ch; c++) {
-            uint32_t d = choose_domain(samples, n, stride, c);
-            e->state[c] = initial_state[d];
+            uint32_t d = nw_choose_domain(samples, n, stride, c);
+            e->state[c] = nw_initial_state[d];
             rc_encode_bits(rc, d, 1);
         }
     }
@@ -921,12 +423,12 @@ int64_t nw_encode_block_strided(nw_encoder *e, const int16_t *samples, uint32_t 
     }
     rc_flush(rc);
 
-    uint32_t flags = (keyframe ? FLAG_KEYFRAME : 0) | (uint32_t)max_error << MAX_ERROR_SHIFT;
+    uint32_t flags = (keyframe ? NW_FLAG_KEYFRAME : 0) | (uint32_t)max_error << NW_MAX_ERROR_SHIFT;
     size_t payload_bytes = rc->pos;
     if (rc->overflow || payload_bytes >= stored_bytes) {
         /* The model state was updated by the pass above, exactly as the decoder's update
          * pass over stored samples will update it. */
-        flags |= FLAG_STORED;
+        flags |= NW_FLAG_STORED;
         uint8_t *p = payload;
         if (keyframe) {
             memset(p, 0, (ch + 7) / 8);
@@ -937,10 +439,10 @@ int64_t nw_encode_block_strided(nw_encoder *e, const int16_t *samples, uint32_t 
             for (uint32_t c = 0; c < ch; c++, p += 2) nw_put_u16(p, (uint16_t)samples[(size_t)t * stride + c]);
         payload_bytes = stored_bytes;
     }
-    write_header(out, flags, ch, n, e->next_index, (uint32_t)payload_bytes);
+    nw_write_block_header(out, NW_FORMAT_VERSION, flags, ch, n, e->next_index, (uint32_t)payload_bytes);
     /* A stored block decodes to the exact samples, a coded one to what was rebuilt. */
-    if (rebuilt && !(flags & FLAG_STORED)) nw_put_u32(out + 18, block_crc(out, rebuilt, n, ch, ch));
-    else nw_put_u32(out + 18, block_crc(out, samples, n, ch, stride));
+    if (rebuilt && !(flags & NW_FLAG_STORED)) nw_put_u32(out + 18, nw_block_crc(out, rebuilt, n, ch, ch));
+    else nw_put_u32(out + 18, nw_block_crc(out, samples, n, ch, stride));
     free(rebuilt);
     e->next_index++;
     e->started = 1;
@@ -948,20 +450,24 @@ int64_t nw_encode_block_strided(nw_encoder *e, const int16_t *samples, uint32_t 
 }
 
 int nw_block_peek(const uint8_t *in, size_t len, nw_block_info *info) {
+    return nw_read_block_header(in, len, NW_FORMAT_VERSION, info);
+}
+
+int nw_read_block_header(const uint8_t *in, size_t len, uint32_t version, nw_block_info *info) {
     if (!in || !info) return NW_ERR_ARGUMENT;
     if (len < 2) return NW_ERR_TRUNCATED;
     if (in[0] != MAGIC0 || in[1] != MAGIC1) return NW_ERR_MAGIC;
     if (len < NW_BLOCK_HEADER_BYTES) return NW_ERR_TRUNCATED;
-    if (in[2] != NW_FORMAT_VERSION) return NW_ERR_VERSION;
-    info->max_error = (uint32_t)in[3] >> MAX_ERROR_SHIFT;   /* 0..63: every value is valid */
+    if (in[2] != version) return NW_ERR_VERSION;
+    info->max_error = (uint32_t)in[3] >> NW_MAX_ERROR_SHIFT;   /* 0..63: every value is valid */
     info->channels = nw_get_u16(in + 4);
     info->n_samples = nw_get_u32(in + 6);
     info->index = nw_get_u32(in + 10);
     uint32_t payload = nw_get_u32(in + 14);
     info->crc32 = nw_get_u32(in + 18);
-    info->keyframe = (in[3] & FLAG_KEYFRAME) != 0;
-    info->stored = (in[3] & FLAG_STORED) != 0;
-    if (!channels_ok(info->channels) || info->n_samples > NW_MAX_BLOCK_SAMPLES) return NW_ERR_CORRUPT;
+    info->keyframe = (in[3] & NW_FLAG_KEYFRAME) != 0;
+    info->stored = (in[3] & NW_FLAG_STORED) != 0;
+    if (!nw_channels_ok(info->channels) || info->n_samples > NW_MAX_BLOCK_SAMPLES) return NW_ERR_CORRUPT;
     size_t stored_bytes = (info->keyframe ? (info->channels + 7) / 8 : 0)
                           + 2 * (size_t)info->channels * info->n_samples;
     if (payload > stored_bytes || (info->stored && payload != stored_bytes)) return NW_ERR_CORRUPT;
@@ -971,7 +477,7 @@ int nw_block_peek(const uint8_t *in, size_t len, nw_block_info *info) {
 }
 
 nw_decoder *nw_decoder_new(uint32_t channels) {
-    if (!channels_ok(channels)) return NULL;
+    if (!nw_channels_ok(channels)) return NULL;
     ensure_tables();
     nw_decoder *d = calloc(1, sizeof *d);
     if (!d) return NULL;
@@ -1000,7 +506,7 @@ static int decode_payload(nw_decoder *d, const nw_block_info *info, const uint8_
     if (info->stored) {
         const uint8_t *p = payload;
         if (info->keyframe) {
-            for (uint32_t c = 0; c < ch; c++) d->state[c] = initial_state[(p[c / 8] >> (c % 8)) & 1];
+            for (uint32_t c = 0; c < ch; c++) d->state[c] = nw_initial_state[(p[c / 8] >> (c % 8)) & 1];
             p += (ch + 7) / 8;
         }
         for (uint32_t t = 0; t < n; t++)
@@ -1015,7 +521,7 @@ static int decode_payload(nw_decoder *d, const nw_block_info *info, const uint8_
     memset(&co, 0, sizeof co);
     rd_init(&co.dec, payload, payload_bytes);
     if (info->keyframe)
-        for (uint32_t c = 0; c < ch; c++) d->state[c] = initial_state[rd_bits(&co.dec, 1)];
+        for (uint32_t c = 0; c < ch; c++) d->state[c] = nw_initial_state[rd_bits(&co.dec, 1)];
     const int32_t max_error = (int32_t)info->max_error;
     for (uint32_t c = 0; c < ch; c++) {
         channel_state *s = &d->state[c];
@@ -1057,7 +563,7 @@ int nw_decode_block_strided(nw_decoder *d, const uint8_t *in, size_t len, int16_
         if (info->index != d->next_index) { d->valid = 0; return NW_ERR_SEQUENCE; }
     }
     status = decode_payload(d, info, in + NW_BLOCK_HEADER_BYTES, samples, stride);
-    if (status == NW_OK && block_crc(in, samples, info->n_samples, info->channels, stride) != info->crc32)
+    if (status == NW_OK && nw_block_crc(in, samples, info->n_samples, info->channels, stride) != info->crc32)
         status = NW_ERR_CHECKSUM;
     if (status != NW_OK) { d->valid = 0; return status; }
     d->valid = 1;

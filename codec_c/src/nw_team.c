@@ -21,12 +21,12 @@ typedef struct team_job {
     size_t stride;
     uint32_t n_samples;       /* encode: rows in the block */
     int keyframe;
-    nw_encoder *const *encoders;   /* NULL when decoding */
+    nw_stream_encoder *const *encoders;   /* NULL when decoding */
     uint8_t *out;
     size_t out_cap;
     const size_t *offsets;
     int64_t *sizes;
-    nw_decoder *const *decoders;
+    nw_stream_decoder *const *decoders;
     const uint8_t *const *blocks;
     const size_t *lengths;
     int16_t *decoded;
@@ -60,19 +60,19 @@ struct nw_team {
 static void run_share(const team_job *job, uint32_t worker, uint32_t workers) {
     size_t first = 0;
     for (uint32_t g = 0; g < job->groups; g++) {
-        uint32_t channels = job->encoders ? nw_encoder_channels(job->encoders[g])
-                                          : nw_decoder_channels(job->decoders[g]);
+        uint32_t channels = job->encoders ? nw_stream_encoder_channels(job->encoders[g])
+                                          : nw_stream_decoder_channels(job->decoders[g]);
         if (g % workers == worker) {
             if (job->encoders) {
                 size_t need = nw_encode_bound(channels, job->n_samples);
                 if (job->offsets[g] > job->out_cap || job->out_cap - job->offsets[g] < need)
                     job->sizes[g] = NW_ERR_OUTPUT_FULL;
                 else
-                    job->sizes[g] = nw_encode_block_strided(job->encoders[g], job->samples + first,
+                    job->sizes[g] = nw_stream_encode_block(job->encoders[g], job->samples + first,
                                                             job->n_samples, job->stride, job->keyframe,
                                                             job->out + job->offsets[g], need);
             } else {
-                job->statuses[g] = nw_decode_block_strided(job->decoders[g], job->blocks[g],
+                job->statuses[g] = nw_stream_decode_block(job->decoders[g], job->blocks[g],
                                                            job->lengths[g], job->decoded + first,
                                                            job->rows_cap, job->stride, &job->infos[g]);
             }
@@ -264,17 +264,17 @@ static void run_round(nw_team *team, const team_job *job) {
 }
 
 /* Every group has its coder and all their channels fit in a row of `stride`. */
-static int groups_fit(uint32_t groups, nw_encoder *const *encoders, nw_decoder *const *decoders,
+static int groups_fit(uint32_t groups, nw_stream_encoder *const *encoders, nw_stream_decoder *const *decoders,
                       size_t stride) {
     size_t channels = 0;
     for (uint32_t g = 0; g < groups; g++) {
         if (encoders ? !encoders[g] : !decoders[g]) return 0;
-        channels += encoders ? nw_encoder_channels(encoders[g]) : nw_decoder_channels(decoders[g]);
+        channels += encoders ? nw_stream_encoder_channels(encoders[g]) : nw_stream_decoder_channels(decoders[g]);
     }
     return channels <= stride;
 }
 
-int nw_team_encode(nw_team *team, uint32_t groups, nw_encoder *const *encoders,
+int nw_team_encode(nw_team *team, uint32_t groups, nw_stream_encoder *const *encoders,
                    const int16_t *samples, uint32_t n_samples, size_t stride, int keyframe,
                    uint8_t *out, size_t out_cap, const size_t *offsets, int64_t *sizes) {
     if (!team || !groups || !encoders || !out || !offsets || !sizes || !samples
@@ -289,7 +289,7 @@ int nw_team_encode(nw_team *team, uint32_t groups, nw_encoder *const *encoders,
     return NW_OK;
 }
 
-int nw_team_decode(nw_team *team, uint32_t groups, nw_decoder *const *decoders,
+int nw_team_decode(nw_team *team, uint32_t groups, nw_stream_decoder *const *decoders,
                    const uint8_t *const *blocks, const size_t *lengths, int16_t *samples,
                    size_t rows_cap, size_t stride, int *statuses, nw_block_info *infos) {
     if (!team || !groups || !decoders || !blocks || !lengths || !samples || !statuses || !infos

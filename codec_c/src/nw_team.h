@@ -2,7 +2,7 @@
  * A team of threads that codes the channel groups of one block at the same time.
  *
  * A stream too wide for one core is split into channel groups, each an ordinary encoder or
- * decoder of its own (its blocks are the ones nw_encode_block would make of those channels).
+ * decoder of its own (nw_lanes.h; its blocks are the ones it would make of those channels alone).
  * The team hands the groups of each block to helper threads that wait between blocks, and
  * codes group 0 on the calling thread, so a block costs one call and two thread wake-ups.
  *
@@ -11,7 +11,7 @@
 #ifndef NW_TEAM_H
 #define NW_TEAM_H
 
-#include "neurowire.h"
+#include "nw_lanes.h"
 
 typedef struct nw_team nw_team;
 
@@ -34,14 +34,14 @@ int nw_team_set_spin(nw_team *team, uint32_t microseconds);
  * encoders[g], after those of the groups before it. Group g's block goes to out + offsets[g]
  * and needs nw_encode_bound(its channels, n_samples) bytes there, within out_cap; sizes[g]
  * receives its size or a negative nw_status. Returns NW_OK, or the first group's error. */
-int nw_team_encode(nw_team *team, uint32_t groups, nw_encoder *const *encoders,
+int nw_team_encode(nw_team *team, uint32_t groups, nw_stream_encoder *const *encoders,
                    const int16_t *samples, uint32_t n_samples, size_t stride, int keyframe,
                    uint8_t *out, size_t out_cap, const size_t *offsets, int64_t *sizes);
 
 /* Decodes group g's block (blocks[g], lengths[g] bytes) into its channels of the rows of
  * `samples` (rows_cap rows of `stride`), with decoders[g]; statuses[g] receives its status
  * and infos[g] its header. Returns NW_OK, or the first group's error. */
-int nw_team_decode(nw_team *team, uint32_t groups, nw_decoder *const *decoders,
+int nw_team_decode(nw_team *team, uint32_t groups, nw_stream_decoder *const *decoders,
                    const uint8_t *const *blocks, const size_t *lengths, int16_t *samples,
                    size_t rows_cap, size_t stride, int *statuses, nw_block_info *infos);
 

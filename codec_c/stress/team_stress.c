@@ -39,14 +39,15 @@ static void make_samples(int16_t *samples, uint32_t rows, uint32_t seed) {
         }
 }
 
-static int run(uint32_t spin_us) {
+/* Blocks of the given format version (groups of 32 channels: whole lane groups). */
+static int run(uint32_t spin_us, uint32_t version) {
     static int16_t samples[BLOCKS * BLOCK * CHANNELS], decoded[BLOCK * CHANNELS];
     make_samples(samples, BLOCKS * BLOCK, 12345u + spin_us);
-    nw_encoder *encoders[GROUPS];
-    nw_decoder *decoders[GROUPS];
+    nw_stream_encoder *encoders[GROUPS];
+    nw_stream_decoder *decoders[GROUPS];
     for (int g = 0; g < GROUPS; g++) {
-        encoders[g] = nw_encoder_new(GROUP_CHANNELS);
-        decoders[g] = nw_decoder_new(GROUP_CHANNELS);
+        encoders[g] = nw_stream_encoder_new(GROUP_CHANNELS, version);
+        decoders[g] = nw_stream_decoder_new(GROUP_CHANNELS);
         if (!encoders[g] || !decoders[g]) return 1;
     }
     nw_team *team = nw_team_new(GROUPS - 1, NULL);
@@ -80,14 +81,16 @@ static int run(uint32_t spin_us) {
     }
     nw_team_free(team);
     for (int g = 0; g < GROUPS; g++) {
-        nw_encoder_free(encoders[g]);
-        nw_decoder_free(decoders[g]);
+        nw_stream_encoder_free(encoders[g]);
+        nw_stream_decoder_free(decoders[g]);
     }
     free(out);
-    printf("team stress, spin_us %u: %d blocks, %d failed\n", spin_us, BLOCKS, failures);
+    printf("team stress, version %u, spin_us %u: %d blocks, %d failed\n", version, spin_us, BLOCKS,
+           failures);
     return failures != 0;
 }
 
 int main(void) {
-    return run(0) | run(200) | run(0);
+    return run(0, NW_FORMAT_VERSION) | run(200, NW_FORMAT_VERSION)
+         | run(0, NW_LANE_FORMAT_VERSION) | run(200, NW_LANE_FORMAT_VERSION);
 }

@@ -1,5 +1,6 @@
-"""Writes the golden inputs and their encodings. Run only for a deliberate format change
-(and then bump NW_FORMAT_VERSION if streams written before no longer decode):
+"""Writes the golden inputs and their encodings, streams in both block formats (version 1
+and the lane format). Run only for a deliberate format change (and then bump the version
+if streams written before no longer decode):
 
     .venv/bin/python tests/data/golden/regenerate.py
 """
@@ -14,11 +15,16 @@ from neurowire import codec
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent
 
-# name: (block length, keyframe flags per block)
+# name: (block length, keyframe flags per block, format version)
+V1, LANES = codec.FORMAT_VERSION, codec.LANE_FORMAT_VERSION
 STREAMS = {
-    "real_8ch": (20, [False, False, True, False]),
-    "noise_3ch": (10, [False, True, False]),
-    "silence_5ch": (7, [False, False]),
+    "real_8ch": (20, [False, False, True, False], V1),
+    "noise_3ch": (10, [False, True, False], V1),
+    "silence_5ch": (7, [False, False], V1),
+    "lanes_real_8ch": (20, [False, False, True, False], LANES),
+    "lanes_real_20ch": (10, [False, False, False, True], LANES),
+    "lanes_noise_3ch": (10, [False, True, False], LANES),
+    "lanes_silence_5ch": (7, [False, False], LANES),
 }
 
 
@@ -29,8 +35,12 @@ def stream_inputs():
         loud = np.frombuffer(w.readframes(w.getnframes()), "<i2")
     real = np.stack([(medium if c % 2 else loud)[1000 * c:1000 * c + 80] for c in range(8)], axis=1)
     noise = np.random.default_rng(20261125).integers(-32768, 32768, size=(30, 3), dtype=np.int16)
-    return {"real_8ch": real.astype(np.int16), "noise_3ch": noise,
-            "silence_5ch": np.zeros((14, 5), np.int16)}
+    real20 = np.stack([(medium if c % 3 else loud)[700 * c:700 * c + 40] for c in range(20)], axis=1)
+    streams = {"real_8ch": real.astype(np.int16), "noise_3ch": noise,
+               "silence_5ch": np.zeros((14, 5), np.int16), "lanes_real_20ch": real20.astype(np.int16)}
+    for name in ("real_8ch", "noise_3ch", "silence_5ch"):
+        streams["lanes_" + name] = streams[name]
+    return streams
 
 
 def file_inputs():
@@ -44,18 +54,19 @@ def file_inputs():
     return {"short_wav": bytes(header) + data, "text": b"neurowire golden file\n" * 20}
 
 
-def encode_stream(samples, block, keys):
-    enc = codec.StreamEncoder(samples.shape[1])
+def encode_stream(samples, block, keys, version):
+    enc = codec.StreamEncoder(samples.shape[1], format_version=version)
     return [enc.encode(samples[i * block:(i + 1) * block], keyframe=k) for i, k in enumerate(keys)]
 
 
 def main():
-    manifest = {"format_version": codec.FORMAT_VERSION, "streams": {}, "files": []}
+    manifest = {"format_version": codec.FORMAT_VERSION,
+                "lane_format_version": codec.LANE_FORMAT_VERSION, "streams": {}, "files": []}
     for name, samples in stream_inputs().items():
-        block, keys = STREAMS[name]
+        block, keys, version = STREAMS[name]
         np.save(HERE / f"{name}.npy", samples)
-        (HERE / f"{name}.nwb").write_bytes(b"".join(encode_stream(samples, block, keys)))
-        manifest["streams"][name] = {"block": block, "keyframes": keys}
+        (HERE / f"{name}.nwb").write_bytes(b"".join(encode_stream(samples, block, keys, version)))
+        manifest["streams"][name] = {"block": block, "keyframes": keys, "format_version": version}
     for name, raw in file_inputs().items():
         (HERE / f"{name}.orig").write_bytes(raw)
         (HERE / f"{name}.nw").write_bytes(codec.compress_bytes(raw))

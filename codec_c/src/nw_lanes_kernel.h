@@ -1,0 +1,440 @@
+/*
+ * The lane format's kernel: a block's samples through the model, LANES channels side by
+ * side. Included twice: by nw_lanes.c (scalar and SSE2 code) and by nw_lanes_avx2.c, which
+ * builds it for AVX2 so that every helper, the shared model's too, inlines into it. Internal.
+ */
+#ifndef NW_LANES_KERNEL_H
+#define NW_LANES_KERNEL_H
+
+#include "nw_lanes.h"
+#include "nw_model.h"
+
+#define LANES NW_LANES
+#define CODERS NW_LANE_CODERS
+#define PAIRS (TAPS / 2)
+/* Zero bytes the encoder may drop from the end of the coded bytes (the decoder reads zeros
+ * past the end): each coder's flush ends in three zero bytes, and they fall near the end. */
+#define TRIM_LIMIT (4 * CODERS)
+
+typedef char lanes_fill_coders[LANES % CODERS == 0 && TAPS % 2 == 0 ? 1 : -1];
+
+/* The predictor state of one group of LANES channels (channels past the stream's last one
+ * stay zero and are never coded). */
+typedef struct lane_group {
+    /* Taps 2p and 2p+1 of lane l at [p][l][0..1]: a 16-byte vector holds a tap pair of four
+     * lanes, which is what a 16-bit multiply-add sums. Q(WEIGHT_SHIFT), saturating. */
+    int16_t weights[PAIRS][LANES][2];
+    int16_t deltas[TAPS][LANES];  /* first differences in grid-sized units, newest first */
+    int32_t last[LANES];          /* last sample, domain units */
+    int32_t energy[LANES];        /* sum of the lane's TAPS deltas squared */
+} lane_group;
+
+typedef struct lane_state {
+    lane_group *group;            /* ceil(channels / LANES) */
+    channel_state *channel;       /* counts, activity and domain (its predictor fields unused) */
+} lane_state;
+
+enum isa { ISA_SCALAR, ISA_SSE2, ISA_AVX2 };   /* ISA_AVX2: SSE2 predictor, AVX2 coding */
+
+/* ---- the predictor, LANES channels at a time ----------------------------------------- */
+
+/* Per lane: 1 for grid channels, 64 for linear ones (deltas are in grid-sized units). */
+typedef struct lane_domain {
+    int32_t dshift[LANES];
+    int32_t top_q[LANES];         /* the domain's largest value, FRACTION_BITS fractional */
+} lane_domain;
+
+static void predict_scalar(const lane_group *gr, const lane_domain *dom, int32_t *pred_q) {
+    for (int l = 0; l < LANES; l++) {
+        int32_t acc = 0;
+        for (int p = 0; p < PAIRS; p++)
+            acc += gr->weights[p][l][0] * gr->deltas[2 * p][l] + gr->weights[p][l][1] * gr->deltas[2 * p + 1][l];
+        int32_t q = gr->last[l] * (1 << FRACTION_BITS) + (acc >> (WEIGHT_SHIFT - FRACTION_BITS)) * (1 << dom->dshift[l]);
+        pred_q[l] = q < 0 ? 0 : q > dom->top_q[l] ? dom->top_q[l] : q;
+    }
+}
+
+/* w += (step x (delta << UPDATE_SHIFT) + 2^15) >> 16, saturating; then the history moves on. */
+static void update_scalar(lane_group *gr, const int32_t *step, const int32_t *delta) {
+    for (int p = 0; p < PAIRS; p++)
+        for (int l = 0; l < LANES; l++)
+            for (int j = 0; j < 2; j++) {
+                int32_t v = gr->weights[p][l][j]
+                          + ((step[l] * (gr->deltas[2 * p + j][l] * (1 << UPDATE_SHIFT)) + (1 << 15)) >> 16);
+                gr->weights[p][l][j] = (int16_t)(v > 32767 ? 32767 : v < -32768 ? -32768 : v);
+            }
+    memmove(gr->deltas[1], gr->deltas[0], sizeof gr->deltas - sizeof gr->deltas[0]);
+    for (int l = 0; l < LANES; l++) gr->deltas[0][l] = (int16_t)delta[l];
+}
+
+#if defined(__SSE2__)
+typedef char sse2_layout_is_eight_lanes[LANES == 8 ? 1 : -1];
+
+/* Lanes 0-3 and 4-7 of a tap pair: (d[2p][l], d[2p+1][l]) for each lane. */
+static inline void delta_pairs(const lane_group *gr, int p, __m128i *lo, __m128i *hi) {
+    __m128i a = _mm_loadu_si128((const __m128i *)gr->deltas[2 * p]);
+    __m128i b = _mm_loadu_si128((const __m128i *)gr->deltas[2 * p + 1]);
+    *lo = _mm_unpacklo_epi16(a, b);
+    *hi = _mm_unpackhi_epi16(a, b);
+}
+
+static inline __m128i select_si128(__m128i mask, __m128i yes, __m128i no) {
+    return _mm_or_si128(_mm_and_si128(mask, yes), _mm_andnot_si128(mask, no));
+}
+
+/* Four int32 the scalar lane code has just stored one by one: read one by one too, as a
+ * vector load of them would wait for the stores to reach the cache (no store forwarding). */
+static inline __m128i load4_fresh(const int32_t *v) { return _mm_setr_epi32(v[0], v[1], v[2], v[3]); }
+
+static inline __m128i finish_prediction(__m128i acc, const int32_t *last, const int32_t *dshift,
+                                        const int32_t *top_q) {
+    __m128i t = _mm_srai_epi32(acc, WEIGHT_SHIFT - FRACTION_BITS);
+    __m128i linear = _mm_cmpgt_epi32(_mm_loadu_si128((const __m128i *)dshift), _mm_setzero_si128());
+    t = select_si128(linear, _mm_slli_epi32(t, 6), t);
+    __m128i q = _mm_add_epi32(_mm_slli_epi32(load4_fresh(last), FRACTION_BITS), t);
+    q = _mm_andnot_si128(_mm_srai_epi32(q, 31), q);                       /* max(q, 0) */
+    __m128i top = _mm_loadu_si128((const __m128i *)top_q);
+    return select_si128(_mm_cmpgt_epi32(q, top), top, q);                 /* min(q, top) */
+}
+
+static inline void predict_sse2(const lane_group *gr, const lane_domain *dom, int32_t *pred_q) {
+    __m128i acc_lo = _mm_setzero_si128(), acc_hi = _mm_setzero_si128();
+    for (int p = 0; p < PAIRS; p++) {
+        __m128i lo, hi;
+        delta_pairs(gr, p, &lo, &hi);
+        acc_lo = _mm_add_epi32(acc_lo, _mm_madd_epi16(_mm_loadu_si128((const __m128i *)gr->weights[p][0]), lo));
+        acc_hi = _mm_add_epi32(acc_hi, _mm_madd_epi16(_mm_loadu_si128((const __m128i *)gr->weights[p][4]), hi));
+    }
+    _mm_storeu_si128((__m128i *)pred_q, finish_prediction(acc_lo, gr->last, dom->dshift, dom->top_q));
+    _mm_storeu_si128((__m128i *)(pred_q + 4),
+                     finish_prediction(acc_hi, gr->last + 4, dom->dshift + 4, dom->top_q + 4));
+}
+
+static inline __m128i weight_step(__m128i w, __m128i st, __m128i d) {
+    __m128i u = _mm_slli_epi16(d, UPDATE_SHIFT);
+    /* high half of the product plus bit 15 of the low half: (step x scaled + 2^15) >> 16 */
+    __m128i dw = _mm_add_epi16(_mm_mulhi_epi16(st, u), _mm_srli_epi16(_mm_mullo_epi16(st, u), 15));
+    return _mm_adds_epi16(w, dw);
+}
+
+static inline void update_sse2(lane_group *gr, const int32_t *step, const int32_t *delta) {
+    /* Steps fit 16 bits (nlms_step clamps them), so packing them is exact. */
+    __m128i st = _mm_packs_epi32(load4_fresh(step), load4_fresh(step + 4));
+    __m128i st_lo = _mm_unpacklo_epi16(st, st), st_hi = _mm_unpackhi_epi16(st, st);
+    for (int p = 0; p < PAIRS; p++) {
+        __m128i lo, hi;
+        delta_pairs(gr, p, &lo, &hi);
+        __m128i *w_lo = (__m128i *)gr->weights[p][0], *w_hi = (__m128i *)gr->weights[p][4];
+        _mm_storeu_si128(w_lo, weight_step(_mm_loadu_si128(w_lo), st_lo, lo));
+        _mm_storeu_si128(w_hi, weight_step(_mm_loadu_si128(w_hi), st_hi, hi));
+    }
+    for (int k = TAPS - 1; k > 0; k--)
+        _mm_storeu_si128((__m128i *)gr->deltas[k], _mm_loadu_si128((const __m128i *)gr->deltas[k - 1]));
+    _mm_storeu_si128((__m128i *)gr->deltas[0],
+                     _mm_packs_epi32(load4_fresh(delta), load4_fresh(delta + 4)));
+}
+#endif
+
+HOT void predict(const lane_group *gr, const lane_domain *dom, int32_t *pred_q, const int isa) {
+#if defined(__SSE2__)
+    if (isa != ISA_SCALAR) { predict_sse2(gr, dom, pred_q); return; }
+#endif
+    (void)isa;
+    predict_scalar(gr, dom, pred_q);
+}
+
+HOT void update(lane_group *gr, const int32_t *step, const int32_t *delta, const int isa) {
+#if defined(__SSE2__)
+    if (isa != ISA_SCALAR) { update_sse2(gr, step, delta); return; }
+#endif
+    (void)isa;
+    update_scalar(gr, step, delta);
+}
+
+/* ---- a block's samples through the model ----------------------------------------------- */
+
+/* The coders of one block. Encoding: a range encoder per coder, and the shift events in
+ * order. Decoding: one input shared by the coders, whose range and code are swapped in for
+ * each sample. */
+typedef struct lane_coders {
+    coder co[CODERS];
+    uint8_t *events;
+    size_t n_events, events_cap;
+    int overflow;
+    coder input;
+    uint32_t range[CODERS], code[CODERS];
+} lane_coders;
+
+/* How many times an encoder has shifted out a byte: each shift writes the cached byte and
+ * any pending ones, or adds one pending byte; the very first writes nothing. */
+static inline size_t shifts(const range_encoder *rc) {
+    return rc->pos + (size_t)rc->pending + (rc->first ? 0 : 1);
+}
+
+typedef struct lane_job {
+    lane_state *ls;
+    uint32_t channels, n;
+    const int16_t *in;            /* encode and update: the samples */
+    int16_t *out;                 /* decode: the samples */
+    size_t stride;
+    int16_t *rebuilt;             /* bounded-error encode: what the decoder rebuilds (rows of channels) */
+    int32_t max_error;
+    lane_coders *lc;
+    uint64_t *channel_bytes;      /* encode: bytes (shift events) per channel */
+} lane_job;
+
+#if defined(NW_LANES_AVX2)
+#include <immintrin.h>
+
+/* model_code's weighting for a direct symbol, 16 symbols per vector: the sum of all 2*HALF
+ * weighted counts, the sum of those below `symbol`, and its own. Same integers as weigh()
+ * and sum_below() (every sum fits 16 bits, see weigh). */
+static inline void weigh_direct_avx2(const uint16_t *freq, const uint16_t *width, int symbol,
+                                          uint32_t *all, uint32_t *below, uint32_t *own) {
+    const __m256i one = _mm256_set1_epi16(1);
+    __m256i g0 = _mm256_add_epi16(_mm256_mulhi_epu16(_mm256_loadu_si256((const __m256i *)freq),
+                                                     _mm256_loadu_si256((const __m256i *)width)), one);
+    __m256i g1 = _mm256_add_epi16(_mm256_mulhi_epu16(_mm256_loadu_si256((const __m256i *)(freq + 16)),
+                                                     _mm256_loadu_si256((const __m256i *)(width + 16))), one);
+    uint16_t g[2 * HALF];
+    _mm256_storeu_si256((__m256i *)g, g0);
+    _mm256_storeu_si256((__m256i *)(g + 16), g1);
+    const __m256i key = _mm256_set1_epi16((int16_t)symbol);
+    const __m256i index0 = _mm256_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m256i index1 = _mm256_add_epi16(index0, _mm256_set1_epi16(16));
+    __m256i a = _mm256_add_epi16(g0, g1);
+    __m256i b = _mm256_add_epi16(_mm256_and_si256(g0, _mm256_cmpgt_epi16(key, index0)),
+                                 _mm256_and_si256(g1, _mm256_cmpgt_epi16(key, index1)));
+    __m128i a8 = _mm_add_epi16(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
+    __m128i b8 = _mm_add_epi16(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
+    /* Both summed side by side: lanes 0-3 carry a, 4-7 b. */
+    __m128i t = _mm_add_epi16(_mm_unpacklo_epi64(a8, b8), _mm_unpackhi_epi64(a8, b8));
+    t = _mm_add_epi16(t, _mm_srli_epi64(t, 32));
+    t = _mm_add_epi16(t, _mm_srli_epi64(t, 16));
+    *all = (uint32_t)_mm_extract_epi16(t, 0);
+    *below = (uint32_t)_mm_extract_epi16(t, 4);
+    *own = g[symbol];
+}
+
+/* After a time step of a group, from the samples x (domain units): for each lane the NLMS
+ * step (nlms_step, eight at once: the same integers), the new delta, energy and last sample,
+ * then the weight update and the history push of update_sse2. */
+static inline void finish_step_avx2(lane_group *gr, const int32_t *x, const int32_t *pred_q,
+                                         const lane_domain *dom) {
+    const __m256i xv = _mm256_setr_epi32(x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]);
+    const __m256i dshift = _mm256_loadu_si256((const __m256i *)dom->dshift);
+    __m256i err = _mm256_sub_epi32(_mm256_slli_epi32(xv, FRACTION_BITS), _mm256_loadu_si256((const __m256i *)pred_q));
+    err = _mm256_min_epi32(_mm256_max_epi32(err, _mm256_set1_epi32(-(1 << 20))), _mm256_set1_epi32(1 << 20));
+    __m256i energy = _mm256_loadu_si256((const __m256i *)gr->energy);
+    /* energy + 64 < 2^24 (16 deltas of at most 1023 squared), so its float is exact and the
+     * exponent is floor(log2). */
+    const __m256i e = _mm256_add_epi32(energy, _mm256_set1_epi32(64));
+    const __m256i n = _mm256_sub_epi32(_mm256_srli_epi32(_mm256_castps_si256(_mm256_cvtepi32_ps(e)), 23), _mm256_set1_epi32(127));
+    const __m256i seven = _mm256_set1_epi32(7), zero = _mm256_setzero_si256();
+    __m256i m = _mm256_srlv_epi32(e, _mm256_max_epi32(_mm256_sub_epi32(n, seven), zero));
+    m = _mm256_sllv_epi32(m, _mm256_max_epi32(_mm256_sub_epi32(seven, n), zero));
+    const __m256i gain = _mm256_i32gather_epi32((const int *)nw_reciprocal, _mm256_sub_epi32(m, _mm256_set1_epi32(128)), 4);
+    /* floor(err x gain / 2^S), S = (n - 2) + (20 + dshift) as nlms_step's two shifts make it;
+     * for a negative err, -ceil(|err| x gain / 2^S). |err| x gain < 2^52, the quotient < 2^28. */
+    const __m256i shift = _mm256_add_epi32(n, _mm256_add_epi32(dshift, _mm256_set1_epi32(34 - WEIGHT_SHIFT + FRACTION_BITS + MU_SHIFT - 16 + UPDATE_SHIFT - 2)));
+    const __m256i a = _mm256_abs_epi32(err), neg = _mm256_cmpgt_epi32(zero, err);
+    const __m256i low32 = _mm256_set1_epi64x(0xFFFFFFFF), one = _mm256_set1_epi64x(1);
+    const __m256i s_even = _mm256_and_si256(shift, low32), s_odd = _mm256_srli_epi64(shift, 32);
+    __m256i p_even = _mm256_mul_epu32(a, gain);
+    __m256i p_odd = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), _mm256_srli_epi64(gain, 32));
+    p_even = _mm256_add_epi64(p_even, _mm256_and_si256(_mm256_shuffle_epi32(neg, 0xA0),
+                                                       _mm256_sub_epi64(_mm256_sllv_epi64(one, s_even), one)));
+    p_odd = _mm256_add_epi64(p_odd, _mm256_and_si256(_mm256_shuffle_epi32(neg, 0xF5),
+                                                     _mm256_sub_epi64(_mm256_sllv_epi64(one, s_odd), one)));
+    __m256i q = _mm256_blend_epi32(_mm256_srlv_epi64(p_even, s_even),
+                                   _mm256_slli_epi64(_mm256_srlv_epi64(p_odd, s_odd), 32), 0xAA);
+    __m256i step = _mm256_sign_epi32(q, err);
+    step = _mm256_min_epi32(_mm256_max_epi32(step, _mm256_set1_epi32(-32767)), _mm256_set1_epi32(32767));
+
+    const __m256i last = _mm256_loadu_si256((const __m256i *)gr->last);
+    const __m256i delta = _mm256_srav_epi32(_mm256_sub_epi32(xv, last), dshift);
+    const __m256i oldest = _mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)gr->deltas[TAPS - 1]));
+    energy = _mm256_add_epi32(energy, _mm256_sub_epi32(_mm256_mullo_epi32(delta, delta), _mm256_mullo_epi32(oldest, oldest)));
+    _mm256_storeu_si256((__m256i *)gr->energy, energy);
+    _mm256_storeu_si256((__m256i *)gr->last, xv);
+
+    __m128i st = _mm_packs_epi32(_mm256_castsi256_si128(step), _mm256_extracti128_si256(step, 1));
+    __m128i st_lo = _mm_unpacklo_epi16(st, st), st_hi = _mm_unpackhi_epi16(st, st);
+    for (int p = 0; p < PAIRS; p++) {
+        __m128i lo, hi;
+        delta_pairs(gr, p, &lo, &hi);
+        __m128i *w_lo = (__m128i *)gr->weights[p][0], *w_hi = (__m128i *)gr->weights[p][4];
+        _mm_storeu_si128(w_lo, weight_step(_mm_loadu_si128(w_lo), st_lo, lo));
+        _mm_storeu_si128(w_hi, weight_step(_mm_loadu_si128(w_hi), st_hi, hi));
+    }
+    for (int k = TAPS - 1; k > 0; k--)
+        _mm_storeu_si128((__m128i *)gr->deltas[k], _mm_loadu_si128((const __m128i *)gr->deltas[k - 1]));
+    _mm_storeu_si128((__m128i *)gr->deltas[0],
+                     _mm_packs_epi32(_mm256_castsi256_si128(delta), _mm256_extracti128_si256(delta, 1)));
+}
+
+/* One grid sample of a lossless block, encoded: model_code(PASS_ENCODE, grid) in short when
+ * the residual is a direct symbol (nearly always), model_code itself otherwise. */
+static inline void encode_grid_sample_avx2(channel_state *s, coder *co, int16_t value,
+                                                int32_t pred_q, int32_t *x_out) {
+    const int32_t pred = (pred_q + (1 << (FRACTION_BITS - 1))) >> FRACTION_BITS;
+    const int32_t flip = ((pred_q - (pred << FRACTION_BITS)) >> 31) | 1;
+    const int k = grid_code(value);
+    const int32_t r = flip * (k - pred);
+    if (k < 0 || r < -HALF || r >= HALF) {
+        model_code(s, co, PASS_ENCODE, &value, 0, 1, pred_q, x_out);
+        return;
+    }
+    int32_t act = s->activity >> 2;
+    const int ctx = nw_context_of_activity[act > 255 ? 255 : act];
+    uint16_t *freq = s->main_freq[ctx];
+    const uint16_t *width = flip > 0 ? nw_weight_up + pred : nw_weight_down + (GRID_CODES - 1 - pred);
+    const int symbol = r + HALF;
+    uint32_t all, below, own;
+    weigh_direct_avx2(freq, width, symbol, &all, &below, &own);
+    const uint32_t f_neg = (freq[SYM_BIG_NEG] >> 1) + 1, f_pos = (freq[SYM_BIG_POS] >> 1) + 1,
+                   f_esc = (freq[SYM_ESCAPE] >> 1) + 1;
+    rc_encode(&co->enc, f_neg + below, own, f_neg + all + f_pos + f_esc);
+    adapt(freq, &s->main_total[ctx], MAIN_SYMBOLS, symbol, MAIN_INCREMENT, MAIN_LIMIT);
+    const int32_t mag = r < 0 ? -r : r;
+    s->activity += ((mag << 4) - s->activity) >> ACT_SHIFT;
+    *x_out = k;
+}
+#endif
+
+/* A stream's channel states do not fit the L2 cache of small cores. Coded a channel at a
+ * time, they are read in order and the CPU fetches ahead by itself; coded side by side, a
+ * group reads eight states at once, at rows that depend on each channel's activity, and the
+ * CPU does not. So while a group is coded, what the next group will read first is fetched:
+ * its predictor state, and per channel the count row its activity picks now. */
+static inline void prefetch_group(const lane_state *ls, uint32_t g, uint32_t channels) {
+#if defined(__GNUC__)
+    if (g * LANES >= channels) return;
+    const char *group = (const char *)&ls->group[g];
+    for (size_t i = 0; i < sizeof *ls->group; i += 64) __builtin_prefetch(group + i);
+    uint32_t end = g * LANES + LANES < channels ? g * LANES + LANES : channels;
+    for (uint32_t c = g * LANES; c < end; c++) {
+        const channel_state *s = &ls->channel[c];
+        int32_t act = s->activity >> (s->domain == DOMAIN_GRID ? 2 : 8);
+        const uint16_t *row = s->main_freq[nw_context_of_activity[act > 255 ? 255 : act]];
+        __builtin_prefetch(row);
+        __builtin_prefetch(row + FREQ_ROW - 1);
+        __builtin_prefetch(s->main_total);
+    }
+#else
+    (void)ls; (void)g; (void)channels;
+#endif
+}
+
+/* The block's samples of group g, a time step at a time. `pass`, `bounded` and `all_grid`
+ * (every channel of the group in the grid domain, as nearly always) are constants, so each
+ * combination gets its own loop, with one copy of the model in it. */
+HOT int code_group(const lane_job *job, uint32_t g, const lane_domain *dom, int active,
+                   const int pass, const int bounded, const int isa, const int all_grid) {
+    lane_state *ls = job->ls;
+    lane_coders *lc = job->lc;
+    const int32_t max_error = bounded ? job->max_error : 0;
+    lane_group *gr = &ls->group[g];
+    const uint32_t first = g * LANES;
+    int32_t pred_q[LANES], step[LANES] = {0}, delta[LANES] = {0}, xs[LANES];
+    for (int l = active; l < LANES; l++) xs[l] = 0;   /* channels past the last stay at rest */
+    (void)xs;   /* AVX2 only */
+        for (uint32_t t = 0; t < job->n; t++) {
+            predict(gr, dom, pred_q, isa);
+            for (int l = 0; l < active; l++) {
+                const uint32_t c = first + (uint32_t)l;
+                channel_state *s = &ls->channel[c];
+                const int k = l % CODERS;
+                const int grid = all_grid || s->domain == DOMAIN_GRID;
+                int32_t x;
+                if (pass == PASS_DECODE) {
+                    int16_t *value = &job->out[(size_t)t * job->stride + c];
+                    lc->input.dec.range = lc->range[k];
+                    lc->input.dec.code = lc->code[k];
+                    int bad = grid ? model_code(s, &lc->input, PASS_DECODE, value, max_error, 1, pred_q[l], &x)
+                                   : model_code(s, &lc->input, PASS_DECODE, value, max_error, 0, pred_q[l], &x);
+                    if (bad) return NW_ERR_CORRUPT;
+                    lc->range[k] = lc->input.dec.range;
+                    lc->code[k] = lc->input.dec.code;
+                } else {
+                    int16_t value = job->in[(size_t)t * job->stride + c];
+                    coder *co = pass == PASS_ENCODE ? &lc->co[k] : NULL;
+                    size_t before = pass == PASS_ENCODE ? shifts(&co->enc) : 0;
+#if defined(NW_LANES_AVX2)
+                    if (isa == ISA_AVX2 && pass == PASS_ENCODE && !bounded && grid)
+                        encode_grid_sample_avx2(s, co, value, pred_q[l], &x);
+                    else
+#endif
+                    if (grid) model_code(s, co, pass, &value, max_error, 1, pred_q[l], &x);
+                    else model_code(s, co, pass, &value, max_error, 0, pred_q[l], &x);
+                    if (pass == PASS_ENCODE) {
+                        if (bounded) job->rebuilt[(size_t)t * job->channels + c] = value;
+                        const size_t count = shifts(&co->enc) - before;
+                        job->channel_bytes[c] += count;
+                        /* Nearly every sample shifts 0, 1 or 2 times: writing four events
+                         * and keeping `count` avoids a loop whose exit is a coin toss. */
+                        uint8_t *ev = lc->events + lc->n_events;
+                        if (count <= 4 && lc->events_cap - lc->n_events >= 4) {
+                            ev[0] = ev[1] = ev[2] = ev[3] = (uint8_t)k;
+                            lc->n_events += count;
+                        } else if (count <= lc->events_cap - lc->n_events) {
+                            memset(ev, k, count);
+                            lc->n_events += count;
+                        } else {
+                            lc->overflow = 1;   /* larger than stored: the block is stored */
+                        }
+                    }
+                }
+                if (isa == ISA_AVX2) { xs[l] = x; continue; }
+                const int dshift = grid ? 0 : 6;
+                step[l] = nlms_step(((int64_t)x << FRACTION_BITS) - pred_q[l], gr->energy[l], dshift);
+                int32_t d = (x - gr->last[l]) >> dshift, oldest = gr->deltas[TAPS - 1][l];
+                gr->energy[l] += d * d - oldest * oldest;
+                gr->last[l] = x;
+                delta[l] = d;
+            }
+#if defined(NW_LANES_AVX2)
+            if (isa == ISA_AVX2) finish_step_avx2(gr, xs, pred_q, dom);
+            else
+#endif
+            update(gr, step, delta, isa);
+            if (pass == PASS_DECODE && lc->input.dec.overrun > TRIM_LIMIT) return NW_ERR_TRUNCATED;
+        }
+    return NW_OK;
+}
+
+/* All groups of a block. */
+HOT int run_groups(const lane_job *job, const int pass, const int bounded, const int isa) {
+    lane_state *ls = job->ls;
+    const uint32_t groups = (job->channels + LANES - 1) / LANES;
+    for (uint32_t g = 0; g < groups; g++) {
+        const uint32_t first = g * LANES;
+        const int active = job->channels - first < LANES ? (int)(job->channels - first) : LANES;
+        lane_domain dom;
+        int linear_lanes = 0;
+        for (int l = 0; l < LANES; l++) {
+            int linear = l < active && ls->channel[first + l].domain != DOMAIN_GRID;
+            linear_lanes += linear;
+            dom.dshift[l] = linear ? 6 : 0;
+            dom.top_q[l] = (linear ? 65535 : GRID_CODES - 1) << FRACTION_BITS;
+        }
+        prefetch_group(ls, g + 1, job->channels);
+        int status = linear_lanes ? code_group(job, g, &dom, active, pass, bounded, isa, 0)
+                                  : code_group(job, g, &dom, active, pass, bounded, isa, 1);
+        if (status != NW_OK) return status;
+    }
+    return NW_OK;
+}
+
+HOT int run_pass(const lane_job *job, int pass, const int isa) {
+    if (pass == PASS_ENCODE)
+        return job->max_error ? run_groups(job, PASS_ENCODE, 1, isa) : run_groups(job, PASS_ENCODE, 0, isa);
+    if (pass == PASS_DECODE)
+        return job->max_error ? run_groups(job, PASS_DECODE, 1, isa) : run_groups(job, PASS_DECODE, 0, isa);
+    return run_groups(job, PASS_UPDATE, 1, isa);
+}
+
+/* The kernel built for AVX2 (nw_lanes_avx2.c); only called where the CPU has AVX2. */
+int nw_lanes_run_avx2(const lane_job *job, int pass);
+
+#endif
