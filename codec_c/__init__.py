@@ -23,6 +23,7 @@ from ._codec import (
     StreamDecoder,
     StreamEncoder,
     VersionError,
+    WavSamples,
     block_info,
     compress,
     compress_bytes,
@@ -38,6 +39,6 @@ __all__ = [
     "BlockInfo", "CodecError", "CodecMemoryError", "CodecTeam", "CorruptStreamError", "GroupDecoder",
     "GroupEncoder",
     "InvalidArgumentError", "NeedKeyframeError", "OutputFullError", "SequenceError",
-    "StreamDecoder", "StreamEncoder", "VersionError", "block_info", "compress",
+    "StreamDecoder", "StreamEncoder", "VersionError", "WavSamples", "block_info", "compress",
     "compress_bytes", "decompress", "grid_values", "read_samples", "set_simd", "team_cpus",
 ]

@@ -2,6 +2,7 @@
 import os
 import threading
 from collections import namedtuple
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -271,11 +272,24 @@ def decompress(data):
     return ffi.buffer(out, got)[:]
 
 
-def read_samples(data_or_path):
-    """Samples of a compressed (or plain) 16-bit PCM WAV file.
+@dataclass(frozen=True)
+class WavSamples:
+    """What read_samples returns: named fields only. It cannot be unpacked, because the
+    brainwire package orders the same pair (rate, samples): `rate, data = read_samples(x)`
+    would otherwise swap them silently."""
 
-    Returns (int16 array (n_frames, channels), sample_rate). Raises CodecError for a
-    damaged neurowire file and ValueError when the original is not 16-bit PCM WAV."""
+    samples: np.ndarray   # int16 (n_frames, channels)
+    rate: int             # frames per second
+
+    def __iter__(self):
+        raise TypeError("read_samples() returns .samples and .rate by name, not a pair "
+                        "(brainwire's decompress orders them (rate, samples))")
+
+
+def read_samples(data_or_path):
+    """Samples of a compressed (or plain) 16-bit PCM WAV file, as WavSamples(.samples: int16
+    array (n_frames, channels), .rate). Raises CodecError for a damaged neurowire file and
+    ValueError when the original is not 16-bit PCM WAV."""
     from ._wav import parse_wav
 
     if isinstance(data_or_path, (str, os.PathLike)):
@@ -284,7 +298,7 @@ def read_samples(data_or_path):
     else:
         data = bytes(data_or_path)
     wav = data if data[:4] == b"RIFF" else decompress(data)
-    return parse_wav(wav)
+    return WavSamples(*parse_wav(wav))
 
 
 def _group_sizes(group_channels):

@@ -61,7 +61,7 @@ SIGNALS = {
 def test_wav_signals_file(name):
     samples = SIGNALS[name]
     packed = roundtrip_file(wav_bytes(samples))
-    got, _ = codec.read_samples(packed)
+    got = codec.read_samples(packed).samples
     np.testing.assert_array_equal(got, samples)
 
 
@@ -105,7 +105,7 @@ def test_wav_with_extra_chunks():
     raw = wav_bytes(samples, extra_chunks=extra) + b"id3 " + (3).to_bytes(4, "little") + b"xyz\0"
     packed = roundtrip_file(raw)
     assert len(packed) < len(raw) * 0.8  # the samples are still coded, not stored
-    np.testing.assert_array_equal(codec.read_samples(packed)[0], samples)
+    np.testing.assert_array_equal(codec.read_samples(packed).samples, samples)
 
 
 def test_wav_odd_data_size():
@@ -118,9 +118,9 @@ def test_wav_odd_data_size():
 def test_wav_8bit_and_stereo_and_multichannel():
     roundtrip_file(wav_bytes(np.arange(1000) % 256, sampwidth=1))
     stereo = rng.integers(-2000, 2000, size=(3001, 2)).astype(np.int16)
-    np.testing.assert_array_equal(codec.read_samples(roundtrip_file(wav_bytes(stereo)))[0], stereo)
+    np.testing.assert_array_equal(codec.read_samples(roundtrip_file(wav_bytes(stereo))).samples, stereo)
     many = rng.integers(-2000, 2000, size=(300, 37)).astype(np.int16)
-    np.testing.assert_array_equal(codec.read_samples(roundtrip_file(wav_bytes(many)))[0], many)
+    np.testing.assert_array_equal(codec.read_samples(roundtrip_file(wav_bytes(many))).samples, many)
 
 
 def test_wav_truncated_header_and_data():

@@ -237,6 +237,17 @@ def test_read_samples_extensible_format():
            + (3).to_bytes(4, "little") + b"\x01\x00" + bytes(14))
     body = b"WAVE" + b"fmt " + len(ext).to_bytes(4, "little") + ext + plain[36:]
     raw = b"RIFF" + len(body).to_bytes(4, "little") + body
-    got, rate = codec.read_samples(codec.compress_bytes(raw))
+    read = codec.read_samples(codec.compress_bytes(raw))
+    got, rate = read.samples, read.rate
     np.testing.assert_array_equal(got, x)
     assert rate == 19531
+
+
+def test_read_samples_gives_named_fields_that_cannot_be_swapped_by_unpacking():
+    from conftest import wav_bytes
+    raw = wav_bytes(np.arange(-40, 40, dtype=np.int16).reshape(-1, 2), rate=19531)
+    read = codec.read_samples(codec.compress_bytes(raw))
+    assert read.rate == 19531 and read.samples.shape == (40, 2)
+    # brainwire orders the pair (rate, samples): unpacking ours must fail, not swap.
+    with pytest.raises(TypeError, match="by name"):
+        rate, samples = read

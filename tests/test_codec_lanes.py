@@ -120,7 +120,7 @@ def test_bounded_error_is_the_same_on_every_level_and_within_k(max_error):
 @pytest.mark.skipif(not CHALLENGE, reason="challenge recordings not present")
 def test_real_recordings_round_trip_and_keep_their_ratio():
     from neurowire.codec import read_samples
-    signals = [read_samples(path)[0][:, 0] for path in CHALLENGE[:48]]
+    signals = [read_samples(path).samples[:, 0] for path in CHALLENGE[:48]]
     n = min(len(s) for s in signals[:48])
     samples = np.stack([signals[c % len(signals)][:n][:400] for c in range(96)], axis=1)
     lengths, keyframes = [10] * 40, [True] + [False] * 39

@@ -50,13 +50,14 @@ def test_excerpt_file_roundtrip(path):
     assert packed == codec.compress_bytes(raw)
     assert codec.decompress(packed) == raw
     assert len(packed) < len(raw)
-    samples, rate = codec.read_samples(packed)
+    read = codec.read_samples(packed)
+    samples, rate = read.samples, read.rate
     expected, expected_rate = read_wav(path)
     assert rate == expected_rate == 19531
     assert samples.dtype == np.int16 and samples.shape == expected.shape
     np.testing.assert_array_equal(samples, expected)
     # read_samples takes a path too, of a compressed or a plain WAV file.
-    np.testing.assert_array_equal(codec.read_samples(path)[0], expected)
+    np.testing.assert_array_equal(codec.read_samples(path).samples, expected)
 
 
 # ---- the whole challenge set, when ../shared/data/challenge is there -------------------

@@ -30,16 +30,12 @@ class Recording(NamedTuple):
 
 
 def wav_samples(data_or_path) -> tuple[np.ndarray, int]:
-    """(int16 (n, channels), rate) of a WAV file or neurowire blob of one, by name: the
-    codec's read_samples returns (samples, rate), the reverse of brainwire's order."""
+    """(int16 (n, channels), rate) of a WAV file or neurowire blob of one."""
     from neurowire.codec import read_samples
 
-    result = read_samples(os.fspath(data_or_path) if isinstance(data_or_path, os.PathLike)
-                          else data_or_path)
-    if hasattr(result, "samples"):
-        return result.samples, result.rate
-    samples, rate = result
-    return samples, rate
+    read = read_samples(os.fspath(data_or_path) if isinstance(data_or_path, os.PathLike)
+                        else data_or_path)
+    return read.samples, read.rate
 
 
 def as_brainwire(samples: np.ndarray) -> np.ndarray:
