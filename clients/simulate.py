@@ -16,7 +16,7 @@ import time
 import numpy as np
 import zmq
 
-from neurowire.wire import DEFAULT_INGEST, apply_curve, pack_ingest
+from neurowire.wire import DEFAULT_INGEST, apply_curve, new_session, pack_ingest
 
 from . import synth
 
@@ -64,6 +64,7 @@ class Simulator:
         self._stream_id = stream.encode()  # encoded once, not per packet
         self.next_sample = start_sample
         self.seq = 0
+        self.session = new_session()  # this run's: the daemon binds the stream to it
         self.sent = 0
         self.refused = 0
         self.lateness_ns: list[int] = []
@@ -78,7 +79,7 @@ class Simulator:
         """Acquire the next packet now and send it; False if the daemon could not take it."""
         samples = self.source.samples(self.next_sample, self.packet_samples)
         header = pack_ingest(self._stream_id, self.seq, self.next_sample, self.packet_samples,
-                             self.channels, self.rate, time.time_ns())
+                             self.channels, self.rate, time.time_ns(), self.session)
         self.seq += 1
         self.next_sample += self.packet_samples
         try:

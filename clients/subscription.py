@@ -106,6 +106,7 @@ class Subscription:
         self.verified_samples = 0
         self.crc_errors = self.mismatches = self.decode_errors = self.skipped_blocks = 0
         self.lost_blocks = 0
+        self.duplicates = 0  # blocks dropped as seen already (tracker.py)
         self.feed_messages = 0  # other feeds' messages passed over (see receive_raw)
         self.record_latency = record_latency
         # Where an earlier run of this subscriber stopped ({stream: next sample index}, or one
@@ -287,6 +288,9 @@ class Subscription:
             return None
         tracker = state.tracker
         lost = tracker.on_block(header)
+        if lost < 0:  # a duplicate or rewind within the epoch: never delivered twice
+            self.duplicates += 1
+            return None
         if lost:
             self.lost_blocks += lost
             state.decoder.reset()
@@ -350,6 +354,7 @@ class Subscription:
     def report(self) -> dict:
         return {"blocks": self.blocks, "samples": self.samples, "bytes_in": self.bytes_in,
                 "lost_blocks": self.lost_blocks, "skipped_blocks": self.skipped_blocks,
+                "duplicates": self.duplicates,
                 "decode_errors": self.decode_errors, "crc_errors": self.crc_errors,
                 "mismatches": self.mismatches, "verified_samples": self.verified_samples,
                 "gaps": [{"stream": g.stream, "start": g.start, "stop": g.stop,

@@ -50,9 +50,14 @@ class DaemonConfig:
     # Whole packets waiting in the daemon beyond this are dropped (oldest first) and counted:
     # 200 packets is 100 ms of 0.5 ms packets, far beyond any healthy backlog.
     max_backlog_packets: int = 200
+    # ... and beyond this many bytes per stream (the packets' samples), whichever comes first.
+    max_backlog_bytes: int = 16 * 2**20
     max_channels: int = 4096
     max_packet_samples: int = 4096
     max_streams: int = 64
+    # A stream silent this long is forgotten (its id, slot and codec state freed); until then
+    # it belongs to the session that made it, and no other sender can take it over.
+    stream_idle_timeout_s: float = 5.0
     # Per live subscriber; a slow one loses messages (and sees the gap), the others do not wait.
     live_hwm: int = 4000
     lossless_max_messages: int = 20000
@@ -71,6 +76,10 @@ class DaemonConfig:
     # a VM); polling saves that but keeps the encoder CPUs busy: for CPUs given to the daemon.
     spin_us: int = 0
     flush_timeout_s: float = 2.0
+    # Control requests per second per client (a burst of one second's worth; four times
+    # that for all clients together); beyond it the reply is an error and the request is counted under
+    # rejected "control_rate". Reporting holds the GIL the data thread needs.
+    control_rate: float = 20.0
     latency_window: int = 8192
     log_level: str = "INFO"
     # Feeds beyond lossless, computed once per stream in a process of their own and published
@@ -159,7 +168,7 @@ def validate(config: DaemonConfig, where: str = "config") -> DaemonConfig:
                               "inproc:// endpoint")
     if config.metrics and ":" not in config.metrics:
         raise ConfigError(f"{where}: 'metrics' = {config.metrics!r} must be HOST:PORT or empty")
-    positive = ("max_backlog_packets", "max_channels", "max_packet_samples", "max_streams",
+    positive = ("max_backlog_packets", "max_backlog_bytes", "max_channels", "max_packet_samples", "max_streams",
                 "live_hwm", "lossless_max_messages", "workers", "latency_window",
                 "feed_queue_packets")
     for key in positive:
@@ -167,6 +176,10 @@ def validate(config: DaemonConfig, where: str = "config") -> DaemonConfig:
             raise ConfigError(f"{where}: '{key}' must be at least 1, not {getattr(config, key)}")
     if config.max_channels > 4096:
         raise ConfigError(f"{where}: 'max_channels' is at most 4096 (the codec's limit)")
+    if not 0 < config.control_rate <= 10_000:
+        raise ConfigError(f"{where}: 'control_rate' must be 0 < rate <= 10000 requests/s")
+    if config.stream_idle_timeout_s <= 0:
+        raise ConfigError(f"{where}: 'stream_idle_timeout_s' must be positive")
     if config.lossless_timeout_s <= 0 or config.flush_timeout_s < 0:
         raise ConfigError(f"{where}: timeouts must be positive")
     if not 0 <= config.realtime_priority <= 99:

@@ -54,6 +54,7 @@ class DataPath:
         self.stopping = False
         self.error: BaseException | None = None
         self._max_payload = config.max_channels * config.max_packet_samples * 2
+        self._curve = config.security.curve
 
     # ---- the thread ------------------------------------------------------------------------
 
@@ -94,6 +95,7 @@ class DataPath:
         if self.feeds is not None:
             self.feeds.check()
         self.lossless.housekeeping(now)
+        self.table.expire(now)
 
     def _flush(self) -> None:
         """On stop: compress what arrived, then give lossless subscribers time to take it."""
@@ -110,6 +112,7 @@ class DataPath:
         recv = self.sockets.ingest.recv
         time_ns = time.time_ns
         count = self.config.max_backlog_packets * 4 if limit == -1 else limit
+        now_s = time.monotonic()  # one reading per batch: admit's bounds are in seconds
         while count is None or count > 0:
             if count is not None:
                 count -= 1
@@ -128,37 +131,55 @@ class DataPath:
                     extra += 1
                 self.reject(Rejected("frames", f"{extra + 1} frames, expected 2"))
                 continue
-            self._accept(head.bytes, payload.buffer, received_ns)
+            self._accept(head, payload.buffer, received_ns, now_s)
         self._process_backlogs()
 
-    def _accept(self, header_bytes: bytes, payload: memoryview, received_ns: int) -> None:
+    def _accept(self, head, payload: memoryview, received_ns: int, now_s: float) -> None:
         config = self.config
+        table = self.table
         try:
             if payload.nbytes > self._max_payload:
                 raise Rejected("oversized", f"{payload.nbytes} byte payload")
-            header = parse_ingest(header_bytes, payload.nbytes, config.max_channels,
+            header = parse_ingest(head.bytes, payload.nbytes, config.max_channels,
                                   config.max_packet_samples)
-            state = self.table.for_packet(header)
+            # With CURVE a stream is bound to its sender's key too (ZAP's user id).
+            owner_key = (head.get("User-Id") or "") if self._curve else ""
+            state = table.for_packet(header, now_s, owner_key)
+            if state is None:  # a new session of the source: what the old one sent goes first
+                self._drain(table.by_wire[header.stream])
+                state = table.replace(header, now_s, owner_key)
+            state.admit(header, now_s)
         except Rejected as rejection:
             self.reject(rejection)
             return
-        state.track_sequence(header.seq)
         backlog = state.backlog
         backlog.append((header, payload, received_ns))
-        if len(backlog) > config.max_backlog_packets:
-            dropped = backlog.popleft()[0]
+        state.backlog_bytes += payload.nbytes
+        while (len(backlog) > config.max_backlog_packets
+               or state.backlog_bytes > config.max_backlog_bytes) and len(backlog) > 1:
+            dropped, dropped_payload, _ = backlog.popleft()
+            state.backlog_bytes -= dropped_payload.nbytes
             state.drops_backlog += 1
             if state.drops_backlog <= 10 or state.drops_backlog % 1000 == 0:
                 log.warning("stream %s behind: dropped packet seq %d (samples %d..%d), %d so far",
                             state.stream_id, dropped.seq, dropped.first,
                             dropped.first + dropped.n_samples - 1, state.drops_backlog)
 
+    def _drain(self, state) -> None:
+        backlog = state.backlog
+        while backlog:
+            header, payload, received_ns = backlog.popleft()
+            state.backlog_bytes -= payload.nbytes
+            self._compress_and_publish(state, header, payload, received_ns)
+
     def _process_backlogs(self) -> None:
         done = 0
         for state in self.table.states():
             backlog = state.backlog
             while backlog:
-                self._compress_and_publish(state, *backlog.popleft())
+                header, payload, received_ns = backlog.popleft()
+                state.backlog_bytes -= payload.nbytes
+                self._compress_and_publish(state, header, payload, received_ns)
                 done += 1
                 if done % 16 == 0:
                     self.heartbeat = time.monotonic()
@@ -177,7 +198,7 @@ class DataPath:
         compressed_ns = time.time_ns()
         acquired_ns = header.acquired_ns
         head = pack_block(header.channels, header.n_samples, len(blobs), keyframe,
-                          state.seq_out, self.epoch, header.first, header.rate,
+                          state.seq_out, state.epoch, header.first, header.rate,
                           state.codec_version, zlib.crc32(payload), acquired_ns, received_ns,
                           compressed_ns, compress_ns, state.drops, compressed_ns,
                           state.groups_suffix)

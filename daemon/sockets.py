@@ -86,7 +86,7 @@ class DaemonSockets:
         self.wake_tx = sync.socket(zmq.PUSH)
         self.wake_tx.linger = 0
         self.wake_tx.connect(self._wake_endpoint)
-        self.control = self.context.socket(zmq.REP)
+        self.control = self.context.socket(zmq.ROUTER)  # REQ clients; ids for the rate limit
         self.control.maxmsgsize = 4096
         self.control.linger = 0
         self._bind(self.control, "control", config.control)

@@ -1,0 +1,269 @@
+"""Hostile clients against a real daemon on real sockets: bad control requests, sequence
+abuse, duplicates and rewinds, stream hijacking and squatting. The daemon answers each with
+an error reply or a counted rejection and keeps serving; a subscriber never delivers a
+sample index twice within an epoch."""
+
+import time
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+
+pytest.importorskip("neurowire.codec")
+
+from neurowire.clients.subscription import Subscription  # noqa: E402
+from neurowire.daemon import DaemonThread, load_config  # noqa: E402
+from neurowire.wire import MAX_INT, pack_ingest, query  # noqa: E402
+from conftest import wait_for  # noqa: E402
+
+LOOPBACK = dict(ingest="tcp://127.0.0.1:*", publish="tcp://127.0.0.1:*",
+                lossless="tcp://127.0.0.1:*", control="tcp://127.0.0.1:*", metrics="")
+CHANNELS, N = 8, 10
+
+
+@pytest.fixture
+def context():
+    ctx = zmq.Context()
+    yield ctx
+    ctx.destroy(linger=0)
+
+
+@pytest.fixture
+def daemon():
+    with DaemonThread(load_config(**LOOPBACK)) as running:
+        yield running.daemon
+
+
+def samples_for(first, n=N, channels=CHANNELS, salt=0):
+    rows = np.arange(first, first + n, dtype=np.int64)[:, None]
+    return ((rows * 7 + np.arange(channels) * 13 + salt * 1000) % 4000 - 2000).astype(np.int16)
+
+
+def send(sock, seq, first, session=11, stream="s0", salt=0, n=N, channels=CHANNELS):
+    sock.send_multipart([pack_ingest(stream, seq, first, n, channels, 20000.0, time.time_ns(),
+                                     session), samples_for(first, n, channels, salt).tobytes()])
+
+
+def pusher(context, daemon):
+    sock = context.socket(zmq.PUSH)
+    sock.linger = 2000
+    sock.connect(daemon.endpoints["ingest"])
+    return sock
+
+
+def rejected(daemon, reason):
+    return daemon.rejected.get(reason, 0)
+
+
+def control_request(context, daemon, frames):
+    sock = context.socket(zmq.REQ)
+    sock.linger = 0
+    sock.connect(daemon.endpoints["control"])
+    sock.send_multipart(frames)
+    assert sock.poll(10_000), "the daemon stopped answering"
+    reply = msgpack.unpackb(sock.recv())
+    sock.close()
+    return reply
+
+
+# ---- class 1: bad input never stops the daemon -------------------------------------------
+
+@pytest.mark.parametrize("frames", [
+    [msgpack.packb({"cmd": 5})],
+    [msgpack.packb({"cmd": ["status"]})],
+    [msgpack.packb({"cmd": {"a": 1}})],
+    [msgpack.packb({"cmd": None})],
+    [msgpack.packb(["status"])],
+    [msgpack.packb({"cmd": "status"}), b"second frame"],
+    [b"\xc1\xc1not msgpack"],
+    [b"x" * 2000],
+])
+def test_bad_control_requests_get_an_error_and_the_daemon_serves_on(context, daemon, frames):
+    before = rejected(daemon, "control") + rejected(daemon, "header")
+    reply = control_request(context, daemon, frames)
+    assert "error" in reply
+    assert rejected(daemon, "control") + rejected(daemon, "header") == before + 1
+    assert query(daemon.endpoints["control"], "status")["state"] == "running"
+
+
+def test_a_raw_dealer_without_envelope_is_answered_not_fatal(context, daemon):
+    dealer = context.socket(zmq.DEALER)
+    dealer.linger = 0
+    dealer.connect(daemon.endpoints["control"])
+    dealer.send(msgpack.packb({"cmd": "status"}))  # no empty delimiter frame
+    assert dealer.poll(10_000)
+    assert "error" in msgpack.unpackb(dealer.recv_multipart()[-1])
+    assert query(daemon.endpoints["control"], "status")["state"] == "running"
+
+
+def test_huge_sequence_jumps_are_resyncs_not_drops(context, daemon):
+    sock = pusher(context, daemon)
+    send(sock, 0, 0)
+    for step in range(1, 5):  # jumps of ~2**61 each, up to the largest allowed
+        send(sock, min(MAX_INT, step * 2**61), min(MAX_INT - N, step * 2**61))
+    send(sock, MAX_INT, MAX_INT - N + 1, n=N - 1)  # the highest seq and sample index
+    wait_for(lambda: "s0" in daemon.streams and daemon.streams["s0"].packets_in
+             + daemon.streams["s0"].duplicates >= 6, timeout=20)
+    state = daemon.streams["s0"]
+    assert state.drops == 0  # nothing was lost, so nothing is counted as lost
+    assert state.resyncs >= 4
+    stats = query(daemon.endpoints["control"], "stats")
+    assert stats["streams"]["s0"]["drops"] == 0
+    assert daemon._data_thread.is_alive()
+
+
+def test_a_plausible_jump_counts_exactly_the_missing_packets(context, daemon):
+    sock = pusher(context, daemon)
+    for seq in (0, 1, 2, 7, 8):
+        send(sock, seq, seq * N)
+    wait_for(lambda: "s0" in daemon.streams and daemon.streams["s0"].packets_in == 5,
+             timeout=20)
+    assert daemon.streams["s0"].drops_sequence == 4
+    assert daemon.streams["s0"].resyncs == 0
+
+
+def test_an_internal_fault_stops_the_daemon_with_an_error():
+    """A fault of the daemon's own (not bad input) ends it with an exception, which the CLI
+    turns into a non-zero exit status."""
+    from neurowire.daemon.service import InternalError
+
+    running = DaemonThread(load_config(**LOOPBACK)).start()
+
+    def broken():
+        raise RuntimeError("a bug in reporting")
+
+    running.daemon.reporter.status = broken
+    sock = zmq.Context.instance().socket(zmq.REQ)
+    sock.linger = 0
+    sock.connect(running.daemon.endpoints["control"])
+    sock.send(msgpack.packb({"cmd": "status"}))
+    running.thread.join(20)
+    sock.close()
+    assert not running.thread.is_alive()
+    assert isinstance(running.error, InternalError)
+
+
+# ---- class 2: duplicates and rewinds ------------------------------------------------------
+
+def _received(subscription, count, timeout=20.0):
+    blocks = []
+    deadline = time.monotonic() + timeout
+    while len(blocks) < count and time.monotonic() < deadline:
+        block = subscription.receive(timeout=0.5)
+        if block is not None:
+            blocks.append(block)
+    return blocks
+
+
+def test_duplicates_and_rewinds_are_dropped_counted_and_never_delivered(context, daemon):
+    with Subscription(daemon.endpoints["publish"], context=context) as subscription:
+        wait_for(lambda: daemon.live_subscriptions, timeout=10)
+        sock = pusher(context, daemon)
+        for seq in range(5):
+            send(sock, seq, seq * N)
+        send(sock, 4, 4 * N)               # the same packet again
+        send(sock, 2, 2 * N, salt=1)       # a rewind with other samples
+        send(sock, 5, 3 * N, salt=1)       # a new seq over samples already taken
+        send(sock, 5, 5 * N)               # and on it goes
+        blocks = _received(subscription, 6)
+        time.sleep(0.3)
+        assert subscription.receive(timeout=0.5) is None  # nothing more
+    firsts = [block.first_sample for block in blocks]
+    assert firsts == [0, 10, 20, 30, 40, 50]
+    for block in blocks:
+        assert np.array_equal(block.samples, samples_for(block.first_sample))
+    assert subscription.gaps == []
+    assert rejected(daemon, "duplicate") == 3
+    assert daemon.streams["s0"].duplicates == 3
+    assert daemon.streams["s0"].drops == 0
+
+
+def test_subscriber_drops_a_republished_block(daemon, context):
+    """Even if a block reaches the subscriber twice (here: replayed by hand), its samples are
+    delivered once."""
+    with Subscription(daemon.endpoints["publish"], context=context) as subscription:
+        wait_for(lambda: daemon.live_subscriptions, timeout=10)
+        sock = pusher(context, daemon)
+        for seq in range(3):
+            send(sock, seq, seq * N)
+        raws = []
+        while len(raws) < 3:
+            raw = subscription.receive_raw(timeout=10)
+            assert raw is not None
+            raws.append(raw)
+        delivered = [subscription.handle(*raw) for raw in raws + raws[1:]]
+    assert [b.first_sample for b in delivered if b is not None] == [0, 10, 20]
+    assert subscription.duplicates == 2
+
+
+def test_a_new_session_is_a_new_epoch_and_may_start_over(context):
+    config = load_config(**LOOPBACK, stream_idle_timeout_s=0.5)
+    with DaemonThread(config) as running, Subscription(running.daemon.endpoints["publish"],
+                                                       context=context) as subscription:
+        daemon = running.daemon
+        wait_for(lambda: daemon.live_subscriptions, timeout=10)
+        sock = pusher(context, daemon)
+        for seq in range(3):
+            send(sock, seq, seq * N, session=1)
+        first_run = _received(subscription, 3)
+        epoch = daemon.streams["s0"].epoch
+        time.sleep(1.0)  # the first session idles out
+        for seq in range(3):
+            send(sock, seq, seq * N, session=2, salt=2)
+        second_run = _received(subscription, 3)
+    assert [b.first_sample for b in first_run] == [0, 10, 20]
+    assert [b.first_sample for b in second_run] == [0, 10, 20]
+    assert np.array_equal(second_run[0].samples, samples_for(0, salt=2))
+    assert daemon.streams["s0"].epoch > epoch
+    assert subscription.gaps == [] and subscription.duplicates == 0
+
+
+# ---- class 4: the stream table ----------------------------------------------------------
+
+def test_another_session_cannot_inject_into_or_take_a_live_stream(context, daemon):
+    owner, intruder = pusher(context, daemon), pusher(context, daemon)
+    send(owner, 0, 0, session=100)
+    wait_for(lambda: "s0" in daemon.streams, timeout=10)
+    send(intruder, 1, N, session=666)
+    send(intruder, 0, 0, session=666, channels=4)
+    wait_for(lambda: rejected(daemon, "stream_owned") == 2, timeout=10)
+    send(owner, 1, N, session=100)
+    wait_for(lambda: daemon.streams["s0"].packets_in == 2, timeout=10)
+    assert daemon.streams["s0"].session == 100
+
+
+def test_idle_streams_expire_and_free_their_slots(context):
+    config = load_config(**LOOPBACK, max_streams=4, stream_idle_timeout_s=0.5)
+    with DaemonThread(config) as running:
+        daemon = running.daemon
+        sock = pusher(context, daemon)
+        for junk in range(4):
+            send(sock, 0, 0, stream=f"junk{junk}", session=5)
+        wait_for(lambda: len(daemon.streams) == 4, timeout=10)
+        send(sock, 0, 0, stream="real", session=7)
+        wait_for(lambda: rejected(daemon, "too_many_streams") == 1, timeout=10)
+        wait_for(lambda: len(daemon.streams) == 0, timeout=10)  # the junk idled out
+        send(sock, 0, 0, stream="real", session=7)
+        wait_for(lambda: "real" in daemon.streams, timeout=10)
+        assert daemon.table.expired == 4
+
+
+# ---- class 5: control never starves data --------------------------------------------------
+
+def test_control_requests_beyond_the_rate_are_refused_and_counted(context):
+    config = load_config(**LOOPBACK, control_rate=5.0)
+    with DaemonThread(config) as running:
+        daemon = running.daemon
+        sock = context.socket(zmq.REQ)
+        sock.linger = 0
+        sock.connect(daemon.endpoints["control"])
+        replies = []
+        for _ in range(40):  # back to back, far faster than 5 per second
+            sock.send(msgpack.packb({"cmd": "stats"}))
+            assert sock.poll(10_000)
+            replies.append(msgpack.unpackb(sock.recv(), strict_map_key=False))
+        sock.close()
+    refused = [r for r in replies if "error" in r]
+    assert refused and len(refused) < len(replies)
+    assert daemon.rejected["control_rate"] == len(refused)
