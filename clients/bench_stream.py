@@ -25,6 +25,8 @@ import time
 
 import numpy as np
 
+from neurowire.wire import ControlTimeout, query, wait_ready
+
 from .ports import free_loopback_port
 
 
@@ -54,6 +56,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--keyframe-interval", type=float, default=1.0)
     parser.add_argument("--live", action="store_true",
                         help="live subscriber (drops when behind) instead of lossless")
+    parser.add_argument("--no-baseline", dest="baseline", action="store_false",
+                        help="skip timing the bare C relay (PULL -> PUB) baseline")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     parser.add_argument("--keep", metavar="DIR", help="keep configs, logs and reports here")
     return parser
@@ -111,8 +115,6 @@ class Progress:
         self.started = time.monotonic()
 
     def __call__(self) -> None:
-        from neurowire.daemon.control import ControlTimeout, query
-
         try:
             stats = query(self.control, "stats", timeout=0.5)
         except ControlTimeout:
@@ -137,6 +139,103 @@ class Progress:
                  f"{latency['publish']['p50']:.0f} us  daemon cpu {cpu:.1f} s")
 
 
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a running process (Linux /proc), None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _per_packet(cpu_s: float, packets: int, seconds: float) -> dict:
+    return {"cpu_s": round(cpu_s, 3),
+            "us_per_packet": round(1e6 * cpu_s / packets, 1) if packets else None,
+            "percent_of_core": round(100 * cpu_s / seconds, 1) if seconds > 0 else None}
+
+
+def build_bare_relay(workdir: str) -> str:
+    """Compile clients/bare_relay.c against the libzmq this Python's pyzmq loaded."""
+    import zmq
+
+    with open("/proc/self/maps") as handle:
+        libraries = {line.split()[-1] for line in handle if "libzmq" in line}
+    if not libraries:
+        raise RuntimeError(f"no libzmq found loaded by pyzmq {zmq.__version__}")
+    library = sorted(libraries)[0]
+    binary = os.path.join(workdir, "bare_relay")
+    source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bare_relay.c")
+    subprocess.run([os.environ.get("CC", "cc"), "-O2", "-o", binary, source, library,
+                    f"-Wl,-rpath,{os.path.dirname(library)}"], check=True,
+                   capture_output=True, text=True)
+    return binary
+
+
+def time_bare_relay(args: argparse.Namespace, workdir: str, seconds: float) -> dict:
+    """The same packets through a bare C PULL -> PUB relay to one SUB: its CPU per packet
+    over the streaming window, the baseline `bench stream` prints ours beside."""
+    import threading
+
+    import zmq
+
+    try:
+        binary = build_bare_relay(workdir)
+    except (OSError, RuntimeError, subprocess.CalledProcessError) as error:
+        return {"error": f"cannot build the bare relay: {getattr(error, 'stderr', '') or error}"}
+    ingest, publish = (f"tcp://127.0.0.1:{free_loopback_port()}" for _ in range(2))
+    relay = subprocess.Popen([binary, ingest, publish])
+    context = zmq.Context()
+    sink = context.socket(zmq.SUB)
+    sink.subscribe(b"")
+    sink.rcvhwm = 0
+    sink.connect(publish)
+    received = [0]
+    done = threading.Event()
+
+    def drain():
+        while not done.is_set():
+            if sink.poll(100):
+                while True:
+                    try:
+                        sink.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    received[0] += 1
+
+    thread = threading.Thread(target=drain, daemon=True)
+    thread.start()
+    time.sleep(0.3)  # the SUB's subscription reaches the relay
+    simulator = subprocess.Popen(
+        _python("neurowire.clients.simulate", "--connect", ingest, "--channels", args.channels,
+                "--rate", args.rate, "--packet-samples", args.packet_samples,
+                "--seconds", seconds, "--quiet"), stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while received[0] == 0 and simulator.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        start = (time.monotonic(), process_cpu_s(relay.pid), received[0])
+        simulator.wait(timeout=seconds + 60)
+        time.sleep(0.1)
+        end = (time.monotonic(), process_cpu_s(relay.pid), received[0])
+    finally:
+        done.set()
+        thread.join()
+        relay.kill()
+        relay.wait()
+        if simulator.poll() is None:
+            simulator.kill()
+            simulator.wait()
+        sink.close(0)
+        context.term()
+    if start[1] is None or end[1] is None:
+        return {"error": "the bare relay exited"}
+    result = _per_packet(end[1] - start[1], end[2] - start[2], end[0] - start[0])
+    result["packets"] = end[2] - start[2]
+    return result
+
+
 def keyframe_cost(channels: int, rate: float, packet_samples: int, interval_s: float,
                   seed: int = 1) -> dict:
     """Ratio of 2 s of the synthetic signal with keyframes every interval_s vs only one."""
@@ -159,8 +258,24 @@ def keyframe_cost(channels: int, rate: float, packet_samples: int, interval_s: f
     return sizes
 
 
+def _window_mark(control: str, processes: dict, wait_first: bool = True) -> dict:
+    """CPU seconds of daemon and subscriber and the daemon's packet count, now; with
+    `wait_first`, once the first packet has arrived (start-up imports are not counted)."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            stream = next(iter(query(control, "stats", timeout=2)["streams"].values()), {})
+        except ControlTimeout:
+            stream = {}
+        if stream.get("packets_in") or not wait_first or time.monotonic() > deadline:
+            break
+        time.sleep(0.002)
+    return {"time": time.monotonic(), "packets": stream.get("packets_in", 0),
+            "daemon": process_cpu_s(processes["daemon"].pid),
+            "subscriber": process_cpu_s(processes["subscriber"].pid)}
+
+
 def run(args: argparse.Namespace) -> int:
-    from neurowire.daemon.control import ControlTimeout, query, wait_ready
 
     workdir = args.keep or tempfile.mkdtemp(prefix="neurowire-bench-")
     os.makedirs(workdir, exist_ok=True)
@@ -216,8 +331,10 @@ def run(args: argparse.Namespace) -> int:
                     "--report", sim_report, "--quiet"),
             stdout=logs["simulator"], stderr=subprocess.STDOUT, preexec_fn=realtime)
         load_start = os.getloadavg()
+        window_start = _window_mark(endpoints["control"], processes)
         floor = noise_floor(lambda: processes["simulator"].poll() is not None,
                             tick=None if args.json else Progress(endpoints["control"], say))
+        window_end = _window_mark(endpoints["control"], processes, wait_first=False)
         load_end = os.getloadavg()
         if args.verify == "after":
             say("stream done; the subscriber decodes and checks every block now")
@@ -296,6 +413,18 @@ def run(args: argparse.Namespace) -> int:
         "daemon_data_path": data_path,  # CPUs and priority the daemon actually got
         "workdir": workdir if args.keep else None,
     }
+    packets = window_end["packets"] - window_start["packets"]
+    seconds = window_end["time"] - window_start["time"]
+    result["cpu_streaming"] = {
+        "packets": packets, "seconds": round(seconds, 2),
+        **{name: _per_packet(window_end[name] - window_start[name], packets, seconds)
+           for name in ("daemon", "subscriber")
+           if window_start.get(name) is not None and window_end.get(name) is not None},
+        "simulator": _per_packet(simulator["cpu_s"], simulator["packets_sent"], wall)}
+    if args.baseline:
+        say("timing a bare C relay (PULL -> PUB) with the same packets, as the baseline")
+        result["cpu_streaming"]["bare_c_relay"] = time_bare_relay(
+            args, workdir, min(args.seconds, 5.0))
     try:
         result["keyframe_cost"] = keyframe_cost(args.channels, args.rate, args.packet_samples,
                                                 args.keyframe_interval)
@@ -345,6 +474,19 @@ def _print_human(result: dict) -> None:
           f"{pacing.get('max_us', 0):>9.0f}")
     print("cpu: " + ", ".join(f"{name} {v['cpu_s']} s ({v['percent_of_core']}% of a core)"
                               for name, v in result["cpu"].items()))
+    window = result["cpu_streaming"]
+    relay = window.get("bare_c_relay", {})
+    line = ", ".join(f"{name} {window[name]['us_per_packet']} us ({window[name]['percent_of_core']}"
+                     "% of a core)" for name in ("daemon", "subscriber", "simulator")
+                     if name in window)
+    print(f"cpu per packet while streaming ({window['packets']} packets): {line}")
+    if relay.get("us_per_packet"):
+        print(f"  bare C relay (PULL -> PUB, same packets): {relay['us_per_packet']} us; "
+              + ", ".join(f"{name} {window[name]['us_per_packet'] / relay['us_per_packet']:.1f}x"
+                          for name in ("daemon", "subscriber")
+                          if window.get(name, {}).get("us_per_packet")))
+    elif relay:
+        print(f"  bare C relay: {relay.get('error')}")
     print(f"daemon exit code after SIGTERM: {result['daemon_exit_code']}")
 
 

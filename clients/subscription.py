@@ -36,6 +36,7 @@ from .tracker import Gap, SequenceTracker
 
 log = logging.getLogger("neurowire.subscribe")
 
+_NOBLOCK = int(zmq.NOBLOCK)
 LATENCY_STAGES = ("ingest", "queue_compress", "publish", "delivery", "decode", "end_to_end")
 FEEDS = ("lossless", "spikes", "power", "bounded")
 
@@ -147,6 +148,7 @@ class Subscription:
                 sock.subscribe(topic_for(stream) if stream else b"")
         sock.connect(self.endpoint)
         self.sock = sock
+        self._poll_list = [(sock, zmq.POLLIN)]
         if self.lossless:
             self._hello()
         return self
@@ -205,17 +207,22 @@ class Subscription:
         if self.sock is None:
             self.open()
         recv = self.sock.recv
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None
         while True:
-            wait = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
-            if wait <= 0:
-                return None
-            if not self.sock.poll(int(wait * 1000)):
-                if self.lossless and time.monotonic() - self._last_hello >= 1.0:
-                    self._hello()  # idle: the daemon may have restarted and forgotten us
+            # A message already waiting is taken without polling (the common case when
+            # behind); frame by frame with integer flags, cheaper than recv_multipart.
+            try:
+                frame = recv(_NOBLOCK, copy=False)
+            except zmq.Again:
+                if deadline is None:
+                    deadline = float("inf") if timeout is None else time.monotonic() + timeout
+                wait = min(0.5, deadline - time.monotonic())
+                if wait <= 0:
+                    return None
+                if not zmq.zmq_poll(self._poll_list, max(1, int(wait * 1000))):
+                    if self.lossless and time.monotonic() - self._last_hello >= 1.0:
+                        self._hello()  # idle: the daemon may have restarted and forgotten us
                 continue
-            # Frame by frame with integer flags: cheaper than recv_multipart.
-            frame = recv(0, copy=False)
             received_ns = time.time_ns()
             frames = [frame]
             while frame.more:

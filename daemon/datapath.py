@@ -36,6 +36,11 @@ from .sockets import ingest_limits
 log = logging.getLogger("neurowire.daemon")
 
 _NOBLOCK, _MORE = int(zmq.NOBLOCK), int(zmq.NOBLOCK | zmq.SNDMORE)
+# How often the data thread looks at its sockets other than ingest (subscriptions, credit,
+# connection events, feeds, the stop signal); credit is granted every 256 blocks or so, so
+# a few milliseconds never leave a lossless subscriber waiting.
+SIDE_CHECK_S = 0.002
+IDLE_WAIT_S = 0.01  # with no packets: how long a receive waits before the side sockets
 
 
 class DataPath:
@@ -72,21 +77,35 @@ class DataPath:
             on_exit()
 
     def _loop(self) -> None:
+        """Wait in a blocking receive on the ingest socket (libzmq sleeps on one file
+        descriptor), and look at the other sockets at most every SIDE_CHECK_S (IDLE_WAIT_S
+        when no packet comes): a zmq_poll over all of them per packet cost more than the
+        rest of the packet's Python."""
         sockets = self.sockets
-        poller = zmq.Poller()
-        handlers = {sockets.ingest: self._on_ingest, sockets.publisher: self._on_subscriptions,
-                    sockets.router: self.lossless.on_requests,
-                    sockets.ingest_monitor: self._on_ingest_event,
-                    sockets.wake_rx: self._on_wake}
+        side = [(sockets.publisher, self._on_subscriptions),
+                (sockets.router, self.lossless.on_requests),
+                (sockets.ingest_monitor, self._on_ingest_event),
+                (sockets.wake_rx, self._on_wake)]
         if self.feeds is not None:
-            handlers[self.feeds.rx] = self._on_feed_messages
-        for sock in handlers:
-            poller.register(sock, zmq.POLLIN)
-        next_housekeeping = 0.0
+            side.append((self.feeds.rx, self._on_feed_messages))
+        side_poll = [(sock, zmq.POLLIN) for sock, _ in side]
+        side_handlers = dict(side)
+        ingest = sockets.ingest
+        ingest.rcvtimeo = round(1000 * IDLE_WAIT_S)
+        recv, monotonic, poll = ingest.recv, time.monotonic, zmq.zmq_poll
+        next_side = next_housekeeping = 0.0
         while not self.stopping:
-            for sock, _ in poller.poll(50):
-                handlers[sock]()
-            now = self.heartbeat = time.monotonic()
+            try:
+                head = recv(0, copy=False)
+            except zmq.Again:
+                head = None
+            if head is not None:
+                self._on_ingest(first=head)
+            now = self.heartbeat = monotonic()
+            if now >= next_side:
+                for sock, _ in poll(side_poll, 0):
+                    side_handlers[sock]()
+                next_side = now + SIDE_CHECK_S
             if now >= next_housekeeping:
                 self._housekeeping(now)
                 next_housekeeping = now + 0.1
@@ -106,23 +125,27 @@ class DataPath:
 
     # ---- ingest ----------------------------------------------------------------------------
 
-    def _on_ingest(self, limit: int | None = -1) -> None:
+    def _on_ingest(self, limit: int | None = -1, first=None) -> None:
         """Take everything already waiting before compressing anything: the backlog is what
-        tells the daemon it is behind. Bounded so the other sockets get a turn."""
+        tells the daemon it is behind. Bounded so the other sockets get a turn. `first`: a
+        header frame already received."""
         recv = self.sockets.ingest.recv
         time_ns = time.time_ns
         count = self.config.max_backlog_packets * 4 if limit == -1 else limit
         now_s = time.monotonic()  # one reading per batch: admit's bounds are in seconds
+        head = first
         while count is None or count > 0:
             if count is not None:
                 count -= 1
-            try:
-                head = recv(_NOBLOCK, copy=False)
-            except zmq.Again:
-                break
+            if head is None:
+                try:
+                    head = recv(_NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
             received_ns = time_ns()
             if not head.more:
                 self.reject(Rejected("frames", "1 frame, expected 2"))
+                head = None
                 continue
             payload = recv(_NOBLOCK, copy=False)
             if payload.more:
@@ -130,8 +153,9 @@ class DataPath:
                 while recv(_NOBLOCK, copy=False).more:  # a message arrives whole
                     extra += 1
                 self.reject(Rejected("frames", f"{extra + 1} frames, expected 2"))
-                continue
-            self._accept(head, payload.buffer, received_ns, now_s)
+            else:
+                self._accept(head, payload.buffer, received_ns, now_s)
+            head = None
         self._process_backlogs()
 
     def _accept(self, head, payload: memoryview, received_ns: int, now_s: float) -> None:

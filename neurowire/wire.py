@@ -92,6 +92,8 @@ FEEDS = ("spikes", "power", "bounded")
 INGEST = struct.Struct("<2sBBIIQQdqQ")
 BLOCK = struct.Struct("<2sBBIIHBxQqQdIIqqqqQq")
 STREAM_ID = re.compile(rb"[A-Za-z0-9_.:-]{1,64}\Z")
+_stream_id = STREAM_ID.match
+_unpack_ingest = INGEST.unpack_from
 MAX_INT = 2**63 - 1
 MAX_RATE = 1e6
 MAX_GROUPS = 1024
@@ -176,17 +178,21 @@ def parse_ingest(header, payload_bytes: int, max_channels: int,
                  max_samples: int) -> IngestHeader:
     """Check one ingest header frame (bytes) against its payload's size; Rejected with the
     reason otherwise. Every check a hostile sender could trip is here, in one place."""
-    _check_prefix(header, INGEST.size, KIND_INGEST)
-    (_, _, _, channels, n_samples, seq, first, rate, acquired_ns,
-     session) = INGEST.unpack_from(header)
+    try:
+        (magic, version, kind, channels, n_samples, seq, first, rate, acquired_ns,
+         session) = _unpack_ingest(header)
+    except struct.error:
+        magic = None
+    if magic != MAGIC or version != PROTOCOL_VERSION or kind != KIND_INGEST:
+        _check_prefix(header, INGEST.size, KIND_INGEST)  # raises, with the reason
     stream = header[INGEST.size:]
-    if not STREAM_ID.match(stream):
+    if not _stream_id(stream):
         raise Rejected("stream_id", repr(bytes(stream[:80])))
     if not 1 <= channels <= max_channels:
         raise Rejected("header", f"channels = {channels}, allowed 1..{max_channels}")
     if not 1 <= n_samples <= max_samples:
         raise Rejected("header", f"n_samples = {n_samples}, allowed 1..{max_samples}")
-    if seq > MAX_INT or first > MAX_INT or not 0 <= acquired_ns or not 0 < session <= MAX_INT:
+    if seq > MAX_INT or first > MAX_INT or acquired_ns < 0 or not 0 < session <= MAX_INT:
         raise Rejected("header", f"seq {seq}, first {first}, t_acq {acquired_ns} or session "
                                  f"{session} out of range 0..{MAX_INT} (session 1..)")
     if not 0 < rate <= MAX_RATE:  # NaN fails this too
@@ -194,8 +200,7 @@ def parse_ingest(header, payload_bytes: int, max_channels: int,
     if payload_bytes != n_samples * channels * 2:
         raise Rejected("payload_size", f"{payload_bytes} bytes for {n_samples} x {channels} "
                                        "int16")
-    return IngestHeader(bytes(stream), channels, n_samples, seq, first, rate, acquired_ns,
-                        session)
+    return IngestHeader(stream, channels, n_samples, seq, first, rate, acquired_ns, session)
 
 
 # ---- published blocks -----------------------------------------------------------------------

@@ -34,6 +34,28 @@ def wait_for(predicate, timeout=10.0, interval=0.02):
         time.sleep(interval)
 
 
+@pytest.fixture
+def context():
+    """A ZeroMQ context of the test's own. Terminated at the end with a time-out: a socket the
+    test (or the code under test) left open keeps term() waiting, and fails the test."""
+    import threading
+
+    import zmq
+
+    ctx = zmq.Context()
+    yield ctx
+    terminated = threading.Event()
+
+    def term():
+        ctx.term()
+        terminated.set()
+
+    threading.Thread(target=term, daemon=True).start()
+    if not terminated.wait(5.0):
+        ctx.destroy(linger=0)  # frees the test run; the test still fails
+        pytest.fail("a ZeroMQ socket was left open: the context did not terminate in 5 s")
+
+
 def read_wav(path):
     """(int16 array (n, channels), rate) via the stdlib, independent of neurowire."""
     with wave.open(str(path)) as w:

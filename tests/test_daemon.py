@@ -18,35 +18,11 @@ pytest.importorskip("neurowire.codec")
 
 from neurowire.daemon import ConfigError, DaemonThread, load_config  # noqa: E402
 from neurowire.daemon.notify import notify  # noqa: E402
-from neurowire.wire import PROTOCOL_VERSION, ControlTimeout, pack_ingest, query  # noqa: E402
+from neurowire.wire import ControlTimeout, query  # noqa: E402
 from conftest import wait_for  # noqa: E402
+from helpers import LOOPBACK, packet_frames, pusher  # noqa: E402
 
-LOOPBACK = dict(ingest="tcp://127.0.0.1:*", publish="tcp://127.0.0.1:*",
-                lossless="tcp://127.0.0.1:*", control="tcp://127.0.0.1:*", metrics="")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def packet_frames(seq, channels=8, n_samples=10, stream="s0", version=PROTOCOL_VERSION,
-                  rng=None):
-    rng = rng or np.random.default_rng(seq)
-    samples = rng.integers(-2000, 2000, (n_samples, channels), dtype=np.int16)
-    header = pack_ingest(stream, seq, seq * n_samples, n_samples, channels, 20000.0,
-                                time.time_ns(), version=version)
-    return [header, samples.tobytes()], samples
-
-
-@pytest.fixture
-def context():
-    ctx = zmq.Context()
-    yield ctx
-    ctx.destroy(linger=0)
-
-
-def pusher(context, endpoint):
-    sock = context.socket(zmq.PUSH)
-    sock.linger = 1000
-    sock.connect(endpoint)
-    return sock
 
 
 # ---- configuration ------------------------------------------------------------------------

@@ -16,19 +16,12 @@ from neurowire.clients.subscribe import Subscription, subscribe  # noqa: E402
 from neurowire.clients.synth import LoopingSource, load_wav_dir, synthesize  # noqa: E402
 from neurowire.daemon import DaemonThread, load_config  # noqa: E402
 from conftest import wait_for  # noqa: E402
+import helpers  # noqa: E402
+from helpers import check_exact, collect  # noqa: E402
 
 CHALLENGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..",
                          "shared", "data", "challenge")
-LOOPBACK = dict(ingest="tcp://127.0.0.1:*", publish="tcp://127.0.0.1:*",
-                lossless="tcp://127.0.0.1:*", control="tcp://127.0.0.1:*", metrics="",
-                max_backlog_packets=100_000)
-
-
-@pytest.fixture
-def context():
-    ctx = zmq.Context()
-    yield ctx
-    ctx.destroy(linger=0)
+LOOPBACK = dict(helpers.LOOPBACK, max_backlog_packets=100_000)
 
 
 def send_packets(simulator, count, pause_every=50, pause=0.002):
@@ -37,23 +30,6 @@ def send_packets(simulator, count, pause_every=50, pause=0.002):
         simulator.send_packet()
         if number % pause_every == pause_every - 1:
             time.sleep(pause)
-
-
-def collect(subscription, n_samples, timeout=10.0):
-    blocks = []
-    got = 0
-    while got < n_samples:
-        block = subscription.receive(timeout=timeout)
-        assert block is not None, f"stalled after {got} of {n_samples} samples"
-        blocks.append(block)
-        got += block.samples.shape[0]
-    return blocks
-
-
-def check_exact(blocks, source):
-    for block in blocks:
-        expected = source.samples(block.first_sample, block.samples.shape[0])
-        np.testing.assert_array_equal(block.samples, expected)
 
 
 def run_lossless(table, rate, context, packet_samples=10, packets=600, workers=1):
@@ -285,6 +261,12 @@ def test_bench_stream_json_checks_every_sample(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout)
     assert report["exact"] and report["complete"] and report["packets_lost"] == 0
+    # CPU over the streaming window, per packet, beside the bare C relay's (same packets).
+    window = report["cpu_streaming"]
+    assert 0 < window["packets"] <= 2000
+    for name in ("daemon", "subscriber", "simulator", "bare_c_relay"):
+        assert window[name]["us_per_packet"] > 0, (name, window[name])
+    assert window["bare_c_relay"]["packets"] > 0
     # What the daemon was granted, as it reports it: realtime where allowed, and with two
     # CPUs or more, its two data-path threads on CPUs of their own.
     granted = report["daemon_data_path"]

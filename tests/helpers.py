@@ -1,0 +1,47 @@
+"""Helpers the daemon and stream tests share: loopback configs, packets, collecting blocks."""
+
+import time
+
+import numpy as np
+import zmq
+
+from neurowire.wire import PROTOCOL_VERSION, pack_ingest
+
+# Every endpoint on a free loopback port; metrics off.
+LOOPBACK = dict(ingest="tcp://127.0.0.1:*", publish="tcp://127.0.0.1:*",
+                lossless="tcp://127.0.0.1:*", control="tcp://127.0.0.1:*", metrics="")
+
+
+def packet_frames(seq, channels=8, n_samples=10, stream="s0", version=PROTOCOL_VERSION,
+                  rng=None):
+    """([header, payload], samples) of one ingest message, as an implant sends it."""
+    rng = rng or np.random.default_rng(seq)
+    samples = rng.integers(-2000, 2000, (n_samples, channels), dtype=np.int16)
+    header = pack_ingest(stream, seq, seq * n_samples, n_samples, channels, 20000.0,
+                         time.time_ns(), version=version)
+    return [header, samples.tobytes()], samples
+
+
+def pusher(context, endpoint):
+    sock = context.socket(zmq.PUSH)
+    sock.linger = 1000
+    sock.connect(endpoint)
+    return sock
+
+
+def collect(subscription, n_samples, timeout=10.0):
+    """Blocks until `n_samples` time steps have arrived; fails if none comes for `timeout`."""
+    blocks = []
+    got = 0
+    while got < n_samples:
+        block = subscription.receive(timeout=timeout)
+        assert block is not None, f"stalled after {got} of {n_samples} samples"
+        blocks.append(block)
+        got += block.samples.shape[0]
+    return blocks
+
+
+def check_exact(blocks, source):
+    for block in blocks:
+        expected = source.samples(block.first_sample, block.samples.shape[0])
+        np.testing.assert_array_equal(block.samples, expected)
