@@ -32,6 +32,7 @@ import zmq
 from neurowire.wire import (DEFAULT_LOSSLESS, DEFAULT_PUBLISH, Rejected, apply_curve,
                             is_feed_topic, parse_block, query, topic_for)
 
+from .liveness import ConnectionWatch
 from .tracker import Gap, SequenceTracker
 
 log = logging.getLogger("neurowire.subscribe")
@@ -117,6 +118,7 @@ class Subscription:
         self._live_hwm = live_hwm
         self._socket_options = dict(socket_options or {})
         self.sock = None  # opened by open(), or by the first receive
+        self._watch = None
         self._ungranted = 0
         self._last_sent = 0.0
         self._last_hello = 0.0
@@ -146,12 +148,19 @@ class Subscription:
         else:
             for stream in self.streams or [""]:
                 sock.subscribe(topic_for(stream) if stream else b"")
+        self._watch = ConnectionWatch(sock)
         sock.connect(self.endpoint)
         self.sock = sock
         self._poll_list = [(sock, zmq.POLLIN)]
         if self.lossless:
             self._hello()
         return self
+
+    def answering(self, timeout: float = 3.0) -> bool:
+        """Whether anything accepted our connection (waiting up to `timeout` seconds): a
+        daemon that is not there, or a wrong endpoint, shows here instead of as silence."""
+        self.open()
+        return self._watch.connected(timeout)
 
     # ---- lossless credit -----------------------------------------------------------------
 
@@ -377,6 +386,7 @@ class Subscription:
             return
         if self.lossless and not self.sock.closed:
             self._send({"cmd": "bye"})
+        self._watch.close()
         self.sock.close()
 
     def __enter__(self):

@@ -31,7 +31,6 @@ from neurowire.wire import Rejected, pack_block, parse_ingest, topic_for
 
 from .lossless import LosslessRouter
 from .scheduling import setup_data_thread
-from .sockets import ingest_limits
 
 log = logging.getLogger("neurowire.daemon")
 
@@ -300,7 +299,5 @@ class DataPath:
                 self.ingest_connections["accepted"] += 1
             elif event["event"] == zmq.EVENT_DISCONNECTED:
                 self.ingest_connections["disconnected"] += 1
-                log.info("an implant connection closed (%d so far); libzmq also ends a "
-                         "connection this way on a frame over %d bytes",
-                         self.ingest_connections["disconnected"],
-                         ingest_limits(self.config)[1])
+                log.info("an implant connection closed (%d so far)",
+                         self.ingest_connections["disconnected"])

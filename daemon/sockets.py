@@ -25,6 +25,36 @@ def ingest_limits(config) -> tuple[int, int]:
     return accepted, 2 * accepted + 65536
 
 
+class EndpointInUse(OSError):
+    """Another process listens on one of the daemon's ipc paths."""
+
+
+def refuse_live_ipc(endpoints) -> None:
+    """Before binding anything: an ipc path whose socket file answers a connect belongs to
+    a running process, whose file libzmq's bind would silently replace (leaving it running
+    but unreachable). A file that refuses the connect is stale and may be replaced."""
+    import socket
+
+    for endpoint in endpoints:
+        if not endpoint.startswith("ipc://"):
+            continue
+        path = endpoint[len("ipc://"):]
+        if path.startswith("@"):  # abstract namespace: bind itself fails when taken
+            continue
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(1.0)
+        try:
+            probe.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            continue
+        except OSError as error:
+            raise EndpointInUse(f"{endpoint}: cannot check whether it is in use ({error})")
+        finally:
+            probe.close()
+        raise EndpointInUse(f"{endpoint} is in use: another daemon (or process) listens there; "
+                            "stop it or choose other endpoints")
+
+
 class DaemonSockets:
     """Every socket of one daemon on one libzmq context; `endpoints` holds what was bound."""
 
@@ -52,6 +82,7 @@ class DaemonSockets:
 
     def open(self) -> None:
         config = self.config
+        refuse_live_ipc([config.ingest, config.publish, config.lossless, config.control])
         if config.security.curve:
             self.authenticator = zmq.auth.thread.ThreadAuthenticator(
                 zmq.Context.shadow(self.context.underlying), log=log.getChild("auth"))

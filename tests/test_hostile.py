@@ -3,6 +3,10 @@ abuse, duplicates and rewinds, stream hijacking and squatting. The daemon answer
 an error reply or a counted rejection and keeps serving; a subscriber never delivers a
 sample index twice within an epoch."""
 
+import os
+import signal
+import subprocess
+import sys
 import time
 
 import msgpack
@@ -12,6 +16,7 @@ import zmq
 
 pytest.importorskip("neurowire.codec")
 
+from neurowire.clients.ports import free_loopback_port  # noqa: E402
 from neurowire.clients.subscription import Subscription  # noqa: E402
 from neurowire.daemon import DaemonThread, load_config  # noqa: E402
 from neurowire.wire import MAX_INT, pack_ingest, query  # noqa: E402
@@ -128,12 +133,13 @@ def test_an_internal_fault_stops_the_daemon_with_an_error():
     turns into a non-zero exit status."""
     from neurowire.daemon.service import InternalError
 
-    running = DaemonThread(load_config(**LOOPBACK)).start()
+    running = DaemonThread(load_config(**LOOPBACK))
 
     def broken():
         raise RuntimeError("a bug in reporting")
 
     running.daemon.reporter.status = broken
+    running.start()
     sock = zmq.Context.instance().socket(zmq.REQ)
     sock.linger = 0
     sock.connect(running.daemon.endpoints["control"])
@@ -267,3 +273,95 @@ def test_control_requests_beyond_the_rate_are_refused_and_counted(context):
     refused = [r for r in replies if "error" in r]
     assert refused and len(refused) < len(replies)
     assert daemon.rejected["control_rate"] == len(refused)
+
+
+# ---- class 7: clients never lose data silently ------------------------------------------
+
+def _cli(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "neurowire", *args], capture_output=True,
+                          text=True, timeout=kwargs.pop("timeout", 60), **kwargs)
+
+
+def test_subscribe_npy_on_sigterm_writes_the_file_and_removes_scratch(tmp_path, daemon,
+                                                                      context):
+    out, ready = tmp_path / "out.npy", tmp_path / "ready"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "neurowire", "subscribe", "--connect",
+         daemon.endpoints["publish"], "--npy", str(out), "--ready-file", str(ready),
+         "--quiet"], stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: ready.exists() and daemon.live_subscriptions, timeout=30)
+        sock = pusher(context, daemon)
+        for seq in range(6):
+            send(sock, seq, seq * N)
+        wait_for(lambda: "s0" in daemon.streams and daemon.streams["s0"].blocks_out == 6,
+                 timeout=20)
+        time.sleep(0.5)  # delivered to the subscriber (loopback)
+        process.send_signal(signal.SIGTERM)
+        stderr = process.communicate(timeout=30)[1]
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, stderr
+    written = np.load(out)
+    assert np.array_equal(written, np.concatenate([samples_for(seq * N) for seq in range(6)]))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.npy", "ready"]
+
+
+def test_a_second_daemon_on_the_same_ipc_paths_fails_and_leaves_the_first(tmp_path):
+    endpoints = {name: f"ipc://{tmp_path}/{name}"
+                 for name in ("ingest", "publish", "lossless", "control")}
+    with DaemonThread(load_config(**endpoints, metrics="")) as first:
+        inode = os.stat(tmp_path / "control").st_ino
+        second = _cli("daemon", *(f"--{name}={endpoint}"
+                                   for name, endpoint in endpoints.items()), "--metrics=")
+        assert second.returncode != 0
+        assert "in use" in second.stderr
+        assert os.stat(tmp_path / "control").st_ino == inode  # its socket file untouched
+        assert query(endpoints["control"], "status")["pid"] == first.daemon.status()["pid"]
+
+
+def test_a_subscriber_pointed_at_nothing_says_so(tmp_path):
+    port = free_loopback_port()
+    result = _cli("subscribe", "--connect", f"tcp://127.0.0.1:{port}")
+    assert result.returncode == 1
+    assert "nothing answers" in result.stderr and "Traceback" not in result.stderr
+    dead_control = _cli("subscribe", "--control", f"tcp://127.0.0.1:{port}")
+    assert dead_control.returncode == 1
+    assert "does not answer" in dead_control.stderr
+    assert "Traceback" not in dead_control.stderr
+    assert len(dead_control.stderr.strip().splitlines()) == 1
+
+
+def test_simulate_with_no_daemon_says_nothing_answered():
+    port = free_loopback_port()
+    result = _cli("simulate", "--connect", f"tcp://127.0.0.1:{port}", "--control", "",
+                  "--channels", "8", "--seconds", "0.3", "--loop-samples", "2000")
+    assert result.returncode == 1
+    assert "nothing answered" in result.stderr
+
+
+def test_simulate_says_when_the_daemon_rejects_every_packet():
+    config = load_config(**LOOPBACK, max_channels=64)
+    with DaemonThread(config) as running:
+        endpoints = running.daemon.endpoints
+        result = _cli("simulate", "--connect", endpoints["ingest"], "--control",
+                      endpoints["control"], "--channels", "128", "--seconds", "0.3",
+                      "--loop-samples", "2000")
+    assert result.returncode == 1, result.stderr
+    assert "rejected" in result.stderr and "header" in result.stderr
+
+
+def test_simulate_normal_exit_logs_no_frame_size_warning(daemon):
+    result = _cli("simulate", "--connect", daemon.endpoints["ingest"], "--control",
+                  daemon.endpoints["control"], "--channels", "8", "--seconds", "0.3",
+                  "--loop-samples", "2000")
+    assert result.returncode == 0, result.stderr
+    assert "rejected" not in result.stderr
+
+
+def test_print_config_into_a_closed_pipe_is_quiet():
+    result = subprocess.run(f"{sys.executable} -m neurowire daemon --print-config | head -1",
+                            shell=True, capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "{"
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr
