@@ -61,6 +61,12 @@ class DaemonConfig:
     # Per live subscriber; a slow one loses messages (and sees the gap), the others do not wait.
     live_hwm: int = 4000
     lossless_max_messages: int = 20000
+    # ... and bytes held per lossless subscriber; at most this many lossless subscribers.
+    lossless_max_bytes: int = 64 * 2**20
+    lossless_max_subscribers: int = 8
+    # Ingest messages libzmq queues per implant connection before it stops reading that
+    # connection (TCP then holds the sender back): with the packet size, a bound in bytes.
+    ingest_hwm: int = 1000
     lossless_timeout_s: float = 30.0
     # Channel groups encoded in parallel threads (C threads of the codec, no GIL).
     workers: int = 1
@@ -168,7 +174,8 @@ def validate(config: DaemonConfig, where: str = "config") -> DaemonConfig:
                               "inproc:// endpoint")
     if config.metrics and ":" not in config.metrics:
         raise ConfigError(f"{where}: 'metrics' = {config.metrics!r} must be HOST:PORT or empty")
-    positive = ("max_backlog_packets", "max_backlog_bytes", "max_channels", "max_packet_samples", "max_streams",
+    positive = ("max_backlog_packets", "max_backlog_bytes", "lossless_max_bytes",
+                "lossless_max_subscribers", "ingest_hwm", "max_channels", "max_packet_samples", "max_streams",
                 "live_hwm", "lossless_max_messages", "workers", "latency_window",
                 "feed_queue_packets")
     for key in positive:

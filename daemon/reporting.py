@@ -13,6 +13,7 @@ import time
 
 from neurowire.wire import feed_topic, topic_for
 
+from .budget import memory_bound
 from .sockets import ingest_limits
 
 
@@ -57,7 +58,9 @@ class Reporter:
                 "endpoints": dict(self.sockets.endpoints),
                 "lossless_subscribers": len(self.data.lossless.subscribers),
                 "live_subscriptions": sum(list(self.data.live_subscriptions.values())),
-                "data_path": dict(self.data.granted)}
+                "data_path": dict(self.data.granted),
+                # worst case, one implant connection and one live subscriber (budget.py)
+                "memory_bound_bytes": memory_bound(self.config)["total"]}
 
     def stats(self) -> dict:
         usage = resource.getrusage(resource.RUSAGE_SELF)

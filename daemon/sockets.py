@@ -10,6 +10,7 @@ import zmq.asyncio
 import zmq.auth
 import zmq.auth.thread
 
+from .budget import LOSSLESS_IN_FLIGHT
 from .feedbridge import FeedWorker
 
 log = logging.getLogger("neurowire.daemon")
@@ -92,8 +93,10 @@ class DaemonSockets:
         # Data sockets are plain (blocking-capable) sockets on the same libzmq context.
         sync = zmq.Context.shadow(self.context.underlying)
         self.ingest = sync.socket(zmq.PULL)
-        # Headroom for a burst: the daemon, not libzmq, decides what to drop, and counts it.
-        self.ingest.rcvhwm = 100_000
+        # Headroom for a burst, bounded: the data thread takes packets into its own backlog
+        # (bounded in bytes, dropping and counting) faster than they arrive, so this queue
+        # fills only while it is stalled; full, libzmq stops reading the connection.
+        self.ingest.rcvhwm = config.ingest_hwm
         self.ingest.maxmsgsize = ingest_limits(config)[1]
         self.ingest.linger = 0
         self.ingest_monitor = self.ingest.get_monitor_socket(
@@ -106,7 +109,9 @@ class DaemonSockets:
         self._bind(self.publisher, "publish", config.publish)
         self.router = sync.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # an unknown peer is an error
-        self.router.sndhwm = 100_000  # credit, not the HWM, bounds what is in flight
+        # Credit bounds what a subscriber is sent; this bounds what libzmq holds for one
+        # that does not read (a full pipe leaves the rest held, counted, in lossless.py).
+        self.router.sndhwm = LOSSLESS_IN_FLIGHT
         self.router.maxmsgsize = 4096
         self.router.linger = int(config.flush_timeout_s * 1000)
         self._bind(self.router, "lossless", config.lossless)

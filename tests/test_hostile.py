@@ -365,3 +365,76 @@ def test_print_config_into_a_closed_pipe_is_quiet():
                             shell=True, capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "{"
     assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr
+
+
+# ---- class 3: memory bounded in bytes ------------------------------------------------------
+
+def _peak_rss_bytes(pid):
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+@pytest.mark.timeout(180)
+def test_rss_stays_under_the_stated_bound_under_a_flood_and_a_stalled_subscriber(tmp_path):
+    from neurowire.daemon.budget import memory_bound
+
+    ports = [free_loopback_port() for _ in range(4)]
+    endpoints = dict(zip(("ingest", "publish", "lossless", "control"),
+                         (f"tcp://127.0.0.1:{port}" for port in ports)))
+    path = tmp_path / "daemon.toml"
+    path.write_text("[daemon]\n" + "".join(f'{k} = "{v}"\n' for k, v in endpoints.items())
+                    + 'metrics = ""\nmax_channels = 256\nmax_packet_samples = 64\n'
+                      "max_streams = 4\nlossless_max_bytes = 8388608\n"
+                      "lossless_max_subscribers = 2\nlive_hwm = 1000\n")
+    config = load_config(path)
+    channels, n = 256, 40  # 20 KB packets, sent as fast as Python can: ~10x real time
+    bound = memory_bound(config, packet_bytes=channels * n * 2)["total"]
+    daemon = subprocess.Popen([sys.executable, "-m", "neurowire", "daemon", "--config",
+                               str(path)], stderr=subprocess.DEVNULL)
+    context = zmq.Context()
+    try:
+        from neurowire.wire import wait_ready
+
+        status = wait_ready(endpoints["control"], timeout=60, context=context)
+        assert status["memory_bound_bytes"] == memory_bound(config)["total"]
+        stalled = context.socket(zmq.DEALER)  # asks for a million blocks and never reads
+        stalled.rcvhwm = 10
+        stalled.linger = 0
+        stalled.connect(endpoints["lossless"])
+        stalled.send(msgpack.packb({"cmd": "hello", "streams": None, "credit": 10**6}))
+        for _ in range(20):
+            stalled.send(msgpack.packb({"cmd": "credit", "n": 10**6}))
+        sock = context.socket(zmq.PUSH)
+        sock.sndhwm = 1000
+        sock.linger = 0
+        sock.connect(endpoints["ingest"])
+        payload = samples_for(0, n, channels).tobytes()
+        started, seq = time.monotonic(), 0
+        while time.monotonic() - started < 3.0:  # as fast as Python sends: > 10x real rate
+            header = pack_ingest("flood", seq, seq * n, n, channels, 20000.0, time.time_ns(),
+                                 9)
+            try:
+                sock.send(header, zmq.SNDMORE | zmq.NOBLOCK)
+                sock.send(payload, zmq.NOBLOCK)
+            except zmq.Again:
+                time.sleep(0.0005)
+                continue
+            seq += 1
+        rate = seq * n / (time.monotonic() - started)
+        time.sleep(1.0)
+        stats = query(endpoints["control"], "stats", context=context, timeout=30)
+        peak = _peak_rss_bytes(daemon.pid)
+        assert daemon.poll() is None
+    finally:
+        daemon.terminate()
+        daemon.wait(30)
+        context.destroy(linger=0)
+    lossless = stats["lossless"]
+    assert lossless and lossless[0]["credit"] <= config.lossless_max_messages
+    assert lossless[0]["held_bytes"] <= config.lossless_max_bytes
+    print(f"peak RSS {peak / 2**20:.0f} MiB, bound {bound / 2**20:.0f} MiB, flood at "
+          f"{rate / 20000:.1f}x real time")
+    assert peak < bound, f"peak RSS {peak / 2**20:.0f} MiB, bound {bound / 2**20:.0f} MiB"
