@@ -346,7 +346,11 @@ def run(args: argparse.Namespace) -> int:
         except ControlTimeout:
             stats, data_path = {}, {}
         processes["daemon"].send_signal(signal.SIGTERM)
-        daemon_exit = processes["daemon"].wait(timeout=30)
+        try:
+            daemon_exit = processes["daemon"].wait(timeout=30)
+        except subprocess.TimeoutExpired:  # still flushing a backlog: killed below
+            say("the daemon did not stop within 30 s of SIGTERM; killed")
+            daemon_exit = None
     finally:
         for process in processes.values():
             if process.poll() is None:

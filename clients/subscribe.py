@@ -31,7 +31,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
                         help="the daemon holds blocks for us instead of dropping them")
     parser.add_argument("--seconds", type=float, default=0.0, help="stop after this long")
     parser.add_argument("--idle-timeout", type=float, default=0.0,
-                        help="stop after this many seconds without data (0: never)")
+                        help="stop after this many seconds without data (0: never); before "
+                             "the first message, at least 60 s")
     parser.add_argument("--until-sample", type=int, default=0,
                         help="stop once a stream has delivered samples up to this index")
     parser.add_argument("--npy", metavar="FILE", help="write the samples here (.npy)")
@@ -79,17 +80,35 @@ def _terminate_as_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+# Before the first message, --idle-timeout is at least this long: a daemon on a busy machine
+# can take seconds to deliver its first block, and leaving then would miss the stream.
+FIRST_MESSAGE_WAIT_S = 60.0
+
+
 def _until_limits(receive, args: argparse.Namespace):
-    """Messages from `receive(timeout=...)` until --seconds or --idle-timeout runs out."""
-    started = last_data = time.monotonic()
+    """Messages from `receive(timeout=...)` until --seconds or --idle-timeout runs out (the
+    idle time-out counts from the last message; before the first, FIRST_MESSAGE_WAIT_S at
+    least, with a note every 5 s that nothing has come yet)."""
+    started = last_data = last_note = time.monotonic()
+    received = False
     while True:
         now = time.monotonic()
         if args.seconds and now - started >= args.seconds:
             return
-        if args.idle_timeout and now - last_data >= args.idle_timeout:
+        idle_limit = args.idle_timeout if received else max(args.idle_timeout,
+                                                              FIRST_MESSAGE_WAIT_S)
+        if args.idle_timeout and now - last_data >= idle_limit:
+            if not received:
+                print(f"neurowire subscribe: nothing arrived in {idle_limit:g} s; giving up",
+                      file=sys.stderr)
             return
+        if not received and now - last_note >= 5.0:
+            last_note = now
+            print(f"neurowire subscribe: no data yet after {now - started:.0f} s (is a daemon "
+                  "running there, and a source streaming to it?)", file=sys.stderr)
         message = receive(timeout=0.2)
         if message is not None:
+            received = True
             last_data = time.monotonic()
             yield message
 

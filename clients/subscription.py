@@ -29,6 +29,7 @@ import msgpack
 import numpy as np
 import zmq
 
+from neurowire.wire import FEEDS as WIRE_FEEDS
 from neurowire.wire import (DEFAULT_LOSSLESS, DEFAULT_PUBLISH, Rejected, apply_curve,
                             is_feed_topic, parse_block, query, topic_for)
 
@@ -39,7 +40,7 @@ log = logging.getLogger("neurowire.subscribe")
 
 _NOBLOCK = int(zmq.NOBLOCK)
 LATENCY_STAGES = ("ingest", "queue_compress", "publish", "delivery", "decode", "end_to_end")
-FEEDS = ("lossless", "spikes", "power", "bounded")
+FEEDS = ("lossless", *WIRE_FEEDS)  # what `feed=` takes
 
 __all__ = ["Block", "Gap", "Subscription", "subscribe", "feed_subscription"]
 

@@ -27,6 +27,9 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from neurowire.wire import (DEFAULT_CONTROL, DEFAULT_INGEST, DEFAULT_LOSSLESS,
+                            DEFAULT_PUBLISH, FEEDS)
+
 
 class ConfigError(ValueError):
     """A configuration the daemon refuses to start with; the message says which key."""
@@ -41,10 +44,10 @@ class SecurityConfig:
 
 @dataclass(frozen=True)
 class DaemonConfig:
-    ingest: str = "tcp://127.0.0.1:7340"
-    publish: str = "tcp://127.0.0.1:7341"
-    lossless: str = "tcp://127.0.0.1:7342"
-    control: str = "tcp://127.0.0.1:7343"
+    ingest: str = DEFAULT_INGEST
+    publish: str = DEFAULT_PUBLISH
+    lossless: str = DEFAULT_LOSSLESS
+    control: str = DEFAULT_CONTROL
     metrics: str = "127.0.0.1:7344"
     keyframe_interval_s: float = 1.0
     # Whole packets waiting in the daemon beyond this are dropped (oldest first) and counted:
@@ -212,11 +215,10 @@ def validate(config: DaemonConfig, where: str = "config") -> DaemonConfig:
             raise ConfigError(f"{where}: [security] client_keys_dir "
                               f"{security.client_keys_dir!r} is not a directory of allowed "
                               "client public keys")
-    known_feeds = ("spikes", "power", "bounded")
     for feed in config.feeds:
-        if feed not in known_feeds:
+        if feed not in FEEDS:
             raise ConfigError(f"{where}: 'feeds' has {feed!r}; known feeds: "
-                              f"{', '.join(known_feeds)}")
+                              f"{', '.join(FEEDS)}")
     if len(set(config.feeds)) != len(config.feeds):
         raise ConfigError(f"{where}: 'feeds' names a feed twice: {list(config.feeds)}")
     for key in ("feed_threshold", "feed_snippet_ms", "feed_batch_ms"):

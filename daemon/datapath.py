@@ -237,12 +237,13 @@ class DataPath:
         latency["ingest"].add_ns(received_ns - acquired_ns)
         latency["compress"].add_ns(compress_ns)
         latency["publish"].add_ns(compressed_ns - acquired_ns)
-        send = self.sockets.publisher.send
-        send(state.topic, _MORE)
-        send(head, _MORE)
-        last = len(blobs) - 1
-        for index, blob in enumerate(blobs):
-            send(blob, _NOBLOCK if index == last else _MORE)
+        if self.live_subscriptions:  # else libzmq would drop it: not worth the calls
+            send = self.sockets.publisher.send
+            send(state.topic, _MORE)
+            send(head, _MORE)
+            last = len(blobs) - 1
+            for index, blob in enumerate(blobs):
+                send(blob, _NOBLOCK if index == last else _MORE)
         if self.lossless:
             self.lossless.offer(state, (state.topic, head, *blobs))
         if self.feeds is not None and self.feeds.error is None:

@@ -59,7 +59,8 @@ Published block (daemon -> subscribers, live and lossless alike), 3 or more fram
         80     i64   compress_ns  time in the codec                     latency
         88     u64   dropped      packets the daemon dropped or never got for the stream,
                                   so far (tells "daemon_dropped" gaps from "source" ones)
-        96     i64   t_pub        handed to libzmq                      latency
+        96     i64   t_pub        stamped as the block is packed, just before
+                                  it is handed to libzmq                latency
         104    u32 x groups       channels of each group, in order, summing to channels
     frame 2.. one codec block (neurowire.codec) per channel group
 

@@ -10,22 +10,19 @@ import sys
 
 from aiohttp import web
 
+from neurowire.wire import DEFAULT_CONTROL
+
 from .control import load_curve
 from .server import Monitor, make_app
 
-DEFAULT_CONTROL = "tcp://127.0.0.1:7343"
 DEFAULT_PORT = 8765
 
 log = logging.getLogger(__name__)
 
 
 def default_control() -> str:
-    """The daemon's own default control endpoint, so both agree without configuration."""
-    try:
-        from neurowire.daemon.config import DaemonConfig
-        return DaemonConfig().control
-    except Exception:  # noqa: BLE001 - the dashboard also runs without the daemon installed
-        return DEFAULT_CONTROL
+    """The daemon's own default control endpoint (neurowire.wire), so both agree."""
+    return DEFAULT_CONTROL
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
