@@ -49,6 +49,9 @@ class DaemonConfig:
     lossless: str = DEFAULT_LOSSLESS
     control: str = DEFAULT_CONTROL
     metrics: str = "127.0.0.1:7344"
+    # /metrics is plain HTTP, which CURVE cannot cover: an address beyond loopback needs this
+    # explicit opt-in (the counters then show to anyone who reaches the port; no samples).
+    metrics_beyond_loopback: bool = False
     keyframe_interval_s: float = 1.0
     # Whole packets waiting in the daemon beyond this are dropped (oldest first) and counted:
     # 200 packets is 100 ms of 0.5 ms packets, far beyond any healthy backlog.
@@ -177,6 +180,10 @@ def validate(config: DaemonConfig, where: str = "config") -> DaemonConfig:
                               "inproc:// endpoint")
     if config.metrics and ":" not in config.metrics:
         raise ConfigError(f"{where}: 'metrics' = {config.metrics!r} must be HOST:PORT or empty")
+    if config.metrics and not is_local_http(config.metrics) and not config.metrics_beyond_loopback:
+        raise ConfigError(f"{where}: 'metrics' = {config.metrics!r} is beyond loopback: /metrics "
+                          "is plain HTTP that CURVE cannot protect; serve it on 127.0.0.1 (and "
+                          "reach it through a proxy) or set metrics_beyond_loopback = true")
     positive = ("max_backlog_packets", "max_backlog_bytes", "lossless_max_bytes",
                 "lossless_max_subscribers", "ingest_hwm", "max_channels", "max_packet_samples", "max_streams",
                 "live_hwm", "lossless_max_messages", "workers", "latency_window",

@@ -438,3 +438,37 @@ def test_rss_stays_under_the_stated_bound_under_a_flood_and_a_stalled_subscriber
     print(f"peak RSS {peak / 2**20:.0f} MiB, bound {bound / 2**20:.0f} MiB, flood at "
           f"{rate / 20000:.1f}x real time")
     assert peak < bound, f"peak RSS {peak / 2**20:.0f} MiB, bound {bound / 2**20:.0f} MiB"
+
+
+# ---- class 6: ports inside the security model ----------------------------------------------
+
+@pytest.mark.parametrize("address", ["0.0.0.0:9100", "[::]:9100", "10.1.2.3:9100"])
+def test_metrics_beyond_loopback_needs_an_explicit_opt_in(address):
+    from neurowire.daemon import ConfigError
+
+    with pytest.raises(ConfigError) as error:
+        load_config(metrics=address)
+    assert "metrics_beyond_loopback" in str(error.value)
+    assert load_config(metrics=address, metrics_beyond_loopback=True).metrics == address
+
+
+def test_feed_process_sockets_are_private_ipc_and_checked(context):
+    config = load_config(**LOOPBACK, feeds=["spikes"])
+    with DaemonThread(config) as running:
+        feeds = running.daemon._feeds
+        assert all(endpoint.startswith("ipc://") for endpoint in feeds.endpoints)
+        assert os.stat(feeds.runtime_dir).st_mode & 0o777 == 0o700
+        forger = context.socket(zmq.PUSH)  # the same user could; nobody else can enter
+        forger.linger = 1000
+        forger.connect(feeds.endpoints[1])
+        forger.send_multipart([b"no-slash\0", b"x"])          # killed the daemon before
+        forger.send_multipart([b"ghost/spikes\0", b"x"])      # a stream that does not exist
+        forger.send_multipart([b"", b"\xc1\xc1"])             # a report that is not msgpack
+        forger.send_multipart([b"", msgpack.packb({"stream": "s", "packets": -5,
+                                                   "samples": 1, "events": 0})])
+        forger.send_multipart([b"a", b"b", b"c"])
+        wait_for(lambda: feeds.bad_messages == 5, timeout=20)
+        assert running.daemon._data_thread.is_alive()
+        assert query(running.daemon.endpoints["control"], "status")["state"] == "running"
+        runtime_dir = feeds.runtime_dir
+    assert not os.path.exists(runtime_dir)
