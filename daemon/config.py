@@ -74,8 +74,10 @@ class DaemonConfig:
     # connection (TCP then holds the sender back): with the packet size, a bound in bytes.
     ingest_hwm: int = 1000
     lossless_timeout_s: float = 30.0
-    # Channel groups encoded in parallel threads (C threads of the codec, no GIL).
-    workers: int = 1
+    # Channel groups encoded in parallel threads (C threads of the codec, no GIL); 0: one per
+    # CPU the daemon may use (os.sched_getaffinity), up to max_channels / 64 (a group has at
+    # least 64 channels) and 64; `--print-config` shows what it came to.
+    workers: int = 0
     # With workers > 1 and at least that many CPUs allowed: the data thread and each encoder
     # thread get a CPU of their own (see neurowire.codec.team_cpus).
     pin_threads: bool = True
@@ -186,7 +188,7 @@ def validate(config: DaemonConfig, where: str = "config") -> DaemonConfig:
                           "reach it through a proxy) or set metrics_beyond_loopback = true")
     positive = ("max_backlog_packets", "max_backlog_bytes", "lossless_max_bytes",
                 "lossless_max_subscribers", "ingest_hwm", "max_channels", "max_packet_samples", "max_streams",
-                "live_hwm", "lossless_max_messages", "workers", "latency_window",
+                "live_hwm", "lossless_max_messages", "latency_window",
                 "feed_queue_packets")
     for key in positive:
         if getattr(config, key) < 1:
@@ -205,6 +207,10 @@ def validate(config: DaemonConfig, where: str = "config") -> DaemonConfig:
     if not 0 <= config.spin_us <= 1_000_000:
         raise ConfigError(f"{where}: 'spin_us' must be 0 (sleep at once) .. 1000000 "
                           f"microseconds, not {config.spin_us}")
+    if config.workers < 0:
+        raise ConfigError(f"{where}: 'workers' must be 0 (one per CPU) or at least 1")
+    if config.workers == 0:
+        config = dataclasses.replace(config, workers=default_workers(config.max_channels))
     if config.workers > 64:
         raise ConfigError(f"{where}: 'workers' = {config.workers} is more than 64")
     remote = [key for key in _ENDPOINT_KEYS if not is_local_endpoint(getattr(config, key))]
@@ -239,6 +245,16 @@ def validate(config: DaemonConfig, where: str = "config") -> DaemonConfig:
     if config.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"{where}: 'log_level' must be DEBUG, INFO, WARNING or ERROR")
     return config
+
+
+def default_workers(max_channels: int) -> int:
+    """One encoder thread per CPU this process may run on, no more than the widest stream
+    has channel groups (64 channels each), at most 64."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, max_channels // 64, 64))
 
 
 def config_from_dict(document: dict, where: str = "config") -> DaemonConfig:

@@ -114,6 +114,7 @@ class DataPath:
             self.feeds.check()
         self.lossless.housekeeping(now)
         self.table.expire(now)
+        self.table.check_capacity(now)
 
     def _flush(self) -> None:
         """On stop: compress what arrived, then give lossless subscribers time to take it."""
@@ -236,6 +237,7 @@ class DataPath:
         latency = state.latency
         latency["ingest"].add_ns(received_ns - acquired_ns)
         latency["compress"].add_ns(compress_ns)
+        state.compress_ns_total += compress_ns
         latency["publish"].add_ns(compressed_ns - acquired_ns)
         if self.live_subscriptions:  # else libzmq would drop it: not worth the calls
             send = self.sockets.publisher.send

@@ -17,6 +17,9 @@ from .budget import memory_bound
 from .sockets import ingest_limits
 
 
+STATS_MAX_AGE_S = 0.25
+
+
 class Reporter:
     def __init__(self, config, version: str, epoch: int, table, sockets, rejected: dict):
         self.config = config
@@ -27,6 +30,8 @@ class Reporter:
         self.rejected = rejected
         self.started_monotonic = time.monotonic()
         self.data = None  # the DataPath, once made
+        self._stats: dict | None = None
+        self._stats_at = 0.0
 
     @property
     def streams(self) -> dict:
@@ -60,9 +65,20 @@ class Reporter:
                 "live_subscriptions": sum(list(self.data.live_subscriptions.values())),
                 "data_path": dict(self.data.granted),
                 # worst case, one implant connection and one live subscriber (budget.py)
-                "memory_bound_bytes": memory_bound(self.config)["total"]}
+                "memory_bound_bytes": memory_bound(self.config)["total"],
+                # streams sent faster than their coding here sustains (streams.py)
+                "overloaded": self.table.overloaded()}
 
     def stats(self) -> dict:
+        """At most one fresh reply per STATS_MAX_AGE_S, whoever asks: its percentiles and
+        per-channel ratios hold the GIL the data thread needs, so a client polling back to
+        back (or many clients) must not make the daemon compute them at its pace."""
+        now = time.monotonic()
+        if self._stats is None or now - self._stats_at >= STATS_MAX_AGE_S:
+            self._stats, self._stats_at = self._fresh_stats(), now
+        return self._stats
+
+    def _fresh_stats(self) -> dict:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         feeds = self.sockets.feeds
         return {"version": self.version, "uptime_s": time.monotonic() - self.started_monotonic,

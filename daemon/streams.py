@@ -74,6 +74,8 @@ class StreamState:
         self.bytes_out = self.blocks_out = self.keyframes = 0
         self.drops_backlog = self.drops_sequence = 0
         self.duplicates = self.resyncs = 0
+        self.compress_ns_total = 0  # time in the codec, for the capacity check
+        self.sustainable_rate: float | None = None  # set when `rate` exceeds it
         self.lossless_overflow = 0
         self.latency = {stage: LatencyStage(config.latency_window) for stage in STAGES}
         self.feeds = {name: FeedCounters() for name in config.feeds}
@@ -181,6 +183,7 @@ class StreamTable:
         self.by_wire: dict[bytes, StreamState] = {}
         self.expired = 0
         self._last_epoch = 0
+        self._next_capacity_check = 0.0
 
     def __len__(self) -> int:
         return len(self.by_name)
@@ -247,6 +250,31 @@ class StreamTable:
                 self.expired += 1
                 log.info("stream %s expired after %.1f s without a packet", state.stream_id,
                          now_s - state.last_packet_s)
+
+    def check_capacity(self, now_s: float) -> None:
+        """Every few seconds: the sample rate each stream's coding can sustain, measured
+        from its own blocks; a stream sent faster than 90 % of that will fall behind and
+        drop packets, so it is said (log, and `status` "overloaded") before it happens."""
+        if now_s < self._next_capacity_check:
+            return
+        self._next_capacity_check = now_s + 2.0
+        for state in self.states():
+            if state.blocks_out < 200 or not state.compress_ns_total:
+                continue
+            sustainable = state.samples_in / (state.compress_ns_total / 1e9)
+            overloaded = state.rate > 0.9 * sustainable
+            if overloaded and state.sustainable_rate is None:
+                log.warning("stream %s: %g samples/s, but its coding here sustains about %.0f "
+                            "(%d channels, %d encoder thread(s)): expect drops; give the "
+                            "daemon more CPUs (workers) or send fewer channels",
+                            state.stream_id, state.rate, sustainable, state.channels,
+                            len(state.group_channels))
+            state.sustainable_rate = sustainable if overloaded else None
+
+    def overloaded(self) -> dict:
+        return {state.stream_id: {"rate": state.rate,
+                                  "sustainable_rate": round(state.sustainable_rate)}
+                for state in self.states() if state.sustainable_rate is not None}
 
     def states(self) -> list[StreamState]:
         return list(self.by_name.values())

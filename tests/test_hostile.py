@@ -472,3 +472,66 @@ def test_feed_process_sockets_are_private_ipc_and_checked(context):
         assert query(running.daemon.endpoints["control"], "status")["state"] == "running"
         runtime_dir = feeds.runtime_dir
     assert not os.path.exists(runtime_dir)
+
+
+# ---- issue 15: workers from the CPUs, and a warning before a stream falls behind -----------
+
+def test_default_workers_come_from_the_cpus_and_channels():
+    cpus = len(os.sched_getaffinity(0))
+    assert load_config().workers == max(1, min(cpus, 4096 // 64, 64))
+    assert load_config(max_channels=64).workers == 1  # one group of 64 channels at most
+    assert load_config(workers=3).workers == 3
+
+
+def test_a_stream_faster_than_its_coding_sustains_is_reported(context):
+    config = load_config(**LOOPBACK, workers=1, max_backlog_packets=100_000)
+    with DaemonThread(config) as running:
+        daemon = running.daemon
+        sock = pusher(context, daemon)
+        channels = 1024
+        payload = samples_for(0, N, channels).tobytes()
+        for seq in range(250):  # declared at 1e6 samples/s: no codec here keeps up with that
+            sock.send_multipart([pack_ingest("fast", seq, seq * N, N, channels, 1e6,
+                                             time.time_ns(), 3), payload])
+        wait_for(lambda: "fast" in query(daemon.endpoints["control"], "status")["overloaded"],
+                 timeout=60, interval=0.5)
+        entry = query(daemon.endpoints["control"], "status")["overloaded"]["fast"]
+        assert entry["rate"] == 1e6 and 0 < entry["sustainable_rate"] < 1e6
+
+
+def test_stats_are_computed_at_most_once_per_interval_whoever_asks(context):
+    from neurowire.daemon.reporting import STATS_MAX_AGE_S
+
+    config = load_config(**LOOPBACK, control_rate=10_000)
+    running = DaemonThread(config)
+    reporter = running.daemon.reporter
+    computed = []
+    fresh = reporter._fresh_stats
+    reporter._fresh_stats = lambda: computed.append(1) or fresh()
+    with running:
+        started = time.monotonic()
+        for _ in range(200):
+            assert "streams" in query(running.daemon.endpoints["control"], "stats",
+                                      context=context, timeout=10)
+        elapsed = time.monotonic() - started
+    assert 1 <= len(computed) <= elapsed / STATS_MAX_AGE_S + 1
+
+
+def test_lossless_subscribers_beyond_the_limit_are_refused_and_counted(context):
+    config = load_config(**LOOPBACK, lossless_max_subscribers=1)
+    with DaemonThread(config) as running:
+        daemon = running.daemon
+        dealers = []
+        for _ in range(2):
+            dealer = context.socket(zmq.DEALER)
+            dealer.linger = 0
+            dealer.connect(daemon.endpoints["lossless"])
+            dealer.send(msgpack.packb({"cmd": "hello", "streams": None, "credit": 5}))
+            dealers.append(dealer)
+        wait_for(lambda: rejected(daemon, "lossless_full") == 1, timeout=10)
+        assert len(daemon.lossless_subscribers) == 1
+        for dealer in dealers:
+            dealer.send(msgpack.packb({"cmd": "credit", "n": True}))  # a bool is no count
+            dealer.send(msgpack.packb({"cmd": ["hello"]}))
+        wait_for(lambda: rejected(daemon, "lossless_request") == 4, timeout=10)
+        assert daemon._data_thread.is_alive()
