@@ -192,10 +192,18 @@ def _what_the_daemon_took(control: str | None, stream: str, before: dict | None)
     and what it rejected (from anyone) while we sent."""
     if not control:
         return {"asked": False}
-    try:
-        stats = query(control, "stats", timeout=2.0)
-    except ControlTimeout:
-        return {"asked": True, "answered": False}
+    stats, last_count, deadline = None, None, time.monotonic() + 5.0
+    while time.monotonic() < deadline:  # until the daemon has worked through what it got
+        try:
+            stats = query(control, "stats", timeout=2.0)
+        except ControlTimeout:
+            return {"asked": True, "answered": False}
+        entry = stats.get("streams", {}).get(stream) or {}
+        count = (entry.get("packets_in", 0), entry.get("drops", 0))
+        if count == last_count:
+            break
+        last_count = count
+        time.sleep(0.5)
     before = before or {}
     rejected = {reason: count - before.get(reason, 0)
                 for reason, count in stats.get("rejected", {}).items()
@@ -222,6 +230,15 @@ def _say_what_happened(args, report: dict) -> int:
         if rejected and not args.quiet:
             print(f"the daemon rejected {rejected} packets meanwhile: {daemon['rejected']}",
                   file=sys.stderr)
+        missing = sent - daemon["packets_in"] - daemon["drops"] - rejected
+        if missing > 0:
+            print(f"neurowire simulate: the daemon accounts for {sent - missing} of the {sent} "
+                  f"packets sent on {args.stream} ({daemon['packets_in']} taken, "
+                  f"{daemon['drops']} dropped, {rejected} rejected); {missing} never reached "
+                  "it or are still queued", file=sys.stderr)
+        elif not args.quiet:
+            print(f"the daemon took {daemon['packets_in']} of the {sent} packets "
+                  f"({daemon['drops']} dropped)", file=sys.stderr)
     elif daemon.get("asked") and not args.quiet:
         print("the daemon's control endpoint did not answer: what it took is unknown",
               file=sys.stderr)
