@@ -127,6 +127,18 @@ def test_control_endpoint(context):
         config = query(endpoint, "config", context=context)
         assert config["bound"]["control"] == endpoint
         assert "error" in query(endpoint, "launch", context=context)
+        # Requests a client should not send are answered and counted; the daemon carries on.
+        sock = context.socket(zmq.REQ)
+        sock.linger = 0
+        sock.connect(endpoint)
+        for frames in ([msgpack.packb({"cmd": ["stats"]})], [msgpack.packb({"cmd": 7})],
+                       [msgpack.packb({"cmd": "stats"}), b"more"], [b"\xc1"]):
+            sock.send_multipart(frames)
+            assert sock.poll(5000), frames
+            assert "error" in msgpack.unpackb(sock.recv())
+        sock.close()
+        assert query(endpoint, "status", context=context)["state"] == "running"
+        assert running.daemon.rejected["control"] == 4 and running.daemon.rejected["header"] == 1
 
 
 @pytest.mark.timeout(30)

@@ -317,3 +317,17 @@ def test_unreadable_block_headers_are_counted_and_skipped(context):
         assert [(g.start, g.stop) for g in later.gaps] == [(10, 20)]
     finally:
         subscription.close()
+
+
+def test_subscription_constructor_does_no_network_io(context):
+    """Made without a daemon (even with a control endpoint to ask): nothing is opened or
+    asked until open(), `with`, or the first receive."""
+    subscription = Subscription(control="tcp://127.0.0.1:1", lossless=True, context=context)
+    assert subscription.sock is None and subscription.endpoint is None
+    with pytest.raises(TimeoutError):
+        subscription.open()  # now it asks the control endpoint, where nothing answers
+    assert subscription.sock is None
+    subscription.close()
+    quiet = Subscription("tcp://127.0.0.1:1", context=context)
+    assert quiet.receive(timeout=0.05) is None and quiet.sock is not None
+    quiet.close()
