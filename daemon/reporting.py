@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import resource
 import time
+import weakref
 
 from neurowire.wire import feed_topic, topic_for
 
@@ -30,8 +31,9 @@ class Reporter:
         self.rejected = rejected
         self.started_monotonic = time.monotonic()
         self.data = None  # the DataPath, once made
-        self._stats: dict | None = None
-        self._stats_at = 0.0
+        # StreamState -> (when, slow_stats()); weak, so expired streams leave with it
+        self._slow: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self.slow_computed = 0
 
     @property
     def streams(self) -> dict:
@@ -49,7 +51,7 @@ class Reporter:
         return self._live_matching(feed_topic(stream_id, feed))
 
     def _stream_stats(self, stream_id: str, state) -> dict:
-        reply = state.stats(sum(self.subscriber_counts(stream_id)))
+        reply = state.stats(sum(self.subscriber_counts(stream_id)), self._slow_stats(state))
         if state.feeds:
             feeds = reply["feeds"] = state.feed_stats()
             for name, entry in feeds.items():
@@ -69,16 +71,19 @@ class Reporter:
                 # streams sent faster than their coding here sustains (streams.py)
                 "overloaded": self.table.overloaded()}
 
-    def stats(self) -> dict:
-        """At most one fresh reply per STATS_MAX_AGE_S, whoever asks: its percentiles and
-        per-channel ratios hold the GIL the data thread needs, so a client polling back to
-        back (or many clients) must not make the daemon compute them at its pace."""
+    def _slow_stats(self, state) -> dict:
+        """A stream's percentiles and per-channel ratios, computed at most once per
+        STATS_MAX_AGE_S whoever asks: they hold the GIL the data thread needs, so a client
+        polling back to back (or many clients) must not make the daemon compute them at its
+        pace. The counters beside them are read fresh on every request."""
         now = time.monotonic()
-        if self._stats is None or now - self._stats_at >= STATS_MAX_AGE_S:
-            self._stats, self._stats_at = self._fresh_stats(), now
-        return self._stats
+        cached = self._slow.get(state)
+        if cached is None or now - cached[0] >= STATS_MAX_AGE_S:
+            cached = self._slow[state] = (now, state.slow_stats())
+            self.slow_computed += 1
+        return cached[1]
 
-    def _fresh_stats(self) -> dict:
+    def stats(self) -> dict:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         feeds = self.sockets.feeds
         return {"version": self.version, "uptime_s": time.monotonic() - self.started_monotonic,

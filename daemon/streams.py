@@ -148,13 +148,18 @@ class StreamState:
             ratios = np.where(spent > 0, raw / spent, 0.0)
         return [round(float(r), 4) for r in ratios]
 
-    def stats(self, subscribers: int) -> dict:
+    def slow_stats(self) -> dict:
+        """The parts of `stats` that cost (percentiles, per-channel ratios): reporting
+        reuses them for a while (reporting.py)."""
+        return {"latency_us": {name: stage.summary_us() for name, stage in self.latency.items()},
+                "channel_ratio": self.channel_ratio()}
+
+    def stats(self, subscribers: int, slow: dict | None = None) -> dict:
         return {"channels": self.channels, "rate": self.rate, "packets_in": self.packets_in,
                 "samples_in": self.samples_in, "bytes_in": self.bytes_in,
                 "bytes_out": self.bytes_out, "ratio": self.ratio(), "drops": self.drops,
                 "keyframes": self.keyframes, "subscribers": subscribers,
-                "latency_us": {name: stage.summary_us() for name, stage in self.latency.items()},
-                "channel_ratio": self.channel_ratio(),
+                **(slow or self.slow_stats()),
                 # additions to the contract's keys:
                 "blocks_out": self.blocks_out, "drops_backlog": self.drops_backlog,
                 "drops_sequence": self.drops_sequence, "duplicates": self.duplicates,
