@@ -150,12 +150,22 @@ class Subscription:
             for stream in self.streams or [""]:
                 sock.subscribe(topic_for(stream) if stream else b"")
         self._watch = ConnectionWatch(sock)
+        self._opened_at = time.monotonic()
+        self._warned_silence = False
         sock.connect(self.endpoint)
         self.sock = sock
         self._poll_list = [(sock, zmq.POLLIN)]
         if self.lossless:
             self._hello()
         return self
+
+    def _warn_if_nothing_answers(self) -> None:
+        """Once, 3 s after opening with no peer reached: said in the log, not in silence."""
+        if (not self._warned_silence and not self._watch.connected(0)
+                and time.monotonic() - self._opened_at > 3.0):
+            self._warned_silence = True
+            log.warning("nothing answers at %s after 3 s (is the daemon running there?); "
+                        "still waiting", self.endpoint)
 
     def answering(self, timeout: float = 3.0) -> bool:
         """Whether anything accepted our connection (waiting up to `timeout` seconds): a
@@ -230,6 +240,7 @@ class Subscription:
                 if wait <= 0:
                     return None
                 if not zmq.zmq_poll(self._poll_list, max(1, int(wait * 1000))):
+                    self._warn_if_nothing_answers()
                     if self.lossless and time.monotonic() - self._last_hello >= 1.0:
                         self._hello()  # idle: the daemon may have restarted and forgotten us
                 continue

@@ -534,3 +534,50 @@ def test_lossless_subscribers_beyond_the_limit_are_refused_and_counted(context):
             dealer.send(msgpack.packb({"cmd": ["hello"]}))
         wait_for(lambda: rejected(daemon, "lossless_request") == 4, timeout=10)
         assert daemon._data_thread.is_alive()
+
+
+def test_with_curve_a_stream_is_bound_to_its_senders_key(tmp_path, context):
+    import dataclasses
+
+    import zmq.auth
+
+    from neurowire.daemon.config import SecurityConfig, validate
+    from neurowire.wire import apply_curve
+
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    server_public, server_secret = zmq.auth.create_certificates(tmp_path, "server")
+    secrets = {name: zmq.auth.create_certificates(allowed, name)[1] for name in ("a", "b")}
+    config = validate(dataclasses.replace(load_config(**LOOPBACK), security=SecurityConfig(
+        curve=True, server_secret_key=str(server_secret), client_keys_dir=str(allowed))))
+    server_key = zmq.auth.load_certificate(server_public)[0]
+
+    def sender(name):
+        public, secret = zmq.auth.load_certificate(secrets[name])
+        sock = context.socket(zmq.PUSH)
+        sock.linger = 2000
+        apply_curve(sock, {"server_public": server_key, "public": public, "secret": secret})
+        sock.connect(daemon.endpoints["ingest"])
+        return sock
+
+    with DaemonThread(config) as running:
+        daemon = running.daemon
+        owner, other = sender("a"), sender("b")
+        send(owner, 0, 0, session=1)
+        wait_for(lambda: "s0" in daemon.streams, timeout=10)
+        epoch = daemon.streams["s0"].epoch
+        send(other, 0, 0, session=2)  # another authorised key, a new session: refused
+        wait_for(lambda: rejected(daemon, "stream_owned") == 1, timeout=10)
+        send(owner, 0, 0, session=3)  # the owner's key restarts its source at once
+        wait_for(lambda: daemon.streams["s0"].session == 3, timeout=10)
+        assert daemon.streams["s0"].epoch > epoch
+        assert daemon.streams["s0"].owner_key  # the key ZAP authenticated
+
+
+def test_the_subscriber_library_logs_when_nothing_answers(context, caplog):
+    port = free_loopback_port()
+    with Subscription(f"tcp://127.0.0.1:{port}", context=context) as subscription:
+        assert not subscription.answering(0.2)
+        with caplog.at_level("WARNING", logger="neurowire.subscribe"):
+            assert subscription.receive(timeout=4.0) is None
+    assert any("nothing answers" in record.getMessage() for record in caplog.records)
