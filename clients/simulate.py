@@ -16,9 +16,11 @@ import time
 import numpy as np
 import zmq
 
-from neurowire.wire import DEFAULT_INGEST, apply_curve, pack_ingest
+from neurowire.wire import (DEFAULT_CONTROL, DEFAULT_INGEST, ControlTimeout, apply_curve,
+                            new_session, pack_ingest, query)
 
 from . import synth
+from .liveness import ConnectionWatch
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -39,6 +41,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
                         "channel, looping)")
     parser.add_argument("--start-sample", type=int, default=0,
                         help="index of the first sample (continue a stream after a restart)")
+    parser.add_argument("--control", help="the daemon's control endpoint, asked at the end "
+                        "what it took and rejected (default: "
+                        f"{DEFAULT_CONTROL} with the default --connect; '' = do not ask)")
     parser.add_argument("--report", metavar="FILE", help="write the final report as JSON here")
     parser.add_argument("--quiet", action="store_true")
     return parser
@@ -64,6 +69,7 @@ class Simulator:
         self._stream_id = stream.encode()  # encoded once, not per packet
         self.next_sample = start_sample
         self.seq = 0
+        self.session = new_session()  # this run's: the daemon binds the stream to it
         self.sent = 0
         self.refused = 0
         self.lateness_ns: list[int] = []
@@ -72,13 +78,14 @@ class Simulator:
         self.sock.sndhwm = 20000
         self.sock.linger = 2000
         apply_curve(self.sock, curve)
+        self.watch = ConnectionWatch(self.sock)
         self.sock.connect(endpoint)
 
     def send_packet(self) -> bool:
         """Acquire the next packet now and send it; False if the daemon could not take it."""
         samples = self.source.samples(self.next_sample, self.packet_samples)
         header = pack_ingest(self._stream_id, self.seq, self.next_sample, self.packet_samples,
-                             self.channels, self.rate, time.time_ns())
+                             self.channels, self.rate, time.time_ns(), self.session)
         self.seq += 1
         self.next_sample += self.packet_samples
         try:
@@ -132,6 +139,7 @@ class Simulator:
                 "cpu_s": _cpu_s() - getattr(self, "_cpu_start", 0.0)}
 
     def close(self) -> None:
+        self.watch.close()
         self.sock.close()
 
 
@@ -143,6 +151,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         table = synth.synthesize(args.channels, args.rate, args.loop_samples, args.seed)
         rate = args.rate
+    control = args.control
+    if control is None and args.connect == DEFAULT_INGEST:
+        control = DEFAULT_CONTROL
+    rejected_before = _daemon_rejections(control)
     simulator = Simulator(args.connect, table, rate, args.packet_samples, args.stream,
                           args.start_sample)
     if not args.quiet:
@@ -150,8 +162,10 @@ def run(args: argparse.Namespace) -> int:
               f"{args.packet_samples} samples/packet -> {args.connect}", file=sys.stderr)
     try:
         report = simulator.run(args.seconds)
+        report["connected"] = simulator.watch.connected(0)
     finally:
-        simulator.close()
+        simulator.close()  # lingers up to 2 s to hand over what is queued
+    report["daemon"] = _what_the_daemon_took(control, args.stream, rejected_before)
     if args.report:
         with open(args.report, "w") as handle:
             json.dump(report, handle)
@@ -161,6 +175,73 @@ def run(args: argparse.Namespace) -> int:
               f"{report['achieved_rate']:.0f} samples/s; pacing lateness p50 "
               f"{pacing.get('p50_us', 0):.0f} us p99 {pacing.get('p99_us', 0):.0f} us max "
               f"{pacing.get('max_us', 0):.0f} us", file=sys.stderr)
+    return _say_what_happened(args, report)
+
+
+def _daemon_rejections(control: str | None) -> dict | None:
+    if not control:
+        return None
+    try:
+        return query(control, "stats", timeout=1.0)["rejected"]
+    except (ControlTimeout, KeyError, TypeError):
+        return None
+
+
+def _what_the_daemon_took(control: str | None, stream: str, before: dict | None) -> dict:
+    """The daemon's own account, from its control endpoint: what it holds for the stream,
+    and what it rejected (from anyone) while we sent."""
+    if not control:
+        return {"asked": False}
+    stats, last_count, deadline = None, None, time.monotonic() + 5.0
+    while time.monotonic() < deadline:  # until the daemon has worked through what it got
+        try:
+            stats = query(control, "stats", timeout=2.0)
+        except ControlTimeout:
+            return {"asked": True, "answered": False}
+        entry = stats.get("streams", {}).get(stream) or {}
+        count = (entry.get("packets_in", 0), entry.get("drops", 0))
+        if count == last_count:
+            break
+        last_count = count
+        time.sleep(0.5)
+    before = before or {}
+    rejected = {reason: count - before.get(reason, 0)
+                for reason, count in stats.get("rejected", {}).items()
+                if count > before.get(reason, 0)}
+    entry = stats.get("streams", {}).get(stream) or {}
+    return {"asked": True, "answered": True, "rejected": rejected,
+            "packets_in": entry.get("packets_in", 0), "drops": entry.get("drops", 0)}
+
+
+def _say_what_happened(args, report: dict) -> int:
+    """One line when the packets did not get where they were sent, and a non-zero exit."""
+    sent = report["packets_sent"]
+    if not report["connected"]:
+        print(f"neurowire simulate: nothing answered at {args.connect}: none of the {sent} "
+              "packets reached a daemon", file=sys.stderr)
+        return 1
+    daemon = report["daemon"]
+    if daemon.get("answered"):
+        rejected = sum(daemon["rejected"].values())
+        if sent and rejected >= sent and daemon["packets_in"] == 0:
+            print(f"neurowire simulate: the daemon rejected the packets: "
+                  f"{daemon['rejected']} (see its log)", file=sys.stderr)
+            return 1
+        if rejected and not args.quiet:
+            print(f"the daemon rejected {rejected} packets meanwhile: {daemon['rejected']}",
+                  file=sys.stderr)
+        missing = sent - daemon["packets_in"] - daemon["drops"] - rejected
+        if missing > 0:
+            print(f"neurowire simulate: the daemon accounts for {sent - missing} of the {sent} "
+                  f"packets sent on {args.stream} ({daemon['packets_in']} taken, "
+                  f"{daemon['drops']} dropped, {rejected} rejected); {missing} never reached "
+                  "it or are still queued", file=sys.stderr)
+        elif not args.quiet:
+            print(f"the daemon took {daemon['packets_in']} of the {sent} packets "
+                  f"({daemon['drops']} dropped)", file=sys.stderr)
+    elif daemon.get("asked") and not args.quiet:
+        print("the daemon's control endpoint did not answer: what it took is unknown",
+              file=sys.stderr)
     return 0
 
 

@@ -61,8 +61,23 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--events", metavar="FILE",
                         help="with --feed spikes: write the events here (.npz: sample, "
                              "channel, snippets, pre, rate)")
+    parser.add_argument("--wait", action="store_true",
+                        help="keep waiting when nothing answers at the endpoint (default: "
+                             "say so and exit after 3 s)")
+    parser.add_argument("--max-gap-s", type=float, default=60.0,
+                        help="with --npy / --wav-dir: a gap longer than this many seconds "
+                             "ends the file instead of filling it with zeros")
     parser.add_argument("--quiet", action="store_true")
     return parser
+
+
+def _terminate_as_interrupt(signum, frame):
+    """SIGTERM ends a run as Ctrl-C does: files written, scratch gone (a second SIGTERM
+    does not cut the writing short)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
 
 
 # Before the first message, --idle-timeout is at least this long: a daemon on a busy machine
@@ -160,6 +175,27 @@ def _reaches(frames, until_sample: int) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    import signal
+
+    from neurowire.wire import ControlTimeout
+
+    import threading
+
+    # Signals reach the main thread only (a test or a notebook may run this on another).
+    on_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt) if on_main else None
+    try:
+        return _run(args)
+    except ControlTimeout as error:
+        print(f"neurowire subscribe: the daemon's control endpoint does not answer ({error})",
+              file=sys.stderr)
+        return 1
+    finally:
+        if on_main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: argparse.Namespace) -> int:
     if getattr(args, "feed", "lossless") != "lossless":
         if args.lossless:
             print("neurowire subscribe: --lossless is for the lossless feed only",
@@ -176,7 +212,14 @@ def run(args: argparse.Namespace) -> int:
     subscription = Subscription(args.connect, streams=args.stream, lossless=args.lossless,
                                 control=args.control, expected=expected, record_latency=True,
                                 idle_timeout=None, resume_from=args.resume_from)
-    writer = SampleWriter(args.npy, args.wav_dir) if (args.npy or args.wav_dir) else None
+    subscription.open()
+    if not args.wait and not subscription.answering(3.0):
+        subscription.close()
+        print(f"neurowire subscribe: nothing answers at {subscription.endpoint} within 3 s "
+              "(is the daemon running there? --wait keeps waiting)", file=sys.stderr)
+        return 1
+    writer = (SampleWriter(args.npy, args.wav_dir, args.max_gap_s)
+              if (args.npy or args.wav_dir) else None)
     republisher = None
     if args.republish:
         republisher = subscription.context.socket(zmq.PUB)
@@ -236,6 +279,9 @@ def run(args: argparse.Namespace) -> int:
         if writer is not None:
             writer.close()
     report = subscription.report()
+    if writer is not None:
+        report["rows_not_written"] = writer.rows_not_written
+        report["file_ends_at_gap"] = writer.ended_at
     report["cpu_streaming_s"] = streaming_cpu_s[0] if streaming_cpu_s else report["cpu_s"]
     report["deferred_decode"] = spool is not None
     if args.report:

@@ -33,6 +33,7 @@ from neurowire.wire import FEEDS as WIRE_FEEDS
 from neurowire.wire import (DEFAULT_LOSSLESS, DEFAULT_PUBLISH, Rejected, apply_curve,
                             is_feed_topic, parse_block, query, topic_for)
 
+from .liveness import ConnectionWatch
 from .tracker import Gap, SequenceTracker
 
 log = logging.getLogger("neurowire.subscribe")
@@ -108,6 +109,7 @@ class Subscription:
         self.verified_samples = 0
         self.crc_errors = self.mismatches = self.decode_errors = self.skipped_blocks = 0
         self.lost_blocks = 0
+        self.duplicates = 0  # blocks dropped as seen already (tracker.py)
         self.feed_messages = 0  # other feeds' messages passed over (see receive_raw)
         self.record_latency = record_latency
         # Where an earlier run of this subscriber stopped ({stream: next sample index}, or one
@@ -117,6 +119,7 @@ class Subscription:
         self._live_hwm = live_hwm
         self._socket_options = dict(socket_options or {})
         self.sock = None  # opened by open(), or by the first receive
+        self._watch = None
         self._ungranted = 0
         self._last_sent = 0.0
         self._last_hello = 0.0
@@ -146,12 +149,29 @@ class Subscription:
         else:
             for stream in self.streams or [""]:
                 sock.subscribe(topic_for(stream) if stream else b"")
+        self._watch = ConnectionWatch(sock)
+        self._opened_at = time.monotonic()
+        self._warned_silence = False
         sock.connect(self.endpoint)
         self.sock = sock
         self._poll_list = [(sock, zmq.POLLIN)]
         if self.lossless:
             self._hello()
         return self
+
+    def _warn_if_nothing_answers(self) -> None:
+        """Once, 3 s after opening with no peer reached: said in the log, not in silence."""
+        if (not self._warned_silence and not self._watch.connected(0)
+                and time.monotonic() - self._opened_at > 3.0):
+            self._warned_silence = True
+            log.warning("nothing answers at %s after 3 s (is the daemon running there?); "
+                        "still waiting", self.endpoint)
+
+    def answering(self, timeout: float = 3.0) -> bool:
+        """Whether anything accepted our connection (waiting up to `timeout` seconds): a
+        daemon that is not there, or a wrong endpoint, shows here instead of as silence."""
+        self.open()
+        return self._watch.connected(timeout)
 
     # ---- lossless credit -----------------------------------------------------------------
 
@@ -220,6 +240,7 @@ class Subscription:
                 if wait <= 0:
                     return None
                 if not zmq.zmq_poll(self._poll_list, max(1, int(wait * 1000))):
+                    self._warn_if_nothing_answers()
                     if self.lossless and time.monotonic() - self._last_hello >= 1.0:
                         self._hello()  # idle: the daemon may have restarted and forgotten us
                 continue
@@ -295,6 +316,9 @@ class Subscription:
             return None
         tracker = state.tracker
         lost = tracker.on_block(header)
+        if lost < 0:  # a duplicate or rewind within the epoch: never delivered twice
+            self.duplicates += 1
+            return None
         if lost:
             self.lost_blocks += lost
             state.decoder.reset()
@@ -358,6 +382,7 @@ class Subscription:
     def report(self) -> dict:
         return {"blocks": self.blocks, "samples": self.samples, "bytes_in": self.bytes_in,
                 "lost_blocks": self.lost_blocks, "skipped_blocks": self.skipped_blocks,
+                "duplicates": self.duplicates,
                 "decode_errors": self.decode_errors, "crc_errors": self.crc_errors,
                 "mismatches": self.mismatches, "verified_samples": self.verified_samples,
                 "gaps": [{"stream": g.stream, "start": g.start, "stop": g.stop,
@@ -373,6 +398,7 @@ class Subscription:
             return
         if self.lossless and not self.sock.closed:
             self._send({"cmd": "bye"})
+        self._watch.close()
         self.sock.close()
 
     def __enter__(self):

@@ -9,6 +9,11 @@ in them is a sample range lost anywhere, whose reason is told apart as: "deliver
 lost between daemon and us), "daemon_dropped" (the daemon's dropped counter grew), or
 "source" (packets that never reached the daemon). After any loss the decoder has to wait for
 a keyframe: until then `synced` is False.
+
+Within an epoch a sample index is delivered at most once: a block whose seq or samples were
+seen already (a duplicate, or a rewind) is dropped and counted in `duplicates`. A new epoch
+(the daemon restarted, the source began a new session, or the stream idled out) may start
+its indices over: that is the one place they go back, and it is no gap.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ class Gap:
 
 class SequenceTracker:
     __slots__ = ("stream", "epoch", "next_seq", "next_sample", "synced", "lost_delivery",
-                 "dropped_seen", "joined_at")
+                 "dropped_seen", "joined_at", "duplicates", "epoch_start")
 
     def __init__(self, stream: str, resume_from: int | None = None):
         self.stream = stream
@@ -41,23 +46,35 @@ class SequenceTracker:
         self.synced = False
         self.lost_delivery = resume_from is not None  # what came since is missed delivery
         self.dropped_seen = 0
+        self.duplicates = 0
+        self.epoch_start = False  # the next block delivered is its epoch's first
 
     def new_epoch(self, header) -> bool:
         """True when `header` is from another daemon run than the blocks before it (then
         block numbers start over; sample indices carry on across it)."""
-        return header.epoch != self.epoch
+        return self.epoch is None or header.epoch > self.epoch
 
     def on_block(self, header) -> int:
-        """Every block, first thing: the number of blocks lost just before it."""
+        """Every block, first thing: the number of blocks lost just before it, or -1 for a
+        block to drop (seen already in this epoch, or from an epoch older than the one
+        followed)."""
         lost = 0
         if header.epoch != self.epoch:
+            if self.epoch is not None and header.epoch < self.epoch:
+                self.duplicates += 1  # a stale block from before the restart
+                return -1
             if self.epoch is not None:
                 self.lost_delivery = True  # whatever the restart cost shows as a gap
                 self.synced = False
-            else:
-                self.dropped_seen = header.dropped
+                self.epoch_start = True
+            self.dropped_seen = header.dropped  # the daemon counts drops per epoch
             self.epoch = header.epoch
             self.next_seq = None
+        elif self.next_seq is not None and (
+                header.seq < self.next_seq or (self.next_sample is not None
+                                               and header.first < self.next_sample)):
+            self.duplicates += 1
+            return -1
         if self.next_seq is not None and header.seq != self.next_seq:
             lost = max(0, header.seq - self.next_seq)
             self.desync()
@@ -78,11 +95,14 @@ class SequenceTracker:
         gap = None
         if self.next_sample is None:
             self.joined_at = header.first
+        elif self.epoch_start and header.first < self.next_sample:
+            pass  # the source started its indices over with the new epoch
         elif header.first > self.next_sample:
             reason = ("delivery" if self.lost_delivery else
                       "daemon_dropped" if header.dropped > self.dropped_seen else "source")
             gap = Gap(self.stream, self.next_sample, header.first, reason)
         self.dropped_seen = header.dropped
         self.lost_delivery = False
+        self.epoch_start = False
         self.next_sample = header.first + header.n_samples
         return gap

@@ -59,8 +59,12 @@ class SampleWriter:
     """Appends raw int16 rows to a scratch file; at close writes .npy and/or WAV per channel.
     Gaps are written as zeros so that row i is always sample (first + i)."""
 
-    def __init__(self, npy_path: str | None, wav_dir: str | None):
+    def __init__(self, npy_path: str | None, wav_dir: str | None, max_gap_s: float = 60.0):
         self.npy_path, self.wav_dir = npy_path, wav_dir
+        self.max_gap_s = max_gap_s
+        self.next_sample = None  # the index the next row stands for
+        self.rows_not_written = 0  # rows a restarted source sent again (never written twice)
+        self.ended_at = None  # (sample, gap) where a gap too long to fill ended the file
         directory = os.path.dirname(os.path.abspath(npy_path or os.path.join(wav_dir, "x")))
         os.makedirs(directory, exist_ok=True)
         self.scratch = tempfile.NamedTemporaryFile(dir=directory, suffix=".raw", delete=False)
@@ -69,14 +73,36 @@ class SampleWriter:
         self.rate = None
 
     def write(self, block) -> None:
+        """Row i of the file is always sample (first written + i): a gap is zeros (up to
+        `max_gap_s`; a longer one ends the file), samples at or below a row already written
+        (a source that started over) are not written again."""
+        if self.ended_at is not None or (self.channels is not None
+                                         and block.samples.shape[1] != self.channels):
+            self.rows_not_written += block.samples.shape[0]
+            return
         self.channels = block.samples.shape[1]
         self.rate = block.rate
-        for gap in block.gaps:
-            # Zeros keep every later sample at its true time; the report lists the ranges.
-            self.scratch.write(bytes(gap.samples * self.channels * 2))
-            self.rows += gap.samples
-        self.scratch.write(np.ascontiguousarray(block.samples, dtype="<i2").tobytes())
-        self.rows += block.samples.shape[0]
+        samples = block.samples
+        first = block.first_sample
+        if self.next_sample is None and block.gaps:  # missed since --resume-from: zeros
+            self.next_sample = block.gaps[0].start
+        if self.next_sample is not None:
+            if first < self.next_sample:
+                skip = min(self.next_sample - first, samples.shape[0])
+                self.rows_not_written += skip
+                samples, first = samples[skip:], first + skip
+            missing = first - self.next_sample
+            if missing > self.max_gap_s * self.rate:
+                self.ended_at = (self.next_sample, missing)
+                self.rows_not_written += samples.shape[0]
+                return
+            if missing > 0:
+                # Zeros keep every later sample at its true time; the report lists the ranges.
+                self.scratch.write(bytes(missing * self.channels * 2))
+                self.rows += missing
+        self.scratch.write(np.ascontiguousarray(samples, dtype="<i2").tobytes())
+        self.rows += samples.shape[0]
+        self.next_sample = first + samples.shape[0]
 
     def close(self) -> None:
         import wave

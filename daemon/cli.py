@@ -43,7 +43,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"neurowire daemon: {error}", file=sys.stderr)
         return 2
     if args.print_config:
-        print(json.dumps(config.to_dict(), indent=2))
+        try:
+            print(json.dumps(config.to_dict(), indent=2), flush=True)
+        except BrokenPipeError:  # `| head`: the reader has all it wanted
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -54,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
     except zmq_error_types() as error:
         logging.getLogger("neurowire.daemon").error("cannot start: %s", error)
         return 1
+    except Exception:  # an internal fault: non-zero, so Restart=on-failure restarts it
+        logging.getLogger("neurowire.daemon").critical("daemon failed", exc_info=True)
+        return 70  # EX_SOFTWARE
     return 0
 
 

@@ -49,19 +49,35 @@ class DaemonConfig:
     lossless: str = DEFAULT_LOSSLESS
     control: str = DEFAULT_CONTROL
     metrics: str = "127.0.0.1:7344"
+    # /metrics is plain HTTP, which CURVE cannot cover: an address beyond loopback needs this
+    # explicit opt-in (the counters then show to anyone who reaches the port; no samples).
+    metrics_beyond_loopback: bool = False
     keyframe_interval_s: float = 1.0
     # Whole packets waiting in the daemon beyond this are dropped (oldest first) and counted:
     # 200 packets is 100 ms of 0.5 ms packets, far beyond any healthy backlog.
     max_backlog_packets: int = 200
+    # ... and beyond this many bytes per stream (the packets' samples), whichever comes first.
+    max_backlog_bytes: int = 16 * 2**20
     max_channels: int = 4096
     max_packet_samples: int = 4096
     max_streams: int = 64
+    # A stream silent this long is forgotten (its id, slot and codec state freed); until then
+    # it belongs to the session that made it, and no other sender can take it over.
+    stream_idle_timeout_s: float = 5.0
     # Per live subscriber; a slow one loses messages (and sees the gap), the others do not wait.
     live_hwm: int = 4000
     lossless_max_messages: int = 20000
+    # ... and bytes held per lossless subscriber; at most this many lossless subscribers.
+    lossless_max_bytes: int = 64 * 2**20
+    lossless_max_subscribers: int = 8
+    # Ingest messages libzmq queues per implant connection before it stops reading that
+    # connection (TCP then holds the sender back): with the packet size, a bound in bytes.
+    ingest_hwm: int = 1000
     lossless_timeout_s: float = 30.0
-    # Channel groups encoded in parallel threads (C threads of the codec, no GIL).
-    workers: int = 1
+    # Channel groups encoded in parallel threads (C threads of the codec, no GIL); 0: one per
+    # CPU the daemon may use (os.sched_getaffinity), up to max_channels / 64 (a group has at
+    # least 64 channels) and 64; `--print-config` shows what it came to.
+    workers: int = 0
     # With workers > 1 and at least that many CPUs allowed: the data thread and each encoder
     # thread get a CPU of their own (see neurowire.codec.team_cpus).
     pin_threads: bool = True
@@ -74,6 +90,10 @@ class DaemonConfig:
     # a VM); polling saves that but keeps the encoder CPUs busy: for CPUs given to the daemon.
     spin_us: int = 0
     flush_timeout_s: float = 2.0
+    # Control requests per second per client (a burst of one second's worth; four times
+    # that for all clients together); beyond it the reply is an error and the request is counted under
+    # rejected "control_rate". Reporting holds the GIL the data thread needs.
+    control_rate: float = 20.0
     latency_window: int = 8192
     log_level: str = "INFO"
     # Feeds beyond lossless, computed once per stream in a process of their own and published
@@ -162,14 +182,23 @@ def validate(config: DaemonConfig, where: str = "config") -> DaemonConfig:
                               "inproc:// endpoint")
     if config.metrics and ":" not in config.metrics:
         raise ConfigError(f"{where}: 'metrics' = {config.metrics!r} must be HOST:PORT or empty")
-    positive = ("max_backlog_packets", "max_channels", "max_packet_samples", "max_streams",
-                "live_hwm", "lossless_max_messages", "workers", "latency_window",
+    if config.metrics and not is_local_http(config.metrics) and not config.metrics_beyond_loopback:
+        raise ConfigError(f"{where}: 'metrics' = {config.metrics!r} is beyond loopback: /metrics "
+                          "is plain HTTP that CURVE cannot protect; serve it on 127.0.0.1 (and "
+                          "reach it through a proxy) or set metrics_beyond_loopback = true")
+    positive = ("max_backlog_packets", "max_backlog_bytes", "lossless_max_bytes",
+                "lossless_max_subscribers", "ingest_hwm", "max_channels", "max_packet_samples", "max_streams",
+                "live_hwm", "lossless_max_messages", "latency_window",
                 "feed_queue_packets")
     for key in positive:
         if getattr(config, key) < 1:
             raise ConfigError(f"{where}: '{key}' must be at least 1, not {getattr(config, key)}")
     if config.max_channels > 4096:
         raise ConfigError(f"{where}: 'max_channels' is at most 4096 (the codec's limit)")
+    if not 0 < config.control_rate <= 10_000:
+        raise ConfigError(f"{where}: 'control_rate' must be 0 < rate <= 10000 requests/s")
+    if config.stream_idle_timeout_s <= 0:
+        raise ConfigError(f"{where}: 'stream_idle_timeout_s' must be positive")
     if config.lossless_timeout_s <= 0 or config.flush_timeout_s < 0:
         raise ConfigError(f"{where}: timeouts must be positive")
     if not 0 <= config.realtime_priority <= 99:
@@ -178,6 +207,10 @@ def validate(config: DaemonConfig, where: str = "config") -> DaemonConfig:
     if not 0 <= config.spin_us <= 1_000_000:
         raise ConfigError(f"{where}: 'spin_us' must be 0 (sleep at once) .. 1000000 "
                           f"microseconds, not {config.spin_us}")
+    if config.workers < 0:
+        raise ConfigError(f"{where}: 'workers' must be 0 (one per CPU) or at least 1")
+    if config.workers == 0:
+        config = dataclasses.replace(config, workers=default_workers(config.max_channels))
     if config.workers > 64:
         raise ConfigError(f"{where}: 'workers' = {config.workers} is more than 64")
     remote = [key for key in _ENDPOINT_KEYS if not is_local_endpoint(getattr(config, key))]
@@ -212,6 +245,16 @@ def validate(config: DaemonConfig, where: str = "config") -> DaemonConfig:
     if config.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"{where}: 'log_level' must be DEBUG, INFO, WARNING or ERROR")
     return config
+
+
+def default_workers(max_channels: int) -> int:
+    """One encoder thread per CPU this process may run on, no more than the widest stream
+    has channel groups (64 channels each), at most 64."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, max_channels // 64, 64))
 
 
 def config_from_dict(document: dict, where: str = "config") -> DaemonConfig:

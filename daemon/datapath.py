@@ -31,7 +31,6 @@ from neurowire.wire import Rejected, pack_block, parse_ingest, topic_for
 
 from .lossless import LosslessRouter
 from .scheduling import setup_data_thread
-from .sockets import ingest_limits
 
 log = logging.getLogger("neurowire.daemon")
 
@@ -59,6 +58,7 @@ class DataPath:
         self.stopping = False
         self.error: BaseException | None = None
         self._max_payload = config.max_channels * config.max_packet_samples * 2
+        self._curve = config.security.curve
 
     # ---- the thread ------------------------------------------------------------------------
 
@@ -113,6 +113,8 @@ class DataPath:
         if self.feeds is not None:
             self.feeds.check()
         self.lossless.housekeeping(now)
+        self.table.expire(now)
+        self.table.check_capacity(now)
 
     def _flush(self) -> None:
         """On stop: compress what arrived, then give lossless subscribers time to take it."""
@@ -130,6 +132,7 @@ class DataPath:
         recv = self.sockets.ingest.recv
         time_ns = time.time_ns
         count = self.config.max_backlog_packets * 4 if limit == -1 else limit
+        now_s = time.monotonic()  # one reading per batch: admit's bounds are in seconds
         head = first
         while count is None or count > 0:
             if count is not None:
@@ -151,38 +154,56 @@ class DataPath:
                     extra += 1
                 self.reject(Rejected("frames", f"{extra + 1} frames, expected 2"))
             else:
-                self._accept(head.bytes, payload.buffer, received_ns)
+                self._accept(head, payload.buffer, received_ns, now_s)
             head = None
         self._process_backlogs()
 
-    def _accept(self, header_bytes: bytes, payload: memoryview, received_ns: int) -> None:
+    def _accept(self, head, payload: memoryview, received_ns: int, now_s: float) -> None:
         config = self.config
+        table = self.table
         try:
             if payload.nbytes > self._max_payload:
                 raise Rejected("oversized", f"{payload.nbytes} byte payload")
-            header = parse_ingest(header_bytes, payload.nbytes, config.max_channels,
+            header = parse_ingest(head.bytes, payload.nbytes, config.max_channels,
                                   config.max_packet_samples)
-            state = self.table.for_packet(header)
+            # With CURVE a stream is bound to its sender's key too (ZAP's user id).
+            owner_key = (head.get("User-Id") or "") if self._curve else ""
+            state = table.for_packet(header, now_s, owner_key)
+            if state is None:  # a new session of the source: what the old one sent goes first
+                self._drain(table.by_wire[header.stream])
+                state = table.replace(header, now_s, owner_key)
+            state.admit(header, now_s)
         except Rejected as rejection:
             self.reject(rejection)
             return
-        state.track_sequence(header.seq)
         backlog = state.backlog
         backlog.append((header, payload, received_ns))
-        if len(backlog) > config.max_backlog_packets:
-            dropped = backlog.popleft()[0]
+        state.backlog_bytes += payload.nbytes
+        while (len(backlog) > config.max_backlog_packets
+               or state.backlog_bytes > config.max_backlog_bytes) and len(backlog) > 1:
+            dropped, dropped_payload, _ = backlog.popleft()
+            state.backlog_bytes -= dropped_payload.nbytes
             state.drops_backlog += 1
             if state.drops_backlog <= 10 or state.drops_backlog % 1000 == 0:
                 log.warning("stream %s behind: dropped packet seq %d (samples %d..%d), %d so far",
                             state.stream_id, dropped.seq, dropped.first,
                             dropped.first + dropped.n_samples - 1, state.drops_backlog)
 
+    def _drain(self, state) -> None:
+        backlog = state.backlog
+        while backlog:
+            header, payload, received_ns = backlog.popleft()
+            state.backlog_bytes -= payload.nbytes
+            self._compress_and_publish(state, header, payload, received_ns)
+
     def _process_backlogs(self) -> None:
         done = 0
         for state in self.table.states():
             backlog = state.backlog
             while backlog:
-                self._compress_and_publish(state, *backlog.popleft())
+                header, payload, received_ns = backlog.popleft()
+                state.backlog_bytes -= payload.nbytes
+                self._compress_and_publish(state, header, payload, received_ns)
                 done += 1
                 if done % 16 == 0:
                     self.heartbeat = time.monotonic()
@@ -201,7 +222,7 @@ class DataPath:
         compressed_ns = time.time_ns()
         acquired_ns = header.acquired_ns
         head = pack_block(header.channels, header.n_samples, len(blobs), keyframe,
-                          state.seq_out, self.epoch, header.first, header.rate,
+                          state.seq_out, state.epoch, header.first, header.rate,
                           state.codec_version, zlib.crc32(payload), acquired_ns, received_ns,
                           compressed_ns, compress_ns, state.drops, compressed_ns,
                           state.groups_suffix)
@@ -216,6 +237,7 @@ class DataPath:
         latency = state.latency
         latency["ingest"].add_ns(received_ns - acquired_ns)
         latency["compress"].add_ns(compress_ns)
+        state.compress_ns_total += compress_ns
         latency["publish"].add_ns(compressed_ns - acquired_ns)
         if self.live_subscriptions:  # else libzmq would drop it: not worth the calls
             send = self.sockets.publisher.send
@@ -280,7 +302,5 @@ class DataPath:
                 self.ingest_connections["accepted"] += 1
             elif event["event"] == zmq.EVENT_DISCONNECTED:
                 self.ingest_connections["disconnected"] += 1
-                log.info("an implant connection closed (%d so far); libzmq also ends a "
-                         "connection this way on a frame over %d bytes",
-                         self.ingest_connections["disconnected"],
-                         ingest_limits(self.config)[1])
+                log.info("an implant connection closed (%d so far)",
+                         self.ingest_connections["disconnected"])

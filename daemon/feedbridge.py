@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import msgpack
@@ -31,15 +33,21 @@ class FeedWorker:
 
     def __init__(self, config, sync):
         self.config = config
+        # ipc in a folder only this user can enter (mkdtemp: mode 0700), not tcp: no other
+        # local process can read the raw samples, forge feed messages or stop the daemon.
+        self.runtime_dir = tempfile.mkdtemp(prefix="neurowire-feeds-")
         self.tx = sync.socket(zmq.PUSH)
         self.tx.sndhwm = config.feed_queue_packets
         self.tx.linger = 0
-        in_port = self.tx.bind_to_random_port("tcp://127.0.0.1")
         self.rx = sync.socket(zmq.PULL)
         self.rx.rcvhwm = 0  # feed messages are small and few; none is lost on the way back
         self.rx.linger = 0
-        out_port = self.rx.bind_to_random_port("tcp://127.0.0.1")
-        self.endpoints = (f"tcp://127.0.0.1:{in_port}", f"tcp://127.0.0.1:{out_port}")
+        self.rx.maxmsgsize = 64 * 2**20
+        self.endpoints = (f"ipc://{self.runtime_dir}/packets",
+                          f"ipc://{self.runtime_dir}/messages")
+        self.tx.bind(self.endpoints[0])
+        self.rx.bind(self.endpoints[1])
+        self.bad_messages = 0  # from the feed process, and not what it sends: counted, skipped
         self.process: subprocess.Popen | None = None
         self.error: str | None = None
         self.offered = self.reported = 0  # packets; the difference is what waits
@@ -106,6 +114,7 @@ class FeedWorker:
         for sock in (self.tx, self.rx):
             if not sock.closed:
                 sock.close()
+        shutil.rmtree(self.runtime_dir, ignore_errors=True)
 
     def on_messages(self, streams: dict, publisher) -> None:
         """Publish what the feed process sent back (the data thread's XPUB), and count it."""
@@ -113,27 +122,45 @@ class FeedWorker:
         receive, send = feeds.rx.recv_multipart, publisher.send_multipart
         while True:
             try:
-                topic, message = receive(zmq.NOBLOCK)
+                frames = receive(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if topic:
-                stream, feed = topic[:-1].decode().rsplit("/", 1)
-                state = streams.get(stream)
-                if state is not None and feed in state.feeds:
-                    # Counted before sending, like the lossless blocks.
-                    state.feeds[feed].messages += 1
-                    state.feeds[feed].bytes += len(message)
-                send([topic, message], zmq.NOBLOCK)
-            elif message == b"done":
-                feeds.done = True
-            elif message != b"ready":
-                report = msgpack.unpackb(message)
-                state = streams.get(report["stream"])
-                feeds.reported += report["packets"]
-                if state is not None:
-                    state.feed_samples += report["samples"]
-                    if "spikes" in state.feeds:
-                        state.feeds["spikes"].events += report["events"]
+            try:
+                self._on_message(frames, streams, send)
+            except Exception as error:  # msgpack alone raises several unrelated types
+                self.bad_messages += 1
+                if self.bad_messages <= 10:
+                    log.warning("feed process sent a malformed message (%s); skipped", error)
+
+    def _on_message(self, frames, streams: dict, send) -> None:
+        """One message of the feed process, checked before anything is published: a feed
+        topic of a known stream and feed, or a report with integer counts."""
+        if len(frames) != 2:
+            raise ValueError(f"{len(frames)} frames, expected 2")
+        topic, message = frames
+        if topic:
+            stream, slash, feed = topic[:-1].decode().rpartition("/")
+            state = streams.get(stream)
+            if not topic.endswith(b"\0") or not slash or state is None or feed not in state.feeds:
+                raise ValueError(f"topic {topic[:80]!r} is no feed of a stream")
+            # Counted before sending, like the lossless blocks.
+            state.feeds[feed].messages += 1
+            state.feeds[feed].bytes += len(message)
+            send([topic, message], zmq.NOBLOCK)
+        elif message == b"done":
+            self.done = True
+        elif message != b"ready":
+            report = msgpack.unpackb(message, raw=False, max_bin_len=0, max_array_len=0,
+                                     max_map_len=16, max_str_len=256)
+            counts = [report["packets"], report["samples"], report["events"]]
+            if not all(isinstance(count, int) and 0 <= count < 2**53 for count in counts):
+                raise ValueError(f"report counts {counts!r:.80}")
+            state = streams.get(report["stream"])
+            self.reported += report["packets"]
+            if state is not None:
+                state.feed_samples += report["samples"]
+                if "spikes" in state.feeds:
+                    state.feeds["spikes"].events += report["events"]
 
     def finish(self, streams: dict, publisher) -> None:
         """On stop: let the feed process work through what it was sent, and publish it."""

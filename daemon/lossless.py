@@ -2,8 +2,11 @@
 
 Used by the data thread only (it owns the ROUTER socket). A subscriber says hello with the
 streams it wants and an initial credit, grants more as it reads, and is forgotten after
-`lossless_timeout_s` of silence; past `lossless_max_messages` held, its oldest block is
-dropped and counted (`overflow`)."""
+`lossless_timeout_s` of silence; past `lossless_max_messages` or `lossless_max_bytes` held,
+its oldest block is dropped and counted (`overflow`). Credit never exceeds
+`lossless_max_messages` (a grant tops it up to there, it does not add without bound), and at
+most `lossless_max_subscribers` are served at once: what the daemon holds for them is bounded
+in bytes."""
 
 from __future__ import annotations
 
@@ -24,7 +27,8 @@ MAX_CREDIT = 1_000_000
 
 
 class LosslessSubscriber:
-    __slots__ = ("identity", "streams", "credit", "queue", "last_seen", "sent", "overflow")
+    __slots__ = ("identity", "streams", "credit", "queue", "last_seen", "sent", "overflow",
+                 "held_bytes")
 
     def __init__(self, identity: bytes, streams, credit: int):
         self.identity = identity
@@ -34,6 +38,7 @@ class LosslessSubscriber:
         self.last_seen = time.monotonic()
         self.sent = 0
         self.overflow = 0
+        self.held_bytes = 0
 
     def wants(self, stream_id: str) -> bool:
         return self.streams is None or stream_id in self.streams
@@ -58,13 +63,17 @@ class LosslessRouter:
 
     def offer(self, state, frames) -> None:
         """A block just published: held for, and sent to, every subscriber that wants it."""
-        limit = self.config.lossless_max_messages
+        limit, limit_bytes = self.config.lossless_max_messages, self.config.lossless_max_bytes
+        size = None
         for subscriber in list(self.subscribers.values()):
             if subscriber.wants(state.stream_id):
+                if size is None:
+                    size = sum(map(len, frames))
                 queue = subscriber.queue
-                queue.append(frames)
-                if len(queue) > limit:
-                    queue.popleft()
+                queue.append((frames, size))
+                subscriber.held_bytes += size
+                while len(queue) > limit or subscriber.held_bytes > limit_bytes:
+                    subscriber.held_bytes -= queue.popleft()[1]
                     subscriber.overflow += 1
                     state.lossless_overflow += 1
                 self.pump(subscriber)
@@ -73,7 +82,7 @@ class LosslessRouter:
         queue = subscriber.queue
         send = self.router.send
         while subscriber.credit > 0 and queue:
-            frames = queue[0]
+            frames, size = queue[0]
             try:
                 # The identity frame decides: once it is taken, libzmq takes the rest.
                 send(subscriber.identity, _MORE)
@@ -87,6 +96,7 @@ class LosslessRouter:
             for index, frame in enumerate(frames):
                 send(frame, _NOBLOCK if index == last else _MORE)
             queue.popleft()
+            subscriber.held_bytes -= size
             subscriber.credit -= 1
             subscriber.sent += 1
 
@@ -118,8 +128,14 @@ class LosslessRouter:
                                             not all(isinstance(s, str) for s in streams)):
                     raise Rejected("lossless_request", "'streams' must be a list of ids")
                 credit = request.get("credit", 64)
-                if not isinstance(credit, int) or not 0 <= credit <= MAX_CREDIT:
-                    raise Rejected("lossless_request", f"credit {credit!r}")
+                if (not isinstance(credit, int) or isinstance(credit, bool)
+                        or not 0 <= credit <= MAX_CREDIT):
+                    raise Rejected("lossless_request", f"credit {credit!r:.40}")
+                credit = min(credit, self.config.lossless_max_messages)
+                if subscriber is None and (len(self.subscribers)
+                                           >= self.config.lossless_max_subscribers):
+                    raise Rejected("lossless_full", f"{len(self.subscribers)} lossless "
+                                                    "subscribers already, the limit")
                 if subscriber is None:
                     subscriber = LosslessSubscriber(
                         identity, None if streams is None else set(streams), credit)
@@ -133,15 +149,17 @@ class LosslessRouter:
                 raise Rejected("lossless_request", f"{command!r} before hello")
             elif command == "credit":
                 grant = request.get("n", 0)
-                if not isinstance(grant, int) or not 0 <= grant <= MAX_CREDIT:
-                    raise Rejected("lossless_request", f"credit {grant!r}")
-                subscriber.credit += grant
+                if (not isinstance(grant, int) or isinstance(grant, bool)
+                        or not 0 <= grant <= MAX_CREDIT):
+                    raise Rejected("lossless_request", f"credit {grant!r:.40}")
+                subscriber.credit = min(subscriber.credit + grant,
+                                        self.config.lossless_max_messages)
             elif command == "bye":
                 del self.subscribers[identity]
                 log.info("lossless subscriber %s left", identity.hex())
                 return
             else:
-                raise Rejected("lossless_request", f"unknown command {command!r}")
+                raise Rejected("lossless_request", f"unknown command {command!r:.40}")
         except Rejected as rejection:
             self.reject(rejection)
             return
@@ -173,6 +191,7 @@ class LosslessRouter:
         return sum(1 for s in list(self.subscribers.values()) if s.wants(stream_id))
 
     def snapshot(self) -> list[dict]:
-        return [{"id": s.identity.hex(), "held": len(s.queue), "sent": s.sent,
+        return [{"id": s.identity.hex(), "held": len(s.queue), "held_bytes": s.held_bytes,
+                 "sent": s.sent,
                  "credit": s.credit, "overflow": s.overflow}
                 for s in list(self.subscribers.values())]

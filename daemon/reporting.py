@@ -10,10 +10,15 @@ from __future__ import annotations
 import os
 import resource
 import time
+import weakref
 
 from neurowire.wire import feed_topic, topic_for
 
+from .budget import memory_bound
 from .sockets import ingest_limits
+
+
+STATS_MAX_AGE_S = 0.25
 
 
 class Reporter:
@@ -26,6 +31,9 @@ class Reporter:
         self.rejected = rejected
         self.started_monotonic = time.monotonic()
         self.data = None  # the DataPath, once made
+        # StreamState -> (when, slow_stats()); weak, so expired streams leave with it
+        self._slow: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self.slow_computed = 0
 
     @property
     def streams(self) -> dict:
@@ -43,7 +51,7 @@ class Reporter:
         return self._live_matching(feed_topic(stream_id, feed))
 
     def _stream_stats(self, stream_id: str, state) -> dict:
-        reply = state.stats(sum(self.subscriber_counts(stream_id)))
+        reply = state.stats(sum(self.subscriber_counts(stream_id)), self._slow_stats(state))
         if state.feeds:
             feeds = reply["feeds"] = state.feed_stats()
             for name, entry in feeds.items():
@@ -57,7 +65,23 @@ class Reporter:
                 "endpoints": dict(self.sockets.endpoints),
                 "lossless_subscribers": len(self.data.lossless.subscribers),
                 "live_subscriptions": sum(list(self.data.live_subscriptions.values())),
-                "data_path": dict(self.data.granted)}
+                "data_path": dict(self.data.granted),
+                # worst case, one implant connection and one live subscriber (budget.py)
+                "memory_bound_bytes": memory_bound(self.config)["total"],
+                # streams sent faster than their coding here sustains (streams.py)
+                "overloaded": self.table.overloaded()}
+
+    def _slow_stats(self, state) -> dict:
+        """A stream's percentiles and per-channel ratios, computed at most once per
+        STATS_MAX_AGE_S whoever asks: they hold the GIL the data thread needs, so a client
+        polling back to back (or many clients) must not make the daemon compute them at its
+        pace. The counters beside them are read fresh on every request."""
+        now = time.monotonic()
+        cached = self._slow.get(state)
+        if cached is None or now - cached[0] >= STATS_MAX_AGE_S:
+            cached = self._slow[state] = (now, state.slow_stats())
+            self.slow_computed += 1
+        return cached[1]
 
     def stats(self) -> dict:
         usage = resource.getrusage(resource.RUSAGE_SELF)

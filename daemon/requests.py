@@ -3,6 +3,9 @@ decoding of untrusted bytes, in one place."""
 
 from __future__ import annotations
 
+import collections
+import time
+
 import msgpack
 
 from neurowire.wire import Rejected
@@ -23,3 +26,32 @@ def unpack_small_map(data, limit: int = MAX_REQUEST_BYTES) -> dict:
     if not isinstance(value, dict):
         raise Rejected("header", "not a map")
     return value
+
+
+class RateLimit:
+    """Requests per second per client (a token bucket of one second's worth each), and four
+    times that for all clients together, so neither one client nor many reconnecting ones
+    keep the daemon busy answering. Remembers at most `max_clients` clients."""
+
+    def __init__(self, per_second: float, max_clients: int = 1024):
+        self.per_second = per_second
+        self.max_clients = max_clients
+        self.buckets: collections.OrderedDict[bytes, list] = collections.OrderedDict()
+        self.everyone = [4 * per_second, time.monotonic()]
+
+    def allow(self, client: bytes) -> bool:
+        now = time.monotonic()
+        bucket = self.buckets.pop(client, None) or [self.per_second, now]
+        self.buckets[client] = bucket  # most recent last
+        while len(self.buckets) > self.max_clients:
+            self.buckets.popitem(last=False)
+        return self._refill_take(bucket, 1, now) and self._refill_take(self.everyone, 4, now)
+
+    def _refill_take(self, bucket: list, scale: int, now: float) -> bool:
+        capacity = scale * self.per_second
+        bucket[0] = min(capacity, bucket[0] + (now - bucket[1]) * capacity)
+        bucket[1] = now
+        if bucket[0] >= 1:
+            bucket[0] -= 1
+            return True
+        return False

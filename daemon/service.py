@@ -19,6 +19,7 @@ import threading
 import time
 
 import msgpack
+import zmq
 
 from neurowire.wire import Rejected
 
@@ -27,7 +28,7 @@ from .config import DaemonConfig
 from .datapath import DataPath
 from .metrics import MetricsServer
 from .reporting import Reporter
-from .requests import unpack_small_map
+from .requests import RateLimit, unpack_small_map
 from .scheduling import scheduled
 from .sockets import DaemonSockets, ingest_limits
 from .streams import StreamTable
@@ -44,6 +45,11 @@ def package_version() -> str:
         return "0+unknown"
 
 
+class InternalError(RuntimeError):
+    """A fault of the daemon itself (never bad input, which is answered and counted): the
+    daemon stops with a non-zero status, so systemd's Restart=on-failure starts it again."""
+
+
 class Daemon:
     def __init__(self, config: DaemonConfig, *, install_signal_handlers: bool = False):
         self.config = config
@@ -58,6 +64,7 @@ class Daemon:
                                  self.rejected)
         self.reporter.data = self.data
         self.metrics_server: MetricsServer | None = None
+        self.control_limit = RateLimit(config.control_rate)
         self.ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -97,6 +104,7 @@ class Daemon:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 self._loop.add_signal_handler(signum, self._stop.set)
         sockets = self.sockets
+        failed: BaseException | None = None  # a task's own fault: the daemon exits non-zero
         try:
             # libzmq's I/O threads, started with the first sockets, carry every packet: they
             # inherit realtime_priority from this thread, which then goes back to ordinary.
@@ -123,6 +131,7 @@ class Daemon:
             for task in tasks:
                 if task.done() and task.exception() is not None:
                     log.error("task %s failed", task.get_name(), exc_info=task.exception())
+                    failed = failed or task.exception()
             sd.notify("STOPPING=1")
             log.info("stopping: flushing what was received")
             self.data.stopping = True
@@ -143,31 +152,48 @@ class Daemon:
             sockets.close()
         if self.data.error is not None:
             raise self.data.error
+        if failed is not None:
+            raise InternalError(f"the {failed!r} fault stopped the daemon") from failed
         log.info("stopped")
 
     async def _control_loop(self) -> None:
+        """Every request gets a reply: a bad one an error map and a counted rejection. Only a
+        fault of the daemon's own ends this task, and then the daemon, with a non-zero exit.
+        A ROUTER and not a REP socket: its routing id tells clients apart for the rate
+        limit, and REQ clients see no difference."""
         reporter = self.reporter
         handlers = {"status": reporter.status, "stats": reporter.stats,
                     "config": reporter.config_reply}
         control = self.sockets.control
         while True:
-            # Every control request is read and answered here; whatever a client sends gets
-            # a reply and a counted rejection, never an exception out of this loop.
-            frames = await control.recv_multipart()
+            frames = await control.recv_multipart(copy=True)
+            peer, envelope_ok = frames[0], len(frames) >= 2 and frames[1] == b""
             try:
-                if len(frames) != 1:
-                    raise Rejected("control", f"{len(frames)} frames, expected 1")
-                request = unpack_small_map(frames[0])
-                command = request.get("cmd")
-                handler = handlers.get(command) if isinstance(command, str) else None
-                if handler is None:
-                    raise Rejected("control", f"unknown command {command!r}")
-                reply = handler()
+                if not envelope_ok:
+                    raise Rejected("control", "no REQ envelope (use a REQ socket)")
+                reply = self._control_reply(handlers, peer, frames[2:])
             except Rejected as rejection:
                 self.reject(rejection)
                 reply = {"error": f"{rejection.detail or rejection.reason}; commands: "
                                   f"{', '.join(handlers)}"}
-            await control.send(msgpack.packb(reply))
+            envelope = [peer, b""] if envelope_ok else [peer]
+            try:
+                await control.send_multipart([*envelope, msgpack.packb(reply)],
+                                             flags=zmq.NOBLOCK)
+            except zmq.Again:
+                pass  # a client that does not read its replies loses them, nobody else
+
+    def _control_reply(self, handlers: dict, peer: bytes, frames: list) -> dict:
+        if len(frames) != 1:
+            raise Rejected("control", f"{len(frames)} frames, a request is one msgpack map")
+        request = unpack_small_map(frames[0])
+        command = request.get("cmd")
+        if not isinstance(command, str) or command not in handlers:
+            raise Rejected("control", f"unknown command {command!r:.80}")
+        if not self.control_limit.allow(peer):
+            raise Rejected("control_rate", f"over {self.config.control_rate:g} requests/s; "
+                                           "ask less often")
+        return handlers[command]()
 
     async def _watchdog(self) -> None:
         watchdog_s = sd.watchdog_interval_s()

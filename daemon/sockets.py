@@ -10,6 +10,7 @@ import zmq.asyncio
 import zmq.auth
 import zmq.auth.thread
 
+from .budget import LOSSLESS_IN_FLIGHT
 from .feedbridge import FeedWorker
 
 log = logging.getLogger("neurowire.daemon")
@@ -23,6 +24,36 @@ def ingest_limits(config) -> tuple[int, int]:
     and anything in between reaches the daemon, which counts it as "oversized"."""
     accepted = config.max_packet_bytes()
     return accepted, 2 * accepted + 65536
+
+
+class EndpointInUse(OSError):
+    """Another process listens on one of the daemon's ipc paths."""
+
+
+def refuse_live_ipc(endpoints) -> None:
+    """Before binding anything: an ipc path whose socket file answers a connect belongs to
+    a running process, whose file libzmq's bind would silently replace (leaving it running
+    but unreachable). A file that refuses the connect is stale and may be replaced."""
+    import socket
+
+    for endpoint in endpoints:
+        if not endpoint.startswith("ipc://"):
+            continue
+        path = endpoint[len("ipc://"):]
+        if path.startswith("@"):  # abstract namespace: bind itself fails when taken
+            continue
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(1.0)
+        try:
+            probe.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            continue
+        except OSError as error:
+            raise EndpointInUse(f"{endpoint}: cannot check whether it is in use ({error})")
+        finally:
+            probe.close()
+        raise EndpointInUse(f"{endpoint} is in use: another daemon (or process) listens there; "
+                            "stop it or choose other endpoints")
 
 
 class DaemonSockets:
@@ -52,6 +83,7 @@ class DaemonSockets:
 
     def open(self) -> None:
         config = self.config
+        refuse_live_ipc([config.ingest, config.publish, config.lossless, config.control])
         if config.security.curve:
             self.authenticator = zmq.auth.thread.ThreadAuthenticator(
                 zmq.Context.shadow(self.context.underlying), log=log.getChild("auth"))
@@ -61,8 +93,10 @@ class DaemonSockets:
         # Data sockets are plain (blocking-capable) sockets on the same libzmq context.
         sync = zmq.Context.shadow(self.context.underlying)
         self.ingest = sync.socket(zmq.PULL)
-        # Headroom for a burst: the daemon, not libzmq, decides what to drop, and counts it.
-        self.ingest.rcvhwm = 100_000
+        # Headroom for a burst, bounded: the data thread takes packets into its own backlog
+        # (bounded in bytes, dropping and counting) faster than they arrive, so this queue
+        # fills only while it is stalled; full, libzmq stops reading the connection.
+        self.ingest.rcvhwm = config.ingest_hwm
         self.ingest.maxmsgsize = ingest_limits(config)[1]
         self.ingest.linger = 0
         self.ingest_monitor = self.ingest.get_monitor_socket(
@@ -75,7 +109,9 @@ class DaemonSockets:
         self._bind(self.publisher, "publish", config.publish)
         self.router = sync.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # an unknown peer is an error
-        self.router.sndhwm = 100_000  # credit, not the HWM, bounds what is in flight
+        # Credit bounds what a subscriber is sent; this bounds what libzmq holds for one
+        # that does not read (a full pipe leaves the rest held, counted, in lossless.py).
+        self.router.sndhwm = LOSSLESS_IN_FLIGHT
         self.router.maxmsgsize = 4096
         self.router.linger = int(config.flush_timeout_s * 1000)
         self._bind(self.router, "lossless", config.lossless)
@@ -86,7 +122,7 @@ class DaemonSockets:
         self.wake_tx = sync.socket(zmq.PUSH)
         self.wake_tx.linger = 0
         self.wake_tx.connect(self._wake_endpoint)
-        self.control = self.context.socket(zmq.REP)
+        self.control = self.context.socket(zmq.ROUTER)  # REQ clients; ids for the rate limit
         self.control.maxmsgsize = 4096
         self.control.linger = 0
         self._bind(self.control, "control", config.control)

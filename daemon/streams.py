@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import time
 
 import numpy as np
 
@@ -33,15 +34,22 @@ class FeedCounters:
 
 
 class StreamState:
-    """Everything the daemon keeps for one implant stream."""
+    """Everything the daemon keeps for one implant stream, for one session of its source."""
 
-    def __init__(self, stream_id: str, channels: int, rate: float, config, team=None):
+    def __init__(self, stream_id: str, channels: int, rate: float, config, team=None,
+                 session: int = 1, owner_key: str = "", epoch: int = 0):
         from neurowire import codec
 
         self.stream_id = stream_id
         self.topic = topic_for(stream_id)
         self.channels = channels
         self.rate = rate
+        # Who may send into it: the session token of the ingest header and, with CURVE, the
+        # sender's public key; a new session takes over only after `stream_idle_timeout_s`
+        # of silence, or at once when it comes with the owner's key.
+        self.session = session
+        self.owner_key = owner_key
+        self.epoch = epoch  # published in every block header: a new one restarts seq
         self.codec_version = int(getattr(codec, "FORMAT_VERSION", 0))
         self.group_channels = channel_groups(channels, config.workers)
         self.groups_suffix = group_suffix(self.group_channels)  # constant tail of each header
@@ -55,14 +63,19 @@ class StreamState:
             self.keyframe_every = None  # only the first block
         self.next_keyframe_sample: int | None = None
         self.force_keyframe = False  # a subscriber just joined: let it decode from the next block
-        self.last_first_sample = -1
         self.next_ingest_seq: int | None = None
+        self.next_first = 0  # samples below this index were taken already in this session
+        self.last_packet_s = 0.0  # time.monotonic() of the last packet taken
         self.seq_out = 0
         # (IngestHeader, payload bytes, received_ns) waiting to be compressed
         self.backlog: collections.deque = collections.deque()
+        self.backlog_bytes = 0
         self.packets_in = self.samples_in = self.bytes_in = 0
         self.bytes_out = self.blocks_out = self.keyframes = 0
         self.drops_backlog = self.drops_sequence = 0
+        self.duplicates = self.resyncs = 0
+        self.compress_ns_total = 0  # time in the codec, for the capacity check
+        self.sustainable_rate: float | None = None  # set when `rate` exceeds it
         self.lossless_overflow = 0
         self.latency = {stage: LatencyStage(config.latency_window) for stage in STAGES}
         self.feeds = {name: FeedCounters() for name in config.feeds}
@@ -76,9 +89,8 @@ class StreamState:
         return self.bytes_in / self.bytes_out if self.bytes_out else 0.0
 
     def keyframe_due(self, first_sample: int) -> bool:
-        restarted = first_sample <= self.last_first_sample  # the implant started over
-        self.last_first_sample = first_sample
-        if self.next_keyframe_sample is None or restarted or self.force_keyframe:
+        # Sample indices only rise within a session (admit), so no restart to detect here.
+        if self.next_keyframe_sample is None or self.force_keyframe:
             due = True
             self.force_keyframe = False
         elif self.keyframe_every is None:
@@ -91,17 +103,43 @@ class StreamState:
             self.next_keyframe_sample = first_sample
         return due
 
-    def track_sequence(self, seq: int) -> None:
-        """Count packets that never reached the daemon (the one place ingest seq is read)."""
+    def admit(self, header, now_s: float) -> None:
+        """Check a packet's place in its session; Rejected if it has none. The one place the
+        ingest seq and first are read.
+
+        Within a session both only rise: a seq or a sample index already taken is a duplicate
+        or a rewind, dropped and counted ("duplicate"). A forward jump in seq is packets that
+        never arrived, counted as drops, but only up to what the source could have sent in
+        the time since its last packet (twice its packet rate, plus 10 s): a larger jump in
+        seq or first is not loss but a source out of step, taken as a resync (a keyframe, a
+        "resyncs" count, no drops), so no single packet can inflate the drop counters."""
         expected = self.next_ingest_seq
-        if expected is not None and seq != expected:
-            if seq > expected:
-                self.drops_sequence += seq - expected
-                log.warning("stream %s: packets %d..%d never arrived", self.stream_id,
-                            expected, seq - 1)
-            else:
-                log.info("stream %s: sequence restarted at %d", self.stream_id, seq)
-        self.next_ingest_seq = seq + 1
+        if expected is not None:
+            if header.seq < expected or header.first < self.next_first:
+                self.duplicates += 1
+                raise Rejected("duplicate", f"stream {self.stream_id}: seq {header.seq} "
+                                            f"(next {expected}), first {header.first} (next "
+                                            f"{self.next_first}) already taken")
+            jump = header.seq - expected
+            skipped = header.first - self.next_first
+            if jump or skipped:
+                plausible_s = max(0.0, now_s - self.last_packet_s) + 10.0
+                max_samples = 2 * plausible_s * self.rate
+                if (jump * header.n_samples > max_samples + header.n_samples
+                        or skipped > max_samples + header.n_samples):
+                    self.resyncs += 1
+                    self.force_keyframe = True
+                    if self.resyncs <= 10:
+                        log.warning("stream %s: seq %d / sample %d far beyond %d / %d: taken "
+                                    "as a resync, not as loss", self.stream_id, header.seq,
+                                    header.first, expected, self.next_first)
+                elif jump:
+                    self.drops_sequence += jump
+                    log.warning("stream %s: packets %d..%d never arrived", self.stream_id,
+                                expected, header.seq - 1)
+        self.next_ingest_seq = header.seq + 1
+        self.next_first = header.first + header.n_samples
+        self.last_packet_s = now_s
 
     def channel_ratio(self) -> list[float]:
         spent = self.encoder.channel_bytes().astype(np.float64)
@@ -110,16 +148,22 @@ class StreamState:
             ratios = np.where(spent > 0, raw / spent, 0.0)
         return [round(float(r), 4) for r in ratios]
 
-    def stats(self, subscribers: int) -> dict:
+    def slow_stats(self) -> dict:
+        """The parts of `stats` that cost (percentiles, per-channel ratios): reporting
+        reuses them for a while (reporting.py)."""
+        return {"latency_us": {name: stage.summary_us() for name, stage in self.latency.items()},
+                "channel_ratio": self.channel_ratio()}
+
+    def stats(self, subscribers: int, slow: dict | None = None) -> dict:
         return {"channels": self.channels, "rate": self.rate, "packets_in": self.packets_in,
                 "samples_in": self.samples_in, "bytes_in": self.bytes_in,
                 "bytes_out": self.bytes_out, "ratio": self.ratio(), "drops": self.drops,
                 "keyframes": self.keyframes, "subscribers": subscribers,
-                "latency_us": {name: stage.summary_us() for name, stage in self.latency.items()},
-                "channel_ratio": self.channel_ratio(),
+                **(slow or self.slow_stats()),
                 # additions to the contract's keys:
                 "blocks_out": self.blocks_out, "drops_backlog": self.drops_backlog,
-                "drops_sequence": self.drops_sequence,
+                "drops_sequence": self.drops_sequence, "duplicates": self.duplicates,
+                "resyncs": self.resyncs, "epoch": self.epoch,
                 "lossless_overflow": self.lossless_overflow, "seq": self.seq_out,
                 "workers": len(self.group_channels)}
 
@@ -142,26 +186,100 @@ class StreamTable:
         self.team = None  # the encoder team, set by the data thread before the first packet
         self.by_name: dict[str, StreamState] = {}
         self.by_wire: dict[bytes, StreamState] = {}
+        self.expired = 0
+        self._last_epoch = 0
+        self._next_capacity_check = 0.0
 
     def __len__(self) -> int:
         return len(self.by_name)
 
-    def for_packet(self, header) -> StreamState:
-        """The stream a checked ingest header belongs to; made on its first packet.
-        Rejected if the table is full or the channel count differs from the stream's."""
+    def _next_epoch(self) -> int:
+        # Strictly rising, so a subscriber always tells one incarnation from the next.
+        self._last_epoch = max(time.time_ns(), self._last_epoch + 1)
+        return self._last_epoch
+
+    def for_packet(self, header, now_s: float, owner_key: str = "") -> StreamState | None:
+        """The stream a checked ingest header belongs to; made on its first packet. None:
+        the packet starts a new session of a stream whose old one still has a backlog,
+        which `replace` must see compressed first. Rejected if the table is full, another
+        sender owns the stream, or the channel count differs from the stream's."""
         state = self.by_wire.get(header.stream)
         if state is None:
             if len(self.by_name) >= self.config.max_streams:
-                raise Rejected("too_many_streams", header.stream.decode())
-            name = header.stream.decode()
-            state = StreamState(name, header.channels, header.rate, self.config, self.team)
-            self.by_name[name] = state
-            self.by_wire[header.stream] = state
-            log.info("new stream %s: %d channels at %g Hz", name, header.channels, header.rate)
-        elif header.channels != state.channels:
+                self.expire(now_s)
+                if len(self.by_name) >= self.config.max_streams:
+                    raise Rejected("too_many_streams", header.stream.decode())
+            return self._add(header, now_s, owner_key)
+        if header.session != state.session:
+            same_owner = bool(owner_key) and owner_key == state.owner_key
+            if not same_owner and now_s - state.last_packet_s < self.config.stream_idle_timeout_s:
+                raise Rejected("stream_owned", f"stream {state.stream_id} belongs to another "
+                                               "session until it idles for "
+                                               f"{self.config.stream_idle_timeout_s:g} s")
+            return None
+        if header.channels != state.channels:
             raise Rejected("channels", f"stream {state.stream_id} has {state.channels} "
                                        f"channels, packet has {header.channels}")
         return state
+
+    def _add(self, header, now_s: float, owner_key: str) -> StreamState:
+        name = header.stream.decode()
+        state = StreamState(name, header.channels, header.rate, self.config, self.team,
+                            header.session, owner_key, self._next_epoch())
+        state.last_packet_s = now_s
+        self.by_name[name] = state
+        self.by_wire[header.stream] = state
+        log.info("new stream %s: %d channels at %g Hz", name, header.channels, header.rate)
+        return state
+
+    def replace(self, header, now_s: float, owner_key: str) -> StreamState:
+        """A new session takes the stream over (its old backlog is compressed by now): a new
+        epoch, fresh counters and codec state."""
+        old = self.by_wire[header.stream]
+        log.warning("stream %s: new session of its source (was idle %.1f s): a new epoch",
+                    old.stream_id, now_s - old.last_packet_s)
+        self._remove(old)
+        return self._add(header, now_s, owner_key)
+
+    def _remove(self, state: StreamState) -> None:
+        self.by_name.pop(state.stream_id, None)
+        self.by_wire.pop(state.stream_id.encode(), None)
+
+    def expire(self, now_s: float) -> None:
+        """Forget streams silent for `stream_idle_timeout_s` with nothing left to compress:
+        their slot, codec state and id are free again."""
+        timeout = self.config.stream_idle_timeout_s
+        for state in self.states():
+            if not state.backlog and now_s - state.last_packet_s >= timeout:
+                self._remove(state)
+                self.expired += 1
+                log.info("stream %s expired after %.1f s without a packet", state.stream_id,
+                         now_s - state.last_packet_s)
+
+    def check_capacity(self, now_s: float) -> None:
+        """Every few seconds: the sample rate each stream's coding can sustain, measured
+        from its own blocks; a stream sent faster than 90 % of that will fall behind and
+        drop packets, so it is said (log, and `status` "overloaded") before it happens."""
+        if now_s < self._next_capacity_check:
+            return
+        self._next_capacity_check = now_s + 2.0
+        for state in self.states():
+            if state.blocks_out < 200 or not state.compress_ns_total:
+                continue
+            sustainable = state.samples_in / (state.compress_ns_total / 1e9)
+            overloaded = state.rate > 0.9 * sustainable
+            if overloaded and state.sustainable_rate is None:
+                log.warning("stream %s: %g samples/s, but its coding here sustains about %.0f "
+                            "(%d channels, %d encoder thread(s)): expect drops; give the "
+                            "daemon more CPUs (workers) or send fewer channels",
+                            state.stream_id, state.rate, sustainable, state.channels,
+                            len(state.group_channels))
+            state.sustainable_rate = sustainable if overloaded else None
+
+    def overloaded(self) -> dict:
+        return {state.stream_id: {"rate": state.rate,
+                                  "sustainable_rate": round(state.sustainable_rate)}
+                for state in self.states() if state.sustainable_rate is not None}
 
     def states(self) -> list[StreamState]:
         return list(self.by_name.values())

@@ -11,7 +11,7 @@ Default endpoints (the daemon's built-in config and every client's defaults):
     control   tcp://127.0.0.1:7343   REQ/REP, msgpack maps {"cmd": "status"|"stats"|"config"}
 
 Ingest message (implant -> daemon), exactly two frames:
-    frame 0  ingest header, INGEST.size (44) bytes, then the stream id (1..64 bytes of
+    frame 0  ingest header, INGEST.size (52) bytes, then the stream id (1..64 bytes of
              [A-Za-z0-9_.:-], ASCII, to the end of the frame):
         offset type  field        read by the daemon as
         0      2s    magic        b"NW"; anything else is not this protocol ("header"; a
@@ -24,7 +24,11 @@ Ingest message (implant -> daemon), exactly two frames:
         20     u64   first        index of the packet's first time step in the stream
         28     f64   rate         samples per second per channel, 0 < rate <= 1e6
         36     i64   t_acq        ns since the epoch (CLOCK_REALTIME) the packet was acquired
-      seq, first and t_acq are at most 2**63 - 1.
+        44     u64   session      the sender's run: random, non-zero, fixed while it runs. A
+                                  stream belongs to one session until it idles out; a new
+                                  session is a restart of the source (seq and first start
+                                  over), never inferred from the numbers (docs/CONTRACTS.md)
+      seq, first, t_acq and session are at most 2**63 - 1.
     frame 1  samples: n_samples x channels int16 little-endian, row = one time step
 
 Published block (daemon -> subscribers, live and lossless alike), 3 or more frames:
@@ -42,7 +46,9 @@ Published block (daemon -> subscribers, live and lossless alike), 3 or more fram
         15     u8    reserved     0
         16     u64   seq          the daemon's block counter for the stream, +1 per block;
                                   a jump is blocks lost after the daemon  subscriber, tap
-        24     i64   epoch        the daemon's start time (ns); a new one restarts seq
+        24     i64   epoch        the stream's epoch (ns): a new one when the daemon restarts,
+                                  the source starts a new session or the stream idled
+                                  out; seq restarts at 0 and `first` may start over
         32     u64   first        index of the first time step          subscriber, tap
         40     f64   rate         samples per second                    subscriber, tap
         48     u32   codec        codec format version                  (reporting)
@@ -84,7 +90,7 @@ DEFAULT_CONTROL = "tcp://127.0.0.1:7343"
 # Feeds beyond lossless blocks (docs/FEEDS.md), published under "<stream>/<feed>\0".
 FEEDS = ("spikes", "power", "bounded")
 
-INGEST = struct.Struct("<2sBBIIQQdq")
+INGEST = struct.Struct("<2sBBIIQQdqQ")
 BLOCK = struct.Struct("<2sBBIIHBxQqQdIIqqqqQq")
 STREAM_ID = re.compile(rb"[A-Za-z0-9_.:-]{1,64}\Z")
 _stream_id = STREAM_ID.match
@@ -140,12 +146,22 @@ def _check_prefix(header, size: int, kind: int) -> None:
 # ---- ingest ---------------------------------------------------------------------------------
 
 def pack_ingest(stream: bytes | str, seq: int, first: int, n_samples: int, channels: int,
-                rate: float, acquired_ns: int, version: int = PROTOCOL_VERSION) -> bytes:
-    """The ingest header frame (a sender may pass the id encoded once, as bytes)."""
+                rate: float, acquired_ns: int, session: int = 1,
+                version: int = PROTOCOL_VERSION) -> bytes:
+    """The ingest header frame (a sender may pass the id encoded once, as bytes). A real
+    sender passes `new_session()` once per run; the default 1 suits tests only."""
     if isinstance(stream, str):
         stream = stream.encode()
     return INGEST.pack(MAGIC, version, KIND_INGEST, channels, n_samples, seq, first, rate,
-                       acquired_ns) + stream
+                       acquired_ns, session) + stream
+
+
+def new_session() -> int:
+    """A sender's session token: random, so another process cannot guess it and send into
+    (or take over) this sender's stream."""
+    import secrets
+
+    return secrets.randbelow(MAX_INT) + 1
 
 
 class IngestHeader(NamedTuple):
@@ -156,6 +172,7 @@ class IngestHeader(NamedTuple):
     first: int
     rate: float
     acquired_ns: int
+    session: int
 
 
 def parse_ingest(header, payload_bytes: int, max_channels: int,
@@ -163,8 +180,8 @@ def parse_ingest(header, payload_bytes: int, max_channels: int,
     """Check one ingest header frame (bytes) against its payload's size; Rejected with the
     reason otherwise. Every check a hostile sender could trip is here, in one place."""
     try:
-        magic, version, kind, channels, n_samples, seq, first, rate, acquired_ns = \
-            _unpack_ingest(header)
+        (magic, version, kind, channels, n_samples, seq, first, rate, acquired_ns,
+         session) = _unpack_ingest(header)
     except struct.error:
         magic = None
     if magic != MAGIC or version != PROTOCOL_VERSION or kind != KIND_INGEST:
@@ -176,15 +193,15 @@ def parse_ingest(header, payload_bytes: int, max_channels: int,
         raise Rejected("header", f"channels = {channels}, allowed 1..{max_channels}")
     if not 1 <= n_samples <= max_samples:
         raise Rejected("header", f"n_samples = {n_samples}, allowed 1..{max_samples}")
-    if seq > MAX_INT or first > MAX_INT or acquired_ns < 0:
-        raise Rejected("header", f"seq {seq}, first {first} or t_acq {acquired_ns} out of "
-                                 f"range 0..{MAX_INT}")
+    if seq > MAX_INT or first > MAX_INT or acquired_ns < 0 or not 0 < session <= MAX_INT:
+        raise Rejected("header", f"seq {seq}, first {first}, t_acq {acquired_ns} or session "
+                                 f"{session} out of range 0..{MAX_INT} (session 1..)")
     if not 0 < rate <= MAX_RATE:  # NaN fails this too
         raise Rejected("header", f"rate = {rate!r}")
     if payload_bytes != n_samples * channels * 2:
         raise Rejected("payload_size", f"{payload_bytes} bytes for {n_samples} x {channels} "
                                        "int16")
-    return IngestHeader(stream, channels, n_samples, seq, first, rate, acquired_ns)
+    return IngestHeader(stream, channels, n_samples, seq, first, rate, acquired_ns, session)
 
 
 # ---- published blocks -----------------------------------------------------------------------

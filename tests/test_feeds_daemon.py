@@ -32,7 +32,8 @@ def push_recording(endpoint, samples, stream="imp1", origin=ORIGIN, skip=()):
     sock = context.socket(zmq.PUSH)
     sock.linger = 5000
     sock.connect(endpoint)
-    for seq, start in enumerate(range(0, samples.shape[0], PACKET)):
+    for start in range(0, samples.shape[0], PACKET):
+        seq = (origin - ORIGIN + start) // PACKET  # one session: seq carries on across calls
         if seq in skip:
             continue
         chunk = np.ascontiguousarray(samples[start:start + PACKET])

@@ -15,8 +15,8 @@ LIMITS = dict(max_channels=64, max_samples=32)
 
 
 def ingest(stream=b"imp0", seq=3, first=30, n=10, channels=4, rate=20000.0, t_acq=123,
-           version=PROTOCOL_VERSION):
-    return pack_ingest(stream, seq, first, n, channels, rate, t_acq, version=version)
+           session=5, version=PROTOCOL_VERSION):
+    return pack_ingest(stream, seq, first, n, channels, rate, t_acq, session, version=version)
 
 
 def block(channels=8, n=10, groups=(3, 5), key=True, seq=7, first=70, rate=20000.0,
@@ -28,11 +28,12 @@ def block(channels=8, n=10, groups=(3, 5), key=True, seq=7, first=70, rate=20000
 @given(stream=st.from_regex(r"[A-Za-z0-9_.:-]{1,64}", fullmatch=True),
        seq=st.integers(0, MAX_INT), first=st.integers(0, MAX_INT),
        n=st.integers(1, 32), channels=st.integers(1, 64),
-       rate=st.floats(1e-3, 1e6), t_acq=st.integers(0, MAX_INT))
-def test_ingest_round_trip(stream, seq, first, n, channels, rate, t_acq):
-    header = parse_ingest(pack_ingest(stream, seq, first, n, channels, rate, t_acq),
+       rate=st.floats(1e-3, 1e6), t_acq=st.integers(0, MAX_INT),
+       session=st.integers(1, MAX_INT))
+def test_ingest_round_trip(stream, seq, first, n, channels, rate, t_acq, session):
+    header = parse_ingest(pack_ingest(stream, seq, first, n, channels, rate, t_acq, session),
                           n * channels * 2, **LIMITS)
-    assert header == (stream.encode(), channels, n, seq, first, rate, t_acq)
+    assert header == (stream.encode(), channels, n, seq, first, rate, t_acq, session)
 
 
 @given(groups=st.lists(st.integers(1, 4096), min_size=1, max_size=16),
@@ -48,7 +49,7 @@ def test_block_round_trip(groups, key, seq, epoch, first, n, crc, dropped):
 
 
 def test_simulator_and_daemon_agree_on_sizes():
-    assert INGEST.size == 44 and BLOCK.size == 104  # as documented in neurowire.wire
+    assert INGEST.size == 52 and BLOCK.size == 104  # as documented in neurowire.wire
 
 
 def _replace(data: bytes, fmt: str, offset: int, value) -> bytes:
@@ -75,6 +76,8 @@ def _replace(data: bytes, fmt: str, offset: int, value) -> bytes:
     (ingest(seq=2**63), 80, "header"),
     (ingest(first=2**64 - 1), 80, "header"),
     (ingest(t_acq=-1), 80, "header"),
+    (ingest(session=0), 80, "header"),  # a session is never 0
+    (_replace(ingest(), "Q", 44, 2**63), 80, "header"),
     (ingest(rate=0.0), 80, "header"),
     (ingest(rate=float("nan")), 80, "header"),
     (ingest(rate=2e6), 80, "header"),

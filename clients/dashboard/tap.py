@@ -109,6 +109,8 @@ class Tap(threading.Thread):
             # The daemon restarted: the decoders' state is gone with it.
             decoders, decode_until_sample = None, -1
         lost = tracker.on_block(header)
+        if lost < 0:  # seen already in this epoch: never counted twice
+            return decoders, decode_until_sample
         if lost:
             self.lost_packets += lost
             # The decoders' state no longer matches the stream: wait for a keyframe.
