@@ -110,3 +110,29 @@ class LslWriter:
 
     def __exit__(self, *exc_info):
         self.close()
+
+
+class LslOutlets:
+    """One LslWriter per stream, for `neurowire subscribe --lsl NAME`: the outlet is called
+    NAME when the subscription names exactly one stream, else NAME-<stream id>, so several
+    implants on one daemon stay apart in LSL."""
+
+    def __init__(self, name: str, *, single_stream: bool):
+        if not name:
+            raise ValueError("an LSL outlet needs a name")
+        self.name = name
+        self.single_stream = single_stream
+        self.writers: dict[str, LslWriter] = {}
+
+    def write(self, block) -> None:
+        writer = self.writers.get(block.stream)
+        if writer is None:
+            name = self.name if self.single_stream else f"{self.name}-{block.stream}"
+            writer = self.writers[block.stream] = LslWriter(
+                name, source_id=f"neurowire-{block.stream}")
+        writer.write(block)
+
+    def close(self) -> None:
+        for writer in self.writers.values():
+            writer.close()
+        self.writers.clear()

@@ -37,6 +37,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
                         help="stop once a stream has delivered samples up to this index")
     parser.add_argument("--npy", metavar="FILE", help="write the samples here (.npy)")
     parser.add_argument("--wav-dir", metavar="DIR", help="write one WAV file per channel")
+    parser.add_argument("--lsl", metavar="NAME",
+                        help="publish the decoded samples as a Lab Streaming Layer outlet "
+                             "(NAME with one --stream, else NAME-<stream id>); needs pylsl")
     parser.add_argument("--republish", metavar="ENDPOINT",
                         help="bind a PUB socket here with the decoded samples "
                              "(frames: topic, msgpack header, raw int16)")
@@ -220,6 +223,17 @@ def _run(args: argparse.Namespace) -> int:
         return 1
     writer = (SampleWriter(args.npy, args.wav_dir, args.max_gap_s)
               if (args.npy or args.wav_dir) else None)
+    outlets = None
+    if args.lsl:
+        from .lsl import LslOutlets
+
+        try:
+            import pylsl  # noqa: F401
+        except ImportError:
+            print("neurowire subscribe: --lsl needs pylsl (pip install pylsl)", file=sys.stderr)
+            subscription.close()
+            return 2
+        outlets = LslOutlets(args.lsl, single_stream=len(args.stream or ()) == 1)
     republisher = None
     if args.republish:
         republisher = subscription.context.socket(zmq.PUB)
@@ -254,6 +268,8 @@ def _run(args: argparse.Namespace) -> int:
                       f"({gap.samples} samples, {gap.reason})", file=sys.stderr)
             if writer is not None:
                 writer.write(block)
+            if outlets is not None:
+                outlets.write(block)
             if republisher is not None:
                 republisher.send_multipart(
                     [block.stream.encode() + b"\0",
@@ -278,6 +294,8 @@ def _run(args: argparse.Namespace) -> int:
             republisher.close(linger=0)
         if writer is not None:
             writer.close()
+        if outlets is not None:
+            outlets.close()
     report = subscription.report()
     if writer is not None:
         report["rows_not_written"] = writer.rows_not_written
