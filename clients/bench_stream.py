@@ -264,12 +264,15 @@ def _window_mark(control: str, processes: dict, wait_first: bool = True) -> dict
     deadline = time.monotonic() + 60
     while True:
         try:
-            stream = next(iter(query(control, "stats", timeout=2)["streams"].values()), {})
+            # A refused request (the daemon's control rate limit) has no "streams": ask again.
+            stats = query(control, "stats", timeout=2)
+            stream = next(iter(stats.get("streams", {}).values()), {})
         except ControlTimeout:
             stream = {}
         if stream.get("packets_in") or not wait_first or time.monotonic() > deadline:
             break
-        time.sleep(0.002)
+        # Well under the daemon's control rate limit; the window opens at most this late.
+        time.sleep(0.05)
     return {"time": time.monotonic(), "packets": stream.get("packets_in", 0),
             "daemon": process_cpu_s(processes["daemon"].pid),
             "subscriber": process_cpu_s(processes["subscriber"].pid)}

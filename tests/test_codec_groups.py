@@ -173,19 +173,23 @@ def test_helpers_poll_for_spin_us_then_sleep_and_stop_at_once():
     """After a block, a polling helper keeps its CPU busy for spin_us, then sleeps; one that
     does not poll sleeps at once; freeing a team stops a polling helper without waiting."""
     x = np.arange(4000, dtype=np.int16).reshape(100, 40)
+    # Shares are compared with each other, not with fixed figures: on a loaded machine a
+    # polling helper gets well under a whole CPU, but still far more than a sleeping one.
     quiet = codec.CodecTeam(2)
     codec.GroupEncoder([20, 20], quiet).encode(x)
-    assert process_cpu_share(0.2) < 0.2
-    polling = codec.CodecTeam(2, spin_us=400_000)
+    asleep_at_once = process_cpu_share(0.2)
+    polling = codec.CodecTeam(2, spin_us=600_000)
     codec.GroupEncoder([20, 20], polling).encode(x)
-    assert process_cpu_share(0.2) > 0.3      # the helper, polling (ideally 1.0)
-    time.sleep(0.3)
-    assert process_cpu_share(0.2) < 0.2      # past spin_us: asleep
+    while_polling = process_cpu_share(0.2)   # the helper, polling (ideally 1.0)
+    time.sleep(0.5)
+    after_spin = process_cpu_share(0.2)      # past spin_us: asleep
+    assert while_polling > 0.05
+    assert asleep_at_once < while_polling / 3 and after_spin < while_polling / 3
     polling = codec.CodecTeam(2, spin_us=1_000_000)
     codec.GroupEncoder([20, 20], polling).encode(x)
     start = time.perf_counter()
     ffi.release(polling._team)               # joins the helper, mid-poll
-    assert time.perf_counter() - start < 0.5
+    assert time.perf_counter() - start < 0.9  # not after the rest of its 1 s spin
 
 
 @pytest.mark.timeout(180)
