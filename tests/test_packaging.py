@@ -50,6 +50,7 @@ def test_wheel_carries_the_compiled_core_and_metadata(dist):
     assert any(n.startswith("neurowire/codec/_native") and n.endswith(".so") for n in names)
     assert "neurowire/clients/dashboard/static/vendor/uPlot.LICENSE" in names
     assert "neurowire/brainwire/decode.py" in names
+    assert "neurowire/clients/bare_relay.c" in names  # bench stream's baseline, built on site
     for field in ("License-Expression: MIT", "Requires-Python: >=3.11",
                   "Classifier: Topic :: System :: Archiving :: Compression",
                   "Provides-Extra: spikeinterface", "Description-Content-Type: text/markdown"):
@@ -58,7 +59,9 @@ def test_wheel_carries_the_compiled_core_and_metadata(dist):
 
     with tarfile.open(sdist) as archive:
         members = archive.getnames()
-    assert any(m.endswith("codec_c/src/nw_codec.c") for m in members)
+    for source in ("nw_codec.c", "nw_lanes.c", "nw_lanes_avx2.c", "nw_model.h",
+                   "nw_lanes_kernel.h"):
+        assert any(m.endswith(f"codec_c/src/{source}") for m in members), source
     assert any(m.endswith("/LICENSE") for m in members)
 
 
