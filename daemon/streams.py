@@ -155,11 +155,16 @@ class StreamState:
                 "channel_ratio": self.channel_ratio()}
 
     def stats(self, subscribers: int, slow: dict | None = None) -> dict:
+        slow = slow or self.slow_stats()
+        # Percentiles may be a reused snapshot; the counts beside them are read now, so they
+        # agree with packets_in in the same reply.
+        latency = {name: {**summary, "count": self.latency[name].count}
+                   for name, summary in slow["latency_us"].items()}
         return {"channels": self.channels, "rate": self.rate, "packets_in": self.packets_in,
                 "samples_in": self.samples_in, "bytes_in": self.bytes_in,
                 "bytes_out": self.bytes_out, "ratio": self.ratio(), "drops": self.drops,
                 "keyframes": self.keyframes, "subscribers": subscribers,
-                **(slow or self.slow_stats()),
+                **slow, "latency_us": latency,
                 # additions to the contract's keys:
                 "blocks_out": self.blocks_out, "drops_backlog": self.drops_backlog,
                 "drops_sequence": self.drops_sequence, "duplicates": self.duplicates,

@@ -516,6 +516,23 @@ def test_costly_stats_are_computed_at_most_once_per_interval_whoever_asks(contex
     assert 1 <= daemon.reporter.slow_computed <= elapsed / STATS_MAX_AGE_S + 1
 
 
+def test_reused_percentiles_come_with_counts_that_agree_with_the_counters(context):
+    config = load_config(**LOOPBACK, control_rate=10_000)
+    with DaemonThread(config) as running:
+        daemon, control = running.daemon, running.daemon.endpoints["control"]
+        sock = pusher(context, daemon)
+        send(sock, 0, 0)
+        wait_for(lambda: daemon.streams.get("s0") is not None
+                 and daemon.streams["s0"].packets_in == 1, timeout=10)
+        query(control, "stats", context=context)  # percentiles taken now, at one packet
+        for seq in range(1, 20):
+            send(sock, seq, seq * N)
+        wait_for(lambda: daemon.streams["s0"].packets_in == 20, timeout=10)
+        stream = query(control, "stats", context=context)["streams"]["s0"]
+        assert stream["packets_in"] == 20
+        assert all(stage["count"] == 20 for stage in stream["latency_us"].values())
+
+
 def test_lossless_subscribers_beyond_the_limit_are_refused_and_counted(context):
     config = load_config(**LOOPBACK, lossless_max_subscribers=1)
     with DaemonThread(config) as running:
