@@ -117,9 +117,9 @@ static inline __m128i weight_step(__m128i w, __m128i st, __m128i d) {
     return _mm_adds_epi16(w, dw);
 }
 
-static inline void update_sse2(lane_group *gr, const int32_t *step, const int32_t *delta) {
-    /* Steps fit 16 bits (nlms_step clamps them), so packing them is exact. */
-    __m128i st = _mm_packs_epi32(load4_fresh(step), load4_fresh(step + 4));
+/* The 8 lanes' weight update by their packed 16-bit steps, then `deltas` (the 8 newest
+ * deltas, packed) pushed onto the history: shared by the SSE2 and AVX2 paths. */
+static inline void apply_update(lane_group *gr, __m128i st, __m128i deltas) {
     __m128i st_lo = _mm_unpacklo_epi16(st, st), st_hi = _mm_unpackhi_epi16(st, st);
     for (int p = 0; p < PAIRS; p++) {
         __m128i lo, hi;
@@ -130,8 +130,13 @@ static inline void update_sse2(lane_group *gr, const int32_t *step, const int32_
     }
     for (int k = TAPS - 1; k > 0; k--)
         _mm_storeu_si128((__m128i *)gr->deltas[k], _mm_loadu_si128((const __m128i *)gr->deltas[k - 1]));
-    _mm_storeu_si128((__m128i *)gr->deltas[0],
-                     _mm_packs_epi32(load4_fresh(delta), load4_fresh(delta + 4)));
+    _mm_storeu_si128((__m128i *)gr->deltas[0], deltas);
+}
+
+static inline void update_sse2(lane_group *gr, const int32_t *step, const int32_t *delta) {
+    /* Steps fit 16 bits (nlms_step clamps them), so packing them is exact. */
+    apply_update(gr, _mm_packs_epi32(load4_fresh(step), load4_fresh(step + 4)),
+                 _mm_packs_epi32(load4_fresh(delta), load4_fresh(delta + 4)));
 }
 #endif
 
@@ -258,19 +263,8 @@ static inline void finish_step_avx2(lane_group *gr, const int32_t *x, const int3
     _mm256_storeu_si256((__m256i *)gr->energy, energy);
     _mm256_storeu_si256((__m256i *)gr->last, xv);
 
-    __m128i st = _mm_packs_epi32(_mm256_castsi256_si128(step), _mm256_extracti128_si256(step, 1));
-    __m128i st_lo = _mm_unpacklo_epi16(st, st), st_hi = _mm_unpackhi_epi16(st, st);
-    for (int p = 0; p < PAIRS; p++) {
-        __m128i lo, hi;
-        delta_pairs(gr, p, &lo, &hi);
-        __m128i *w_lo = (__m128i *)gr->weights[p][0], *w_hi = (__m128i *)gr->weights[p][4];
-        _mm_storeu_si128(w_lo, weight_step(_mm_loadu_si128(w_lo), st_lo, lo));
-        _mm_storeu_si128(w_hi, weight_step(_mm_loadu_si128(w_hi), st_hi, hi));
-    }
-    for (int k = TAPS - 1; k > 0; k--)
-        _mm_storeu_si128((__m128i *)gr->deltas[k], _mm_loadu_si128((const __m128i *)gr->deltas[k - 1]));
-    _mm_storeu_si128((__m128i *)gr->deltas[0],
-                     _mm_packs_epi32(_mm256_castsi256_si128(delta), _mm256_extracti128_si256(delta, 1)));
+    apply_update(gr, _mm_packs_epi32(_mm256_castsi256_si128(step), _mm256_extracti128_si256(step, 1)),
+                 _mm_packs_epi32(_mm256_castsi256_si128(delta), _mm256_extracti128_si256(delta, 1)));
 }
 
 /* One grid sample of a lossless block, encoded: model_code(PASS_ENCODE, grid) in short when
