@@ -15,6 +15,8 @@
 /* Zero bytes the encoder may drop from the end of the coded bytes (the decoder reads zeros
  * past the end): each coder's flush ends in three zero bytes, and they fall near the end. */
 #define TRIM_LIMIT (4 * CODERS)
+/* A sample the AVX2 short paths leave to model_code. */
+#define NOT_CODED ((size_t)-1)
 
 typedef char lanes_fill_coders[LANES % CODERS == 0 && TAPS % 2 == 0 ? 1 : -1];
 
@@ -118,7 +120,7 @@ static inline __m128i weight_step(__m128i w, __m128i st, __m128i d) {
 }
 
 /* The 8 lanes' weight update by their packed 16-bit steps, then `deltas` (the 8 newest
- * deltas, packed) pushed onto the history: shared by the SSE2 and AVX2 paths. */
+ * deltas, packed) pushed onto the history. The AVX2 path has its own (apply_update_avx2). */
 static inline void apply_update(lane_group *gr, __m128i st, __m128i deltas) {
     __m128i st_lo = _mm_unpacklo_epi16(st, st), st_hi = _mm_unpackhi_epi16(st, st);
     for (int p = 0; p < PAIRS; p++) {
@@ -221,6 +223,49 @@ static inline void weigh_direct_avx2(const uint16_t *freq, const uint16_t *width
     *own = g[symbol];
 }
 
+/* The predictor of update_sse2 and predict_sse2 on 256-bit vectors: a tap pair of all
+ * eight lanes is one vector. Same integers. */
+static inline __m256i delta_pairs_avx2(const lane_group *gr, int p) {
+    /* deltas[2p] and deltas[2p+1] are adjacent: [a0..a7 | b0..b7] becomes
+     * [a0 b0 a1 b1 a2 b2 a3 b3 | a4 b4 ... a7 b7], the layout of weights[p]. */
+    const __m256i order = _mm256_setr_epi8(0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15,
+                                           0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15);
+    __m256i v = _mm256_permute4x64_epi64(_mm256_loadu_si256((const __m256i *)gr->deltas[2 * p]), 0xD8);
+    return _mm256_shuffle_epi8(v, order);
+}
+
+static inline void predict_avx2(const lane_group *gr, const lane_domain *dom, int32_t *pred_q) {
+    __m256i acc = _mm256_setzero_si256();
+    for (int p = 0; p < PAIRS; p++)
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)gr->weights[p]),
+                                                      delta_pairs_avx2(gr, p)));
+    /* dshift is 0 or 6, so the shift is predict_scalar's multiplication by 1 << dshift */
+    __m256i t = _mm256_sllv_epi32(_mm256_srai_epi32(acc, WEIGHT_SHIFT - FRACTION_BITS),
+                                  _mm256_loadu_si256((const __m256i *)dom->dshift));
+    __m256i q = _mm256_add_epi32(_mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)gr->last), FRACTION_BITS), t);
+    q = _mm256_min_epi32(_mm256_max_epi32(q, _mm256_setzero_si256()), _mm256_loadu_si256((const __m256i *)dom->top_q));
+    _mm256_storeu_si256((__m256i *)pred_q, q);
+}
+
+/* apply_update for steps held as int32 (each within 16 bits) and deltas as int16. */
+static inline void apply_update_avx2(lane_group *gr, __m256i step, __m128i deltas) {
+    /* [s0 s0 s1 s1 ... s7 s7]: each lane's step against both taps of a pair */
+    const __m256i st = _mm256_blend_epi16(step, _mm256_slli_epi32(step, 16), 0xAA);
+    for (int p = 0; p < PAIRS; p++) {
+        __m256i *w = (__m256i *)gr->weights[p];
+        __m256i u = _mm256_slli_epi16(delta_pairs_avx2(gr, p), UPDATE_SHIFT);
+        __m256i dw = _mm256_add_epi16(_mm256_mulhi_epi16(st, u), _mm256_srli_epi16(_mm256_mullo_epi16(st, u), 15));
+        _mm256_storeu_si256(w, _mm256_adds_epi16(_mm256_loadu_si256(w), dw));
+    }
+    /* The history moves on by one row, two rows per move from the oldest end (each load
+     * reads rows not yet overwritten). */
+    for (int k = TAPS - 2; k > 0; k -= 2)
+        _mm256_storeu_si256((__m256i *)gr->deltas[k], _mm256_loadu_si256((const __m256i *)gr->deltas[k - 1]));
+    typedef char taps_move_in_pairs[TAPS % 2 == 0 ? 1 : -1];
+    _mm_storeu_si128((__m128i *)gr->deltas[1], _mm_loadu_si128((const __m128i *)gr->deltas[0]));
+    _mm_storeu_si128((__m128i *)gr->deltas[0], deltas);
+}
+
 /* After a time step of a group, from the samples x (domain units): for each lane the NLMS
  * step (nlms_step, eight at once: the same integers), the new delta, energy and last sample,
  * then the weight update and the history push of update_sse2. */
@@ -263,21 +308,20 @@ static inline void finish_step_avx2(lane_group *gr, const int32_t *x, const int3
     _mm256_storeu_si256((__m256i *)gr->energy, energy);
     _mm256_storeu_si256((__m256i *)gr->last, xv);
 
-    apply_update(gr, _mm_packs_epi32(_mm256_castsi256_si128(step), _mm256_extracti128_si256(step, 1)),
-                 _mm_packs_epi32(_mm256_castsi256_si128(delta), _mm256_extracti128_si256(delta, 1)));
+    apply_update_avx2(gr, step, _mm_packs_epi32(_mm256_castsi256_si128(delta), _mm256_extracti128_si256(delta, 1)));
 }
 
 /* One grid sample of a lossless block, encoded: model_code(PASS_ENCODE, grid) in short when
- * the residual is a direct symbol (nearly always), model_code itself otherwise. */
-static inline void encode_grid_sample_avx2(channel_state *s, coder *co, int16_t value,
-                                                int32_t pred_q, int32_t *x_out) {
+ * the residual is a direct symbol (nearly always). Returns the number of times the encoder
+ * shifted, or NOT_CODED (nothing changed) when model_code must code the sample. */
+HOT size_t encode_grid_sample_avx2(channel_state *s, coder *co, int16_t value,
+                                   int32_t pred_q, int32_t *x_out) {
     const int32_t pred = (pred_q + (1 << (FRACTION_BITS - 1))) >> FRACTION_BITS;
     const int32_t flip = ((pred_q - (pred << FRACTION_BITS)) >> 31) | 1;
     const int k = grid_code(value);
     const int32_t r = flip * (k - pred);
     if (k < 0 || r < -HALF || r >= HALF) {
-        model_code(s, co, PASS_ENCODE, &value, 0, 1, pred_q, x_out);
-        return;
+        return NOT_CODED;
     }
     int32_t act = s->activity >> 2;
     const int ctx = nw_context_of_activity[act > 255 ? 255 : act];
@@ -288,11 +332,78 @@ static inline void encode_grid_sample_avx2(channel_state *s, coder *co, int16_t 
     weigh_direct_avx2(freq, width, symbol, &all, &below, &own);
     const uint32_t f_neg = (freq[SYM_BIG_NEG] >> 1) + 1, f_pos = (freq[SYM_BIG_POS] >> 1) + 1,
                    f_esc = (freq[SYM_ESCAPE] >> 1) + 1;
-    rc_encode(&co->enc, f_neg + below, own, f_neg + all + f_pos + f_esc);
+    range_encoder *rc = &co->enc;
+    const uint32_t step = rc->range / (f_neg + all + f_pos + f_esc);
+    rc->low += (uint64_t)step * (f_neg + below);
+    rc->range = step * own;
+    /* rc_encode's normalisation, which shifts once per byte the range fell below 2^32 */
+    const size_t count = (size_t)(rc->range < RANGE_TOP) + (rc->range < (1u << 16)) + (rc->range < (1u << 8));
+    while (rc->range < RANGE_TOP) { rc->range <<= 8; rc_shift_low(rc); }
     adapt(freq, &s->main_total[ctx], MAIN_SYMBOLS, symbol, MAIN_INCREMENT, MAIN_LIMIT);
     const int32_t mag = r < 0 ? -r : r;
     s->activity += ((mag << 4) - s->activity) >> ACT_SHIFT;
     *x_out = k;
+    return count;
+}
+
+/* Running sums within each 128-bit half of 16-bit lanes, then carried across the halves:
+ * the inclusive prefix sums of 16 counts. */
+static inline __m256i prefix16_avx2(__m256i v) {
+    v = _mm256_add_epi16(v, _mm256_slli_si256(v, 2));
+    v = _mm256_add_epi16(v, _mm256_slli_si256(v, 4));
+    v = _mm256_add_epi16(v, _mm256_slli_si256(v, 8));
+    return _mm256_add_epi16(v, _mm256_permute2x128_si256(_mm256_set1_epi16(0), _mm256_shuffle_epi8(v,
+        _mm256_set1_epi16(0x0F0E)), 0x20));
+}
+
+/* One grid sample of a lossless block, decoded: model_code(PASS_DECODE, grid) in short when
+ * the symbol is a direct one (nearly always). The weighted counts' running sums for all 2*HALF
+ * direct symbols in two vectors; the symbol is the number of sums at or below the target.
+ * Same integers as weigh() and find_direct() (every sum fits 16 bits, see weigh). Returns 1
+ * when it decoded the sample, 0 when model_code must (nothing changed yet), -1 on a value
+ * outside the grid. */
+HOT int decode_grid_sample_avx2(channel_state *s, range_decoder *rd, int16_t *value,
+                                          int32_t pred_q, int32_t *x_out) {
+    const int32_t pred = (pred_q + (1 << (FRACTION_BITS - 1))) >> FRACTION_BITS;
+    const int32_t flip = ((pred_q - (pred << FRACTION_BITS)) >> 31) | 1;
+    int32_t act = s->activity >> 2;
+    const int ctx = nw_context_of_activity[act > 255 ? 255 : act];
+    uint16_t *freq = s->main_freq[ctx];
+    const uint16_t *width = flip > 0 ? nw_weight_up + pred : nw_weight_down + (GRID_CODES - 1 - pred);
+    const __m256i one = _mm256_set1_epi16(1);
+    __m256i p0 = prefix16_avx2(_mm256_add_epi16(_mm256_mulhi_epu16(_mm256_loadu_si256((const __m256i *)freq),
+                                                _mm256_loadu_si256((const __m256i *)width)), one));
+    __m256i p1 = prefix16_avx2(_mm256_add_epi16(_mm256_mulhi_epu16(_mm256_loadu_si256((const __m256i *)(freq + 16)),
+                                                _mm256_loadu_si256((const __m256i *)(width + 16))), one));
+    /* the lower half's sum, in every lane */
+    p1 = _mm256_add_epi16(p1, _mm256_permute4x64_epi64(_mm256_shuffle_epi8(p0, _mm256_set1_epi16(0x0F0E)), 0xFF));
+    uint16_t sums[1 + 2 * HALF];
+    sums[0] = 0;
+    _mm256_storeu_si256((__m256i *)(sums + 1), p0);
+    _mm256_storeu_si256((__m256i *)(sums + 1 + HALF), p1);
+    const uint32_t all = (uint32_t)_mm256_extract_epi16(p1, 15);
+    const uint32_t f_neg = (freq[SYM_BIG_NEG] >> 1) + 1, f_pos = (freq[SYM_BIG_POS] >> 1) + 1,
+                   f_esc = (freq[SYM_ESCAPE] >> 1) + 1;
+    uint32_t r, target = rd_target(rd, f_neg + all + f_pos + f_esc, &r);
+    if (target < f_neg || target - f_neg >= all) return 0;
+    /* compared as signed after flipping the top bit; the sums rise, so the lanes above the
+     * target are the top ones and the first of them is the symbol */
+    const __m256i bias = _mm256_set1_epi16((int16_t)0x8000);
+    const __m256i key = _mm256_xor_si256(_mm256_set1_epi16((int16_t)(target - f_neg)), bias);
+    const uint64_t above = (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpgt_epi16(_mm256_xor_si256(p0, bias), key))
+                         | (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpgt_epi16(_mm256_xor_si256(p1, bias), key)) << 32;
+    const int symbol = __builtin_ctzll(above) / 2;
+    const uint32_t below = sums[symbol];
+    rd_take(rd, r, f_neg + below, sums[symbol + 1] - below);
+    adapt(freq, &s->main_total[ctx], MAIN_SYMBOLS, symbol, MAIN_INCREMENT, MAIN_LIMIT);
+    const int32_t res = symbol - HALF;
+    const int32_t x = pred + flip * res;
+    if (x < 0 || x > GRID_CODES - 1) return -1;
+    *value = nw_code_value[x];
+    const int32_t mag = res < 0 ? -res : res;
+    s->activity += ((mag << 4) - s->activity) >> ACT_SHIFT;
+    *x_out = x;
+    return 1;
 }
 #endif
 
@@ -333,47 +444,72 @@ HOT int code_group(const lane_job *job, uint32_t g, const lane_domain *dom, int 
     int32_t pred_q[LANES], step[LANES] = {0}, delta[LANES] = {0}, xs[LANES];
     for (int l = active; l < LANES; l++) xs[l] = 0;   /* channels past the last stay at rest */
     (void)xs;   /* AVX2 only */
+    /* The job's fields in locals: the compiler cannot tell that the stores of the loop below
+     * leave them alone, and would load them again for every sample. */
+    channel_state *const states = ls->channel + first;
+    const size_t stride = job->stride;
+    const int16_t *in_row = pass == PASS_DECODE ? NULL : job->in + first;
+    int16_t *out_row = pass == PASS_DECODE ? job->out + first : NULL;
+    int16_t *rebuilt_row = bounded && pass == PASS_ENCODE ? job->rebuilt + first : NULL;
+    uint64_t *channel_bytes = pass == PASS_ENCODE ? job->channel_bytes + first : NULL;
+    uint8_t *const events = pass == PASS_ENCODE ? lc->events : NULL;
+    const size_t events_cap = pass == PASS_ENCODE ? lc->events_cap : 0;
+    size_t n_events = pass == PASS_ENCODE ? lc->n_events : 0;
         for (uint32_t t = 0; t < job->n; t++) {
+#if defined(NW_LANES_AVX2)
+            if (isa == ISA_AVX2) predict_avx2(gr, dom, pred_q);
+            else
+#endif
             predict(gr, dom, pred_q, isa);
             for (int l = 0; l < active; l++) {
-                const uint32_t c = first + (uint32_t)l;
-                channel_state *s = &ls->channel[c];
+                channel_state *s = &states[l];
                 const int k = l % CODERS;
                 const int grid = all_grid || s->domain == DOMAIN_GRID;
                 int32_t x;
                 if (pass == PASS_DECODE) {
-                    int16_t *value = &job->out[(size_t)t * job->stride + c];
+                    int16_t *value = &out_row[l];
                     lc->input.dec.range = lc->range[k];
                     lc->input.dec.code = lc->code[k];
-                    int bad = grid ? model_code(s, &lc->input, PASS_DECODE, value, max_error, 1, pred_q[l], &x)
-                                   : model_code(s, &lc->input, PASS_DECODE, value, max_error, 0, pred_q[l], &x);
-                    if (bad) return NW_ERR_CORRUPT;
+                    int done = 0;
+#if defined(NW_LANES_AVX2)
+                    if (isa == ISA_AVX2 && !bounded && grid) {
+                        done = decode_grid_sample_avx2(s, &lc->input.dec, value, pred_q[l], &x);
+                        if (done < 0) return NW_ERR_CORRUPT;
+                    }
+#endif
+                    if (!done) {
+                        int bad = grid ? model_code(s, &lc->input, PASS_DECODE, value, max_error, 1, pred_q[l], &x)
+                                       : model_code(s, &lc->input, PASS_DECODE, value, max_error, 0, pred_q[l], &x);
+                        if (bad) return NW_ERR_CORRUPT;
+                    }
                     lc->range[k] = lc->input.dec.range;
                     lc->code[k] = lc->input.dec.code;
                 } else {
-                    int16_t value = job->in[(size_t)t * job->stride + c];
+                    int16_t value = in_row[l];
                     coder *co = pass == PASS_ENCODE ? &lc->co[k] : NULL;
-                    size_t before = pass == PASS_ENCODE ? shifts(&co->enc) : 0;
+                    size_t count = NOT_CODED;   /* the encoder's shifts on this sample */
 #if defined(NW_LANES_AVX2)
                     if (isa == ISA_AVX2 && pass == PASS_ENCODE && !bounded && grid)
-                        encode_grid_sample_avx2(s, co, value, pred_q[l], &x);
-                    else
+                        count = encode_grid_sample_avx2(s, co, value, pred_q[l], &x);
 #endif
-                    if (grid) model_code(s, co, pass, &value, max_error, 1, pred_q[l], &x);
-                    else model_code(s, co, pass, &value, max_error, 0, pred_q[l], &x);
+                    if (count == NOT_CODED) {
+                        size_t before = pass == PASS_ENCODE ? shifts(&co->enc) : 0;
+                        if (grid) model_code(s, co, pass, &value, max_error, 1, pred_q[l], &x);
+                        else model_code(s, co, pass, &value, max_error, 0, pred_q[l], &x);
+                        count = pass == PASS_ENCODE ? shifts(&co->enc) - before : 0;
+                    }
                     if (pass == PASS_ENCODE) {
-                        if (bounded) job->rebuilt[(size_t)t * job->channels + c] = value;
-                        const size_t count = shifts(&co->enc) - before;
-                        job->channel_bytes[c] += count;
+                        if (bounded) rebuilt_row[l] = value;
+                        channel_bytes[l] += count;
                         /* Nearly every sample shifts 0, 1 or 2 times: writing four events
                          * and keeping `count` avoids a loop whose exit is a coin toss. */
-                        uint8_t *ev = lc->events + lc->n_events;
-                        if (count <= 4 && lc->events_cap - lc->n_events >= 4) {
+                        uint8_t *ev = events + n_events;
+                        if (count <= 4 && events_cap - n_events >= 4) {
                             ev[0] = ev[1] = ev[2] = ev[3] = (uint8_t)k;
-                            lc->n_events += count;
-                        } else if (count <= lc->events_cap - lc->n_events) {
+                            n_events += count;
+                        } else if (count <= events_cap - n_events) {
                             memset(ev, k, count);
-                            lc->n_events += count;
+                            n_events += count;
                         } else {
                             lc->overflow = 1;   /* larger than stored: the block is stored */
                         }
@@ -393,7 +529,11 @@ HOT int code_group(const lane_job *job, uint32_t g, const lane_domain *dom, int 
 #endif
             update(gr, step, delta, isa);
             if (pass == PASS_DECODE && lc->input.dec.overrun > TRIM_LIMIT) return NW_ERR_TRUNCATED;
+            if (pass == PASS_DECODE) out_row += stride;
+            else in_row += stride;
+            if (bounded && pass == PASS_ENCODE) rebuilt_row += job->channels;
         }
+    if (pass == PASS_ENCODE) lc->n_events = n_events;
     return NW_OK;
 }
 
