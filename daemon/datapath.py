@@ -179,15 +179,13 @@ class DataPath:
         """One call of the C data path, then what it handed back: blocks for lossless
         subscribers, a packet for the Python path, a message of the wrong shape. Returns
         the packets it received."""
-        fast, table = self.fast, self.table
-        if fast.generation != table.generation:
-            fast.set_streams(table)
-        lossless = bool(self.lossless)
-        handback = fast.drain(wait, bool(self.live_subscriptions), lossless)
+        fast = self.fast
+        fast.update(self.table, self.lossless)
+        handback = fast.drain(wait, bool(self.live_subscriptions))
         call = fast.call
-        if lossless:
-            for state, frames in fast.kept_blocks():
-                self.lossless.offer(state, frames)
+        if call.n_blocks:
+            for state, frames, subscribers in fast.kept_blocks():
+                self.lossless.offer(state, frames, subscribers)
         if call.dropped:
             for state in fast.states:
                 if state.drops_backlog:

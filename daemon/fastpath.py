@@ -130,6 +130,9 @@ class FastPath:
             reason = "CURVE is on (a stream's owner key is checked per packet in Python)"
         elif config.feeds:
             reason = "feeds are on (each packet goes to the feed process from Python)"
+        elif config.lossless_max_subscribers > lib.NWFP_MAX_SUBSCRIBERS:
+            reason = (f"lossless_max_subscribers is over {lib.NWFP_MAX_SUBSCRIBERS}, what one "
+                      "call serves")
         if reason is None:
             try:
                 return cls(config, sockets)
@@ -154,7 +157,8 @@ class FastPath:
         limits.bounds_ns = bounds
         path = lib.nwfp_new(self._functions, self._codec, limits,
                             ffi.cast("void *", sockets.ingest.underlying),
-                            ffi.cast("void *", sockets.publisher.underlying))
+                            ffi.cast("void *", sockets.publisher.underlying),
+                            ffi.cast("void *", sockets.router.underlying))
         if path == ffi.NULL:
             raise FastPathUnavailable("nwfp_new failed (out of memory)")
         self._path = ffi.gc(path, lib.nwfp_free)
@@ -166,10 +170,20 @@ class FastPath:
         self.call.blobs = self._blobs = ffi.new("int64_t[]", 2 * self.call.blobs_cap)
         self.call.arena_cap = ARENA_BYTES
         self.call.arena = self._arena = ffi.new("uint8_t[]", ARENA_BYTES)
-        self.generation = -1  # of the stream table last handed to C
+        self.generation = (-1, -1)  # of the stream table and lossless router handed to C
         self.states: list = []
+        self.subscribers: list = []
+        self._c_subscribers = None
         self._locks: list = []
         self._keep: list = []  # what the C stream array points into
+        self._keep_subscribers: list = []
+
+    def update(self, table, lossless) -> None:
+        """Hand C the streams and lossless subscribers, when any came or went."""
+        if self.generation != (table.generation, lossless.generation):
+            self.set_streams(table)
+            self.set_subscribers(lossless)
+            self.generation = (table.generation, lossless.generation)
 
     def set_streams(self, table) -> None:
         """Hand the table's streams to C (after any came or went)."""
@@ -209,16 +223,36 @@ class FastPath:
         lib.nwfp_set_streams(self._path, streams, len(states))
         # encoders' locks before the team's, the order GroupEncoder.encode takes them in
         self.states, self._locks, self._keep = states, locks + team_locks, keep
-        self.generation = table.generation
 
-    def drain(self, wait: bool, live: bool, keep_blocks: bool) -> int:
+    def set_subscribers(self, lossless) -> None:
+        """Hand C the lossless subscribers (after set_streams: `wants` follows its order)."""
+        subscribers = list(lossless.subscribers.values())  # at most NWFP_MAX_SUBSCRIBERS (load)
+        array = ffi.new("nwfp_subscriber[]", max(1, len(subscribers)))
+        keep = [array]
+        for entry, subscriber in zip(array, subscribers):
+            wants = ffi.new("uint8_t[]", [subscriber.wants(state.stream_id)
+                                          for state in self.states] or [0])
+            keep += [subscriber.identity, subscriber.counts, wants]
+            entry.identity = ffi.from_buffer(subscriber.identity)
+            entry.identity_len = len(subscriber.identity)
+            entry.counts = ffi.from_buffer("int64_t[]", subscriber.counts,
+                                           require_writable=True)
+            entry.wants = wants
+        lib.nwfp_set_subscribers(self._path, array, len(subscribers))
+        self.subscribers, self._c_subscribers = subscribers, array
+        self._keep_subscribers = keep
+
+    def drain(self, wait: bool, live: bool) -> int:
         """Take what is waiting (`wait`: the first receive waits up to the socket's RCVTIMEO),
-        publishing live when `live`, keeping blocks for `kept_blocks` when `keep_blocks`.
-        Returns what is handed back: NOTHING, PACKET (`held_packet`) or FRAMES
-        (`call.frames`). The encoders' and team's locks are held meanwhile, as encode holds
-        them."""
+        publishing live when `live`, serving the lossless subscribers given last; blocks
+        one of them must wait for are in `kept_blocks` after. Returns what is handed back:
+        NOTHING, PACKET (`held_packet`) or FRAMES (`call.frames`). The encoders' and team's
+        locks are held meanwhile, as encode holds them."""
         call = self.call
-        call.wait, call.live, call.keep_blocks = wait, live, keep_blocks
+        subscribers = self.subscribers
+        call.wait, call.live, call.lossless = wait, live, bool(subscribers)
+        for entry, subscriber in zip(self._c_subscribers, subscribers):
+            entry.queued = bool(subscriber.queue)
         locks = self._locks
         for lock in locks:
             lock.acquire()
@@ -253,17 +287,22 @@ class FastPath:
         return frames[0], frames[1]
 
     def kept_blocks(self):
-        """(state, frames) of each block the last call kept, in order."""
+        """(state, frames, subscribers) of each block the last call kept for lossless
+        subscribers it could not send it to, in order."""
         call, arena, blobs, states = self.call, ffi.buffer(self._arena), self._blobs, self.states
+        subscribers = self.subscribers
         for index in range(call.n_blocks):
             block = self._blocks[index]
             state = states[block.stream]
+            pending = block.pending
+            waiting = [subscriber for bit, subscriber in enumerate(subscribers)
+                       if pending >> bit & 1]
             head = arena[block.head_offset:block.head_offset + block.head_len]
             frames = [state.topic, head]
             for blob in range(block.first_blob, block.first_blob + block.n_blobs):
                 offset = blobs[2 * blob]
                 frames.append(arena[offset:offset + blobs[2 * blob + 1]])
-            yield state, frames
+            yield state, frames, waiting
 
 
 def ingest_valid(head: bytes, payload_bytes: int, max_channels: int,

@@ -38,7 +38,9 @@ struct nwfp_path {
     nwfp_codec codec;
     nwfp_limits limits;
     int64_t *bounds_ns;
-    void *ingest, *publisher;
+    void *ingest, *publisher, *router;
+    nwfp_subscriber *subscribers;
+    uint32_t n_subscribers;
     nwfp_stream *streams;
     uint32_t n_streams;
     int32_t last_stream;         /* the one found last: usually the next one too */
@@ -159,7 +161,7 @@ size_t nwfp_pack_block(uint8_t *out, uint32_t channels, uint32_t n_samples, uint
 }
 
 nwfp_path *nwfp_new(const nwfp_zmq *zmq, const nwfp_codec *codec, const nwfp_limits *limits,
-                    void *ingest, void *publisher) {
+                    void *ingest, void *publisher, void *router) {
     if (limits->batch_packets < 1 || limits->latency_window < 1)
         return NULL;
     nwfp_path *path = calloc(1, sizeof *path);
@@ -170,6 +172,7 @@ nwfp_path *nwfp_new(const nwfp_zmq *zmq, const nwfp_codec *codec, const nwfp_lim
     path->limits = *limits;
     path->ingest = ingest;
     path->publisher = publisher;
+    path->router = router;
     path->last_stream = -1;
     path->batch = calloc(limits->batch_packets, sizeof *path->batch);
     path->bounds_ns = calloc(limits->n_bounds + 1, sizeof *path->bounds_ns);
@@ -210,6 +213,11 @@ void nwfp_set_streams(nwfp_path *path, nwfp_stream *streams, uint32_t n_streams)
     path->streams = streams;
     path->n_streams = n_streams;
     path->last_stream = -1;
+}
+
+void nwfp_set_subscribers(nwfp_path *path, nwfp_subscriber *subscribers, uint32_t n) {
+    path->subscribers = subscribers;
+    path->n_subscribers = n > NWFP_MAX_SUBSCRIBERS ? NWFP_MAX_SUBSCRIBERS : n;
 }
 
 const uint8_t *nwfp_held_frame(nwfp_path *path, int frame, size_t *size) {
@@ -343,6 +351,40 @@ static size_t block_bound(nwfp_path *path, const nwfp_stream *stream, uint32_t n
     return total;
 }
 
+/* One block's frames after the first: topic, header, a codec frame per group. */
+static void send_block(nwfp_path *path, void *socket, const nwfp_stream *stream,
+                       const uint8_t *head, size_t head_len, const uint8_t *out) {
+    path->zmq.send(socket, stream->topic, stream->topic_len, ZMQ_DONTWAIT | ZMQ_SNDMORE);
+    path->zmq.send(socket, head, head_len, ZMQ_DONTWAIT | ZMQ_SNDMORE);
+    for (uint32_t g = 0; g < stream->groups; g++)
+        path->zmq.send(socket, out + path->offsets[g], (size_t)path->sizes[g],
+                       ZMQ_DONTWAIT | (g + 1 < stream->groups ? ZMQ_SNDMORE : 0));
+}
+
+/* lossless.LosslessRouter.offer's common case: each subscriber that wants the block and
+ * has credit, with nothing held for it, is sent it now; the others are returned (bits), for
+ * Python to hold. The identity frame decides: once libzmq takes it, it takes the rest. */
+static uint64_t serve_lossless(nwfp_path *path, int32_t index, const uint8_t *head,
+                               size_t head_len, const uint8_t *out) {
+    uint64_t pending = 0;
+    for (uint32_t i = 0; i < path->n_subscribers; i++) {
+        nwfp_subscriber *subscriber = &path->subscribers[i];
+        if (!subscriber->wants[index])
+            continue;
+        if (!subscriber->queued && subscriber->counts[NWFP_CREDIT] > 0 &&
+            path->zmq.send(path->router, subscriber->identity, subscriber->identity_len,
+                           ZMQ_DONTWAIT | ZMQ_SNDMORE) >= 0) {
+            send_block(path, path->router, &path->streams[index], head, head_len, out);
+            subscriber->counts[NWFP_CREDIT]--;
+            subscriber->counts[NWFP_SENT]++;
+        } else {
+            subscriber->queued = 1; /* what follows waits behind this block */
+            pending |= (uint64_t)1 << i;
+        }
+    }
+    return pending;
+}
+
 /* datapath._compress_and_publish, for one packet. 0, or a negative status. */
 static int64_t compress_and_publish(nwfp_path *path, nwfp_call *call, entry *e,
                                     size_t *arena_used) {
@@ -365,7 +407,7 @@ static int64_t compress_and_publish(nwfp_path *path, nwfp_call *call, entry *e,
         total += path->codec.encode_bound(stream->group_channels[g], n);
     }
     uint8_t *head, *out;
-    if (call->keep_blocks) {
+    if (call->lossless) {
         /* the receive phase made room for every packet of the batch */
         head = call->arena + *arena_used;
         out = head + head_len;
@@ -412,17 +454,13 @@ static int64_t compress_and_publish(nwfp_path *path, nwfp_call *call, entry *e,
     add_latency(&path->limits, &stream->latency[1], compress_ns);
     hot[NWFP_HOT_COMPRESS_NS_TOTAL] += (uint64_t)compress_ns;
     add_latency(&path->limits, &stream->latency[2], compressed_ns - e->acquired_ns);
-    if (call->live) {
-        /* XPUB never blocks: past a subscriber's high-water mark libzmq drops for it alone */
-        path->zmq.send(path->publisher, stream->topic, stream->topic_len,
-                       ZMQ_DONTWAIT | ZMQ_SNDMORE);
-        path->zmq.send(path->publisher, head, head_len, ZMQ_DONTWAIT | ZMQ_SNDMORE);
-        for (uint32_t g = 0; g < groups; g++)
-            path->zmq.send(path->publisher, out + path->offsets[g], (size_t)path->sizes[g],
-                           ZMQ_DONTWAIT | (g + 1 < groups ? ZMQ_SNDMORE : 0));
-    }
-    if (call->keep_blocks) {
+    /* XPUB never blocks: past a subscriber's high-water mark libzmq drops for it alone */
+    if (call->live)
+        send_block(path, path->publisher, stream, head, head_len, out);
+    uint64_t pending = call->lossless ? serve_lossless(path, e->stream, head, head_len, out) : 0;
+    if (pending) {
         nwfp_block *block = &call->blocks[call->n_blocks++];
+        block->pending = pending;
         block->stream = e->stream;
         block->n_blobs = (int32_t)groups;
         block->head_offset = head - call->arena;
@@ -508,7 +546,7 @@ int64_t nwfp_drain(nwfp_path *path, nwfp_call *call) {
         }
         int32_t index = admit(path, e);
         size_t bound = 0;
-        if (index >= 0 && call->keep_blocks) {
+        if (index >= 0 && call->lossless) {
             bound = block_bound(path, &path->streams[index], e->n_samples);
             if (arena_bound + bound > call->arena_cap || count >= max_blocks ||
                 blobs_bound + path->streams[index].groups > call->blobs_cap) {

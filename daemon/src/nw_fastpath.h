@@ -97,9 +97,25 @@ typedef struct nwfp_stream {
     int64_t held_bytes;              /* batch being taken */
 } nwfp_stream;
 
-/* A block kept for Python (lossless subscribers): the header at arena + head_offset, then
- * its codec frames, blob g at arena + blobs[2 * (first_blob + g)], of blobs[... + 1] bytes. */
+/* A lossless subscriber (daemon/lossless.py), served in C while Python holds nothing for it:
+ * a block it wants is sent at once against its credit. Once Python holds a block for it
+ * (no credit, a full pipe), the rest of the call's blocks are kept for Python too, in order. */
+enum nwfp_counts { NWFP_CREDIT, NWFP_SENT };
+typedef struct nwfp_subscriber {
+    const uint8_t *identity;
+    uint32_t identity_len;
+    int64_t *counts;                 /* credit, sent: lossless.py's array, in place */
+    const uint8_t *wants;            /* per stream of the stream array: 1 if it wants it */
+    int queued;                      /* in: Python holds blocks for it; out: and now too */
+} nwfp_subscriber;
+
+enum { NWFP_MAX_SUBSCRIBERS = 64 };
+
+/* A block kept for Python: for the lossless subscribers in `pending` (bit i: subscriber i).
+ * The header at arena + head_offset, then its codec frames, blob g at
+ * arena + blobs[2 * (first_blob + g)], of blobs[... + 1] bytes. */
 typedef struct nwfp_block {
+    uint64_t pending;
     int32_t stream;
     int32_t n_blobs;
     int64_t head_offset;
@@ -111,7 +127,7 @@ typedef struct nwfp_call {
     /* in */
     int wait;                        /* 1: the first receive waits (the socket's RCVTIMEO) */
     int live;                        /* 1: live subscribers exist, publish */
-    int keep_blocks;                 /* 1: keep every block for Python (lossless) */
+    int lossless;                    /* 1: serve the lossless subscribers (set_subscribers) */
     /* out */
     int handback;                    /* enum nwfp_handback */
     int64_t frames;                  /* NWFP_FRAMES: how many the message had */
@@ -131,9 +147,11 @@ typedef struct nwfp_call {
 typedef struct nwfp_path nwfp_path;
 
 nwfp_path *nwfp_new(const nwfp_zmq *zmq, const nwfp_codec *codec, const nwfp_limits *limits,
-                    void *ingest, void *publisher);
+                    void *ingest, void *publisher, void *router);
 void nwfp_free(nwfp_path *path);
 void nwfp_set_streams(nwfp_path *path, nwfp_stream *streams, uint32_t n_streams);
+/* At most NWFP_MAX_SUBSCRIBERS; their `wants` index the streams set last. */
+void nwfp_set_subscribers(nwfp_path *path, nwfp_subscriber *subscribers, uint32_t n);
 /* >= 0: packets processed; < 0: -errno of a receive that failed (ETERM: the context ends),
  * or a codec status (NWFP_CODEC_ERROR - status). */
 int64_t nwfp_drain(nwfp_path *path, nwfp_call *call);
