@@ -75,9 +75,8 @@ def _check_layout() -> None:
             raise FastPathUnavailable(f"hot slot {name} differs between C and Python")
     if lib.NWFP_HOT_SLOTS != len(HOT_FIELDS):
         raise FastPathUnavailable("hot slots differ between C and Python")
-    if (lib.NWFP_TALLY_POSITION, lib.NWFP_TALLY_COUNT, lib.NWFP_TALLY_SUM_NS,
-            lib.NWFP_TALLY_BUCKETS) != (LatencyStage.POSITION, LatencyStage.COUNT,
-                                        LatencyStage.SUM_NS, LatencyStage.BUCKETS):
+    if (lib.NWFP_TALLY_POSITION, lib.NWFP_TALLY_COUNT, lib.NWFP_TALLY_BUCKETS) != (
+            LatencyStage.POSITION, LatencyStage.COUNT, LatencyStage.BUCKETS):
         raise FastPathUnavailable("latency tally slots differ between C and Python")
     if (lib.NWFP_NOTHING, lib.NWFP_PACKET, lib.NWFP_FRAMES) != (NOTHING, PACKET, FRAMES):
         raise FastPathUnavailable("hand-back kinds differ between C and Python")
@@ -211,10 +210,12 @@ class FastPath:
             stream.team = ffi.cast("void *", handles["team"])
             stream.hot = ffi.from_buffer("uint64_t[]", state.hot, require_writable=True)
             for index, stage in enumerate(state.latency.values()):
-                keep += [stage.ring, stage.tally]
+                keep += [stage.ring, stage.tally, stage.total_s]
                 stream.latency[index].ring = ffi.from_buffer("double[]", stage.ring,
                                                              require_writable=True)
                 stream.latency[index].tally = ffi.from_buffer("int64_t[]", stage.tally,
+                                                              require_writable=True)
+                stream.latency[index].sum_s = ffi.from_buffer("double[]", stage.total_s,
                                                               require_writable=True)
             encoder_lock, team_lock = handles["locks"]
             locks.append(encoder_lock)

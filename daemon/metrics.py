@@ -51,16 +51,17 @@ class LatencyStage:
     """Recent values in a ring (for percentiles) plus cumulative histogram buckets.
 
     Held in two numpy arrays, so the C data path (daemon/src/nw_fastpath.c) adds to them in
-    place as add_ns does: `ring` (float64 ns, the recent window) and `tally` (int64: ring
-    position, count, sum in ns, then one count per bucket)."""
+    place as add_ns does: `ring` (float64 ns, the recent window), `tally` (int64: ring
+    position, count, then one count per bucket) and `total_s` (float64: the sum, seconds)."""
 
-    __slots__ = ("ring", "tally", "_bounds_ns")
-    POSITION, COUNT, SUM_NS, BUCKETS = range(4)  # tally slots (nw_fastpath.h: nwfp_tally)
+    __slots__ = ("ring", "tally", "total_s", "_bounds_ns")
+    POSITION, COUNT, BUCKETS = range(3)  # tally slots (nw_fastpath.h: nwfp_tally)
     BOUNDS_NS = tuple(round(b * 1e9) for b in LATENCY_BUCKETS_S)
 
     def __init__(self, window: int):
         self.ring = np.zeros(window, dtype=np.float64)
         self.tally = np.zeros(self.BUCKETS + len(LATENCY_BUCKETS_S) + 1, dtype=np.int64)
+        self.total_s = np.zeros(1, dtype=np.float64)
         self._bounds_ns = self.BOUNDS_NS
 
     @property
@@ -69,7 +70,7 @@ class LatencyStage:
 
     @property
     def sum_s(self) -> float:
-        return int(self.tally[self.SUM_NS]) * 1e-9
+        return float(self.total_s[0])
 
     @property
     def bucket_counts(self) -> list[int]:
@@ -81,7 +82,7 @@ class LatencyStage:
         self.ring[position] = value_ns
         tally[self.POSITION] = (position + 1) % len(self.ring)
         tally[self.COUNT] += 1
-        tally[self.SUM_NS] += value_ns
+        self.total_s[0] += value_ns * 1e-9
         tally[self.BUCKETS + bisect.bisect_left(self._bounds_ns, value_ns)] += 1
 
     def summary_us(self) -> dict:

@@ -325,7 +325,7 @@ static void add_latency(const nwfp_limits *limits, nwfp_latency *stage, int64_t 
     stage->ring[position] = (double)value_ns;
     tally[NWFP_TALLY_POSITION] = (position + 1) % limits->latency_window;
     tally[NWFP_TALLY_COUNT]++;
-    tally[NWFP_TALLY_SUM_NS] += value_ns;
+    *stage->sum_s += (double)value_ns * 1e-9;
     uint32_t bucket = 0; /* bisect_left: the first bound >= value */
     while (bucket < limits->n_bounds && limits->bounds_ns[bucket] < value_ns)
         bucket++;

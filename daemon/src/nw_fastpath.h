@@ -29,9 +29,9 @@ enum nwfp_hot {
     NWFP_HOT_COMPRESS_NS_TOTAL, NWFP_HOT_SLOTS
 };
 
-/* A latency stage's tally array (daemon/metrics.py): position, count, sum (ns), then one
- * count per histogram bucket. */
-enum nwfp_tally { NWFP_TALLY_POSITION, NWFP_TALLY_COUNT, NWFP_TALLY_SUM_NS, NWFP_TALLY_BUCKETS };
+/* A latency stage's tally array (daemon/metrics.py): ring position, count, then one count
+ * per histogram bucket. */
+enum nwfp_tally { NWFP_TALLY_POSITION, NWFP_TALLY_COUNT, NWFP_TALLY_BUCKETS };
 
 /* What a call hands back to Python, besides the blocks it kept. */
 enum nwfp_handback {
@@ -74,6 +74,7 @@ typedef struct nwfp_limits {
 typedef struct nwfp_latency {
     double *ring;
     int64_t *tally;
+    double *sum_s;                   /* seconds (a sender's clock may be years off) */
 } nwfp_latency;
 
 typedef struct nwfp_stream {
