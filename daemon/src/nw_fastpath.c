@@ -500,14 +500,15 @@ int64_t nwfp_drain(nwfp_path *path, nwfp_call *call) {
     size_t arena_bound = 0;
     int64_t blobs_bound = 0;
     int count = 0;
+    int64_t failed = 0; /* a receive that failed after the batch began: reported after it */
     int flags = call->wait ? 0 : ZMQ_DONTWAIT;
     while ((uint32_t)count < path->limits.batch_packets) {
         entry *e = &path->batch[count];
         int got = receive(path, &e->head, flags);
-        if (got < 0 && count == 0)
-            return got;
-        if (got <= 0)
+        if (got <= 0) {
+            failed = got;
             break;
+        }
         flags = ZMQ_DONTWAIT;
         e->received_ns = now_ns(CLOCK_REALTIME);
         call->packets++;
@@ -522,7 +523,8 @@ int64_t nwfp_drain(nwfp_path *path, nwfp_call *call) {
         got = receive(path, &e->payload, ZMQ_DONTWAIT);
         if (got <= 0) {
             path->zmq.msg_close(&e->head);
-            return got < 0 ? got : -EPROTO;
+            failed = got < 0 ? got : -EPROTO;
+            break;
         }
         if (path->zmq.msg_more(&e->payload)) {
             int64_t frames = 2;
@@ -591,5 +593,5 @@ int64_t nwfp_drain(nwfp_path *path, nwfp_call *call) {
         }
         done++;
     }
-    return done;
+    return failed < 0 ? failed : done;
 }
