@@ -132,7 +132,9 @@ def _as_block(samples, channels):
     if not 1 <= samples.shape[0] <= MAX_BLOCK_SAMPLES:
         raise ValueError(f"a block holds 1..{MAX_BLOCK_SAMPLES} time steps, "
                          f"got {samples.shape[0]}")
-    if not samples.dtype.isnative:
+    if not samples.dtype.isnative or not samples.flags.aligned:
+        # A view of a network frame may start at an odd address (libzmq's receive buffer):
+        # the C side reads int16_t, which must be 2-byte aligned.
         samples = samples.astype(np.int16)
     return np.ascontiguousarray(samples)
 
