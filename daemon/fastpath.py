@@ -129,14 +129,16 @@ class FastPath:
             reason = "CURVE is on (a stream's owner key is checked per packet in Python)"
         elif config.feeds:
             reason = "feeds are on (each packet goes to the feed process from Python)"
+        elif zmq.zmq_version_info()[0] != 4:
+            reason = f"libzmq {zmq.zmq_version()} (the C side knows the 4.x message layout)"
         elif config.lossless_max_subscribers > lib.NWFP_MAX_SUBSCRIBERS:
             reason = (f"lossless_max_subscribers is over {lib.NWFP_MAX_SUBSCRIBERS}, what one "
                       "call serves")
         if reason is None:
             try:
                 return cls(config, sockets)
-            except FastPathUnavailable as error:
-                reason = str(error)
+            except (FastPathUnavailable, OSError, AttributeError) as error:
+                reason = str(error)  # e.g. a library or symbol not found
         log.info("data path: Python only: %s", reason)
         return None
 
