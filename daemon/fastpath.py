@@ -250,10 +250,20 @@ class FastPath:
         publishing live when `live`, serving the lossless subscribers given last; blocks
         one of them must wait for are in `kept_blocks` after. Returns what is handed back:
         NOTHING, PACKET (`held_packet`) or FRAMES (`call.frames`). The encoders' and team's
-        locks are held meanwhile, as encode holds them."""
+        locks are held while it takes and encodes, as encode holds them."""
         call = self.call
+        if wait:
+            # The wait needs no encoder: the locks are not held while it lasts, so the
+            # control thread's readers of the encoders (per-channel ratios) never starve.
+            status = lib.nwfp_wait(self._path)
+            if status < 0:
+                self._fail(status)
+            if status == 0:
+                call.handback = NOTHING
+                call.packets = call.dropped = call.n_blocks = 0
+                return NOTHING
         subscribers = self.subscribers
-        call.wait, call.live, call.lossless = wait, live, bool(subscribers)
+        call.wait, call.live, call.lossless = False, live, bool(subscribers)
         for entry, subscriber in zip(self._c_subscribers, subscribers):
             entry.queued = bool(subscriber.queue)
         locks = self._locks

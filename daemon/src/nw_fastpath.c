@@ -47,6 +47,8 @@ struct nwfp_path {
     entry *batch;
     int held;                    /* batch[held_index] is a packet for Python */
     int held_index;
+    int waited;                  /* batch[0].head holds a first frame nwfp_wait took */
+    int64_t waited_ns;           /* when it came */
     uint8_t *scratch;            /* encoder output when no block is kept */
     size_t scratch_cap;
     int16_t *aligned;            /* samples whose frame is not 2-byte aligned */
@@ -198,8 +200,11 @@ void nwfp_release_held(nwfp_path *path) {
 void nwfp_free(nwfp_path *path) {
     if (!path)
         return;
-    if (path->batch)
+    if (path->batch) {
         nwfp_release_held(path);
+        if (path->waited)
+            path->zmq.msg_close(&path->batch[0].head);
+    }
     free(path->batch);
     free(path->bounds_ns);
     free(path->offsets);
@@ -487,6 +492,18 @@ static int receive(nwfp_path *path, zmq_msg *msg, int flags) {
     return error == EAGAIN || error == EINTR ? 0 : -error;
 }
 
+int64_t nwfp_wait(nwfp_path *path) {
+    if (path->waited)
+        return 1;
+    nwfp_release_held(path); /* batch[0] is about to be reused */
+    int got = receive(path, &path->batch[0].head, 0);
+    if (got > 0) {
+        path->waited = 1;
+        path->waited_ns = now_ns(CLOCK_REALTIME);
+    }
+    return got;
+}
+
 int64_t nwfp_drain(nwfp_path *path, nwfp_call *call) {
     call->handback = NWFP_NOTHING;
     call->frames = 0;
@@ -504,13 +521,19 @@ int64_t nwfp_drain(nwfp_path *path, nwfp_call *call) {
     int flags = call->wait ? 0 : ZMQ_DONTWAIT;
     while ((uint32_t)count < path->limits.batch_packets) {
         entry *e = &path->batch[count];
-        int got = receive(path, &e->head, flags);
+        int got = 1;
+        if (count == 0 && path->waited) {
+            path->waited = 0;
+            e->received_ns = path->waited_ns;
+        } else {
+            got = receive(path, &e->head, flags);
+            e->received_ns = now_ns(CLOCK_REALTIME);
+        }
         if (got <= 0) {
             failed = got;
             break;
         }
         flags = ZMQ_DONTWAIT;
-        e->received_ns = now_ns(CLOCK_REALTIME);
         call->packets++;
         if (!path->zmq.msg_more(&e->head)) {
             path->zmq.msg_close(&e->head);

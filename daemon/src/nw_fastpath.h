@@ -126,7 +126,8 @@ typedef struct nwfp_block {
 
 typedef struct nwfp_call {
     /* in */
-    int wait;                        /* 1: the first receive waits (the socket's RCVTIMEO) */
+    int wait;                        /* 1: the first receive waits (the socket's RCVTIMEO);
+                                        without it, what nwfp_wait took comes first */
     int live;                        /* 1: live subscribers exist, publish */
     int lossless;                    /* 1: serve the lossless subscribers (set_subscribers) */
     /* out */
@@ -153,6 +154,10 @@ void nwfp_free(nwfp_path *path);
 void nwfp_set_streams(nwfp_path *path, nwfp_stream *streams, uint32_t n_streams);
 /* At most NWFP_MAX_SUBSCRIBERS; their `wants` index the streams set last. */
 void nwfp_set_subscribers(nwfp_path *path, nwfp_subscriber *subscribers, uint32_t n);
+/* Waits (the ingest socket's RCVTIMEO) for the next message and takes its first frame,
+ * for the next nwfp_drain: 1 taken, 0 none came, < 0 -errno. Needs no encoder: the caller
+ * waits here without holding the encoders' locks. */
+int64_t nwfp_wait(nwfp_path *path);
 /* >= 0: packets processed; < 0: -errno of a receive that failed (ETERM: the context ends),
  * or a codec status (NWFP_CODEC_ERROR - status). */
 int64_t nwfp_drain(nwfp_path *path, nwfp_call *call);
