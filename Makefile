@@ -11,6 +11,8 @@ CSRC := $(wildcard codec_c/src/*.c)
 # lane format in them (their byte size counts in the score). The fuzz target adds the lanes.
 CORE_SRC := $(filter-out codec_c/src/nw_team.c codec_c/src/nw_lanes%,$(CSRC))
 CHDR := $(wildcard codec_c/src/*.h)
+# The daemon's C data path (a cffi extension of its own, beside the codec's).
+DAEMON_C := $(wildcard daemon/src/*.c daemon/src/*.h) daemon/build_fastpath.py
 
 # The tools' byte sizes count in the challenge score: optimise for size, drop unused
 # functions and sections, unwind tables, build ids, relro padding and PIE relocations.
@@ -36,7 +38,7 @@ $(PY):
 
 # Editable install: Python edits are live, and the stamp re-runs pip (recompiling the
 # extension) whenever the C sources or the build description change.
-$(VENV)/.installed: $(PY) pyproject.toml setup.py codec_c/build_ffi.py $(CSRC) $(CHDR)
+$(VENV)/.installed: $(PY) pyproject.toml setup.py codec_c/build_ffi.py $(CSRC) $(CHDR) $(DAEMON_C)
 	$(PY) -m pip install --quiet -e '.[test]'
 	@touch $@
 

@@ -54,6 +54,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
                         help="decode and check in real time, or receive now and decode and "
                              "check every block after the stream (default %(default)s)")
     parser.add_argument("--keyframe-interval", type=float, default=1.0)
+    parser.add_argument("--python-data-path", dest="fast_path", action="store_false",
+                        help="the daemon's data path in Python alone (fast_path = false), to "
+                             "compare with its C one")
     parser.add_argument("--live", action="store_true",
                         help="live subscriber (drops when behind) instead of lossless")
     parser.add_argument("--no-baseline", dest="baseline", action="store_false",
@@ -291,6 +294,7 @@ def run(args: argparse.Namespace) -> int:
                      f"pin_threads = {'true' if args.pin else 'false'}\n"
                      f"realtime_priority = {args.realtime_priority}\n"
                      f"spin_us = {args.spin_us}\n"
+                     f"fast_path = {'true' if args.fast_path else 'false'}\n"
                      f"keyframe_interval_s = {args.keyframe_interval}\n"
                      "max_backlog_packets = 2000\nlog_level = \"WARNING\"\n")
     sub_report = os.path.join(workdir, "subscriber.json")
@@ -380,6 +384,7 @@ def run(args: argparse.Namespace) -> int:
                    "packet_ms": 1000 * args.packet_samples / args.rate,
                    "seconds": args.seconds, "workers": args.workers, "pin_threads": args.pin,
                    "realtime_priority": args.realtime_priority, "spin_us": args.spin_us,
+                   "fast_path": args.fast_path,
                    "clients_realtime": realtime is not None,
                    "delivery": "live" if args.live else "lossless",
                    "keyframe_interval_s": args.keyframe_interval, "cpus": os.cpu_count(),

@@ -132,7 +132,9 @@ def _as_block(samples, channels):
     if not 1 <= samples.shape[0] <= MAX_BLOCK_SAMPLES:
         raise ValueError(f"a block holds 1..{MAX_BLOCK_SAMPLES} time steps, "
                          f"got {samples.shape[0]}")
-    if not samples.dtype.isnative:
+    if not samples.dtype.isnative or not samples.flags.aligned:
+        # A view of a network frame may start at an odd address (libzmq's receive buffer):
+        # the C side reads int16_t, which must be 2-byte aligned.
         samples = samples.astype(np.int16)
     return np.ascontiguousarray(samples)
 
@@ -419,6 +421,15 @@ class GroupEncoder(_GroupCoder):
         view = ffi.buffer(out)
         return [view[offset:offset + sizes[g]] for g, offset in enumerate(offsets)]
 
+    def native_handles(self):
+        """For C code of this process that calls nw_team_encode itself (the daemon's data
+        path): the addresses of the team and of the groups' encoder array, valid while this
+        object lives, and the locks to hold around such a call (this encoder's, the team's),
+        as encode holds them."""
+        return {"team": int(ffi.cast("uintptr_t", self.team._team)),
+                "encoders": int(ffi.cast("uintptr_t", self._pointers)),
+                "locks": (self._lock, self.team.lock)}
+
     def channel_bytes(self):
         """Compressed bytes spent on each channel so far: uint64 array (channels,)."""
         with self._lock:
@@ -484,6 +495,13 @@ class GroupDecoder(_GroupCoder):
 
 SIMD_LEVELS = {"auto": lib.NW_SIMD_AUTO, "scalar": lib.NW_SIMD_SCALAR, "sse2": lib.NW_SIMD_SSE2,
                "avx2": lib.NW_SIMD_AVX2}
+
+
+def native_function(name):
+    """The address of one of the codec's C functions (nw_team_encode, nw_encode_bound), for
+    C code of this process that calls it through a pointer: the codec's globals and tables
+    are then this extension's, not a second copy."""
+    return int(ffi.cast("uintptr_t", ffi.addressof(lib, name)))
 
 
 def set_simd(level="auto"):

@@ -90,6 +90,9 @@ class DaemonConfig:
     # a VM); polling saves that but keeps the encoder CPUs busy: for CPUs given to the daemon.
     spin_us: int = 0
     flush_timeout_s: float = 2.0
+    # The common packet (a known stream, next in its session) taken, encoded and published
+    # in C (daemon/src/nw_fastpath.c); false, or where it cannot load: all in Python.
+    fast_path: bool = True
     # Control requests per second per client (a burst of one second's worth; four times
     # that for all clients together); beyond it the reply is an error and the request is counted under
     # rejected "control_rate". Reporting holds the GIL the data thread needs.

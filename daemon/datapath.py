@@ -12,10 +12,13 @@ compression falls behind, the backlog grows past `max_backlog_packets` and whole
 dropped (oldest first) and counted. Live sends never block (past a subscriber's high-water
 mark libzmq drops for that subscriber, who sees the gap in `seq`).
 
-Per packet the Python here costs a few microseconds: headers are fixed structs
+The common packet (a known stream, the next in its session) is taken, encoded and published
+by the C data path (fastpath.py, daemon/src/nw_fastpath.c) when it loads: one call per
+wake-up drains every packet waiting. Everything else it hands back here, to the same Python
+path that serves every packet where the C one cannot load: headers are fixed structs
 (neurowire.wire), frames are sent one `send` at a time with integer flags (pyzmq's
-send_multipart and its flag enums cost several times more), and counters are plain ints the
-control side reads without a lock (each read is atomic under the GIL).
+send_multipart and its flag enums cost several times more), and counters live in each
+stream's `hot` array, which the control side reads without a lock.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import zmq
 
 from neurowire.wire import Rejected, pack_block, parse_ingest, topic_for
 
+from .fastpath import FRAMES, PACKET, FastPath
 from .lossless import LosslessRouter
 from .scheduling import setup_data_thread
 
@@ -50,6 +54,7 @@ class DataPath:
         self.epoch = epoch
         self.reject = reject
         self.feeds = None  # the feed bridge, if `feeds` is on: made with the sockets
+        self.fast: FastPath | None = None  # the C data path, made by the thread
         self.lossless = LosslessRouter(sockets, config, reject, self.keyframe_soon)
         self.live_subscriptions: dict[bytes, int] = {}
         self.ingest_connections = {"accepted": 0, "disconnected": 0}
@@ -66,6 +71,8 @@ class DataPath:
         self.feeds = self.sockets.feeds
         try:
             self.table.team, self.granted = setup_data_thread(self.config)
+            self.fast = FastPath.load(self.config, self.sockets)
+            self.granted["fast_path"] = self.fast is not None
             self._loop()
             self._flush()
         except BaseException as error:
@@ -93,13 +100,17 @@ class DataPath:
         ingest.rcvtimeo = round(1000 * IDLE_WAIT_S)
         recv, monotonic, poll = ingest.recv, time.monotonic, zmq.zmq_poll
         next_side = next_housekeeping = 0.0
+        fast = self.fast
         while not self.stopping:
-            try:
-                head = recv(0, copy=False)
-            except zmq.Again:
-                head = None
-            if head is not None:
-                self._on_ingest(first=head)
+            if fast is not None:
+                self._fast_ingest(wait=True)
+            else:
+                try:
+                    head = recv(0, copy=False)
+                except zmq.Again:
+                    head = None
+                if head is not None:
+                    self._on_ingest(first=head)
             now = self.heartbeat = monotonic()
             if now >= next_side:
                 for sock, _ in poll(side_poll, 0):
@@ -118,7 +129,11 @@ class DataPath:
 
     def _flush(self) -> None:
         """On stop: compress what arrived, then give lossless subscribers time to take it."""
-        self._on_ingest(limit=None)
+        if self.fast is not None:
+            while self._fast_ingest(wait=False):
+                pass
+        else:
+            self._on_ingest(limit=None)
         if self.feeds is not None and self.feeds.error is None:
             self.feeds.finish(self.table.by_name, self.sockets.publisher)
         self.lossless.flush(time.monotonic() + self.config.flush_timeout_s)
@@ -144,30 +159,59 @@ class DataPath:
                     break
             received_ns = time_ns()
             if not head.more:
-                self.reject(Rejected("frames", "1 frame, expected 2"))
+                self._reject_frames(1)
                 head = None
                 continue
             payload = recv(_NOBLOCK, copy=False)
             if payload.more:
-                extra = 2
+                frames = 3
                 while recv(_NOBLOCK, copy=False).more:  # a message arrives whole
-                    extra += 1
-                self.reject(Rejected("frames", f"{extra + 1} frames, expected 2"))
+                    frames += 1
+                self._reject_frames(frames)
             else:
-                self._accept(head, payload.buffer, received_ns, now_s)
+                # With CURVE a stream is bound to its sender's key too (ZAP's user id).
+                owner_key = (head.get("User-Id") or "") if self._curve else ""
+                self._accept(head.bytes, owner_key, payload.buffer, received_ns, now_s)
             head = None
         self._process_backlogs()
 
-    def _accept(self, head, payload: memoryview, received_ns: int, now_s: float) -> None:
+    def _fast_ingest(self, wait: bool) -> int:
+        """One call of the C data path, then what it handed back: blocks for lossless
+        subscribers, a packet for the Python path, a message of the wrong shape. Returns
+        the packets it received."""
+        fast = self.fast
+        fast.update(self.table, self.lossless)
+        handback = fast.drain(wait, bool(self.live_subscriptions))
+        call = fast.call
+        if call.n_blocks:
+            for state, frames, subscribers in fast.kept_blocks():
+                self.lossless.offer(state, frames, subscribers)
+        if call.dropped:
+            for state in fast.states:
+                if state.drops_backlog:
+                    log.warning("stream %s behind: %d packets dropped so far",
+                                state.stream_id, state.drops_backlog)
+        if handback == PACKET:
+            head, payload = fast.held_packet()
+            self._accept(head, "", memoryview(payload), call.received_ns, time.monotonic())
+            self._process_backlogs()
+        elif handback == FRAMES:
+            self._reject_frames(call.frames)
+        return call.packets
+
+    def _reject_frames(self, frames: int) -> None:
+        self.reject(Rejected("frames", f"{frames} frame{'s' if frames > 1 else ''}, "
+                                       "expected 2"))
+
+    def _accept(self, head: bytes, owner_key: str, payload: memoryview, received_ns: int,
+                now_s: float) -> None:
         config = self.config
         table = self.table
         try:
             if payload.nbytes > self._max_payload:
                 raise Rejected("oversized", f"{payload.nbytes} byte payload")
-            header = parse_ingest(head.bytes, payload.nbytes, config.max_channels,
+            header = parse_ingest(head, payload.nbytes, config.max_channels,
                                   config.max_packet_samples)
-            # With CURVE a stream is bound to its sender's key too (ZAP's user id).
-            owner_key = (head.get("User-Id") or "") if self._curve else ""
             state = table.for_packet(header, now_s, owner_key)
             if state is None:  # a new session of the source: what the old one sent goes first
                 self._drain(table.by_wire[header.stream])

@@ -14,6 +14,7 @@ import collections
 import logging
 import time
 
+import numpy as np
 import zmq
 
 from neurowire.wire import Rejected
@@ -27,18 +28,39 @@ MAX_CREDIT = 1_000_000
 
 
 class LosslessSubscriber:
-    __slots__ = ("identity", "streams", "credit", "queue", "last_seen", "sent", "overflow",
+    """`credit` and `sent` live in `counts` (int64), which the C data path (fastpath.py)
+    updates in place when it sends a block itself: while nothing is held for the subscriber
+    here, it is served there."""
+
+    __slots__ = ("identity", "streams", "counts", "queue", "last_seen", "overflow",
                  "held_bytes")
+    CREDIT, SENT = range(2)  # counts slots (nw_fastpath.h: nwfp_counts)
 
     def __init__(self, identity: bytes, streams, credit: int):
         self.identity = identity
         self.streams = streams
+        self.counts = np.zeros(2, dtype=np.int64)
         self.credit = credit
         self.queue: collections.deque = collections.deque()
         self.last_seen = time.monotonic()
-        self.sent = 0
         self.overflow = 0
         self.held_bytes = 0
+
+    @property
+    def credit(self) -> int:
+        return int(self.counts[self.CREDIT])
+
+    @credit.setter
+    def credit(self, value: int) -> None:
+        self.counts[self.CREDIT] = value
+
+    @property
+    def sent(self) -> int:
+        return int(self.counts[self.SENT])
+
+    @sent.setter
+    def sent(self, value: int) -> None:
+        self.counts[self.SENT] = value
 
     def wants(self, stream_id: str) -> bool:
         return self.streams is None or stream_id in self.streams
@@ -53,6 +75,7 @@ class LosslessRouter:
         self.reject = reject
         self.on_join = on_join
         self.subscribers: dict[bytes, LosslessSubscriber] = {}
+        self.generation = 0  # +1 whenever a subscriber comes or goes (the C data path's cue)
 
     @property
     def router(self):
@@ -61,11 +84,12 @@ class LosslessRouter:
     def __bool__(self) -> bool:
         return bool(self.subscribers)
 
-    def offer(self, state, frames) -> None:
-        """A block just published: held for, and sent to, every subscriber that wants it."""
+    def offer(self, state, frames, subscribers=None) -> None:
+        """A block just published: held for, and sent to, every subscriber that wants it (of
+        `subscribers`, when given: those the C data path did not serve)."""
         limit, limit_bytes = self.config.lossless_max_messages, self.config.lossless_max_bytes
         size = None
-        for subscriber in list(self.subscribers.values()):
+        for subscriber in list(self.subscribers.values()) if subscribers is None else subscribers:
             if subscriber.wants(state.stream_id):
                 if size is None:
                     size = sum(map(len, frames))
@@ -140,6 +164,7 @@ class LosslessRouter:
                     subscriber = LosslessSubscriber(
                         identity, None if streams is None else set(streams), credit)
                     self.subscribers[identity] = subscriber
+                    self.generation += 1
                     log.info("lossless subscriber %s joined (streams %s)", identity.hex(),
                              streams or "all")
                 else:  # it reconnected or re-announced itself: its window starts afresh
@@ -156,6 +181,7 @@ class LosslessRouter:
                                         self.config.lossless_max_messages)
             elif command == "bye":
                 del self.subscribers[identity]
+                self.generation += 1
                 log.info("lossless subscriber %s left", identity.hex())
                 return
             else:
@@ -170,6 +196,7 @@ class LosslessRouter:
         for identity, subscriber in list(self.subscribers.items()):
             if now - subscriber.last_seen > self.config.lossless_timeout_s:
                 del self.subscribers[identity]
+                self.generation += 1
                 log.warning("lossless subscriber %s silent for %.0f s: released %d held "
                             "blocks", identity.hex(), now - subscriber.last_seen,
                             len(subscriber.queue))

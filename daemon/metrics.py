@@ -48,41 +48,61 @@ STAGES = ("ingest", "compress", "publish")
 
 
 class LatencyStage:
-    """Recent values in a ring (for percentiles) plus cumulative histogram buckets."""
+    """Recent values in a ring (for percentiles) plus cumulative histogram buckets.
 
-    __slots__ = ("ring", "position", "count", "sum_s", "bucket_counts", "_bounds_ns")
+    Held in two numpy arrays, so the C data path (daemon/src/nw_fastpath.c) adds to them in
+    place as add_ns does: `ring` (float64 ns, the recent window), `tally` (int64: ring
+    position, count, then one count per bucket) and `total_s` (float64: the sum, seconds)."""
+
+    __slots__ = ("ring", "tally", "total_s", "_bounds_ns")
+    POSITION, COUNT, BUCKETS = range(3)  # tally slots (nw_fastpath.h: nwfp_tally)
+    BOUNDS_NS = tuple(round(b * 1e9) for b in LATENCY_BUCKETS_S)
 
     def __init__(self, window: int):
         self.ring = np.zeros(window, dtype=np.float64)
-        self.position = 0
-        self.count = 0
-        self.sum_s = 0.0
-        self.bucket_counts = [0] * (len(LATENCY_BUCKETS_S) + 1)
-        self._bounds_ns = [round(b * 1e9) for b in LATENCY_BUCKETS_S]
+        self.tally = np.zeros(self.BUCKETS + len(LATENCY_BUCKETS_S) + 1, dtype=np.int64)
+        self.total_s = np.zeros(1, dtype=np.float64)
+        self._bounds_ns = self.BOUNDS_NS
+
+    @property
+    def count(self) -> int:
+        return int(self.tally[self.COUNT])
+
+    @property
+    def sum_s(self) -> float:
+        return float(self.total_s[0])
+
+    @property
+    def bucket_counts(self) -> list[int]:
+        return self.tally[self.BUCKETS:].tolist()
 
     def add_ns(self, value_ns: int) -> None:
-        self.ring[self.position] = value_ns
-        self.position = (self.position + 1) % len(self.ring)
-        self.count += 1
-        self.sum_s += value_ns * 1e-9
-        self.bucket_counts[bisect.bisect_left(self._bounds_ns, value_ns)] += 1
+        tally = self.tally
+        position = int(tally[self.POSITION])
+        self.ring[position] = value_ns
+        tally[self.POSITION] = (position + 1) % len(self.ring)
+        tally[self.COUNT] += 1
+        self.total_s[0] += value_ns * 1e-9
+        tally[self.BUCKETS + bisect.bisect_left(self._bounds_ns, value_ns)] += 1
 
     def summary_us(self) -> dict:
         """p50/p99/max over the recent window, in microseconds; count is all-time."""
-        filled = min(self.count, len(self.ring))
+        count = self.count
+        filled = min(count, len(self.ring))
         if filled == 0:
             return {"p50": 0.0, "p99": 0.0, "max": 0.0, "count": 0}
         recent = self.ring[:filled]
         p50, p99 = np.percentile(recent, (50, 99))
         return {"p50": float(p50) / 1e3, "p99": float(p99) / 1e3,
-                "max": float(recent.max()) / 1e3, "count": self.count}
+                "max": float(recent.max()) / 1e3, "count": count}
 
     def prometheus_buckets(self) -> list[tuple[str, float]]:
         cumulative, total = [], 0
-        for bound, count in zip(LATENCY_BUCKETS_S, self.bucket_counts):
+        counts = self.bucket_counts  # one reading: the data thread may add meanwhile
+        for bound, count in zip(LATENCY_BUCKETS_S, counts):
             total += count
             cumulative.append((repr(bound), total))
-        cumulative.append(("+Inf", total + self.bucket_counts[-1]))
+        cumulative.append(("+Inf", total + counts[-1]))
         return cumulative
 
 

@@ -33,8 +33,76 @@ class FeedCounters:
         self.messages = self.bytes = self.events = self.drops = 0
 
 
+# What the data path changes on every packet, held in one uint64 array per stream (`hot`) so
+# the C data path (daemon/src/nw_fastpath.c, enum nwfp_hot: same order, checked when it
+# loads) updates it in place; the attributes of the same names read and write it.
+HOT_FIELDS = ("next_ingest_seq", "next_first", "last_packet_ns", "seq_out",
+              "next_keyframe_sample", "force_keyframe", "packets_in", "samples_in", "bytes_in",
+              "bytes_out", "blocks_out", "keyframes", "drops_backlog", "drops_sequence",
+              "compress_ns_total")
+_NONE = 2**64 - 1  # next_ingest_seq, next_keyframe_sample: none yet (both are < 2**63 + 2**32)
+
+
+def _hot_int(slot: int):
+    def get(self) -> int:
+        return int(self.hot[slot])
+
+    def set(self, value: int) -> None:
+        self.hot[slot] = value
+
+    return property(get, set)
+
+
+def _hot_flag(slot: int):
+    def get(self) -> bool:
+        return bool(self.hot[slot])
+
+    def set(self, value: bool) -> None:
+        self.hot[slot] = bool(value)
+
+    return property(get, set)
+
+
+def _hot_optional(slot: int):
+    def get(self) -> int | None:
+        value = int(self.hot[slot])
+        return None if value == _NONE else value
+
+    def set(self, value: int | None) -> None:
+        self.hot[slot] = _NONE if value is None else value
+
+    return property(get, set)
+
+
 class StreamState:
     """Everything the daemon keeps for one implant stream, for one session of its source."""
+
+    _slot = HOT_FIELDS.index
+    next_ingest_seq = _hot_optional(_slot("next_ingest_seq"))
+    next_first = _hot_int(_slot("next_first"))  # samples below were taken in this session
+    last_packet_ns = _hot_int(_slot("last_packet_ns"))  # CLOCK_MONOTONIC, as time.monotonic
+    seq_out = _hot_int(_slot("seq_out"))
+    next_keyframe_sample = _hot_optional(_slot("next_keyframe_sample"))
+    force_keyframe = _hot_flag(_slot("force_keyframe"))
+    packets_in = _hot_int(_slot("packets_in"))
+    samples_in = _hot_int(_slot("samples_in"))
+    bytes_in = _hot_int(_slot("bytes_in"))
+    bytes_out = _hot_int(_slot("bytes_out"))
+    blocks_out = _hot_int(_slot("blocks_out"))
+    keyframes = _hot_int(_slot("keyframes"))
+    drops_backlog = _hot_int(_slot("drops_backlog"))
+    drops_sequence = _hot_int(_slot("drops_sequence"))
+    compress_ns_total = _hot_int(_slot("compress_ns_total"))
+    del _slot
+
+    @property
+    def last_packet_s(self) -> float:
+        """time.monotonic() of the last packet taken."""
+        return self.last_packet_ns / 1e9
+
+    @last_packet_s.setter
+    def last_packet_s(self, value: float) -> None:
+        self.last_packet_ns = round(value * 1e9)
 
     def __init__(self, stream_id: str, channels: int, rate: float, config, team=None,
                  session: int = 1, owner_key: str = "", epoch: int = 0):
@@ -61,20 +129,16 @@ class StreamState:
             self.keyframe_every = 1
         else:
             self.keyframe_every = None  # only the first block
-        self.next_keyframe_sample: int | None = None
+        self.hot = np.zeros(len(HOT_FIELDS), dtype=np.uint64)
+        self.next_keyframe_sample = None
         self.force_keyframe = False  # a subscriber just joined: let it decode from the next block
-        self.next_ingest_seq: int | None = None
-        self.next_first = 0  # samples below this index were taken already in this session
-        self.last_packet_s = 0.0  # time.monotonic() of the last packet taken
-        self.seq_out = 0
+        self.next_ingest_seq = None
+        # next_first: samples below this index were taken already in this session
         # (IngestHeader, payload bytes, received_ns) waiting to be compressed
         self.backlog: collections.deque = collections.deque()
         self.backlog_bytes = 0
-        self.packets_in = self.samples_in = self.bytes_in = 0
-        self.bytes_out = self.blocks_out = self.keyframes = 0
-        self.drops_backlog = self.drops_sequence = 0
         self.duplicates = self.resyncs = 0
-        self.compress_ns_total = 0  # time in the codec, for the capacity check
+        # compress_ns_total (hot): time in the codec, for the capacity check
         self.sustainable_rate: float | None = None  # set when `rate` exceeds it
         self.lossless_overflow = 0
         self.latency = {stage: LatencyStage(config.latency_window) for stage in STAGES}
@@ -192,6 +256,7 @@ class StreamTable:
         self.by_name: dict[str, StreamState] = {}
         self.by_wire: dict[bytes, StreamState] = {}
         self.expired = 0
+        self.generation = 0  # +1 whenever a stream comes or goes (the C data path's cue)
         self._last_epoch = 0
         self._next_capacity_check = 0.0
 
@@ -234,6 +299,7 @@ class StreamTable:
         state.last_packet_s = now_s
         self.by_name[name] = state
         self.by_wire[header.stream] = state
+        self.generation += 1
         log.info("new stream %s: %d channels at %g Hz", name, header.channels, header.rate)
         return state
 
@@ -249,6 +315,7 @@ class StreamTable:
     def _remove(self, state: StreamState) -> None:
         self.by_name.pop(state.stream_id, None)
         self.by_wire.pop(state.stream_id.encode(), None)
+        self.generation += 1
 
     def expire(self, now_s: float) -> None:
         """Forget streams silent for `stream_idle_timeout_s` with nothing left to compress:

@@ -18,7 +18,7 @@ pytest.importorskip("neurowire.codec")
 
 from neurowire.clients.ports import free_loopback_port  # noqa: E402
 from neurowire.clients.subscription import Subscription  # noqa: E402
-from neurowire.daemon import DaemonThread, load_config  # noqa: E402
+from neurowire.daemon import DaemonThread, fastpath, load_config  # noqa: E402
 from neurowire.wire import MAX_INT, pack_ingest, query  # noqa: E402
 from conftest import wait_for  # noqa: E402
 
@@ -34,9 +34,14 @@ def context():
     ctx.destroy(linger=0)
 
 
-@pytest.fixture
-def daemon():
-    with DaemonThread(load_config(**LOOPBACK)) as running:
+@pytest.fixture(params=[True, False], ids=["c_data_path", "python_data_path"])
+def daemon(request):
+    """Each hostile client against both data paths: the C one hands every unusual packet to
+    the Python one, which must also serve alone where the C one cannot load."""
+    with DaemonThread(load_config(**LOOPBACK, fast_path=request.param)) as running:
+        data = running.daemon.data
+        wait_for(lambda: "fast_path" in data.granted)
+        assert data.granted["fast_path"] is (request.param and fastpath.lib is not None)
         yield running.daemon
 
 
