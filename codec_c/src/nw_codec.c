@@ -22,10 +22,10 @@ int32_t nw_code_edge[GRID_CODES + 1];
  * by codec_c/tables/fit_analog.py (cross-validated: see its docstring; it builds the codec
  * with other values through these macros). */
 #ifndef ANALOG_SCALE
-#define ANALOG_SCALE 256, 224, 166, 141, 122, 109, 96, 86, 77, 77, 67, 77
+#define ANALOG_SCALE 256, 224, 166, 141, 122, 109, 96, 86, 77, 77, 67, 45
 #endif
 #ifndef ANALOG_SHARE
-#define ANALOG_SHARE 128, 128, 230, 230, 154, 128, 102, 102, 128, 128, 102, 179
+#define ANALOG_SHARE 128, 128, 230, 230, 154, 102, 102, 77, 102, 102, 77, 51
 #endif
 const uint16_t nw_analog_scale[CONTEXTS] = {ANALOG_SCALE};
 const uint16_t nw_analog_share[CONTEXTS] = {ANALOG_SHARE};
