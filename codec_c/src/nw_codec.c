@@ -17,7 +17,7 @@ uint16_t nw_weight_down[GRID_CODES + 2 * HALF];
 uint16_t nw_flat_weight[2 * HALF];
 uint32_t nw_reciprocal[128];
 uint32_t nw_phi[2 * PHI_HALF + 1];
-int32_t nw_code_edge[GRID_CODES + 1];
+int32_t nw_code_edge[GRID_CODES + 1 + 2 * EDGE_PAD];
 /* The analog model's constants per activity context, fitted to the development recordings
  * by codec_c/tables/fit_analog.py (cross-validated: see its docstring; it builds the codec
  * with other values through these macros). */
@@ -39,8 +39,11 @@ static void crc_init(void);
  * exp(-t^2 / 2048) at t / 32 standard deviations steps by the factor exp(-(2t+1) / 2048),
  * itself updated by exp(-1/1024) (both Q30), and the CDF sums it by trapezoids. */
 static void build_analog_tables(void) {
-    nw_code_edge[0] = 0;
-    for (int k = 0; k < GRID_CODES; k++) nw_code_edge[k + 1] = nw_code_edge[k] + nw_code_weight[k];
+    int32_t edge = 0;
+    for (int k = -EDGE_PAD; k <= GRID_CODES + EDGE_PAD; k++) {
+        nw_code_edge[k + EDGE_PAD] = edge << EDGE_FRACTION;
+        if (k >= 0 && k < GRID_CODES) edge += nw_code_weight[k];
+    }
     uint64_t density[PHI_HALF + 1], factor = 1073217664u, sum[PHI_HALF + 1];
     density[0] = 1u << 30;
     sum[0] = 0;

@@ -401,13 +401,11 @@ static inline int find_direct(const uint16_t *g, uint32_t t, uint32_t *below) {
 #define PHI_HALF (8 * PHI_STEPS)  /* the table spans +-8 standard deviations */
 #define EDGE_FRACTION 4           /* edges in 1/64 code, positions in 1/1024 code */
 extern uint32_t nw_phi[2 * PHI_HALF + 1];        /* Gaussian CDF at (i - PHI_HALF) / PHI_STEPS, Q16 */
-extern int32_t nw_code_edge[GRID_CODES + 1];     /* lower edge of each code on the analog axis */
+#define EDGE_PAD (HALF + 1)       /* edges beyond the rails, so the direct symbols need no clamp */
+/* Lower edge of code k - EDGE_PAD on the analog axis, 1/1024 code, held at the rails beyond them. */
+extern int32_t nw_code_edge[GRID_CODES + 1 + 2 * EDGE_PAD];
 extern const uint16_t nw_analog_scale[CONTEXTS]; /* standard deviation / mean |residual|, Q6 */
 extern const uint16_t nw_analog_share[CONTEXTS]; /* the Gaussian's share of the mix, /256 */
-
-static inline int32_t edge_clamped(int32_t k) {
-    return nw_code_edge[k < 0 ? 0 : k > GRID_CODES ? GRID_CODES : k] << EDGE_FRACTION;
-}
 
 /* Mixes the Gaussian into the width-weighted counts g of the direct symbols (their sums
  * lower and upper): g[i] becomes (1 - share) g[i] + share G q[i] / Q, G the sum of g and q
@@ -416,16 +414,16 @@ static inline int32_t edge_clamped(int32_t k) {
 HOT void analog_mix(uint16_t *g, uint32_t *lower, uint32_t *upper, int ctx, int32_t pred,
                     int32_t flip, int64_t pred_q, int32_t activity) {
     const int32_t fraction = (int32_t)(pred_q - ((int64_t)pred << FRACTION_BITS)) + (1 << (FRACTION_BITS - 1));
-    const int32_t mu = (nw_code_edge[pred] << EDGE_FRACTION)
-                       + fraction * (nw_code_edge[pred + 1] - nw_code_edge[pred]);
+    const int32_t *edge = nw_code_edge + EDGE_PAD + pred;
+    const int32_t mu = edge[0] + fraction * ((edge[1] - edge[0]) >> EDGE_FRACTION);
     int32_t sigma = nw_analog_scale[ctx] * activity;   /* Q6 x Q4 mean |residual| = 1/1024 code */
     if (sigma < 205) sigma = 205;                      /* 0.2 code */
-    const int64_t inverse = ((int64_t)PHI_STEPS << 24) / sigma;
+    const int32_t inverse = (PHI_STEPS << 24) / sigma;
     uint32_t cdf[2 * HALF + 1];
+    /* The edge between symbols j-1 and j: a lower edge going up, an upper one going down. */
+    const int32_t *first = flip > 0 ? edge - HALF : edge + HALF + 1;
     for (int j = 0; j <= 2 * HALF; j++) {
-        /* The edge between symbols j-1 and j: a lower edge going up, an upper one going down. */
-        int32_t edge = flip > 0 ? edge_clamped(pred + j - HALF) : edge_clamped(pred - j + HALF + 1);
-        int64_t t = ((int64_t)flip * (edge - mu) * inverse) >> 24;
+        int64_t t = ((int64_t)flip * (first[flip * j] - mu) * inverse) >> 24;
         cdf[j] = nw_phi[t < -PHI_HALF ? 0 : t > PHI_HALF ? 2 * PHI_HALF : t + PHI_HALF];
     }
     const uint32_t mass = cdf[2 * HALF] - cdf[0], share = nw_analog_share[ctx];
