@@ -44,12 +44,13 @@ $(VENV)/.installed: $(PY) pyproject.toml setup.py codec_c/build_ffi.py $(CSRC) $
 
 install: $(VENV)/.installed
 
-# One source, built twice: NW_TOOL_DECODE picks the direction (see docs/CONTRACTS.md).
+# One binary for both directions (its bytes are counted once): ./decode is a two-line script
+# that runs `./encode -d IN OUT` from its own folder (see docs/CONTRACTS.md).
 encode: codec_c/tools/nw_tool.c $(CORE_SRC) $(CHDR)
 	$(CC) $(TOOL_CFLAGS) $(TOOL_LDFLAGS) -o $@ codec_c/tools/nw_tool.c $(CORE_SRC) $(TOOL_LIBS)
 
-decode: codec_c/tools/nw_tool.c $(CORE_SRC) $(CHDR)
-	$(CC) $(TOOL_CFLAGS) -DNW_TOOL_DECODE $(TOOL_LDFLAGS) -o $@ codec_c/tools/nw_tool.c $(CORE_SRC) $(TOOL_LIBS)
+decode: codec_c/tools/decode.sh encode
+	install -m 755 codec_c/tools/decode.sh $@
 
 tools: encode decode
 	@echo "tool sizes (bytes):"; wc -c encode decode

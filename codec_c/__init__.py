@@ -3,6 +3,7 @@
 See docs/CONTRACTS.md for the interface and docs/FORMAT.md for the bytes."""
 from ._codec import (
     BLOCK_HEADER_BYTES,
+    FILE_FORMAT_VERSION,
     FORMAT_VERSION,
     LANE_CODERS,
     LANE_FORMAT_VERSION,
@@ -35,7 +36,7 @@ from ._codec import (
 )
 
 __all__ = [
-    "BLOCK_HEADER_BYTES", "FORMAT_VERSION", "LANE_CODERS", "LANE_FORMAT_VERSION", "MAX_BLOCK_SAMPLES", "MAX_CHANNELS", "MAX_ERROR_LIMIT",
+    "BLOCK_HEADER_BYTES", "FILE_FORMAT_VERSION", "FORMAT_VERSION", "LANE_CODERS", "LANE_FORMAT_VERSION", "MAX_BLOCK_SAMPLES", "MAX_CHANNELS", "MAX_ERROR_LIMIT",
     "BlockInfo", "CodecError", "CodecMemoryError", "CodecTeam", "CorruptStreamError", "GroupDecoder",
     "GroupEncoder",
     "InvalidArgumentError", "NeedKeyframeError", "OutputFullError", "SequenceError",

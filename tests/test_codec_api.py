@@ -11,6 +11,7 @@ from neurowire import codec
 def test_constants_come_from_the_header():
     text = (__import__("conftest").REPO / "codec_c" / "src" / "neurowire.h").read_text()
     for name, value in [("NW_FORMAT_VERSION", codec.FORMAT_VERSION),
+                        ("NW_FILE_FORMAT_VERSION", codec.FILE_FORMAT_VERSION),
                         ("NW_MAX_CHANNELS", codec.MAX_CHANNELS),
                         ("NW_BLOCK_HEADER_BYTES", codec.BLOCK_HEADER_BYTES)]:
         assert f"#define {name} {value}" in text

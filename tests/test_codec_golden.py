@@ -31,6 +31,27 @@ def test_format_version_matches():
     assert MANIFEST["format_version"] == codec.FORMAT_VERSION, (
         "the format version changed: keep decoding the old golden files or regenerate them")
     assert MANIFEST["lane_format_version"] == codec.LANE_FORMAT_VERSION
+    assert MANIFEST["file_format_version"] == codec.FILE_FORMAT_VERSION
+
+
+@pytest.mark.parametrize("name", MANIFEST["files"])
+def test_golden_file_has_its_version(name):
+    assert (GOLDEN / f"{name}.nw").read_bytes()[:4] == b"NWF" + bytes([codec.FILE_FORMAT_VERSION])
+
+
+@pytest.mark.parametrize("name", sorted(MANIFEST["old_files"]))
+def test_old_golden_file_decodes(name):
+    """Files written by file format version 1 (the samples as version 1 blocks) still read."""
+    blob = (GOLDEN / f"{name}.nw").read_bytes()
+    assert blob[:4] == b"NWF\x01"
+    original = (GOLDEN / f"{MANIFEST['old_files'][name]}.orig").read_bytes()
+    assert codec.decompress(blob) == original
+
+
+def test_current_file_format_codes_the_recording_smaller_than_version_1():
+    old = (GOLDEN / "short_wav_v1.nw").read_bytes()
+    new = codec.compress_bytes((GOLDEN / "short_wav.orig").read_bytes())
+    assert len(new) < len(old)
 
 
 @pytest.mark.parametrize("name", sorted(MANIFEST["streams"]))
@@ -80,7 +101,8 @@ def test_golden_file_reencodes(name):
 def test_golden_files_decode_with_native_tool(tools, tmp_path):
     import subprocess
     _, decode = tools
-    for name in MANIFEST["files"]:
+    originals = {name: name for name in MANIFEST["files"]} | MANIFEST["old_files"]
+    for name, original in originals.items():
         out = tmp_path / name
         subprocess.run([str(decode), str(GOLDEN / f"{name}.nw"), str(out)], check=True, timeout=60)
-        assert out.read_bytes() == (GOLDEN / f"{name}.orig").read_bytes()
+        assert out.read_bytes() == (GOLDEN / f"{original}.orig").read_bytes()

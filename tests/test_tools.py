@@ -54,7 +54,8 @@ def test_missing_input(tools, tmp_path):
     for tool in tools:
         r = run(tool, tmp_path / "nope.wav", tmp_path / "out")
         assert r.returncode != 0
-        assert b"nope.wav" in r.stderr
+        # Each program speaks for itself, though ./decode runs the encode binary.
+        assert r.stderr.startswith(tool.name.encode() + b": ") and b"nope.wav" in r.stderr
         assert not (tmp_path / "out").exists()
 
 
@@ -62,7 +63,40 @@ def test_usage(tools):
     for tool in tools:
         for args in [(), ("only-one",), ("a", "b", "c")]:
             r = run(tool, *args)
-            assert r.returncode != 0 and b"usage" in r.stderr.lower()
+            assert r.returncode == 2 and r.stderr == b"usage: %s IN OUT\n" % tool.name.encode()
+
+
+def test_decode_runs_from_any_folder(tools, tmp_path):
+    """./decode finds the binary beside itself, wherever it is called from and however its
+    path is spelled; `encode -d` is the same program."""
+    encode, decode = tools
+    src, packed = tmp_path / "in.wav", tmp_path / "p.nw"
+    raw = EXCERPTS[0].read_bytes()
+    src.write_bytes(raw)
+    assert run(encode, src, packed).returncode == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    spellings = [(str(decode), None), (f"./{decode.name}", decode.parent),
+                 (str(decode.relative_to(decode.parent.parent)), decode.parent.parent)]
+    for index, (spelling, cwd) in enumerate(spellings):
+        out = elsewhere / f"out{index}.wav"
+        r = subprocess.run([spelling, str(packed), str(out)], cwd=cwd or elsewhere,
+                           capture_output=True, timeout=60)
+        assert r.returncode == 0, (spelling, r.stderr)
+        assert out.read_bytes() == raw
+    r = run(encode, "-d", packed, elsewhere / "direct.wav")
+    assert r.returncode == 0 and (elsewhere / "direct.wav").read_bytes() == raw
+
+
+def test_decode_without_its_binary_fails_loudly(tools, tmp_path):
+    _, decode = tools
+    lone = tmp_path / "decode"
+    lone.write_bytes(decode.read_bytes())
+    lone.chmod(0o755)
+    (tmp_path / "p.nw").write_bytes(b"NWF")
+    r = run(lone, tmp_path / "p.nw", tmp_path / "out")
+    assert r.returncode != 0 and b"encode" in r.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_unwritable_output(tools, tmp_path):

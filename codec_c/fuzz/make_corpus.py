@@ -57,6 +57,8 @@ def main():
                                                + wav(excerpt(100))[36:] + b"\x01"),
         "file_text": codec.compress_bytes(b"not a wav file\n" * 4),
         "file_empty": codec.compress_bytes(b""),
+        # A file of file format version 1 (samples as blocks), which decoders still read.
+        "file_wav_v1": (REPO / "tests" / "data" / "golden" / "short_wav_v1.nw").read_bytes(),
         "plain_wav": wav(excerpt(64)),
     }
     seeds["block_truncated"] = seeds["block_real_4ch"][:-5]

@@ -16,10 +16,48 @@ uint16_t nw_weight_up[GRID_CODES + 2 * HALF];
 uint16_t nw_weight_down[GRID_CODES + 2 * HALF];
 uint16_t nw_flat_weight[2 * HALF];
 uint32_t nw_reciprocal[128];
+uint32_t nw_phi[2 * PHI_HALF + 1];
+int32_t nw_code_edge[GRID_CODES + 1 + 2 * EDGE_PAD];
+/* The analog model's constants per activity context, fitted to the development recordings
+ * by codec_c/tables/fit_analog.py (cross-validated: see its docstring; it builds the codec
+ * with other values through these macros). */
+#ifndef ANALOG_SCALE
+#define ANALOG_SCALE 256, 224, 166, 141, 122, 109, 96, 86, 77, 77, 67, 45
+#endif
+#ifndef ANALOG_SHARE
+#define ANALOG_SHARE 128, 128, 230, 230, 154, 102, 102, 77, 102, 102, 77, 51
+#endif
+const uint16_t nw_analog_scale[CONTEXTS] = {ANALOG_SCALE};
+const uint16_t nw_analog_share[CONTEXTS] = {ANALOG_SHARE};
 static int tables_ready;
 
 
 static void crc_init(void);
+
+/* The analog model's tables: the codes' edges (cumulative widths), and the Gaussian CDF by
+ * integer arithmetic alone, so that every platform builds the same table: the density
+ * exp(-t^2 / 2048) at t / 32 standard deviations steps by the factor exp(-(2t+1) / 2048),
+ * itself updated by exp(-1/1024) (both Q30), and the CDF sums it by trapezoids. */
+static void build_analog_tables(void) {
+    int32_t edge = 0;
+    for (int k = -EDGE_PAD; k <= GRID_CODES + EDGE_PAD; k++) {
+        nw_code_edge[k + EDGE_PAD] = edge << EDGE_FRACTION;
+        if (k >= 0 && k < GRID_CODES) edge += nw_code_weight[k];
+    }
+    uint64_t density[PHI_HALF + 1], factor = 1073217664u, sum[PHI_HALF + 1];
+    density[0] = 1u << 30;
+    sum[0] = 0;
+    for (int t = 0; t < PHI_HALF; t++) {
+        density[t + 1] = (density[t] * factor) >> 30;
+        factor = (factor * 1072693760u) >> 30;
+        sum[t + 1] = sum[t] + ((density[t] + density[t + 1]) >> 1);
+    }
+    for (int t = 0; t <= PHI_HALF; t++) {
+        uint32_t half = (uint32_t)((sum[t] * 32768) / sum[PHI_HALF]);
+        nw_phi[PHI_HALF + t] = 32768 + half;
+        nw_phi[PHI_HALF - t] = 32768 - half;
+    }
+}
 
 static void build_tables(void) {
     /* The grid is stored as 2-bit steps over 64 per code (see nw_tables.h). */
@@ -79,6 +117,7 @@ static void build_tables(void) {
         }
         s->big_total = total;
     }
+    build_analog_tables();
     crc_init();
     tables_ready = 1;
 }
@@ -158,8 +197,8 @@ static inline void history_push(int16_t *d, int32_t delta) {
  * PASS_ENCODE *value receives the rebuilt sample.
  * `grid` is s->domain == DOMAIN_GRID, passed as a constant by the channel loops so that each
  * domain gets its own copy of the loop, free of per-sample tests of the domain. */
-HOT int code_sample(channel_state *s, coder *co, int pass, int16_t *value, int32_t max_error,
-                    const int grid) {
+HOT int code_sample_with(channel_state *s, coder *co, int pass, int16_t *value, int32_t max_error,
+                         const int grid, const int analog) {
     const int32_t top = grid ? GRID_CODES - 1 : 65535;
     /* The predictor sees deltas in grid-sized units in both domains (|delta| <= 1023), so
      * every product and sum fits 16- and 32-bit lanes. */
@@ -179,7 +218,7 @@ HOT int code_sample(channel_state *s, coder *co, int pass, int16_t *value, int32
     if (pred_q < 0) pred_q = 0;
     if (pred_q > ((int64_t)top << FRACTION_BITS)) pred_q = (int64_t)top << FRACTION_BITS;
     int32_t x;
-    if (model_code(s, co, pass, value, max_error, grid, pred_q, &x) < 0) return -1;
+    if (model_code_with(s, co, pass, value, max_error, grid, pred_q, &x, analog) < 0) return -1;
     int32_t delta = x - s->last;
     s->pending_step = nlms_step(((int64_t)x << FRACTION_BITS) - pred_q, s->energy, dshift);
     memcpy(s->pending, s->deltas, sizeof s->pending);
@@ -190,6 +229,12 @@ HOT int code_sample(channel_state *s, coder *co, int pass, int16_t *value, int32
     history_push(s->deltas, delta);
     s->last = x;
     return 0;
+}
+
+/* The block format's sample: counts alone. */
+HOT int code_sample(channel_state *s, coder *co, int pass, int16_t *value, int32_t max_error,
+                    const int grid) {
+    return code_sample_with(s, co, pass, value, max_error, grid, 0);
 }
 
 /* One channel's samples of a block, `stride` apart. The block loops call these with
@@ -203,6 +248,17 @@ HOT void encode_channel(channel_state *s, coder *co, const int16_t *samples, siz
         code_sample(s, co, PASS_ENCODE, &v, max_error, grid);
         if (max_error) rebuilt[(size_t)t * rebuilt_stride] = v;
     }
+}
+
+/* The lossless decoding loop of a file's channel (container version 2). */
+static int decode_channel_with(channel_state *s, coder *co, int16_t *samples, size_t stride,
+                               uint32_t n, const int grid) {
+    for (uint32_t t = 0; t < n; t++) {
+        if (code_sample_with(s, co, PASS_DECODE, &samples[(size_t)t * stride], 0, grid, 1) < 0)
+            return NW_ERR_CORRUPT;
+        if (co->dec.overrun > 8) return NW_ERR_TRUNCATED;
+    }
+    return NW_OK;
 }
 
 HOT int decode_channel(channel_state *s, coder *co, int16_t *samples, size_t stride,
@@ -394,10 +450,7 @@ int64_t nw_encode_block_strided(nw_encoder *e, const int16_t *samples, uint32_t 
     coder co;
     memset(&co, 0, sizeof co);
     range_encoder *rc = &co.enc;
-    rc->range = 0xFFFFFFFFu;
-    rc->first = 1;
-    rc->out = payload;
-    rc->cap = stored_bytes;       /* anything larger is sent stored instead */
+    rc_start(rc, payload, stored_bytes);   /* anything larger is sent stored instead */
 
     if (keyframe) {
         for (uint32_t c = 0; c < ch; c++) {
@@ -568,5 +621,65 @@ int nw_decode_block_strided(nw_decoder *d, const uint8_t *in, size_t len, int16_
     if (status != NW_OK) { d->valid = 0; return status; }
     d->valid = 1;
     d->next_index = info->index + 1;
+    return NW_OK;
+}
+
+/* ---- samples of a file (container version 2) ------------------------------------------
+ * One range coder over the whole recording, channel after channel, each from a cold state
+ * (a bit for its domain first) and with the analog model mixed in; no block headers, and
+ * the coder's trailing zero bytes dropped (the decoder reads zeros past the end). */
+#define FILE_TRIM_LIMIT 3
+
+int64_t nw_file_encode_samples(const int16_t *samples, uint32_t frames, uint32_t channels,
+                               uint8_t *out, size_t out_cap) {
+    ensure_tables();
+    channel_state *s = malloc(sizeof *s);
+    if (!s) return NW_ERR_NOMEM;
+    coder co;
+    memset(&co, 0, sizeof co);
+    range_encoder *rc = &co.enc;
+    rc_start(rc, out, out_cap);
+    for (uint32_t c = 0; c < channels; c++) {
+        uint32_t d = nw_choose_domain(samples, frames, channels, c);
+        *s = nw_initial_state[d];
+        rc_encode_bits(rc, d, 1);
+        for (uint32_t t = 0; t < frames; t++) {
+            int16_t v = samples[(size_t)t * channels + c];
+            if (d == DOMAIN_GRID) code_sample_with(s, &co, PASS_ENCODE, &v, 0, 1, 1);
+            else code_sample_with(s, &co, PASS_ENCODE, &v, 0, 0, 1);
+        }
+    }
+    free(s);
+    /* Any value in [low, low + range) decodes the same; the one with three zero low bytes
+     * (range >= 2^24 leaves room for it) ends the coder's bytes in zeros. */
+    rc->low = (rc->low + 0xFFFFFFu) & ~(uint64_t)0xFFFFFFu;
+    rc_flush(rc);
+    if (rc->overflow) return NW_ERR_OUTPUT_FULL;
+    size_t n = rc->pos;
+    for (int dropped = 0; dropped < FILE_TRIM_LIMIT && n > 0 && out[n - 1] == 0; dropped++) n--;
+    return (int64_t)n;
+}
+
+int nw_file_decode_samples(const uint8_t *in, size_t len, int16_t *samples, uint32_t frames,
+                           uint32_t channels) {
+    ensure_tables();
+    channel_state *s = malloc(sizeof *s);
+    if (!s) return NW_ERR_NOMEM;
+    coder co;
+    memset(&co, 0, sizeof co);
+    rd_init(&co.dec, in, len);
+    int status = NW_OK;
+    for (uint32_t c = 0; c < channels && status == NW_OK; c++) {
+        *s = nw_initial_state[rd_bits(&co.dec, 1)];
+        if (s->domain == DOMAIN_GRID) status = decode_channel_with(s, &co, samples + c, channels, frames, 1);
+        else status = decode_channel_with(s, &co, samples + c, channels, frames, 0);
+    }
+    free(s);
+    if (status != NW_OK) return status;
+    if (co.dec.overrun > FILE_TRIM_LIMIT) return NW_ERR_TRUNCATED;
+    /* The encoder writes exactly the bytes its decoder reads, less trailing zeros while it
+     * may drop them: anything else at the end was added. */
+    if (co.dec.pos != co.dec.len || (len > 0 && in[len - 1] == 0 && co.dec.overrun < FILE_TRIM_LIMIT))
+        return NW_ERR_CORRUPT;
     return NW_OK;
 }

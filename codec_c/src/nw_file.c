@@ -14,6 +14,9 @@
 #define HEADER_CANONICAL 0   /* the usual 44-byte header, rebuilt from channels and rate */
 #define HEADER_VERBATIM 1
 #define CANONICAL_BYTES 44
+/* Version 1 files hold the samples as blocks of the stream format; the current version
+ * (NW_FILE_FORMAT_VERSION) as one payload with the analog model (nw_file_encode_samples). */
+#define FILE_VERSION_BLOCKS 1
 
 /* ---- varints (LEB128), every read bounds-checked --------------------------------- */
 static size_t put_varint(uint8_t *out, uint64_t v) {
@@ -107,7 +110,7 @@ size_t nw_file_bound(size_t in_len) {
 }
 
 static size_t put_prefix(uint8_t *out, int kind, size_t in_len, uint32_t crc) {
-    out[0] = 'N'; out[1] = 'W'; out[2] = 'F'; out[3] = NW_FORMAT_VERSION; out[4] = (uint8_t)kind;
+    out[0] = 'N'; out[1] = 'W'; out[2] = 'F'; out[3] = NW_FILE_FORMAT_VERSION; out[4] = (uint8_t)kind;
     size_t n = 5 + put_varint(out + 5, in_len);
     nw_put_u32(out + n, crc);
     return n + 4;
@@ -124,14 +127,13 @@ int64_t nw_file_compress(const uint8_t *in, size_t in_len, uint8_t *out, size_t 
     if (out_cap < nw_file_bound(in_len)) return NW_ERR_OUTPUT_FULL;
     uint32_t crc = nw_crc32(0, in, in_len);
     wav_layout wav = {0, 0, 0, 0};
-    if (!parse_wav(in, in_len, &wav) || wav.frames > ((uint64_t)1 << 40))
+    if (!parse_wav(in, in_len, &wav) || wav.frames > UINT32_MAX)
         return compress_stored(in, in_len, crc, out);
 
     const uint32_t ch = wav.channels;
     const size_t count = (size_t)wav.frames * ch;
     int16_t *samples = malloc(count ? count * sizeof *samples : 1);
-    nw_encoder *enc = nw_encoder_new(ch);
-    if (!samples || !enc) { free(samples); nw_encoder_free(enc); return NW_ERR_NOMEM; }
+    if (!samples) return NW_ERR_NOMEM;
     for (size_t i = 0; i < count; i++) samples[i] = (int16_t)nw_get_u16(in + wav.data_offset + 2 * i);
 
     size_t pos = put_prefix(out, KIND_WAV, in_len, crc);
@@ -153,28 +155,26 @@ int64_t nw_file_compress(const uint8_t *in, size_t in_len, uint8_t *out, size_t 
     memcpy(out + pos, in + suffix_at, in_len - suffix_at);
     pos += in_len - suffix_at;
 
-    int64_t status = 0;
-    for (uint64_t t = 0; t < wav.frames; t += NW_MAX_BLOCK_SAMPLES) {
-        uint32_t n = (uint32_t)(wav.frames - t < NW_MAX_BLOCK_SAMPLES ? wav.frames - t : NW_MAX_BLOCK_SAMPLES);
-        status = nw_encode_block(enc, samples + t * ch, n, t == 0, out + pos, out_cap - pos);
-        if (status < 0) break;
-        pos += (size_t)status;
-    }
-    free(samples);
-    nw_encoder_free(enc);
-    if (status < 0) return status;
-    /* Coding never pays on some inputs (noise, a header without frames): store instead. */
+    /* The payload may take no more than storing would (out_cap holds that much). */
     uint8_t probe[16];
-    if (pos >= put_prefix(probe, KIND_STORED, in_len, crc) + in_len)
+    const size_t stored_bytes = put_prefix(probe, KIND_STORED, in_len, crc) + in_len;
+    int64_t status = pos < stored_bytes
+        ? nw_file_encode_samples(samples, (uint32_t)wav.frames, ch, out + pos, stored_bytes - pos)
+        : NW_ERR_OUTPUT_FULL;
+    free(samples);
+    /* Coding never pays on some inputs (noise, a header without frames): store instead. */
+    if (status == NW_ERR_OUTPUT_FULL || (status >= 0 && pos + (size_t)status >= stored_bytes))
         return compress_stored(in, in_len, crc, out);
-    return (int64_t)pos;
+    if (status < 0) return status;
+    return (int64_t)(pos + (size_t)status);
 }
 
 /* ---- decompress ---------------------------------------------------------------------- */
-static int read_prefix(reader *r, int *kind, uint64_t *size, uint32_t *crc) {
+static int read_prefix(reader *r, int *version, int *kind, uint64_t *size, uint32_t *crc) {
     if (r->len < 3 || memcmp(r->p, "NWF", 3)) return r->len < 3 ? NW_ERR_TRUNCATED : NW_ERR_MAGIC;
     if (r->len < 5) return NW_ERR_TRUNCATED;
-    if (r->p[3] != NW_FORMAT_VERSION) return NW_ERR_VERSION;
+    *version = r->p[3];
+    if (*version != FILE_VERSION_BLOCKS && *version != NW_FILE_FORMAT_VERSION) return NW_ERR_VERSION;
     *kind = r->p[4];
     if (*kind != KIND_STORED && *kind != KIND_WAV) return NW_ERR_CORRUPT;
     r->pos = 5;
@@ -188,12 +188,29 @@ static int read_prefix(reader *r, int *kind, uint64_t *size, uint32_t *crc) {
 int nw_file_original_size(const uint8_t *in, size_t in_len, uint64_t *size) {
     if (!in || !size) return NW_ERR_ARGUMENT;
     reader r = {in, in_len, 0, 0};
-    int kind;
+    int version, kind;
     uint32_t crc;
-    return read_prefix(&r, &kind, size, &crc);
+    return read_prefix(&r, &version, &kind, size, &crc);
 }
 
-static int decode_wav(reader *r, uint64_t size, uint8_t *out) {
+/* Version 1: blocks of the stream format, at most 2^20 time steps each, the first a keyframe. */
+static int decode_blocks(reader *r, uint64_t frames, uint32_t ch, int16_t *samples) {
+    nw_decoder *dec = nw_decoder_new(ch);
+    int status = dec ? NW_OK : NW_ERR_NOMEM;
+    for (uint64_t t = 0; status == NW_OK && t < frames;) {
+        nw_block_info info;
+        uint32_t n = (uint32_t)(frames - t < NW_MAX_BLOCK_SAMPLES ? frames - t : NW_MAX_BLOCK_SAMPLES);
+        status = nw_decode_block(dec, r->p + r->pos, r->len - r->pos, samples + t * ch,
+                                 (size_t)n * ch, &info);
+        if (status == NW_OK && (info.n_samples != n || (t == 0 && !info.keyframe))) status = NW_ERR_CORRUPT;
+        if (status == NW_OK) { r->pos += info.block_bytes; t += n; }
+    }
+    if (status == NW_OK && r->pos != r->len) status = NW_ERR_CORRUPT;  /* trailing garbage */
+    nw_decoder_free(dec);
+    return status;
+}
+
+static int decode_wav(reader *r, int version, uint64_t size, uint8_t *out) {
     uint64_t ch = get_varint(r), frames = get_varint(r);
     const uint8_t *kind = get_bytes(r, 1);
     if (r->error) return r->error;
@@ -221,32 +238,25 @@ static int decode_wav(reader *r, uint64_t size, uint8_t *out) {
     if (header_bytes + data_bytes + suffix != size) return NW_ERR_CORRUPT;
     memcpy(out + header_bytes + data_bytes, s, (size_t)suffix);
 
-    nw_decoder *dec = nw_decoder_new((uint32_t)ch);
     int16_t *samples = malloc(data_bytes ? data_bytes : 1);
-    int status = (dec && samples) ? NW_OK : NW_ERR_NOMEM;
-    for (uint64_t t = 0; status == NW_OK && t < frames;) {
-        nw_block_info info;
-        uint32_t n = (uint32_t)(frames - t < NW_MAX_BLOCK_SAMPLES ? frames - t : NW_MAX_BLOCK_SAMPLES);
-        status = nw_decode_block(dec, r->p + r->pos, r->len - r->pos, samples + t * ch,
-                                 (size_t)n * ch, &info);
-        if (status == NW_OK && (info.n_samples != n || (t == 0 && !info.keyframe))) status = NW_ERR_CORRUPT;
-        if (status == NW_OK) { r->pos += info.block_bytes; t += n; }
-    }
-    if (status == NW_OK && r->pos != r->len) status = NW_ERR_CORRUPT;  /* trailing garbage */
+    if (!samples) return NW_ERR_NOMEM;
+    int status;
+    if (version == FILE_VERSION_BLOCKS) status = decode_blocks(r, frames, (uint32_t)ch, samples);
+    else if (frames > UINT32_MAX) status = NW_ERR_CORRUPT;
+    else status = nw_file_decode_samples(r->p + r->pos, r->len - r->pos, samples, (uint32_t)frames, (uint32_t)ch);
     for (size_t i = 0; status == NW_OK && i < data_bytes / 2; i++)
         nw_put_u16(out + header_bytes + 2 * i, (uint16_t)samples[i]);
     free(samples);
-    nw_decoder_free(dec);
     return status;
 }
 
 int64_t nw_file_decompress(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_cap) {
     if (!in || (!out && out_cap)) return NW_ERR_ARGUMENT;
     reader r = {in, in_len, 0, 0};
-    int kind;
+    int version, kind;
     uint64_t size;
     uint32_t crc;
-    int status = read_prefix(&r, &kind, &size, &crc);
+    int status = read_prefix(&r, &version, &kind, &size, &crc);
     if (status != NW_OK) return status;
     if (size > out_cap) return NW_ERR_OUTPUT_FULL;
     if (kind == KIND_STORED) {
@@ -255,7 +265,7 @@ int64_t nw_file_decompress(const uint8_t *in, size_t in_len, uint8_t *out, size_
         if (r.pos != r.len) return NW_ERR_CORRUPT;
         if (size) memcpy(out, p, (size_t)size);
     } else {
-        status = decode_wav(&r, size, out);
+        status = decode_wav(&r, version, size, out);
         if (status != NW_OK) return status;
     }
     if (nw_crc32(0, out, (size_t)size) != crc) return NW_ERR_CHECKSUM;

@@ -121,6 +121,14 @@ typedef struct range_encoder {
     int overflow;
 } range_encoder;
 
+static inline void rc_start(range_encoder *rc, uint8_t *out, size_t cap) {
+    memset(rc, 0, sizeof *rc);
+    rc->range = 0xFFFFFFFFu;
+    rc->first = 1;
+    rc->out = out;
+    rc->cap = cap;
+}
+
 static inline void rc_put(range_encoder *rc, uint8_t byte) {
     if (rc->pos < rc->cap) rc->out[rc->pos] = byte;
     else rc->overflow = 1;
@@ -383,13 +391,61 @@ static inline int find_direct(const uint16_t *g, uint32_t t, uint32_t *below) {
 }
 #endif
 
+/* ---- the analog model (file container version 2) -------------------------------------
+ * The residual's law is also taken as a Gaussian on the converter's analog axis: centred at
+ * the fractional prediction, its scale proportional to the running mean |residual|, and
+ * integrated over each code's own width (its learned edges). Mixed with the counts (the
+ * Gaussian's share per activity context), it prices the codes by where their edges lie,
+ * which the counts, kept per residual rather than per code, cannot learn. */
+#define PHI_STEPS 32              /* points of the CDF table per standard deviation */
+#define PHI_HALF (8 * PHI_STEPS)  /* the table spans +-8 standard deviations */
+#define EDGE_FRACTION 4           /* edges in 1/64 code, positions in 1/1024 code */
+extern uint32_t nw_phi[2 * PHI_HALF + 1];        /* Gaussian CDF at (i - PHI_HALF) / PHI_STEPS, Q16 */
+#define EDGE_PAD (HALF + 1)       /* edges beyond the rails, so the direct symbols need no clamp */
+/* Lower edge of code k - EDGE_PAD on the analog axis, 1/1024 code, held at the rails beyond them. */
+extern int32_t nw_code_edge[GRID_CODES + 1 + 2 * EDGE_PAD];
+extern const uint16_t nw_analog_scale[CONTEXTS]; /* standard deviation / mean |residual|, Q6 */
+extern const uint16_t nw_analog_share[CONTEXTS]; /* the Gaussian's share of the mix, /256 */
+
+/* Mixes the Gaussian into the width-weighted counts g of the direct symbols (their sums
+ * lower and upper): g[i] becomes (1 - share) g[i] + share G q[i] / Q, G the sum of g and q
+ * the Gaussian's mass on symbol i (Q its sum over the direct symbols), plus one so that no
+ * symbol gets a zero count. The sum stays within G + 2*HALF, inside weigh()'s 16 bits. */
+HOT void analog_mix(uint16_t *g, uint32_t *lower, uint32_t *upper, int ctx, int32_t pred,
+                    int32_t flip, int64_t pred_q, int32_t activity) {
+    const int32_t fraction = (int32_t)(pred_q - ((int64_t)pred << FRACTION_BITS)) + (1 << (FRACTION_BITS - 1));
+    const int32_t *edge = nw_code_edge + EDGE_PAD + pred;
+    const int32_t mu = edge[0] + fraction * ((edge[1] - edge[0]) >> EDGE_FRACTION);
+    int32_t sigma = nw_analog_scale[ctx] * activity;   /* Q6 x Q4 mean |residual| = 1/1024 code */
+    if (sigma < 205) sigma = 205;                      /* 0.2 code */
+    const int32_t inverse = (PHI_STEPS << 24) / sigma;
+    uint32_t cdf[2 * HALF + 1];
+    /* The edge between symbols j-1 and j: a lower edge going up, an upper one going down. */
+    const int32_t *first = flip > 0 ? edge - HALF : edge + HALF + 1;
+    for (int j = 0; j <= 2 * HALF; j++) {
+        int64_t t = ((int64_t)flip * (first[flip * j] - mu) * inverse) >> 24;
+        cdf[j] = nw_phi[t < -PHI_HALF ? 0 : t > PHI_HALF ? 2 * PHI_HALF : t + PHI_HALF];
+    }
+    const uint32_t mass = cdf[2 * HALF] - cdf[0], share = nw_analog_share[ctx];
+    if (mass == 0) return;
+    const uint64_t scale = ((uint64_t)(share * (*lower + *upper)) << 16) / mass;
+    uint32_t lo = 0, up = 0;
+    for (int i = 0; i < 2 * HALF; i++) {
+        uint32_t q = (uint32_t)(((cdf[i + 1] - cdf[i]) * scale) >> 16);
+        g[i] = (uint16_t)(((g[i] * (256 - share) + q) >> 8) + 1);
+        if (i < HALF) lo += g[i]; else up += g[i];
+    }
+    *lower = lo;
+    *upper = up;
+}
+
 /* The coding half of one sample, shared by both block formats: from the prediction pred_q
  * (FRACTION_BITS fractional bits, clamped to the domain) it codes the residual (or decodes
  * it, or, for stored blocks, only follows it), then updates the counts and the activity.
  * Returns 0, or -1 on an impossible decoded value; *x_out receives the sample in domain
  * units as the decoder rebuilds it. */
-HOT int model_code(channel_state *s, coder *co, int pass, int16_t *value, int32_t max_error,
-                   const int grid, int64_t pred_q, int32_t *x_out) {
+HOT int model_code_with(channel_state *s, coder *co, int pass, int16_t *value, int32_t max_error,
+                        const int grid, int64_t pred_q, int32_t *x_out, const int analog) {
     const int32_t top = grid ? GRID_CODES - 1 : 65535;
     int32_t pred = (int32_t)((pred_q + (1 << (FRACTION_BITS - 1))) >> FRACTION_BITS);
     /* Mirror the residual so that the side the fractional prediction leans to is positive. */
@@ -409,6 +465,7 @@ HOT int model_code(channel_state *s, coder *co, int pass, int16_t *value, int32_
     uint16_t g[2 * HALF];
     uint32_t lower, upper;
     weigh(freq, width, g, &lower, &upper);
+    if (analog && grid && !max_error) analog_mix(g, &lower, &upper, ctx, pred, flip, pred_q, s->activity);
     /* The escape-side symbols take the same unit-width scale (1/128) as the direct ones. */
     const uint32_t f_neg = (freq[SYM_BIG_NEG] >> 1) + 1, f_pos = (freq[SYM_BIG_POS] >> 1) + 1, f_esc = (freq[SYM_ESCAPE] >> 1) + 1;
     const uint32_t middle = f_neg + lower;       /* cumulative count where residual 0 starts */
@@ -502,6 +559,12 @@ HOT int model_code(channel_state *s, coder *co, int pass, int16_t *value, int32_
     s->activity += ((mag << 4) - s->activity) >> ACT_SHIFT;
     *x_out = x;
     return 0;
+}
+
+/* The block formats' model: counts alone. */
+HOT int model_code(channel_state *s, coder *co, int pass, int16_t *value, int32_t max_error,
+                   const int grid, int64_t pred_q, int32_t *x_out) {
+    return model_code_with(s, co, pass, value, max_error, grid, pred_q, x_out, 0);
 }
 
 /* The NLMS step for a prediction error err_q (FRACTION_BITS fractional bits) over a history

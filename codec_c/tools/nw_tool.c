@@ -1,7 +1,9 @@
 /*
- * ./encode IN OUT and ./decode IN OUT: the challenge's programs. One source, built twice
- * (NW_TOOL_DECODE selects the direction), so both share the file handling and messages.
- * Their size counts in the challenge score: no dependencies beyond libc.
+ * ./encode IN OUT and ./decode IN OUT: the challenge's programs. Their byte sizes count in
+ * the challenge score, and the encoder and decoder share nearly all their code (model, range
+ * coder, WAV container, tables), so they are one binary: ./encode, which decodes when its
+ * first argument is -d, and ./decode, a two-line script (codec_c/tools/decode.sh) that runs
+ * `encode -d` from its own folder. No dependencies beyond libc.
  */
 #include "neurowire.h"
 
@@ -10,14 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef NW_TOOL_DECODE
-#define TOOL "decode"
-#else
-#define TOOL "encode"
-#endif
+static const char *tool = "encode";   /* which program the messages speak for */
 
 static int fail(const char *path, const char *why) {
-    fprintf(stderr, TOOL ": %s: %s\n", path, why);
+    fprintf(stderr, "%s: %s: %s\n", tool, path, why);
     return 1;
 }
 
@@ -42,30 +40,22 @@ static uint8_t *read_all(const char *path, size_t *len) {
 }
 
 int main(int argc, char **argv) {
+    const int decoding = argc > 1 && strcmp(argv[1], "-d") == 0;   /* (./-d names a file) */
+    if (decoding) { tool = "decode"; argv++; argc--; }
     if (argc != 3) {
-        fprintf(stderr, "usage: " TOOL " IN OUT\n");
+        fprintf(stderr, "usage: %s IN OUT\n", tool);
         return 2;
     }
     size_t in_len;
     uint8_t *in = read_all(argv[1], &in_len);
     if (!in) return fail(argv[1], strerror(errno));
-#ifdef NW_TOOL_DECODE
-    uint64_t size;
-    int64_t result = nw_file_original_size(in, in_len, &size);
-    size_t cap = result == NW_OK ? (size_t)size : 0;
-#else
-    int64_t result = NW_OK;
-    size_t cap = nw_file_bound(in_len);
-#endif
+    uint64_t size = 0;
+    int64_t result = decoding ? nw_file_original_size(in, in_len, &size) : NW_OK;
+    size_t cap = !decoding ? nw_file_bound(in_len) : result == NW_OK ? (size_t)size : 0;
     uint8_t *out = result == NW_OK ? malloc(cap ? cap : 1) : NULL;
     if (result == NW_OK && !out) result = NW_ERR_NOMEM;
-    if (result == NW_OK) {
-#ifdef NW_TOOL_DECODE
-        result = nw_file_decompress(in, in_len, out, cap);
-#else
-        result = nw_file_compress(in, in_len, out, cap);
-#endif
-    }
+    if (result == NW_OK)
+        result = decoding ? nw_file_decompress(in, in_len, out, cap) : nw_file_compress(in, in_len, out, cap);
     free(in);
     if (result < 0) { free(out); return fail(argv[1], nw_strerror((int)result)); }
     FILE *f = fopen(argv[2], "wb");

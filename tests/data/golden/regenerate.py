@@ -1,6 +1,8 @@
 """Writes the golden inputs and their encodings, streams in both block formats (version 1
-and the lane format). Run only for a deliberate format change (and then bump the version
-if streams written before no longer decode):
+and the lane format) and files in the current file format. Run only for a deliberate format
+change (and then bump the version if streams or files written before no longer decode).
+Files written by earlier file format versions (OLD_FILES) are kept as they are: they are
+what a decoder must still read.
 
     .venv/bin/python tests/data/golden/regenerate.py
 """
@@ -26,6 +28,10 @@ STREAMS = {
     "lanes_noise_3ch": (10, [False, True, False], LANES),
     "lanes_silence_5ch": (7, [False, False], LANES),
 }
+
+
+# Encodings by file format version 1 (samples as version 1 blocks) -> the input they hold.
+OLD_FILES = {"short_wav_v1": "short_wav", "text_v1": "text"}
 
 
 def stream_inputs():
@@ -61,7 +67,9 @@ def encode_stream(samples, block, keys, version):
 
 def main():
     manifest = {"format_version": codec.FORMAT_VERSION,
-                "lane_format_version": codec.LANE_FORMAT_VERSION, "streams": {}, "files": []}
+                "lane_format_version": codec.LANE_FORMAT_VERSION,
+                "file_format_version": codec.FILE_FORMAT_VERSION, "streams": {}, "files": [],
+                "old_files": OLD_FILES}
     for name, samples in stream_inputs().items():
         block, keys, version = STREAMS[name]
         np.save(HERE / f"{name}.npy", samples)
