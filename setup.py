@@ -12,4 +12,5 @@ PACKAGES = [f"{root}.{sub}" if sub else root
             for sub in [""] + find_packages(folder)
             + find_namespace_packages(folder, include=DATA_FOLDERS)]
 
-setup(package_dir=ROOTS, packages=PACKAGES, cffi_modules=["codec_c/build_ffi.py:ffibuilder"])
+setup(package_dir=ROOTS, packages=PACKAGES, cffi_modules=["codec_c/build_ffi.py:ffibuilder",
+                    "clients/build_sub_loop.py:ffibuilder"])

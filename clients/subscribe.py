@@ -279,7 +279,7 @@ def _run(args: argparse.Namespace) -> int:
                      block.samples], copy=False)
             if not args.quiet and now - last_status >= 5:
                 last_status = now
-                e2e = subscription.latency_ns["end_to_end"][-2000:]
+                e2e = subscription.recent_latency_ns("end_to_end", 2000)
                 print(f"{subscription.blocks} blocks, {subscription.samples} samples, "
                       f"{len(subscription.gaps)} gaps, {subscription.crc_errors} check failures"
                       f", end-to-end p50 {np.median(e2e) / 1e3 if e2e else 0:.0f} us",
