@@ -55,6 +55,24 @@ int nw_sub_decode(const nw_sub_codec *codec, nw_team *team, uint32_t groups,
                   nw_stream_decoder *const *decoders, const uint8_t *const *blobs,
                   const size_t *sizes, uint32_t n_samples, uint32_t channels, int16_t *out,
                   uint32_t *crc);
+typedef struct nw_sub_stream {
+    const uint8_t *topic;
+    size_t topic_len;
+    const uint8_t *group_suffix;
+    uint32_t groups, channels;
+    double rate;
+    int64_t epoch;
+    uint64_t next_seq, next_sample;
+    uint64_t dropped;
+    uint64_t codec_bytes;
+    nw_team *team;
+    nw_stream_decoder *const *decoders;
+} nw_sub_stream;
+#define NW_SUB_BLOCK_HEADER_BYTES ...
+#define NW_SUB_STAGES ...
+uint32_t nw_sub_run(const nw_sub_codec *codec, const nw_sub_batch *batch, uint32_t first,
+                    nw_sub_stream *stream, int16_t *out, uint64_t rows_cap, uint32_t *rows,
+                    uint8_t *keyframe, uint8_t *crc_bad, int64_t *stages, int *decode_status);
 void nw_sub_prepare(void);
 """
 

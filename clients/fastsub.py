@@ -19,7 +19,7 @@ import functools
 import numpy as np
 
 from neurowire.codec import MAX_BLOCK_SAMPLES, CorruptStreamError
-from neurowire.codec._codec import _error
+from neurowire.codec._codec import _error as codec_error
 
 _LIBZMQ_FUNCTIONS = {"msg_init": "zmq_msg_init", "msg_recv": "zmq_msg_recv",
                      "msg_data": "zmq_msg_data", "msg_size": "zmq_msg_size",
@@ -153,5 +153,57 @@ class NativeGroupDecoder:
                 self.channels, self._ffi.from_buffer("int16_t[]", out, require_writable=True),
                 self._crc)
         if status < 0:
-            raise _error(status)
+            raise codec_error(status)
         return out, self._crc[0]
+
+
+class FastStream:
+    """One stream's blocks decoded by the C fast path (nw_sub_run) as long as nothing about
+    them is unusual; the rest is left to Subscription's general path, and the tracker is the
+    judge of what is usual (the caller passes its position in and reads it back)."""
+
+    def __init__(self, native_decoder: NativeGroupDecoder, topic: bytes, header_bytes: bytes,
+                 header):
+        ffi, lib, _, self._codec, _ = _native()
+        self._ffi, self._lib = ffi, lib
+        self.channels = native_decoder.channels
+        # Kept referenced: the C struct points into them.
+        self._topic = ffi.from_buffer("uint8_t[]", topic)
+        self._suffix = ffi.new("uint8_t[]", bytes(header_bytes[lib.NW_SUB_BLOCK_HEADER_BYTES:])
+                               or b"\0")
+        stream = self.stream = ffi.new("nw_sub_stream *")
+        stream.topic, stream.topic_len = self._topic, len(topic)
+        stream.group_suffix = self._suffix
+        stream.groups, stream.channels = native_decoder.groups, native_decoder.channels
+        stream.rate = header.rate
+        stream.team, stream.decoders = native_decoder._team, native_decoder._pointers
+        self._native_decoder = native_decoder  # keeps the decoders (and team) alive
+        self._decode_status = ffi.new("int *")
+
+    def run(self, receiver: Receiver, first: int, messages: int, block_rows: int, epoch: int,
+            next_seq: int, next_sample: int):
+        """Decodes messages first.. while they are the stream's next ordinary blocks. Returns
+        (accepted, decode_status, samples, rows, keyframe, crc_bad, stages): arrays for the
+        accepted blocks; decode_status < 0 when the message after them failed to decode (its
+        decoders are reset and it is spent), else 0."""
+        ffi = self._ffi
+        stream = self.stream
+        stream.epoch, stream.next_seq, stream.next_sample = epoch, next_seq, next_sample
+        stream.codec_bytes = 0
+        out = np.empty((messages * block_rows, self.channels), dtype=np.int16)
+        rows = np.empty(messages, dtype=np.uint32)
+        flags = np.empty((2, messages), dtype=np.uint8)
+        stages = np.empty((messages, self._lib.NW_SUB_STAGES), dtype=np.int64)
+        decoder = self._native_decoder.decoder
+        with decoder._lock, decoder.team.lock:
+            accepted = self._lib.nw_sub_run(
+                self._codec, receiver._batch, first, stream,
+                ffi.from_buffer("int16_t[]", out, require_writable=True), out.shape[0],
+                ffi.from_buffer("uint32_t[]", rows, require_writable=True),
+                ffi.from_buffer("uint8_t[]", flags[0], require_writable=True),
+                ffi.from_buffer("uint8_t[]", flags[1], require_writable=True),
+                ffi.from_buffer("int64_t[]", stages, require_writable=True),
+                self._decode_status)
+        rows = rows[:accepted]
+        return (accepted, self._decode_status[0], out[:int(rows.sum())], rows,
+                flags[0, :accepted], flags[1, :accepted], stages[:accepted])

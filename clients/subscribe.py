@@ -15,8 +15,8 @@ import zmq
 
 from neurowire.wire import DEFAULT_LOSSLESS, DEFAULT_PUBLISH, Rejected, parse_block
 
-from .subscription import (FEEDS, Block, Gap, Subscription, _cpu_s, _view,  # noqa: F401
-                           feed_subscription, subscribe)
+from .subscription import (FEEDS, Block, Gap, Run, Subscription, _cpu_s,  # noqa: F401
+                           _view, feed_subscription, subscribe)
 from .writers import SampleWriter, Spool
 
 
@@ -110,7 +110,7 @@ def _until_limits(receive, args: argparse.Namespace):
             print(f"neurowire subscribe: no data yet after {now - started:.0f} s (is a daemon "
                   "running there, and a source streaming to it?)", file=sys.stderr)
         message = receive(timeout=0.2)
-        if message is not None:
+        if message:  # None or [] when nothing came
             received = True
             last_data = time.monotonic()
             yield message
@@ -260,23 +260,26 @@ def _run(args: argparse.Namespace) -> int:
 
     last_status = time.monotonic()
     try:
-        blocks = spool_then_blocks() if spool else _until_limits(subscription.receive, args)
-        for block in blocks:
+        # Batches of Runs (consecutive blocks of a stream in one array), one per wake-up;
+        # replayed spool blocks one at a time.
+        batches = (([block] for block in spool_then_blocks()) if spool
+                   else _until_limits(subscription.receive_batch, args))
+        for run in (run for batch in batches for run in batch):
             now = time.monotonic()
-            for gap in block.gaps:
+            for gap in run.gaps:
                 print(f"gap in {gap.stream}: samples {gap.start}..{gap.stop - 1} "
                       f"({gap.samples} samples, {gap.reason})", file=sys.stderr)
             if writer is not None:
-                writer.write(block)
+                writer.write(run)
             if outlets is not None:
-                outlets.write(block)
+                outlets.write(run)
             if republisher is not None:
                 republisher.send_multipart(
-                    [block.stream.encode() + b"\0",
-                     msgpack.packb({"stream": block.stream, "first": block.first_sample,
-                                    "n": block.samples.shape[0],
-                                    "ch": block.samples.shape[1], "rate": block.rate}),
-                     block.samples], copy=False)
+                    [run.stream.encode() + b"\0",
+                     msgpack.packb({"stream": run.stream, "first": run.first_sample,
+                                    "n": run.samples.shape[0],
+                                    "ch": run.samples.shape[1], "rate": run.rate}),
+                     run.samples], copy=False)
             if not args.quiet and now - last_status >= 5:
                 last_status = now
                 e2e = subscription.recent_latency_ns("end_to_end", 2000)
@@ -284,7 +287,7 @@ def _run(args: argparse.Namespace) -> int:
                       f"{len(subscription.gaps)} gaps, {subscription.crc_errors} check failures"
                       f", end-to-end p50 {np.median(e2e) / 1e3 if e2e else 0:.0f} us",
                       file=sys.stderr)
-            if args.until_sample and block.stop_sample >= args.until_sample and not spool:
+            if args.until_sample and run.stop_sample >= args.until_sample and not spool:
                 break
     except KeyboardInterrupt:
         pass

@@ -49,7 +49,7 @@ LATENCY_STAGES = ("ingest", "queue_compress", "publish", "delivery", "decode", "
 RECORDED_STAGES = (*LATENCY_STAGES, "compress")  # Block.latency_ns and latency_summary_us
 FEEDS = ("lossless", *WIRE_FEEDS)  # what `feed=` takes
 
-__all__ = ["Block", "Gap", "Subscription", "subscribe", "feed_subscription"]
+__all__ = ["Block", "Gap", "Run", "Subscription", "subscribe", "feed_subscription"]
 
 
 @dataclass(slots=True)
@@ -66,6 +66,44 @@ class Block:
     @property
     def stop_sample(self) -> int:
         return self.first_sample + self.samples.shape[0]
+
+
+@dataclass(slots=True)
+class Run:
+    """Consecutive blocks of one stream in one array, as `Subscription.receive_batch` hands
+    them out: rows are samples first_sample .. stop_sample - 1 with nothing missing between
+    the blocks; `gaps` are the ranges missed just before the first. Writers take a Run
+    wherever they take a Block; `blocks()` gives the Blocks themselves."""
+    stream: str
+    first_sample: int
+    samples: np.ndarray
+    rate: float
+    gaps: list
+    _blocks: list | None = None  # made already (a run of one block from the general path)
+    _seq: int = 0                # else, what makes them: the first block's seq,
+    _rows: np.ndarray | None = None      # each block's rows,
+    _keyframes: np.ndarray | None = None  # keyframe flags
+    _stages: np.ndarray | None = None     # and latencies (RECORDED_STAGES order)
+
+    @property
+    def stop_sample(self) -> int:
+        return self.first_sample + self.samples.shape[0]
+
+    @classmethod
+    def of(cls, block: Block) -> "Run":
+        return cls(block.stream, block.first_sample, block.samples, block.rate, block.gaps,
+                   [block])
+
+    def blocks(self) -> list[Block]:
+        if self._blocks is None:
+            starts = np.concatenate(([0], np.cumsum(self._rows, dtype=np.int64))).tolist()
+            self._blocks = [
+                Block(self.stream, self.first_sample + start, self.samples[start:stop],
+                      self.rate, self._seq + k, bool(key),
+                      dict(zip(RECORDED_STAGES, stages)), self.gaps if k == 0 else [])
+                for k, (start, stop, key, stages) in enumerate(zip(
+                    starts, starts[1:], self._keyframes.tolist(), self._stages.tolist()))]
+        return self._blocks
 
 
 def _same_samples(samples: np.ndarray, expected) -> bool:
@@ -90,13 +128,20 @@ def _view(frame) -> memoryview:
 class _StreamState:
     """A stream's decoders (one per channel group of the daemon's) and its tracker."""
 
-    def __init__(self, stream: str, header, team, tracker: SequenceTracker, native: bool):
+    def __init__(self, stream: str, header, team, tracker: SequenceTracker, native: bool,
+                 topic: bytes, header_bytes: bytes):
         from neurowire import codec
 
         self.groups = list(header.groups)
         self.decoder = codec.GroupDecoder(self.groups, team=team)
-        # The same decoders, called from C on frames a fastsub.Receiver holds.
-        self.native = fastsub.NativeGroupDecoder(self.decoder) if native else None
+        # The same decoders, called from C on frames a fastsub.Receiver holds: block by
+        # block (native), or for a run of ordinary blocks at a time (fast).
+        self.native = self.fast = None
+        if native:
+            self.native = fastsub.NativeGroupDecoder(self.decoder)
+            self.fast = fastsub.FastStream(self.native, topic, header_bytes, header)
+        self.block_rows = header.n_samples  # the last block's length: room for the next ones
+        self.rate = header.rate
         self.tracker = tracker
 
 
@@ -133,7 +178,11 @@ class Subscription:
         # Where an earlier run of this subscriber stopped ({stream: next sample index}, or one
         # index for every stream): what is missing since then is reported as a gap.
         self.resume_from = resume_from
-        self._latency_rows: list[tuple] = []  # per block, in RECORDED_STAGES order
+        # Latencies in RECORDED_STAGES order: a tuple per block from the general path, an
+        # array of rows per run from the fast path, in the order received.
+        self._latency: list = []
+        self._spent_decode = None  # (frame, status): a block the fast path failed to decode
+        self._by_topic: dict[bytes, _StreamState] = {}  # the fast path's way to a stream
         self._live_hwm = live_hwm
         self._socket_options = dict(socket_options or {})
         self.sock = None  # opened by open(), or by the first receive
@@ -233,22 +282,33 @@ class Subscription:
 
     def receive(self, timeout: float | None = None) -> Block | None:
         """Next decoded block, or None after `timeout` seconds without one."""
-        if self._ready:
-            return self._ready.popleft()
+        if not self._ready:
+            for run in self.receive_batch(timeout):
+                self._ready.extend(run.blocks())
+        return self._ready.popleft() if self._ready else None
+
+    def receive_batch(self, timeout: float | None = None) -> list[Run]:
+        """Every block of the next wake-up (all messages waiting then), as Runs of blocks that
+        follow on from each other; [] after `timeout` seconds without any. Cheaper per block
+        than receive(), which hands out the same blocks one by one."""
+        if self._ready:  # taken already, not yet handed out by receive()
+            runs = [Run.of(block) for block in self._ready]
+            self._ready.clear()
+            return runs
         if self.sock is None:
             self.open()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
-                return None
+                return []
             if self._receiver is None:
                 raw = self.receive_raw(remaining)
                 if raw is None:
-                    return None
+                    return []
                 block = self._handle(*raw)
                 if block is not None:
-                    return block
+                    return [Run.of(block)]
                 continue
             wait = 0.5 if remaining is None else min(0.5, remaining)
             taken = self._receiver.drain(max(1, int(wait * 1000)))
@@ -257,12 +317,83 @@ class Subscription:
                 continue
             if self.lossless:
                 self._grant(taken)
-            for message in range(taken):
-                block = self._handle_taken(message)
-                if block is not None:
-                    self._ready.append(block)
-            if self._ready:
-                return self._ready.popleft()
+            runs = self._handle_batch(taken)
+            if runs:
+                return runs
+
+    def _handle_batch(self, taken: int) -> list[Run]:
+        """The receiver's current batch: runs of a stream's ordinary blocks through the C fast
+        path, every other message through the general one (_handle_taken), in order."""
+        runs = []
+        message = 0
+        while message < taken:
+            state = self._fast_state(message)
+            if state is not None:
+                tracker = state.tracker
+                (accepted, status, samples, rows, keyframes, crc_bad,
+                 stages) = state.fast.run(self._receiver, message, taken - message,
+                                          state.block_rows, tracker.epoch, tracker.next_seq,
+                                          tracker.next_sample)
+                if accepted:
+                    runs.append(self._deliver_run(state, samples, rows, keyframes, crc_bad,
+                                                  stages))
+                    message += accepted
+                if status < 0:
+                    self._spent_decode = (self._receiver.message_first[message] + 2, status)
+                elif accepted:
+                    continue
+            block = self._handle_taken(message)
+            self._spent_decode = None
+            if block is not None:
+                runs.append(Run.of(block))
+            message += 1
+        return runs
+
+    def _fast_state(self, message: int) -> _StreamState | None:
+        """The state of message `message`'s stream if the fast path may take it from there:
+        a stream seen before, its tracker in sync and following on."""
+        receiver = self._receiver
+        state = self._by_topic.get(receiver.frame(receiver.message_first[message]))
+        if state is None or state.fast is None:
+            return None
+        tracker = state.tracker
+        if not tracker.synced or tracker.next_seq is None or tracker.next_sample is None:
+            return None
+        return state
+
+    def _deliver_run(self, state: _StreamState, samples, rows, keyframes, crc_bad,
+                     stages) -> Run:
+        """Counts, checks and records a run the fast path decoded; moves its tracker on."""
+        tracker = state.tracker
+        fast = state.fast.stream
+        first_seq, first_sample = tracker.next_seq, tracker.next_sample
+        tracker.advance(fast.next_seq, fast.next_sample, fast.dropped)
+        self.blocks += len(rows)
+        self.samples += samples.shape[0]
+        self.bytes_in += fast.codec_bytes
+        self.crc_errors += int(np.count_nonzero(crc_bad))
+        state.block_rows = int(rows[-1])
+        if self.expected is not None:
+            self._verify_run(tracker.stream, first_sample, samples, rows)
+        if self.record_latency:
+            self._latency.append(stages)
+        return Run(tracker.stream, first_sample, samples, state.rate, [], None, first_seq, rows,
+                   keyframes, stages)
+
+    def _verify_run(self, stream: str, first: int, samples, rows) -> None:
+        """Compares a run with `expected` in one go; block by block only when it differs, so
+        mismatches count blocks as on the general path."""
+        if _same_samples(samples, self.expected(stream, first, samples.shape[0])):
+            self.verified_samples += samples.size
+            return
+        start = 0
+        for n in rows.tolist():
+            block = samples[start:start + n]
+            if _same_samples(block, self.expected(stream, first + start, n)):
+                self.verified_samples += block.size
+            else:
+                self.mismatches += 1
+            start += n
 
     def _idle(self) -> None:
         """Nothing came for a while: said once in the log if nothing ever answered; a
@@ -332,7 +463,7 @@ class Subscription:
             team = self._teams[threads] = codec.CodecTeam(threads)
         return team
 
-    def _state_for(self, stream: str, header) -> _StreamState:
+    def _state_for(self, stream: str, header, topic: bytes, header_bytes: bytes) -> _StreamState:
         """The stream's state; new decoders for a new stream or a restarted daemon (new
         epoch: its channel groups may differ), the tracker carried across."""
         state = self.states.get(stream)
@@ -344,9 +475,9 @@ class Subscription:
                 resume = (self.resume_from.get(stream) if isinstance(self.resume_from, dict)
                           else self.resume_from)
                 tracker = SequenceTracker(stream, resume)
-            state = _StreamState(stream, header, team, tracker,
-                                 native=self._receiver is not None)
-            self.states[stream] = state
+            state = _StreamState(stream, header, team, tracker, self._receiver is not None,
+                                 topic, header_bytes)
+            self.states[stream] = self._by_topic[topic] = state
         return state
 
     def _handle(self, frames, received_ns: int, deferred: bool = False) -> Block | None:
@@ -382,6 +513,11 @@ class Subscription:
         """(samples, CRC-32 of them); CodecError when the block does not decode. `blobs`:
         the codec frames, or the index of the first in the receiver's batch."""
         if isinstance(blobs, int):
+            if self._spent_decode is not None and self._spent_decode[0] == blobs:
+                # The fast path decoded it already and failed (the decoders are reset): the
+                # same outcome, not a second try from another state.
+                status, self._spent_decode = self._spent_decode[1], None
+                raise fastsub.codec_error(status)
             if n_blobs != state.native.groups:
                 state.decoder.reset()
                 raise CorruptStreamError(f"{n_blobs} blocks for {state.native.groups} channel "
@@ -405,7 +541,7 @@ class Subscription:
             stream = topic[:-1].decode() if topic.endswith(b"\0") else None
             if not stream:
                 raise Rejected("topic", f"{topic[:80]!r}")
-            state = self._state_for(stream, header)
+            state = self._state_for(stream, header, topic, header_bytes)
         except (Rejected, UnicodeDecodeError, ValueError) as error:
             # A header that cannot be read: no stream to charge the block to. The next good
             # block's sequence number shows the gap.
@@ -457,29 +593,51 @@ class Subscription:
                   header.published_ns - acquired, received_ns - header.published_ns,
                   decoded_ns - received_ns, decoded_ns - acquired, header.compress_ns)
         if self.record_latency:
-            self._latency_rows.append(stages)
+            self._latency.append(stages)
+        state.block_rows = n_samples
         latency = dict(zip(RECORDED_STAGES, stages))
         return Block(stream, first, samples, header.rate, header.seq, header.keyframe, latency,
                      gaps)
 
     # ---- reporting -------------------------------------------------------------------------
 
+    def _latency_table(self, last: int | None = None) -> np.ndarray:
+        """Recorded latencies as one (blocks, stages) int64 array; the last `last` only."""
+        parts, rows, pending = [], 0, []
+        for item in reversed(self._latency):
+            if isinstance(item, tuple):
+                pending.append(item)
+                rows += 1
+            else:
+                if pending:
+                    parts.append(np.asarray(pending[::-1], dtype=np.int64))
+                    pending = []
+                parts.append(item)
+                rows += len(item)
+            if last is not None and rows >= last:
+                break
+        if pending:
+            parts.append(np.asarray(pending[::-1], dtype=np.int64))
+        if not parts:
+            return np.empty((0, len(RECORDED_STAGES)), dtype=np.int64)
+        table = np.concatenate(parts[::-1])
+        return table if last is None else table[-last:]
+
     @property
     def latency_ns(self) -> dict[str, list[int]]:
         """Every recorded block's latency by stage (ns), in the order received."""
-        columns = zip(*self._latency_rows) if self._latency_rows else [()] * len(RECORDED_STAGES)
-        return {stage: list(values) for stage, values in zip(RECORDED_STAGES, columns)}
+        table = self._latency_table()
+        return {stage: table[:, column].tolist() for column, stage in enumerate(RECORDED_STAGES)}
 
     def recent_latency_ns(self, stage: str, blocks: int) -> list[int]:
         """The last `blocks` recorded latencies of one stage (ns)."""
-        column = RECORDED_STAGES.index(stage)
-        return [row[column] for row in self._latency_rows[-blocks:]]
+        return self._latency_table(blocks)[:, RECORDED_STAGES.index(stage)].tolist()
 
     def latency_summary_us(self) -> dict:
         summary = {}
-        if not self._latency_rows:
+        table = self._latency_table() / 1e3
+        if not len(table):
             return summary
-        table = np.asarray(self._latency_rows, dtype=np.float64) / 1e3
         for stage, data in zip(RECORDED_STAGES, table.T):
             summary[stage] = {"p50": float(np.percentile(data, 50)),
                               "p99": float(np.percentile(data, 99)),

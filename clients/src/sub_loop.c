@@ -3,7 +3,10 @@
 #include "sub_loop.h"
 
 #include <errno.h>
+#include <string.h>
 #include <time.h>
+
+#include "neurowire.h"
 
 /* libzmq 4.x ABI, declared here because pyzmq's wheel ships the library without zmq.h. */
 typedef struct { void *socket; int fd; short events; short revents; } zmq_pollitem;
@@ -133,4 +136,97 @@ int nw_sub_decode(const nw_sub_codec *codec, nw_team *team, uint32_t groups,
     }
     *crc = crc32_bytes((const uint8_t *)out, (size_t)n_samples * channels * sizeof *out);
     return NW_OK;
+}
+
+/* ---- the fast path: a stream's ordinary blocks ------------------------------------------ */
+
+static uint32_t get_u32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t get_u64(const uint8_t *p) { return get_u32(p) | (uint64_t)get_u32(p + 4) << 32; }
+
+/* The block header's fields (neurowire.wire's BLOCK layout) the fast path reads. */
+typedef struct {
+    uint32_t n_samples, crc;
+    int keyframe;
+    uint64_t seq, first, dropped;
+    int64_t epoch, t_acq, t_recv, t_comp, compress_ns, t_pub;
+} block_header;
+
+/* Whether message m is the stream's next ordinary block; its header in *h when it is. */
+static int ordinary(const nw_sub_batch *batch, uint32_t m, const nw_sub_stream *s,
+                    block_header *h) {
+    const uint32_t k = batch->message_first[m];
+    if (batch->message_first[m + 1] - k != 2 + s->groups || batch->excess[m]) return 0;
+    if (batch->size[k] != s->topic_len || memcmp(batch->data[k], s->topic, s->topic_len))
+        return 0;
+    const uint8_t *p = batch->data[k + 1];
+    const size_t suffix = 4 * (size_t)s->groups;
+    if (batch->size[k + 1] != NW_SUB_BLOCK_HEADER_BYTES + suffix) return 0;
+    if (p[0] != 'N' || p[1] != 'W' || p[2] != 2 || p[3] != 2) return 0;  /* v2 block */
+    if (get_u32(p + 4) != s->channels || p[12] != (s->groups & 0xFF)
+        || p[13] != (s->groups >> 8) || memcmp(p + NW_SUB_BLOCK_HEADER_BYTES, s->group_suffix, suffix))
+        return 0;
+    double rate;
+    uint64_t rate_bits = get_u64(p + 40);
+    memcpy(&rate, &rate_bits, sizeof rate);
+    h->n_samples = get_u32(p + 8);
+    h->seq = get_u64(p + 16);
+    h->epoch = (int64_t)get_u64(p + 24);
+    h->first = get_u64(p + 32);
+    if (rate != s->rate || h->epoch != s->epoch || h->seq != s->next_seq
+        || h->first != s->next_sample || h->seq > INT64_MAX || h->first > INT64_MAX
+        || h->n_samples < 1 || h->n_samples > NW_MAX_BLOCK_SAMPLES)
+        return 0;
+    h->keyframe = p[14] & 1;
+    h->crc = get_u32(p + 52);
+    h->t_acq = (int64_t)get_u64(p + 56);
+    h->t_recv = (int64_t)get_u64(p + 64);
+    h->t_comp = (int64_t)get_u64(p + 72);
+    h->compress_ns = (int64_t)get_u64(p + 80);
+    h->dropped = get_u64(p + 88);
+    h->t_pub = (int64_t)get_u64(p + 96);
+    return 1;
+}
+
+uint32_t nw_sub_run(const nw_sub_codec *codec, const nw_sub_batch *batch, uint32_t first,
+                    nw_sub_stream *stream, int16_t *out, uint64_t rows_cap, uint32_t *rows,
+                    uint8_t *keyframe, uint8_t *crc_bad, int64_t *stages, int *decode_status) {
+    uint32_t accepted = 0;
+    uint64_t used = 0;
+    block_header h;
+    *decode_status = 0;
+    for (uint32_t m = first; m < batch->messages; m++) {
+        if (!ordinary(batch, m, stream, &h) || h.n_samples > rows_cap - used) break;
+        const uint32_t k = batch->message_first[m] + 2;
+        int16_t *rows_at = out + used * stream->channels;
+        uint32_t crc;
+        int status = nw_sub_decode(codec, stream->team, stream->groups, stream->decoders,
+                                   batch->data + k, batch->size + k, h.n_samples,
+                                   stream->channels, rows_at, &crc);
+        if (status != NW_OK) {
+            *decode_status = status;
+            break;
+        }
+        const int64_t decoded_ns = now_ns(), received_ns = batch->received_ns[m];
+        int64_t *stage = stages + (size_t)accepted * NW_SUB_STAGES;
+        stage[0] = h.t_recv - h.t_acq;
+        stage[1] = h.t_comp - h.t_recv;
+        stage[2] = h.t_pub - h.t_acq;
+        stage[3] = received_ns - h.t_pub;
+        stage[4] = decoded_ns - received_ns;
+        stage[5] = decoded_ns - h.t_acq;
+        stage[6] = h.compress_ns;
+        rows[accepted] = h.n_samples;
+        keyframe[accepted] = (uint8_t)h.keyframe;
+        crc_bad[accepted] = crc != h.crc;
+        stream->next_seq = h.seq + 1;
+        stream->next_sample = h.first + h.n_samples;
+        stream->dropped = h.dropped;
+        stream->codec_bytes += batch->tail_bytes[m];
+        used += h.n_samples;
+        accepted++;
+    }
+    return accepted;
 }

@@ -76,6 +76,39 @@ int nw_sub_decode(const nw_sub_codec *codec, nw_team *team, uint32_t groups,
                   const size_t *sizes, uint32_t n_samples, uint32_t channels, int16_t *out,
                   uint32_t *crc);
 
+/* One stream as the fast path sees it: where its tracker stands and what every ordinary
+ * block of it repeats. Filled from Python (Subscription) before nw_sub_run, read back after. */
+typedef struct nw_sub_stream {
+    const uint8_t *topic;          /* "<stream>\0" */
+    size_t topic_len;
+    const uint8_t *group_suffix;   /* the header's u32 per group, as the stream's first block */
+    uint32_t groups, channels;
+    double rate;
+    int64_t epoch;
+    uint64_t next_seq, next_sample;  /* advanced past each accepted block */
+    uint64_t dropped;                /* the last accepted block's */
+    uint64_t codec_bytes;            /* bytes of the accepted blocks' codec frames, added */
+    nw_team *team;
+    nw_stream_decoder *const *decoders;
+} nw_sub_stream;
+
+#define NW_SUB_BLOCK_HEADER_BYTES 104   /* neurowire.wire.BLOCK.size */
+#define NW_SUB_STAGES 7                 /* latency stages per block (Subscription.RECORDED_STAGES) */
+
+/* Decodes messages `first`.. of the batch into consecutive rows of `out` (rows_cap rows of
+ * the stream's channels) for as long as each is the stream's next block with nothing unusual
+ * about it: this topic, a well-formed header of this epoch, channel groups and rate, seq and
+ * first sample following on, the right frames, room left. Per accepted block k: rows[k],
+ * keyframe[k], crc_bad[k] (CRC-32 of the decoded rows differs from the header's) and
+ * NW_SUB_STAGES latencies in stages[k * NW_SUB_STAGES] (ns: ingest, queue_compress, publish,
+ * delivery, decode, end_to_end, compress).
+ * Returns the number of blocks accepted. The message after them is left for the caller's
+ * general path, unless it failed to decode: then *decode_status is the codec's negative
+ * status (its decoders were reset, the message is spent), else 0. */
+uint32_t nw_sub_run(const nw_sub_codec *codec, const nw_sub_batch *batch, uint32_t first,
+                    nw_sub_stream *stream, int16_t *out, uint64_t rows_cap, uint32_t *rows,
+                    uint8_t *keyframe, uint8_t *crc_bad, int64_t *stages, int *decode_status);
+
 /* Builds the CRC table; call once before any other function (not thread-safe itself). */
 void nw_sub_prepare(void);
 
