@@ -71,8 +71,14 @@ typedef struct nw_sub_stream {
 #define NW_SUB_BLOCK_HEADER_BYTES ...
 #define NW_SUB_STAGES ...
 uint32_t nw_sub_run(const nw_sub_codec *codec, const nw_sub_batch *batch, uint32_t first,
-                    nw_sub_stream *stream, int16_t *out, uint64_t rows_cap, uint32_t *rows,
-                    uint8_t *keyframe, uint8_t *crc_bad, int64_t *stages, int *decode_status);
+                    nw_sub_stream *stream, int16_t *out, uint64_t rows_cap, uint32_t max_blocks,
+                    uint32_t *rows, uint8_t *keyframe, uint8_t *crc_bad, int64_t *stages,
+                    int *decode_status);
+uint32_t nw_sub_gather(const nw_sub_zmq *zmq, void *socket, const nw_sub_codec *codec,
+                       nw_sub_batch *batch, nw_sub_stream *stream, int64_t deadline_ns,
+                       int16_t *out, uint64_t rows_cap, uint32_t max_blocks, uint32_t *rows,
+                       uint8_t *keyframe, uint8_t *crc_bad, int64_t *stages,
+                       int *decode_status, uint32_t *leftover, int *drain_status);
 void nw_sub_prepare(void);
 """
 

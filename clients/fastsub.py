@@ -109,6 +109,11 @@ class Receiver:
             return 0  # back to Python, where the signal's handler runs
         raise zmq.ZMQError(-taken)
 
+    @property
+    def messages(self) -> int:
+        """Messages in the current batch."""
+        return self._batch.messages
+
     def frame(self, k: int) -> bytes:
         """A copy of frame k of the current batch."""
         return self._ffi.buffer(self.data[k], self.size[k])[:]
@@ -178,7 +183,35 @@ class FastStream:
         stream.rate = header.rate
         stream.team, stream.decoders = native_decoder._team, native_decoder._pointers
         self._native_decoder = native_decoder  # keeps the decoders (and team) alive
-        self._decode_status = ffi.new("int *")
+        self._status, self._drain_status = ffi.new("int *"), ffi.new("int *")
+        self._leftover = ffi.new("uint32_t *")
+
+    def _arrays(self, blocks: int, block_rows: int):
+        """Room for `blocks` blocks: samples, rows, flags (keyframe, crc_bad), stages; and the
+        C views of them."""
+        ffi = self._ffi
+        out = np.empty((blocks * block_rows, self.channels), dtype=np.int16)
+        rows = np.empty(blocks, dtype=np.uint32)
+        flags = np.empty((2, blocks), dtype=np.uint8)
+        stages = np.empty((blocks, self._lib.NW_SUB_STAGES), dtype=np.int64)
+        views = (ffi.from_buffer("int16_t[]", out, require_writable=True), out.shape[0],
+                 blocks, ffi.from_buffer("uint32_t[]", rows, require_writable=True),
+                 ffi.from_buffer("uint8_t[]", flags[0], require_writable=True),
+                 ffi.from_buffer("uint8_t[]", flags[1], require_writable=True),
+                 ffi.from_buffer("int64_t[]", stages, require_writable=True))
+        return (out, rows, flags, stages), views
+
+    def _start(self, epoch: int, next_seq: int, next_sample: int) -> None:
+        stream = self.stream
+        stream.epoch, stream.next_seq, stream.next_sample = epoch, next_seq, next_sample
+        stream.codec_bytes = 0
+
+    @staticmethod
+    def _accepted(arrays, accepted: int):
+        out, rows, flags, stages = arrays
+        rows = rows[:accepted]
+        return (out[:int(rows.sum())], rows, flags[0, :accepted], flags[1, :accepted],
+                stages[:accepted])
 
     def run(self, receiver: Receiver, first: int, messages: int, block_rows: int, epoch: int,
             next_seq: int, next_sample: int):
@@ -186,24 +219,26 @@ class FastStream:
         (accepted, decode_status, samples, rows, keyframe, crc_bad, stages): arrays for the
         accepted blocks; decode_status < 0 when the message after them failed to decode (its
         decoders are reset and it is spent), else 0."""
-        ffi = self._ffi
-        stream = self.stream
-        stream.epoch, stream.next_seq, stream.next_sample = epoch, next_seq, next_sample
-        stream.codec_bytes = 0
-        out = np.empty((messages * block_rows, self.channels), dtype=np.int16)
-        rows = np.empty(messages, dtype=np.uint32)
-        flags = np.empty((2, messages), dtype=np.uint8)
-        stages = np.empty((messages, self._lib.NW_SUB_STAGES), dtype=np.int64)
+        self._start(epoch, next_seq, next_sample)
+        arrays, views = self._arrays(messages, block_rows)
         decoder = self._native_decoder.decoder
         with decoder._lock, decoder.team.lock:
-            accepted = self._lib.nw_sub_run(
-                self._codec, receiver._batch, first, stream,
-                ffi.from_buffer("int16_t[]", out, require_writable=True), out.shape[0],
-                ffi.from_buffer("uint32_t[]", rows, require_writable=True),
-                ffi.from_buffer("uint8_t[]", flags[0], require_writable=True),
-                ffi.from_buffer("uint8_t[]", flags[1], require_writable=True),
-                ffi.from_buffer("int64_t[]", stages, require_writable=True),
-                self._decode_status)
-        rows = rows[:accepted]
-        return (accepted, self._decode_status[0], out[:int(rows.sum())], rows,
-                flags[0, :accepted], flags[1, :accepted], stages[:accepted])
+            accepted = self._lib.nw_sub_run(self._codec, receiver._batch, first, self.stream,
+                                            *views, self._status)
+        return (accepted, self._status[0], *self._accepted(arrays, accepted))
+
+    def gather(self, receiver: Receiver, deadline_ns: int, max_blocks: int, block_rows: int,
+               epoch: int, next_seq: int, next_sample: int):
+        """run() on the messages as they arrive, until deadline_ns (time.monotonic_ns), or
+        max_blocks, or a message the fast path leaves alone, or a socket error. Returns
+        (accepted, decode_status, samples, rows, keyframe, crc_bad, stages, leftover,
+        drain_status): messages leftover.. of the receiver's batch are the caller's."""
+        self._start(epoch, next_seq, next_sample)
+        arrays, views = self._arrays(max_blocks, block_rows)
+        decoder = self._native_decoder.decoder
+        with decoder._lock, decoder.team.lock:
+            accepted = self._lib.nw_sub_gather(
+                receiver._zmq, receiver._socket, self._codec, receiver._batch, self.stream,
+                deadline_ns, *views, self._status, self._leftover, self._drain_status)
+        return (accepted, self._status[0], *self._accepted(arrays, accepted),
+                self._leftover[0], self._drain_status[0])

@@ -5,6 +5,7 @@ callers of `neurowire.clients.subscribe.subscribe`)."""
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -70,6 +71,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--max-gap-s", type=float, default=60.0,
                         help="with --npy / --wav-dir: a gap longer than this many seconds "
                              "ends the file instead of filling it with zeros")
+    parser.add_argument("--batch-ms", type=float, default=10.0, metavar="MS",
+                        help="hand decoded blocks to the writers (--npy, --lsl, ...) every this "
+                             "many ms (default %(default)s; 0: as each wake-up brings them). "
+                             "Blocks are decoded, checked and timed as they arrive either way; "
+                             "batching saves the work per wake-up")
     parser.add_argument("--quiet", action="store_true")
     return parser
 
@@ -262,8 +268,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         # Batches of Runs (consecutive blocks of a stream in one array), one per wake-up;
         # replayed spool blocks one at a time.
-        batches = (([block] for block in spool_then_blocks()) if spool
-                   else _until_limits(subscription.receive_batch, args))
+        batches = (([block] for block in spool_then_blocks()) if spool else _until_limits(
+            functools.partial(subscription.receive_batch, gather=args.batch_ms / 1e3), args))
         for run in (run for batch in batches for run in batch):
             now = time.monotonic()
             for gap in run.gaps:

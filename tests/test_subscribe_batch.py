@@ -2,6 +2,7 @@
 per-block pyzmq path, on real ZeroMQ sockets: the same blocks, samples, gaps and counts, for
 ordinary runs and for every kind of trouble inside a batch."""
 
+import threading
 import time
 
 import numpy as np
@@ -17,6 +18,12 @@ from helpers import published_block  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not fastsub.available(),
                                 reason="the C receive loop needs Linux and a built module")
+
+
+def send_paced(pub, messages, pause=0.0005):
+    for message in messages:
+        pub.send_multipart(message)
+        time.sleep(pause)
 
 
 def scripted_messages():
@@ -62,12 +69,13 @@ def scripted_messages():
     return messages, {"imp": rows, "imp2": rows2}
 
 
-def received(subscription, batched: bool):
-    """Everything the subscription yields until nothing comes for a second."""
+def received(subscription, mode: str):
+    """Everything the subscription yields until nothing comes for a second: by batches
+    (`gather`ing for 50 ms or not), or block by block."""
     blocks, runs = [], []
     while True:
-        if batched:
-            got = subscription.receive_batch(timeout=1.0)
+        if mode != "block":
+            got = subscription.receive_batch(timeout=1.0, gather=0.05 if mode == "gather" else 0)
             if not got:
                 return blocks, runs
             runs += got
@@ -83,10 +91,12 @@ def comparable(report):
     return {k: v for k, v in report.items() if k not in ("latency_us", "cpu_s")}
 
 
-def test_batched_path_matches_the_per_block_path(context):
-    """Three live subscribers of one PUB socket (C batches through receive_batch, C batches
-    through receive, pyzmq block by block) see the same scripted messages sent in one burst,
-    so each wake-up of the batched ones finds many waiting."""
+@pytest.mark.parametrize("paced", [False, True], ids=["burst", "paced"])
+def test_batched_path_matches_the_per_block_path(context, paced):
+    """Four live subscribers of one PUB socket (C batches through receive_batch, gathering or
+    not, C batches through receive, pyzmq block by block) see the same scripted messages:
+    sent in one burst, each wake-up of the batched ones finds many waiting; paced, the
+    gathering one takes them as they come."""
     pub = context.socket(zmq.PUB)
     pub.sndhwm = 0
     port = pub.bind_to_random_port("tcp://127.0.0.1")
@@ -100,17 +110,23 @@ def test_batched_path_matches_the_per_block_path(context):
 
     subscriptions = [Subscription(endpoint, context=context, live_hwm=0, native=native,
                                   record_latency=True, decode_threads=1, expected=expect)
-                     for native in (True, True, False)]
+                     for native in (True, True, False, True)]
+    modes = ("batch", "block", "block", "gather")
     try:
         for subscription in subscriptions:
             subscription.open()
-        assert [s._receiver is not None for s in subscriptions] == [True, True, False]
+        assert [s._receiver is not None for s in subscriptions] == [True, True, False, True]
         time.sleep(0.5)  # the subscriptions reach the PUB socket
-        for message in messages:
+        if paced:
+            threading.Thread(target=send_paced, args=(pub, messages), daemon=True).start()
+            gathered = received(subscriptions[3], "gather")  # while they come
+        for message in [] if paced else messages:
             pub.send_multipart(message)
-        time.sleep(0.5)  # all of it waits in the subscribers' sockets
+        time.sleep(2.0 if paced else 0.5)  # all of it waits in the other sockets
+        if not paced:
+            gathered = received(subscriptions[3], "gather")
         (batch_blocks, runs), (native_blocks, _), (plain_blocks, _) = [
-            received(s, batched) for s, batched in zip(subscriptions, (True, False, False))]
+            received(s, mode) for s, mode in zip(subscriptions[:3], modes)]
     finally:
         for subscription in subscriptions:
             subscription.close()
@@ -122,8 +138,9 @@ def test_batched_path_matches_the_per_block_path(context):
 
     assert [key(b) for b in batch_blocks] == [key(b) for b in plain_blocks]
     assert [key(b) for b in native_blocks] == [key(b) for b in plain_blocks]
+    assert [key(b) for b in gathered[0]] == [key(b) for b in plain_blocks]
     reports = [comparable(s.report()) for s in subscriptions]
-    assert reports[0] == reports[2] and reports[1] == reports[2]
+    assert reports[0] == reports[1] == reports[2] == reports[3]
     plain = reports[2]
     # The trouble was seen, and counted, not passed on.
     assert plain["decode_errors"] == 5  # damaged frame, truncated header, missing frame,
@@ -138,6 +155,7 @@ def test_batched_path_matches_the_per_block_path(context):
         ("imp", 400, 410, "delivery")]
     # The C path took runs of many blocks (the point of it), with the same latencies.
     assert max(len(run.blocks()) for run in runs) >= 5
+    assert max(len(run.blocks()) for run in gathered[1]) >= 5
     latencies = [s.latency_ns for s in subscriptions]
     assert latencies[0]["compress"] == latencies[2]["compress"]
     assert len(latencies[0]["end_to_end"]) == len(latencies[2]["end_to_end"]) == plain["blocks"]

@@ -12,11 +12,13 @@
 typedef struct { void *socket; int fd; short events; short revents; } zmq_pollitem;
 enum { ZMQ_DONTWAIT = 1, ZMQ_POLLIN = 1 };
 
-static int64_t now_ns(void) {
+static int64_t clock_ns(clockid_t clock) {
     struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
+    clock_gettime(clock, &now);
     return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
 }
+
+static int64_t now_ns(void) { return clock_ns(CLOCK_REALTIME); }
 
 static void *frame_slot(nw_sub_batch *batch, uint32_t k) {
     return batch->msgs + (size_t)k * NW_SUB_MSG_BYTES;
@@ -191,13 +193,14 @@ static int ordinary(const nw_sub_batch *batch, uint32_t m, const nw_sub_stream *
 }
 
 uint32_t nw_sub_run(const nw_sub_codec *codec, const nw_sub_batch *batch, uint32_t first,
-                    nw_sub_stream *stream, int16_t *out, uint64_t rows_cap, uint32_t *rows,
-                    uint8_t *keyframe, uint8_t *crc_bad, int64_t *stages, int *decode_status) {
+                    nw_sub_stream *stream, int16_t *out, uint64_t rows_cap, uint32_t max_blocks,
+                    uint32_t *rows, uint8_t *keyframe, uint8_t *crc_bad, int64_t *stages,
+                    int *decode_status) {
     uint32_t accepted = 0;
     uint64_t used = 0;
     block_header h;
     *decode_status = 0;
-    for (uint32_t m = first; m < batch->messages; m++) {
+    for (uint32_t m = first; m < batch->messages && accepted < max_blocks; m++) {
         if (!ordinary(batch, m, stream, &h) || h.n_samples > rows_cap - used) break;
         const uint32_t k = batch->message_first[m] + 2;
         int16_t *rows_at = out + used * stream->channels;
@@ -228,5 +231,42 @@ uint32_t nw_sub_run(const nw_sub_codec *codec, const nw_sub_batch *batch, uint32
         used += h.n_samples;
         accepted++;
     }
+    return accepted;
+}
+
+uint32_t nw_sub_gather(const nw_sub_zmq *zmq, void *socket, const nw_sub_codec *codec,
+                       nw_sub_batch *batch, nw_sub_stream *stream, int64_t deadline_ns,
+                       int16_t *out, uint64_t rows_cap, uint32_t max_blocks, uint32_t *rows,
+                       uint8_t *keyframe, uint8_t *crc_bad, int64_t *stages,
+                       int *decode_status, uint32_t *leftover, int *drain_status) {
+    const uint32_t message_cap = batch->message_cap;
+    uint32_t accepted = 0;
+    uint64_t used = 0;
+    *decode_status = *drain_status = 0;
+    *leftover = 0;
+    while (accepted < max_blocks) {
+        const int64_t left_ns = deadline_ns - clock_ns(CLOCK_MONOTONIC);
+        if (left_ns <= 0) break;
+        /* No more messages than blocks may still be accepted: none is left over for room. */
+        batch->message_cap = message_cap < max_blocks - accepted ? message_cap
+                                                                 : max_blocks - accepted;
+        int taken = nw_sub_drain(zmq, socket, (long)((left_ns + 999999) / 1000000), batch);
+        batch->message_cap = message_cap;
+        if (taken <= 0) {
+            *drain_status = taken;
+            break;
+        }
+        uint32_t got = nw_sub_run(codec, batch, 0, stream, out + used * stream->channels,
+                                  rows_cap - used, max_blocks - accepted, rows + accepted,
+                                  keyframe + accepted, crc_bad + accepted,
+                                  stages + (size_t)accepted * NW_SUB_STAGES, decode_status);
+        for (uint32_t k = 0; k < got; k++) used += rows[accepted + k];
+        accepted += got;
+        if (got < (uint32_t)taken) {
+            *leftover = got;
+            return accepted;
+        }
+    }
+    *leftover = batch->messages;  /* all taken: nothing left over */
     return accepted;
 }

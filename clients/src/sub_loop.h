@@ -96,8 +96,8 @@ typedef struct nw_sub_stream {
 #define NW_SUB_STAGES 7                 /* latency stages per block (Subscription.RECORDED_STAGES) */
 
 /* Decodes messages `first`.. of the batch into consecutive rows of `out` (rows_cap rows of
- * the stream's channels) for as long as each is the stream's next block with nothing unusual
- * about it: this topic, a well-formed header of this epoch, channel groups and rate, seq and
+ * the stream's channels), at most max_blocks, for as long as each is the stream's next block
+ * with nothing unusual about it: this topic, a well-formed header of this epoch, channel groups and rate, seq and
  * first sample following on, the right frames, room left. Per accepted block k: rows[k],
  * keyframe[k], crc_bad[k] (CRC-32 of the decoded rows differs from the header's) and
  * NW_SUB_STAGES latencies in stages[k * NW_SUB_STAGES] (ns: ingest, queue_compress, publish,
@@ -106,8 +106,22 @@ typedef struct nw_sub_stream {
  * general path, unless it failed to decode: then *decode_status is the codec's negative
  * status (its decoders were reset, the message is spent), else 0. */
 uint32_t nw_sub_run(const nw_sub_codec *codec, const nw_sub_batch *batch, uint32_t first,
-                    nw_sub_stream *stream, int16_t *out, uint64_t rows_cap, uint32_t *rows,
-                    uint8_t *keyframe, uint8_t *crc_bad, int64_t *stages, int *decode_status);
+                    nw_sub_stream *stream, int16_t *out, uint64_t rows_cap, uint32_t max_blocks,
+                    uint32_t *rows, uint8_t *keyframe, uint8_t *crc_bad, int64_t *stages,
+                    int *decode_status);
+
+/* nw_sub_run on every message as it arrives, drain after drain, until `deadline_ns`
+ * (CLOCK_MONOTONIC), `max_blocks` accepted, no room for another block, or a message the
+ * fast path leaves alone: the latter, and what came with it, stay in the batch from
+ * *leftover on (batch->messages of them in all). Decoding still happens on arrival; only
+ * the return to the caller waits, which saves the caller's work per wake-up.
+ * Returns the blocks accepted (arrays as nw_sub_run's); *drain_status is nw_sub_drain's
+ * error if one ended it, else 0. */
+uint32_t nw_sub_gather(const nw_sub_zmq *zmq, void *socket, const nw_sub_codec *codec,
+                       nw_sub_batch *batch, nw_sub_stream *stream, int64_t deadline_ns,
+                       int16_t *out, uint64_t rows_cap, uint32_t max_blocks, uint32_t *rows,
+                       uint8_t *keyframe, uint8_t *crc_bad, int64_t *stages,
+                       int *decode_status, uint32_t *leftover, int *drain_status);
 
 /* Builds the CRC table; call once before any other function (not thread-safe itself). */
 void nw_sub_prepare(void);
