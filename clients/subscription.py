@@ -342,6 +342,9 @@ class Subscription:
         # A lossless subscriber grants credit only after this returns: no more blocks than
         # it grants at a time, so the daemon never waits for us.
         max_blocks = max(1, self.credit_window // 2) if self.lossless else 1024
+        # Room for twice the blocks the stream's rate brings in that time, not more: the
+        # arrays are made for every call.
+        max_blocks = min(max_blocks, 8 + int(2 * seconds * state.rate / state.block_rows))
         (accepted, status, samples, rows, keyframes, crc_bad, stages, leftover,
          drain_status) = state.fast.gather(self._receiver,
                                            time.monotonic_ns() + int(seconds * 1e9),

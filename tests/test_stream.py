@@ -197,7 +197,13 @@ def thread_name(tid):
 
 def thread_affinities():
     """{thread id: CPUs it may run on} for every thread of this process (Linux)."""
-    return {int(task): os.sched_getaffinity(int(task)) for task in os.listdir("/proc/self/task")}
+    affinities = {}
+    for task in os.listdir("/proc/self/task"):
+        try:
+            affinities[int(task)] = os.sched_getaffinity(int(task))
+        except ProcessLookupError:
+            pass  # a thread (of an earlier test's objects) that ended meanwhile
+    return affinities
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task") or len(os.sched_getaffinity(0)) < 2,
