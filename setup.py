@@ -13,4 +13,5 @@ PACKAGES = [f"{root}.{sub}" if sub else root
             + find_namespace_packages(folder, include=DATA_FOLDERS)]
 
 setup(package_dir=ROOTS, packages=PACKAGES, cffi_modules=["codec_c/build_ffi.py:ffibuilder",
-                    "daemon/build_fastpath.py:ffibuilder"])
+                    "daemon/build_fastpath.py:ffibuilder",
+                    "clients/build_sub_loop.py:ffibuilder"])

@@ -5,6 +5,7 @@ callers of `neurowire.clients.subscribe.subscribe`)."""
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -15,8 +16,8 @@ import zmq
 
 from neurowire.wire import DEFAULT_LOSSLESS, DEFAULT_PUBLISH, Rejected, parse_block
 
-from .subscription import (FEEDS, Block, Gap, Subscription, _cpu_s, _view,  # noqa: F401
-                           feed_subscription, subscribe)
+from .subscription import (FEEDS, Block, Gap, Run, Subscription, _cpu_s,  # noqa: F401
+                           _view, feed_subscription, subscribe)
 from .writers import SampleWriter, Spool
 
 
@@ -70,6 +71,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--max-gap-s", type=float, default=60.0,
                         help="with --npy / --wav-dir: a gap longer than this many seconds "
                              "ends the file instead of filling it with zeros")
+    parser.add_argument("--batch-ms", type=float, default=10.0, metavar="MS",
+                        help="hand decoded blocks to the writers (--npy, --lsl, ...) every this "
+                             "many ms (default %(default)s; 0: as each wake-up brings them). "
+                             "Blocks are decoded, checked and timed as they arrive either way; "
+                             "batching saves the work per wake-up")
     parser.add_argument("--quiet", action="store_true")
     return parser
 
@@ -110,7 +116,7 @@ def _until_limits(receive, args: argparse.Namespace):
             print(f"neurowire subscribe: no data yet after {now - started:.0f} s (is a daemon "
                   "running there, and a source streaming to it?)", file=sys.stderr)
         message = receive(timeout=0.2)
-        if message is not None:
+        if message:  # None or [] when nothing came
             received = True
             last_data = time.monotonic()
             yield message
@@ -260,31 +266,34 @@ def _run(args: argparse.Namespace) -> int:
 
     last_status = time.monotonic()
     try:
-        blocks = spool_then_blocks() if spool else _until_limits(subscription.receive, args)
-        for block in blocks:
+        # Batches of Runs (consecutive blocks of a stream in one array), one per wake-up;
+        # replayed spool blocks one at a time.
+        batches = (([block] for block in spool_then_blocks()) if spool else _until_limits(
+            functools.partial(subscription.receive_batch, gather=args.batch_ms / 1e3), args))
+        for run in (run for batch in batches for run in batch):
             now = time.monotonic()
-            for gap in block.gaps:
+            for gap in run.gaps:
                 print(f"gap in {gap.stream}: samples {gap.start}..{gap.stop - 1} "
                       f"({gap.samples} samples, {gap.reason})", file=sys.stderr)
             if writer is not None:
-                writer.write(block)
+                writer.write(run)
             if outlets is not None:
-                outlets.write(block)
+                outlets.write(run)
             if republisher is not None:
                 republisher.send_multipart(
-                    [block.stream.encode() + b"\0",
-                     msgpack.packb({"stream": block.stream, "first": block.first_sample,
-                                    "n": block.samples.shape[0],
-                                    "ch": block.samples.shape[1], "rate": block.rate}),
-                     block.samples], copy=False)
+                    [run.stream.encode() + b"\0",
+                     msgpack.packb({"stream": run.stream, "first": run.first_sample,
+                                    "n": run.samples.shape[0],
+                                    "ch": run.samples.shape[1], "rate": run.rate}),
+                     run.samples], copy=False)
             if not args.quiet and now - last_status >= 5:
                 last_status = now
-                e2e = subscription.latency_ns["end_to_end"][-2000:]
+                e2e = subscription.recent_latency_ns("end_to_end", 2000)
                 print(f"{subscription.blocks} blocks, {subscription.samples} samples, "
                       f"{len(subscription.gaps)} gaps, {subscription.crc_errors} check failures"
                       f", end-to-end p50 {np.median(e2e) / 1e3 if e2e else 0:.0f} us",
                       file=sys.stderr)
-            if args.until_sample and block.stop_sample >= args.until_sample and not spool:
+            if args.until_sample and run.stop_sample >= args.until_sample and not spool:
                 break
     except KeyboardInterrupt:
         pass

@@ -16,8 +16,10 @@ is opened by `open()`, `with`, or the first receive.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+from collections import deque
 import resource
 import time
 import uuid
@@ -29,23 +31,29 @@ import msgpack
 import numpy as np
 import zmq
 
+from neurowire.codec import CodecError, CorruptStreamError
 from neurowire.wire import FEEDS as WIRE_FEEDS
 from neurowire.wire import (DEFAULT_LOSSLESS, DEFAULT_PUBLISH, Rejected, apply_curve,
                             is_feed_topic, parse_block, query, topic_for)
 
+from . import fastsub
 from .liveness import ConnectionWatch
 from .tracker import Gap, SequenceTracker
 
 log = logging.getLogger("neurowire.subscribe")
 
 _NOBLOCK = int(zmq.NOBLOCK)
+# Streams of fewer channels decode on the receiving thread alone: at 16 channels a block
+# decodes in ~10 us, less than waking a helper thread costs on a VM.
+PARALLEL_DECODE_CHANNELS = 256
 LATENCY_STAGES = ("ingest", "queue_compress", "publish", "delivery", "decode", "end_to_end")
+RECORDED_STAGES = (*LATENCY_STAGES, "compress")  # Block.latency_ns and latency_summary_us
 FEEDS = ("lossless", *WIRE_FEEDS)  # what `feed=` takes
 
-__all__ = ["Block", "Gap", "Subscription", "subscribe", "feed_subscription"]
+__all__ = ["Block", "Gap", "Run", "Subscription", "subscribe", "feed_subscription"]
 
 
-@dataclass
+@dataclass(slots=True)
 class Block:
     stream: str
     first_sample: int
@@ -61,6 +69,53 @@ class Block:
         return self.first_sample + self.samples.shape[0]
 
 
+@dataclass(slots=True)
+class Run:
+    """Consecutive blocks of one stream in one array, as `Subscription.receive_batch` hands
+    them out: rows are samples first_sample .. stop_sample - 1 with nothing missing between
+    the blocks; `gaps` are the ranges missed just before the first. Writers take a Run
+    wherever they take a Block; `blocks()` gives the Blocks themselves."""
+    stream: str
+    first_sample: int
+    samples: np.ndarray
+    rate: float
+    gaps: list
+    _blocks: list | None = None  # made already (a run of one block from the general path)
+    _seq: int = 0                # else, what makes them: the first block's seq,
+    _rows: np.ndarray | None = None      # each block's rows,
+    _keyframes: np.ndarray | None = None  # keyframe flags
+    _stages: np.ndarray | None = None     # and latencies (RECORDED_STAGES order)
+
+    @property
+    def stop_sample(self) -> int:
+        return self.first_sample + self.samples.shape[0]
+
+    @classmethod
+    def of(cls, block: Block) -> "Run":
+        return cls(block.stream, block.first_sample, block.samples, block.rate, block.gaps,
+                   [block])
+
+    def blocks(self) -> list[Block]:
+        if self._blocks is None:
+            starts = np.concatenate(([0], np.cumsum(self._rows, dtype=np.int64))).tolist()
+            self._blocks = [
+                Block(self.stream, self.first_sample + start, self.samples[start:stop],
+                      self.rate, self._seq + k, bool(key),
+                      dict(zip(RECORDED_STAGES, stages)), self.gaps if k == 0 else [])
+                for k, (start, stop, key, stages) in enumerate(zip(
+                    starts, starts[1:], self._keyframes.tolist(), self._stages.tolist()))]
+        return self._blocks
+
+
+def _same_samples(samples: np.ndarray, expected) -> bool:
+    """np.array_equal, by bytes when both are int16 arrays of one shape (a tenth of the
+    time at 16 channels, where the call itself was most of it)."""
+    if (type(expected) is np.ndarray and expected.dtype == samples.dtype
+            and expected.shape == samples.shape):
+        return samples.tobytes() == expected.tobytes()
+    return np.array_equal(samples, expected)
+
+
 def _cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -74,11 +129,20 @@ def _view(frame) -> memoryview:
 class _StreamState:
     """A stream's decoders (one per channel group of the daemon's) and its tracker."""
 
-    def __init__(self, stream: str, header, team, tracker: SequenceTracker):
+    def __init__(self, stream: str, header, team, tracker: SequenceTracker, native: bool,
+                 topic: bytes, header_bytes: bytes):
         from neurowire import codec
 
         self.groups = list(header.groups)
         self.decoder = codec.GroupDecoder(self.groups, team=team)
+        # The same decoders, called from C on frames a fastsub.Receiver holds: block by
+        # block (native), or for a run of ordinary blocks at a time (fast).
+        self.native = self.fast = None
+        if native:
+            self.native = fastsub.NativeGroupDecoder(self.decoder)
+            self.fast = fastsub.FastStream(self.native, topic, header_bytes, header)
+        self.block_rows = header.n_samples  # the last block's length: room for the next ones
+        self.rate = header.rate
         self.tracker = tracker
 
 
@@ -91,7 +155,7 @@ class Subscription:
                  expected: Callable[[str, int, int], np.ndarray] | None = None,
                  record_latency: bool = False, live_hwm: int = 4000,
                  resume_from: dict | int | None = None, socket_options: dict | None = None,
-                 decode_threads: int | None = None):
+                 decode_threads: int | None = None, native: bool | None = None):
         if isinstance(streams, str):
             streams = [streams]
         self.streams = list(streams) if streams else None
@@ -115,7 +179,12 @@ class Subscription:
         # Where an earlier run of this subscriber stopped ({stream: next sample index}, or one
         # index for every stream): what is missing since then is reported as a gap.
         self.resume_from = resume_from
-        self.latency_ns: dict[str, list[int]] = {stage: [] for stage in LATENCY_STAGES}
+        # Latencies in RECORDED_STAGES order: a tuple per block from the general path, an
+        # array of rows per run from the fast path, in the order received.
+        self._latency: list = []
+        self._spent_decode = None  # (frame, status): a block the fast path failed to decode
+        self._by_topic: dict[bytes, _StreamState] = {}  # the fast path's way to a stream
+        self._last_fast: _StreamState | None = None  # the stream it took last
         self._live_hwm = live_hwm
         self._socket_options = dict(socket_options or {})
         self.sock = None  # opened by open(), or by the first receive
@@ -126,7 +195,12 @@ class Subscription:
         self._cpu_start = _cpu_s()  # what building a reference table cost is not ours
         # Channel groups (one per daemon encoder thread) decode in parallel up to the CPUs.
         self._decode_threads = (os.cpu_count() or 1) if decode_threads is None else decode_threads
-        self._team = None  # the decoding threads, made with the first stream
+        self._teams: dict[int, object] = {}  # codec.CodecTeam by thread count, as needed
+        # receive() takes every waiting message per wake-up and decodes them in C
+        # (fastsub.py) where that runs; native=False keeps it on pyzmq, block by block.
+        self._native = fastsub.available() if native is None else native
+        self._receiver = None
+        self._ready: deque[Block] = deque()  # decoded, not yet returned by receive()
 
     def open(self) -> "Subscription":
         """Connect (asking `control` for the endpoint first, if given); the first receive
@@ -155,6 +229,8 @@ class Subscription:
         sock.connect(self.endpoint)
         self.sock = sock
         self._poll_list = [(sock, zmq.POLLIN)]
+        if self._native:
+            self._receiver = fastsub.Receiver(sock)
         if self.lossless:
             self._hello()
         return self
@@ -187,8 +263,8 @@ class Subscription:
         self._ungranted = 0
         self._send({"cmd": "hello", "streams": self.streams, "credit": self.credit_window})
 
-    def _grant(self) -> None:
-        self._ungranted += 1
+    def _grant(self, messages: int = 1) -> None:
+        self._ungranted += messages
         if self._ungranted >= self.credit_window // 2:
             self._send({"cmd": "credit", "n": self._ungranted})
             self._ungranted = 0
@@ -208,17 +284,175 @@ class Subscription:
 
     def receive(self, timeout: float | None = None) -> Block | None:
         """Next decoded block, or None after `timeout` seconds without one."""
+        if not self._ready:
+            for run in self.receive_batch(timeout):
+                self._ready.extend(run.blocks())
+        return self._ready.popleft() if self._ready else None
+
+    def receive_batch(self, timeout: float | None = None, gather: float = 0.0) -> list[Run]:
+        """Every block of the next wake-up (all messages waiting then), as Runs of blocks that
+        follow on from each other; [] after `timeout` seconds without any. Cheaper per block
+        than receive(), which hands out the same blocks one by one.
+
+        gather: keep taking a stream's blocks as they come, for up to this many seconds,
+        before handing them out (where the C fast path runs). Each is still decoded, checked
+        and timed on arrival; what the wait saves is the caller's work per wake-up."""
+        if self._ready:  # taken already, not yet handed out by receive()
+            runs = [Run.of(block) for block in self._ready]
+            self._ready.clear()
+            return runs
+        if self.sock is None:
+            self.open()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
-                return None
-            raw = self.receive_raw(remaining)
-            if raw is None:
-                return None
-            block = self._handle(*raw)
+                return []
+            if self._receiver is None:
+                raw = self.receive_raw(remaining)
+                if raw is None:
+                    return []
+                block = self._handle(*raw)
+                if block is not None:
+                    return [Run.of(block)]
+                continue
+            wait = 0.5 if remaining is None else min(0.5, remaining)
+            state = self._gather_state() if gather > 0 else None
+            if state is not None:
+                runs = self._gather(state, min(gather, wait))
+                if runs is None:
+                    self._idle()
+                elif runs:
+                    return runs
+                continue
+            taken = self._receiver.drain(max(1, int(wait * 1000)))
+            if not taken:
+                self._idle()
+                continue
+            if self.lossless:
+                self._grant(taken)
+            runs = self._handle_batch(taken)
+            if runs:
+                return runs
+
+    def _gather(self, state: _StreamState, seconds: float) -> list[Run] | None:
+        """receive_batch's `gather`: the stream's blocks for up to `seconds` through the C
+        fast path, then whatever it left alone; None when nothing came at all."""
+        tracker = state.tracker
+        # A lossless subscriber grants credit only after this returns: no more blocks than
+        # it grants at a time, so the daemon never waits for us.
+        max_blocks = max(1, self.credit_window // 2) if self.lossless else 1024
+        # Room for twice the blocks the stream's rate brings in that time, not more: the
+        # arrays are made for every call.
+        max_blocks = min(max_blocks, 8 + int(2 * seconds * state.rate / state.block_rows))
+        (accepted, status, samples, rows, keyframes, crc_bad, stages, leftover,
+         drain_status) = state.fast.gather(self._receiver,
+                                           time.monotonic_ns() + int(seconds * 1e9),
+                                           max_blocks, state.block_rows, tracker.epoch,
+                                           tracker.next_seq, tracker.next_sample)
+        taken = self._receiver.messages
+        if drain_status < 0 and -drain_status != errno.EINTR:
+            raise zmq.ZMQError(-drain_status)
+        if not accepted and leftover >= taken:
+            return None
+        if self.lossless:
+            self._grant(accepted + taken - leftover)
+        runs = [self._deliver_run(state, samples, rows, keyframes, crc_bad, stages)
+                ] if accepted else []
+        return runs + self._handle_batch(taken, leftover, status)
+
+    def _gather_state(self) -> _StreamState | None:
+        """The stream the fast path took last, if it may go on from where it stands."""
+        state = self._last_fast
+        if state is None or not state.tracker.synced or self.states.get(
+                state.tracker.stream) is not state:
+            return None
+        return state
+
+    def _handle_batch(self, taken: int, start: int = 0, spent: int = 0) -> list[Run]:
+        """Messages start.. of the receiver's current batch: runs of a stream's ordinary
+        blocks through the C fast path, every other message through the general one
+        (_handle_taken), in order. `spent`: the codec's status for message `start`, which
+        the fast path failed to decode already."""
+        runs = []
+        message = start
+        while message < taken:
+            state = None if spent else self._fast_state(message)
+            if state is not None:
+                tracker = state.tracker
+                (accepted, spent, samples, rows, keyframes, crc_bad,
+                 stages) = state.fast.run(self._receiver, message, taken - message,
+                                          state.block_rows, tracker.epoch, tracker.next_seq,
+                                          tracker.next_sample)
+                if accepted:
+                    runs.append(self._deliver_run(state, samples, rows, keyframes, crc_bad,
+                                                  stages))
+                    message += accepted
+                if not spent and accepted:
+                    continue
+            if spent:
+                self._spent_decode = (self._receiver.message_first[message] + 2, spent)
+                spent = 0
+            block = self._handle_taken(message)
+            self._spent_decode = None
             if block is not None:
-                return block
+                runs.append(Run.of(block))
+            message += 1
+        return runs
+
+    def _fast_state(self, message: int) -> _StreamState | None:
+        """The state of message `message`'s stream if the fast path may take it from there:
+        a stream seen before, its tracker in sync and following on."""
+        receiver = self._receiver
+        state = self._by_topic.get(receiver.frame(receiver.message_first[message]))
+        if state is None or state.fast is None:
+            return None
+        tracker = state.tracker
+        if not tracker.synced or tracker.next_seq is None or tracker.next_sample is None:
+            return None
+        return state
+
+    def _deliver_run(self, state: _StreamState, samples, rows, keyframes, crc_bad,
+                     stages) -> Run:
+        """Counts, checks and records a run the fast path decoded; moves its tracker on."""
+        tracker = state.tracker
+        fast = state.fast.stream
+        first_seq, first_sample = tracker.next_seq, tracker.next_sample
+        tracker.advance(fast.next_seq, fast.next_sample, fast.dropped)
+        self._last_fast = state
+        self.blocks += len(rows)
+        self.samples += samples.shape[0]
+        self.bytes_in += fast.codec_bytes
+        self.crc_errors += int(np.count_nonzero(crc_bad))
+        state.block_rows = int(rows[-1])
+        if self.expected is not None:
+            self._verify_run(tracker.stream, first_sample, samples, rows)
+        if self.record_latency:
+            self._latency.append(stages)
+        return Run(tracker.stream, first_sample, samples, state.rate, [], None, first_seq, rows,
+                   keyframes, stages)
+
+    def _verify_run(self, stream: str, first: int, samples, rows) -> None:
+        """Compares a run with `expected` in one go; block by block only when it differs, so
+        mismatches count blocks as on the general path."""
+        if _same_samples(samples, self.expected(stream, first, samples.shape[0])):
+            self.verified_samples += samples.size
+            return
+        start = 0
+        for n in rows.tolist():
+            block = samples[start:start + n]
+            if _same_samples(block, self.expected(stream, first + start, n)):
+                self.verified_samples += block.size
+            else:
+                self.mismatches += 1
+            start += n
+
+    def _idle(self) -> None:
+        """Nothing came for a while: said once in the log if nothing ever answered; a
+        lossless subscriber says hello again (the daemon may have restarted, forgetting us)."""
+        self._warn_if_nothing_answers()
+        if self.lossless and time.monotonic() - self._last_hello >= 1.0:
+            self._hello()
 
     def receive_raw(self, timeout: float | None = None):
         """(frames, received_ns) of the next message, undecoded, or None after `timeout`.
@@ -240,9 +474,7 @@ class Subscription:
                 if wait <= 0:
                     return None
                 if not zmq.zmq_poll(self._poll_list, max(1, int(wait * 1000))):
-                    self._warn_if_nothing_answers()
-                    if self.lossless and time.monotonic() - self._last_hello >= 1.0:
-                        self._hello()  # idle: the daemon may have restarted and forgotten us
+                    self._idle()
                 continue
             received_ns = time.time_ns()
             frames = [frame]
@@ -268,45 +500,100 @@ class Subscription:
         ago, so the decoded time is taken as received + the decoding time measured now."""
         return self._handle(frames, received_ns, deferred)
 
-    def _state_for(self, stream: str, header) -> _StreamState:
+    def _team_for(self, header):
+        """The codec team that decodes a stream of these channel groups: one thread per
+        group up to decode_threads, for streams wide enough to gain from it; one thread for
+        narrow ones, where waking a helper would cost more than the helper saves."""
+        from neurowire import codec
+
+        threads = 1
+        if header.channels >= PARALLEL_DECODE_CHANNELS:
+            # No more threads than the daemon has channel groups (its `workers`).
+            threads = max(1, min(self._decode_threads, len(header.groups)))
+        team = self._teams.get(threads)
+        if team is None:
+            team = self._teams[threads] = codec.CodecTeam(threads)
+        return team
+
+    def _state_for(self, stream: str, header, topic: bytes, header_bytes: bytes) -> _StreamState:
         """The stream's state; new decoders for a new stream or a restarted daemon (new
         epoch: its channel groups may differ), the tracker carried across."""
         state = self.states.get(stream)
         if state is None or state.tracker.new_epoch(header):
-            if self._team is None:
-                from neurowire import codec
-
-                # No more threads than the daemon has channel groups (its `workers`).
-                self._team = codec.CodecTeam(max(1, min(self._decode_threads,
-                                                        len(header.groups))))
+            team = self._team_for(header)
             if state is not None:
                 tracker = state.tracker
             else:
                 resume = (self.resume_from.get(stream) if isinstance(self.resume_from, dict)
                           else self.resume_from)
                 tracker = SequenceTracker(stream, resume)
-            state = _StreamState(stream, header, self._team, tracker)
-            self.states[stream] = state
+            state = _StreamState(stream, header, team, tracker, self._receiver is not None,
+                                 topic, header_bytes)
+            self.states[stream] = self._by_topic[topic] = state
         return state
 
     def _handle(self, frames, received_ns: int, deferred: bool = False) -> Block | None:
-        from neurowire.codec import CodecError
-
+        """A message as pyzmq frames (or any bytes-like objects)."""
         if len(frames) < 3:
             if not (frames and self._other_feed(frames)):
                 self.decode_errors += 1
             return None
-        topic = _view(frames[0]).tobytes()
+        blobs = frames[2:]
+        return self._block(_view(frames[0]).tobytes(), _view(frames[1]).tobytes(), blobs,
+                           len(blobs), sum(len(blob) for blob in blobs), received_ns,
+                           deferred)
+
+    def _handle_taken(self, message: int) -> Block | None:
+        """Message `message` of the receiver's current batch: the same checks as _handle,
+        its codec frames decoded where libzmq holds them."""
+        receiver = self._receiver
+        first = receiver.message_first[message]
+        count = receiver.message_first[message + 1] - first
+        if count < 3:
+            if count and is_feed_topic(receiver.frame(first)):
+                self.feed_messages += 1
+            else:
+                self.decode_errors += 1
+            return None
+        # Frames beyond the most a block can have were dropped in C: counted here, so the
+        # header's check rejects the message as it would with them.
+        return self._block(receiver.frame(first), receiver.frame(first + 1), first + 2,
+                           count - 2 + receiver.excess[message], receiver.tail_bytes[message],
+                           receiver.received_ns[message], False)
+
+    def _decode(self, state: _StreamState, header, blobs, n_blobs: int):
+        """(samples, CRC-32 of them); CodecError when the block does not decode. `blobs`:
+        the codec frames, or the index of the first in the receiver's batch."""
+        if isinstance(blobs, int):
+            if self._spent_decode is not None and self._spent_decode[0] == blobs:
+                # The fast path decoded it already and failed (the decoders are reset): the
+                # same outcome, not a second try from another state.
+                status, self._spent_decode = self._spent_decode[1], None
+                raise fastsub.codec_error(status)
+            if n_blobs != state.native.groups:
+                state.decoder.reset()
+                raise CorruptStreamError(f"{n_blobs} blocks for {state.native.groups} channel "
+                                         "groups")
+            return state.native.decode(self._receiver, blobs, header.n_samples)
+        samples = state.decoder.decode([_view(blob) for blob in blobs])
+        if samples.shape[0] != header.n_samples:
+            # Rows the block header does not announce: the block is damaged as a whole.
+            state.decoder.reset()
+            raise CorruptStreamError(f"{samples.shape[0]} time steps decoded, the block header "
+                                     f"says {header.n_samples}")
+        return samples, zlib.crc32(samples)
+
+    def _block(self, topic: bytes, header_bytes: bytes, blobs, n_blobs: int, blob_bytes: int,
+               received_ns: int, deferred: bool) -> Block | None:
         if is_feed_topic(topic):
             self.feed_messages += 1
             return None
-        blobs = frames[2:]
         try:
-            header = parse_block(_view(frames[1]).tobytes(), len(blobs))
+            header = parse_block(header_bytes, n_blobs)
             stream = topic[:-1].decode() if topic.endswith(b"\0") else None
             if not stream:
                 raise Rejected("topic", f"{topic[:80]!r}")
-            state = self._state_for(stream, header)
+            state = self._state_for(stream, header, topic, header_bytes)
         except (Rejected, UnicodeDecodeError, ValueError) as error:
             # A header that cannot be read: no stream to charge the block to. The next good
             # block's sequence number shows the gap.
@@ -322,7 +609,7 @@ class Subscription:
         if lost:
             self.lost_blocks += lost
             state.decoder.reset()
-        self.bytes_in += sum(len(blob) for blob in blobs)
+        self.bytes_in += blob_bytes
         if not tracker.can_decode(header):
             self.skipped_blocks += 1  # a keyframe is where decoding can resume
             return None
@@ -330,7 +617,7 @@ class Subscription:
             state.decoder.reset()  # a keyframe, after a loss or at the start
         decode_started = time.perf_counter_ns()
         try:
-            samples = state.decoder.decode([_view(blob) for blob in blobs])
+            samples, crc = self._decode(state, header, blobs, n_blobs)
         except CodecError:
             self.decode_errors += 1
             tracker.desync()
@@ -339,44 +626,74 @@ class Subscription:
             decoded_ns = received_ns + time.perf_counter_ns() - decode_started
         else:
             decoded_ns = time.time_ns()
-        if zlib.crc32(samples) != header.crc:
+        if crc != header.crc:
             self.crc_errors += 1
         first, n_samples = header.first, samples.shape[0]
-        if self.expected is not None and not np.array_equal(
-                samples, self.expected(stream, first, n_samples)):
-            self.mismatches += 1
-        elif self.expected is not None:
-            self.verified_samples += samples.size
+        if self.expected is not None:
+            if _same_samples(samples, self.expected(stream, first, n_samples)):
+                self.verified_samples += samples.size
+            else:
+                self.mismatches += 1
         gap = tracker.delivered(header)
         gaps = [gap] if gap is not None else []
         self.gaps.extend(gaps)
         self.blocks += 1
         self.samples += n_samples
         acquired = header.acquired_ns
-        latency = {"ingest": header.received_ns - acquired,
-                   "queue_compress": header.compressed_ns - header.received_ns,
-                   "compress": header.compress_ns,
-                   "publish": header.published_ns - acquired,
-                   "delivery": received_ns - header.published_ns,
-                   "decode": decoded_ns - received_ns,
-                   "end_to_end": decoded_ns - acquired}
+        # In RECORDED_STAGES order.
+        stages = (header.received_ns - acquired, header.compressed_ns - header.received_ns,
+                  header.published_ns - acquired, received_ns - header.published_ns,
+                  decoded_ns - received_ns, decoded_ns - acquired, header.compress_ns)
         if self.record_latency:
-            for stage in LATENCY_STAGES:
-                self.latency_ns[stage].append(latency[stage])
-            self.latency_ns.setdefault("compress", []).append(latency["compress"])
+            self._latency.append(stages)
+        state.block_rows = n_samples
+        latency = dict(zip(RECORDED_STAGES, stages))
         return Block(stream, first, samples, header.rate, header.seq, header.keyframe, latency,
                      gaps)
 
     # ---- reporting -------------------------------------------------------------------------
 
+    def _latency_table(self, last: int | None = None) -> np.ndarray:
+        """Recorded latencies as one (blocks, stages) int64 array; the last `last` only."""
+        parts, rows, pending = [], 0, []
+        for item in reversed(self._latency):
+            if isinstance(item, tuple):
+                pending.append(item)
+                rows += 1
+            else:
+                if pending:
+                    parts.append(np.asarray(pending[::-1], dtype=np.int64))
+                    pending = []
+                parts.append(item)
+                rows += len(item)
+            if last is not None and rows >= last:
+                break
+        if pending:
+            parts.append(np.asarray(pending[::-1], dtype=np.int64))
+        if not parts:
+            return np.empty((0, len(RECORDED_STAGES)), dtype=np.int64)
+        table = np.concatenate(parts[::-1])
+        return table if last is None else table[-last:]
+
+    @property
+    def latency_ns(self) -> dict[str, list[int]]:
+        """Every recorded block's latency by stage (ns), in the order received."""
+        table = self._latency_table()
+        return {stage: table[:, column].tolist() for column, stage in enumerate(RECORDED_STAGES)}
+
+    def recent_latency_ns(self, stage: str, blocks: int) -> list[int]:
+        """The last `blocks` recorded latencies of one stage (ns)."""
+        return self._latency_table(blocks)[:, RECORDED_STAGES.index(stage)].tolist()
+
     def latency_summary_us(self) -> dict:
         summary = {}
-        for stage, values in self.latency_ns.items():
-            if values:
-                data = np.asarray(values, dtype=np.float64) / 1e3
-                summary[stage] = {"p50": float(np.percentile(data, 50)),
-                                  "p99": float(np.percentile(data, 99)),
-                                  "max": float(data.max()), "count": len(values)}
+        table = self._latency_table() / 1e3
+        if not len(table):
+            return summary
+        for stage, data in zip(RECORDED_STAGES, table.T):
+            summary[stage] = {"p50": float(np.percentile(data, 50)),
+                              "p99": float(np.percentile(data, 99)),
+                              "max": float(data.max()), "count": len(data)}
         return summary
 
     def report(self) -> dict:
@@ -396,6 +713,8 @@ class Subscription:
     def close(self) -> None:
         if self.sock is None:
             return
+        if self._receiver is not None:
+            self._receiver.release()  # the frames it holds, before their socket goes
         if self.lossless and not self.sock.closed:
             self._send({"cmd": "bye"})
         self._watch.close()

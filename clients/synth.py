@@ -119,4 +119,6 @@ class LoopingSource:
         stop = start + n_samples
         if stop <= self.loop:
             return self.table[start:stop]  # a view: no copy on the way to the socket
-        return np.concatenate([self.table[start:], self.table[:stop - self.loop]])
+        if n_samples <= self.loop:
+            return np.concatenate([self.table[start:], self.table[:stop - self.loop]])
+        return self.table[np.arange(start, stop) % self.loop]  # around the loop more than once

@@ -81,6 +81,16 @@ class SequenceTracker:
         self.next_seq = header.seq + 1
         return lost
 
+    def advance(self, next_seq: int, next_sample: int, dropped: int) -> None:
+        """Blocks went by in order, each the one after the last (seq and samples) in this
+        epoch, the last with `dropped`: where on_block and delivered for each would leave a
+        synced tracker (the subscriber's fast path checks them in C)."""
+        self.next_seq = next_seq
+        self.next_sample = next_sample
+        self.dropped_seen = dropped
+        self.lost_delivery = False
+        self.epoch_start = False
+
     def desync(self) -> None:
         """Blocks were lost, or one could not be decoded: wait for a keyframe."""
         self.synced = False

@@ -45,3 +45,18 @@ def check_exact(blocks, source):
     for block in blocks:
         expected = source.samples(block.first_sample, block.samples.shape[0])
         np.testing.assert_array_equal(block.samples, expected)
+
+
+def published_block(encoder, samples, seq, first, key=True, stream="imp", groups=None,
+                    epoch=1, crc=None):
+    """The frames the daemon publishes for one block (neurowire.wire); `crc` overrides the
+    header's CRC-32 of the samples."""
+    import zlib
+
+    from neurowire.wire import group_suffix, pack_block
+
+    groups = list(encoder.group_channels) if groups is None else groups
+    crc = zlib.crc32(samples) if crc is None else crc
+    header = pack_block(samples.shape[1], samples.shape[0], len(groups), key, seq, epoch, first,
+                        20000.0, 1, crc, 1, 2, 3, 1, 0, 4, group_suffix(groups))
+    return [stream.encode() + b"\0", header, *encoder.encode(samples, key)]

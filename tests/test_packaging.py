@@ -48,6 +48,8 @@ def test_wheel_carries_the_compiled_core_and_metadata(dist):
         names = archive.namelist()
         metadata = archive.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     assert any(n.startswith("neurowire/codec/_native") and n.endswith(".so") for n in names)
+    # The subscriber's receive loop (clients/src/sub_loop.c), compiled like the core.
+    assert any(n.startswith("neurowire/clients/_sub_loop") and n.endswith(".so") for n in names)
     assert "neurowire/clients/dashboard/static/vendor/uPlot.LICENSE" in names
     assert "neurowire/brainwire/decode.py" in names
     assert "neurowire/clients/bare_relay.c" in names  # bench stream's baseline, built on site
@@ -62,6 +64,9 @@ def test_wheel_carries_the_compiled_core_and_metadata(dist):
     for source in ("nw_codec.c", "nw_lanes.c", "nw_lanes_avx2.c", "nw_model.h",
                    "nw_lanes_kernel.h"):
         assert any(m.endswith(f"codec_c/src/{source}") for m in members), source
+    for source in ("clients/src/sub_loop.c", "clients/src/sub_loop.h",
+                   "clients/build_sub_loop.py"):
+        assert any(m.endswith(source) for m in members), source
     assert any(m.endswith("/LICENSE") for m in members)
 
 

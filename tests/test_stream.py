@@ -17,7 +17,7 @@ from neurowire.clients.synth import LoopingSource, load_wav_dir, synthesize  # n
 from neurowire.daemon import DaemonThread, load_config  # noqa: E402
 from conftest import wait_for  # noqa: E402
 import helpers  # noqa: E402
-from helpers import check_exact, collect  # noqa: E402
+from helpers import check_exact, collect, published_block  # noqa: E402
 
 CHALLENGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..",
                          "shared", "data", "challenge")
@@ -288,19 +288,6 @@ def test_bench_stream_json_checks_every_sample(tmp_path):
     assert report["config"]["verify"] == "after" and len(report["load_average"]["end"]) == 3
     for stage in ("ingest", "publish", "delivery", "decode", "end_to_end"):
         assert report["latency_us"][stage]["count"] == 2000
-
-
-def published_block(encoder, samples, seq, first, key=True, stream="imp", groups=None):
-    """The frames the daemon publishes for one block (neurowire.wire)."""
-    import zlib
-
-    from neurowire.wire import group_suffix, pack_block
-
-    groups = list(encoder.group_channels) if groups is None else groups
-    header = pack_block(samples.shape[1], samples.shape[0], len(groups), key, seq, 1, first,
-                        20000.0, 1, zlib.crc32(samples), 1, 2, 3, 1, 0, 4,
-                        group_suffix(groups))
-    return [stream.encode() + b"\0", header, *encoder.encode(samples, key)]
 
 
 def test_unreadable_block_headers_are_counted_and_skipped(context):
