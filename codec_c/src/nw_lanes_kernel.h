@@ -234,7 +234,7 @@ static inline __m256i delta_pairs_avx2(const lane_group *gr, int p) {
     return _mm256_shuffle_epi8(v, order);
 }
 
-static inline void predict_avx2(const lane_group *gr, const lane_domain *dom, int32_t *pred_q) {
+static inline __m256i predict_vec_avx2(const lane_group *gr, const lane_domain *dom) {
     __m256i acc = _mm256_setzero_si256();
     for (int p = 0; p < PAIRS; p++)
         acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)gr->weights[p]),
@@ -243,8 +243,11 @@ static inline void predict_avx2(const lane_group *gr, const lane_domain *dom, in
     __m256i t = _mm256_sllv_epi32(_mm256_srai_epi32(acc, WEIGHT_SHIFT - FRACTION_BITS),
                                   _mm256_loadu_si256((const __m256i *)dom->dshift));
     __m256i q = _mm256_add_epi32(_mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)gr->last), FRACTION_BITS), t);
-    q = _mm256_min_epi32(_mm256_max_epi32(q, _mm256_setzero_si256()), _mm256_loadu_si256((const __m256i *)dom->top_q));
-    _mm256_storeu_si256((__m256i *)pred_q, q);
+    return _mm256_min_epi32(_mm256_max_epi32(q, _mm256_setzero_si256()), _mm256_loadu_si256((const __m256i *)dom->top_q));
+}
+
+static inline void predict_avx2(const lane_group *gr, const lane_domain *dom, int32_t *pred_q) {
+    _mm256_storeu_si256((__m256i *)pred_q, predict_vec_avx2(gr, dom));
 }
 
 /* apply_update for steps held as int32 (each within 16 bits) and deltas as int16. */
@@ -269,11 +272,10 @@ static inline void apply_update_avx2(lane_group *gr, __m256i step, __m128i delta
 /* After a time step of a group, from the samples x (domain units): for each lane the NLMS
  * step (nlms_step, eight at once: the same integers), the new delta, energy and last sample,
  * then the weight update and the history push of update_sse2. */
-static inline void finish_step_avx2(lane_group *gr, const int32_t *x, const int32_t *pred_q,
-                                         const lane_domain *dom) {
-    const __m256i xv = _mm256_setr_epi32(x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]);
+static inline void finish_step_avx2(lane_group *gr, const __m256i xv, const __m256i pred_q,
+                                    const lane_domain *dom) {
     const __m256i dshift = _mm256_loadu_si256((const __m256i *)dom->dshift);
-    __m256i err = _mm256_sub_epi32(_mm256_slli_epi32(xv, FRACTION_BITS), _mm256_loadu_si256((const __m256i *)pred_q));
+    __m256i err = _mm256_sub_epi32(_mm256_slli_epi32(xv, FRACTION_BITS), pred_q);
     err = _mm256_min_epi32(_mm256_max_epi32(err, _mm256_set1_epi32(-(1 << 20))), _mm256_set1_epi32(1 << 20));
     __m256i energy = _mm256_loadu_si256((const __m256i *)gr->energy);
     /* energy + 64 < 2^24 (16 deltas of at most 1023 squared), so its float is exact and the
@@ -405,6 +407,242 @@ HOT int decode_grid_sample_avx2(channel_state *s, range_decoder *rd, int16_t *va
     *x_out = x;
     return 1;
 }
+
+/* ---- a time step of a whole group of grid channels, lossless: the stream's usual case ----
+ * What each lane's coding needs from its own state alone (prediction, mirror, context, count
+ * row, width row; encoding: the grid code, the symbol and the next activity) is computed for
+ * the eight lanes at once, with model_code's integers; the loop over the lanes then only
+ * weighs, codes and counts. A lane whose residual is not a direct symbol goes to model_code. */
+typedef struct grid_step {
+    int32_t pred_q[LANES];
+    int32_t freq_at[LANES];       /* byte offsets from the group's first channel_state: the count row */
+    int32_t total_at[LANES];      /* and its total */
+    int32_t width_at[LANES];      /* index into nw_weight_up, or nw_weight_down when mirrored */
+    int32_t pred[LANES];
+    int32_t symbol[LANES];        /* encode */
+    int32_t activity[LANES];      /* encode: after the sample, when its symbol is a direct one */
+    uint32_t down;                /* bit l: lane l's residual is mirrored (flip -1) */
+} grid_step;
+
+/* Byte offset of each lane's channel_state from the group's first. */
+static inline __m256i lane_offsets_avx2(void) {
+    const int size = (int)sizeof(channel_state);
+    return _mm256_setr_epi32(0, size, 2 * size, 3 * size, 4 * size, 5 * size, 6 * size, 7 * size);
+}
+
+/* Fills the lane-wise fields of st shared by both passes; returns the activities (in
+ * *act), the predictions rounded (in *pred) and the mirrored lanes' mask (in *down). */
+static inline void grid_step_prepare(const channel_state *states, __m256i pred_q, grid_step *st,
+                                     __m256i *act, __m256i *pred, __m256i *down) {
+    const __m256i lane_at = lane_offsets_avx2(), zero = _mm256_setzero_si256();
+    *act = _mm256_i32gather_epi32((const int *)(const void *)&states->activity, lane_at, 1);
+    /* The activity is never negative: its update moves it towards a non-negative value. */
+    const __m256i a = _mm256_min_epi32(_mm256_srai_epi32(*act, 2), _mm256_set1_epi32(255));
+    /* nw_context_of_activity[a]: the top byte of the four bytes ending at it, which stay
+     * inside the table (below 3, those of a = 3, whose context 0 is theirs too). */
+    const __m256i ctx = _mm256_srli_epi32(_mm256_i32gather_epi32(
+        (const int *)(const void *)nw_context_of_activity, _mm256_max_epi32(_mm256_sub_epi32(a, _mm256_set1_epi32(3)), zero), 1), 24);
+    _mm256_storeu_si256((__m256i *)st->freq_at, _mm256_add_epi32(lane_at, _mm256_mullo_epi32(ctx, _mm256_set1_epi32(FREQ_ROW * 2))));
+    _mm256_storeu_si256((__m256i *)st->total_at,
+                        _mm256_add_epi32(_mm256_add_epi32(lane_at, _mm256_set1_epi32((int)offsetof(channel_state, main_total))),
+                                         _mm256_slli_epi32(ctx, 2)));
+    *pred = _mm256_srai_epi32(_mm256_add_epi32(pred_q, _mm256_set1_epi32(1 << (FRACTION_BITS - 1))), FRACTION_BITS);
+    /* flip = -1 where the prediction's fraction, pred_q - pred x 16, is negative */
+    *down = _mm256_cmpgt_epi32(_mm256_slli_epi32(*pred, FRACTION_BITS), pred_q);
+    _mm256_storeu_si256((__m256i *)st->width_at,
+                        _mm256_blendv_epi8(*pred, _mm256_sub_epi32(_mm256_set1_epi32(GRID_CODES - 1), *pred), *down));
+    _mm256_storeu_si256((__m256i *)st->pred_q, pred_q);
+    _mm256_storeu_si256((__m256i *)st->pred, *pred);
+    st->down = (uint32_t)_mm256_movemask_ps(_mm256_castsi256_ps(*down));
+}
+
+/* The residual's mirror: -v in the mirrored lanes (down all ones), v in the others. */
+static inline __m256i mirror_avx2(__m256i v, __m256i down) {
+    return _mm256_sub_epi32(_mm256_xor_si256(v, down), down);
+}
+
+/* The activity after a residual r: act + ((|r| << 4) - act) >> ACT_SHIFT. */
+static inline __m256i next_activity_avx2(__m256i act, __m256i r) {
+    return _mm256_add_epi32(act, _mm256_srai_epi32(_mm256_sub_epi32(_mm256_slli_epi32(_mm256_abs_epi32(r), 4), act), ACT_SHIFT));
+}
+
+/* model_code's weighing for the direct symbol `symbol`: the total of all MAIN_SYMBOLS
+ * weighted counts, the cumulative count below the symbol and its own. The escape-side
+ * counts (f >> 1) + 1 are summed with the direct ones: freq[32..34], and freq[32] alone
+ * below. Every sum fits 16 bits (see weigh, plus at most MAIN_LIMIT / 2 + 3). */
+static inline void weigh_code_avx2(const uint16_t *freq, const uint16_t *width, int symbol,
+                                   uint32_t *total, uint32_t *cum, uint32_t *own) {
+    const __m256i one = _mm256_set1_epi16(1);
+    __m256i g0 = _mm256_add_epi16(_mm256_mulhi_epu16(_mm256_loadu_si256((const __m256i *)freq),
+                                                     _mm256_loadu_si256((const __m256i *)width)), one);
+    __m256i g1 = _mm256_add_epi16(_mm256_mulhi_epu16(_mm256_loadu_si256((const __m256i *)(freq + 16)),
+                                                     _mm256_loadu_si256((const __m256i *)(width + 16))), one);
+    uint16_t g[2 * HALF];
+    _mm256_storeu_si256((__m256i *)g, g0);
+    _mm256_storeu_si256((__m256i *)(g + 16), g1);
+    const __m256i key = _mm256_set1_epi16((int16_t)symbol);
+    const __m256i index0 = _mm256_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m256i index1 = _mm256_add_epi16(index0, _mm256_set1_epi16(16));
+    __m256i a = _mm256_add_epi16(g0, g1);
+    __m256i b = _mm256_add_epi16(_mm256_and_si256(g0, _mm256_cmpgt_epi16(key, index0)),
+                                 _mm256_and_si256(g1, _mm256_cmpgt_epi16(key, index1)));
+    /* freq[32..39] halved (35..39 are the row's padding, masked off) */
+    const __m128i side = _mm_srli_epi16(_mm_loadu_si128((const __m128i *)(freq + SYM_BIG_NEG)), 1);
+    __m128i a8 = _mm_add_epi16(_mm_add_epi16(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1)),
+                               _mm_and_si128(side, _mm_setr_epi16(-1, -1, -1, 0, 0, 0, 0, 0)));
+    __m128i b8 = _mm_add_epi16(_mm_add_epi16(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1)),
+                               _mm_and_si128(side, _mm_setr_epi16(-1, 0, 0, 0, 0, 0, 0, 0)));
+    /* Both summed side by side: lanes 0-3 carry a, 4-7 b. */
+    __m128i t = _mm_add_epi16(_mm_unpacklo_epi64(a8, b8), _mm_unpackhi_epi64(a8, b8));
+    t = _mm_add_epi16(t, _mm_srli_epi64(t, 32));
+    t = _mm_add_epi16(t, _mm_srli_epi64(t, 16));
+    *total = (uint32_t)_mm_extract_epi16(t, 0) + 3;
+    *cum = (uint32_t)_mm_extract_epi16(t, 4) + 1;
+    *own = g[symbol];
+}
+
+/* Events of `count` shifts of coder k (see code_group). */
+static inline void put_events(uint8_t *events, size_t events_cap, size_t *n_events, size_t count,
+                              int k, int *overflow) {
+    uint8_t *ev = events + *n_events;
+    if (count <= 4 && events_cap - *n_events >= 4) {
+        const uint32_t word = 0x01010101u * (uint32_t)k;
+        memcpy(ev, &word, 4);
+        *n_events += count;
+    } else if (count <= events_cap - *n_events) {
+        memset(ev, k, count);
+        *n_events += count;
+    } else {
+        *overflow = 1;   /* larger than stored: the block is stored */
+    }
+}
+
+/* One time step of a whole grid group, encoded; returns the samples' codes (x). */
+HOT __m256i encode_grid_step_avx2(channel_state *states, lane_coders *lc, const int16_t *row,
+                                  __m256i pred_q, uint64_t *channel_bytes, size_t events_cap,
+                                  size_t *n_events) {
+    grid_step st;
+    __m256i act, pred, down;
+    grid_step_prepare(states, pred_q, &st, &act, &pred, &down);
+    const __m256i v = _mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)row));
+    /* grid_code's estimate ((v + 32768) x 1023 + 32767) / 65535, the division as
+     * (x + (x >> 16) + 1) >> 16 (the same for every 16-bit value, checked exhaustively) */
+    const __m256i u = _mm256_add_epi32(v, _mm256_set1_epi32(32768));
+    const __m256i x = _mm256_add_epi32(_mm256_sub_epi32(_mm256_slli_epi32(u, 10), u), _mm256_set1_epi32(32767));
+    const __m256i k = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(x, _mm256_srli_epi32(x, 16)),
+                                                         _mm256_set1_epi32(1)), 16);
+    /* nw_code_value[k]: the high half of the 32 bits ending at it, those of code 0 excepted
+     * (the low half of the 32 bits starting at it); every read stays inside the table. */
+    const __m256i zero = _mm256_setzero_si256(), first = _mm256_cmpeq_epi32(k, zero);
+    const __m256i pair = _mm256_i32gather_epi32((const int *)(const void *)nw_code_value,
+                                                _mm256_max_epi32(_mm256_sub_epi32(k, _mm256_set1_epi32(1)), zero), 2);
+    const __m256i value = _mm256_blendv_epi8(_mm256_srai_epi32(pair, 16),
+                                             _mm256_srai_epi32(_mm256_slli_epi32(pair, 16), 16), first);
+    const __m256i symbol = _mm256_add_epi32(mirror_avx2(_mm256_sub_epi32(k, pred), down), _mm256_set1_epi32(HALF));
+    /* on the grid (the estimate is the code) and 0 <= symbol < 2 HALF */
+    const __m256i direct = _mm256_and_si256(_mm256_cmpeq_epi32(value, v),
+        _mm256_cmpeq_epi32(_mm256_min_epu32(symbol, _mm256_set1_epi32(2 * HALF - 1)), symbol));
+    const uint32_t direct_lanes = (uint32_t)_mm256_movemask_ps(_mm256_castsi256_ps(direct));
+    _mm256_storeu_si256((__m256i *)st.symbol, symbol);
+    _mm256_storeu_si256((__m256i *)st.activity,
+                        next_activity_avx2(act, _mm256_sub_epi32(symbol, _mm256_set1_epi32(HALF))));
+    int32_t xs[LANES];
+    _mm256_storeu_si256((__m256i *)xs, k);
+    for (int l = 0; l < LANES; l++) {
+        const int c = l % CODERS;
+        range_encoder *rc = &lc->co[c].enc;
+        size_t count;
+        if (direct_lanes >> l & 1) {
+            uint16_t *freq = (uint16_t *)(void *)((char *)states + st.freq_at[l]);
+            const uint16_t *width = (st.down >> l & 1 ? nw_weight_down : nw_weight_up) + st.width_at[l];
+            uint32_t total, cum, own;
+            weigh_code_avx2(freq, width, st.symbol[l], &total, &cum, &own);
+            const uint32_t step = rc->range / total;
+            rc->low += (uint64_t)step * cum;
+            rc->range = step * own;
+            /* rc_encode's normalisation, which shifts once per byte the range fell below 2^32 */
+            count = (size_t)(rc->range < RANGE_TOP) + (rc->range < (1u << 16)) + (rc->range < (1u << 8));
+            while (rc->range < RANGE_TOP) { rc->range <<= 8; rc_shift_low(rc); }
+            adapt(freq, (uint32_t *)(void *)((char *)states + st.total_at[l]), MAIN_SYMBOLS, st.symbol[l],
+                  MAIN_INCREMENT, MAIN_LIMIT);
+            states[l].activity = st.activity[l];
+        } else {
+            int16_t sample = row[l];
+            const size_t before = shifts(rc);
+            model_code(&states[l], &lc->co[c], PASS_ENCODE, &sample, 0, 1, st.pred_q[l], &xs[l]);
+            count = shifts(rc) - before;
+        }
+        channel_bytes[l] += count;
+        put_events(lc->events, events_cap, n_events, count, c, &lc->overflow);
+    }
+    if (direct_lanes == (1u << LANES) - 1) return k;
+    return _mm256_setr_epi32(xs[0], xs[1], xs[2], xs[3], xs[4], xs[5], xs[6], xs[7]);
+}
+
+/* One time step of a whole grid group, decoded into row; returns the samples' codes (x) in
+ * *x_out, or NW_ERR_CORRUPT. */
+HOT int decode_grid_step_avx2(channel_state *states, lane_coders *lc, int16_t *row, __m256i pred_q,
+                              __m256i *x_out) {
+    grid_step st;
+    __m256i act, pred, down;
+    grid_step_prepare(states, pred_q, &st, &act, &pred, &down);
+    range_decoder rd = lc->input.dec;
+    uint32_t direct_lanes = 0;
+    int32_t xs[LANES];
+    for (int l = 0; l < LANES; l++) {
+        const int c = l % CODERS;
+        rd.range = lc->range[c];
+        rd.code = lc->code[c];
+        uint16_t *freq = (uint16_t *)(void *)((char *)states + st.freq_at[l]);
+        const uint16_t *width = (st.down >> l & 1 ? nw_weight_down : nw_weight_up) + st.width_at[l];
+        const __m256i one = _mm256_set1_epi16(1);
+        __m256i p0 = prefix16_avx2(_mm256_add_epi16(_mm256_mulhi_epu16(_mm256_loadu_si256((const __m256i *)freq),
+                                                    _mm256_loadu_si256((const __m256i *)width)), one));
+        __m256i p1 = prefix16_avx2(_mm256_add_epi16(_mm256_mulhi_epu16(_mm256_loadu_si256((const __m256i *)(freq + 16)),
+                                                    _mm256_loadu_si256((const __m256i *)(width + 16))), one));
+        p1 = _mm256_add_epi16(p1, _mm256_permute4x64_epi64(_mm256_shuffle_epi8(p0, _mm256_set1_epi16(0x0F0E)), 0xFF));
+        uint16_t sums[1 + 2 * HALF];
+        sums[0] = 0;
+        _mm256_storeu_si256((__m256i *)(sums + 1), p0);
+        _mm256_storeu_si256((__m256i *)(sums + 1 + HALF), p1);
+        const uint32_t all = (uint32_t)_mm256_extract_epi16(p1, 15);
+        const uint32_t f_neg = (freq[SYM_BIG_NEG] >> 1) + 1, f_pos = (freq[SYM_BIG_POS] >> 1) + 1,
+                       f_esc = (freq[SYM_ESCAPE] >> 1) + 1;
+        uint32_t r, target = rd_target(&rd, f_neg + all + f_pos + f_esc, &r);
+        if (target >= f_neg && target - f_neg < all) {
+            const __m256i bias = _mm256_set1_epi16((int16_t)0x8000);
+            const __m256i key = _mm256_xor_si256(_mm256_set1_epi16((int16_t)(target - f_neg)), bias);
+            const uint64_t above = (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpgt_epi16(_mm256_xor_si256(p0, bias), key))
+                                 | (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpgt_epi16(_mm256_xor_si256(p1, bias), key)) << 32;
+            const int symbol = __builtin_ctzll(above) / 2;
+            const uint32_t below = sums[symbol];
+            rd_take(&rd, r, f_neg + below, sums[symbol + 1] - below);
+            adapt(freq, (uint32_t *)(void *)((char *)states + st.total_at[l]), MAIN_SYMBOLS, symbol,
+                  MAIN_INCREMENT, MAIN_LIMIT);
+            const int32_t res = symbol - HALF;
+            const int32_t x = st.pred[l] + (st.down >> l & 1 ? -res : res);
+            if (x < 0 || x > GRID_CODES - 1) return NW_ERR_CORRUPT;
+            row[l] = nw_code_value[x];
+            xs[l] = x;
+            direct_lanes |= 1u << l;
+        } else {
+            lc->input.dec = rd;
+            if (model_code(&states[l], &lc->input, PASS_DECODE, &row[l], 0, 1, st.pred_q[l], &xs[l]))
+                return NW_ERR_CORRUPT;
+            rd = lc->input.dec;
+        }
+        lc->range[c] = rd.range;
+        lc->code[c] = rd.code;
+    }
+    lc->input.dec = rd;
+    const __m256i x = _mm256_setr_epi32(xs[0], xs[1], xs[2], xs[3], xs[4], xs[5], xs[6], xs[7]);
+    int32_t next[LANES];
+    _mm256_storeu_si256((__m256i *)next, next_activity_avx2(act, mirror_avx2(_mm256_sub_epi32(x, pred), down)));
+    for (int l = 0; l < LANES; l++)
+        if (direct_lanes >> l & 1) states[l].activity = next[l];
+    *x_out = x;
+    return NW_OK;
+}
 #endif
 
 /* A stream's channel states do not fit the L2 cache of small cores. Coded a channel at a
@@ -455,8 +693,25 @@ HOT int code_group(const lane_job *job, uint32_t g, const lane_domain *dom, int 
     uint8_t *const events = pass == PASS_ENCODE ? lc->events : NULL;
     const size_t events_cap = pass == PASS_ENCODE ? lc->events_cap : 0;
     size_t n_events = pass == PASS_ENCODE ? lc->n_events : 0;
+#if defined(NW_LANES_AVX2)
+    const int whole_grid_steps = isa == ISA_AVX2 && pass != PASS_UPDATE && !bounded && all_grid && active == LANES;
+#endif
         for (uint32_t t = 0; t < job->n; t++) {
 #if defined(NW_LANES_AVX2)
+            if (whole_grid_steps) {
+                const __m256i pq = predict_vec_avx2(gr, dom);
+                __m256i x;
+                if (pass == PASS_ENCODE) {
+                    x = encode_grid_step_avx2(states, lc, in_row, pq, channel_bytes, events_cap, &n_events);
+                    in_row += stride;
+                } else {
+                    if (decode_grid_step_avx2(states, lc, out_row, pq, &x) != NW_OK) return NW_ERR_CORRUPT;
+                    out_row += stride;
+                }
+                finish_step_avx2(gr, x, pq, dom);
+                if (pass == PASS_DECODE && lc->input.dec.overrun > TRIM_LIMIT) return NW_ERR_TRUNCATED;
+                continue;
+            }
             if (isa == ISA_AVX2) predict_avx2(gr, dom, pred_q);
             else
 #endif
@@ -524,7 +779,9 @@ HOT int code_group(const lane_job *job, uint32_t g, const lane_domain *dom, int 
                 delta[l] = d;
             }
 #if defined(NW_LANES_AVX2)
-            if (isa == ISA_AVX2) finish_step_avx2(gr, xs, pred_q, dom);
+            if (isa == ISA_AVX2)
+                finish_step_avx2(gr, _mm256_setr_epi32(xs[0], xs[1], xs[2], xs[3], xs[4], xs[5], xs[6], xs[7]),
+                                 _mm256_loadu_si256((const __m256i *)pred_q), dom);
             else
 #endif
             update(gr, step, delta, isa);
