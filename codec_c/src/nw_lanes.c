@@ -24,6 +24,7 @@ static int run_sse2(const lane_job *job, int pass) { return run_pass(job, pass, 
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #define NW_HAVE_AVX2_KERNEL 1
+#include <cpuid.h>
 #endif
 
 typedef int (*pass_runner)(const lane_job *, int);
@@ -36,7 +37,11 @@ int nw_lanes_set_simd(int simd) {
     best = NW_SIMD_SSE2;
 #if defined(NW_HAVE_AVX2_KERNEL)
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2")) best = NW_SIMD_AVX2;
+    /* LZCNT is CPUID 0x80000001 ECX bit 5 (not every compiler's __builtin_cpu_supports knows it) */
+    unsigned a, b, c, d;
+    const int lzcnt = __get_cpuid(0x80000001, &a, &b, &c, &d) && (c >> 5 & 1);
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2") && lzcnt)
+        best = NW_SIMD_AVX2;
 #endif
 #endif
     if (simd == NW_SIMD_AUTO) simd = best;

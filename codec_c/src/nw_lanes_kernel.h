@@ -548,6 +548,8 @@ HOT __m256i encode_grid_step_avx2(channel_state *states, lane_coders *lc, const 
                         next_activity_avx2(act, _mm256_sub_epi32(symbol, _mm256_set1_epi32(HALF))));
     int32_t xs[LANES];
     _mm256_storeu_si256((__m256i *)xs, k);
+    /* Unrolled: each lane's coder, offsets and mask bit are then constants. */
+#pragma GCC unroll 8
     for (int l = 0; l < LANES; l++) {
         const int c = l % CODERS;
         range_encoder *rc = &lc->co[c].enc;
@@ -561,8 +563,9 @@ HOT __m256i encode_grid_step_avx2(channel_state *states, lane_coders *lc, const 
             rc->low += (uint64_t)step * cum;
             rc->range = step * own;
             /* rc_encode's normalisation, which shifts once per byte the range fell below 2^32 */
-            count = (size_t)(rc->range < RANGE_TOP) + (rc->range < (1u << 16)) + (rc->range < (1u << 8));
-            while (rc->range < RANGE_TOP) { rc->range <<= 8; rc_shift_low(rc); }
+            count = renormal_bytes(rc->range);
+            rc->range <<= 8 * count;
+            for (size_t i = 0; i < count; i++) rc_shift_low(rc);
             adapt(freq, (uint32_t *)(void *)((char *)states + st.total_at[l]), MAIN_SYMBOLS, st.symbol[l],
                   MAIN_INCREMENT, MAIN_LIMIT);
             states[l].activity = st.activity[l];
@@ -589,6 +592,7 @@ HOT int decode_grid_step_avx2(channel_state *states, lane_coders *lc, int16_t *r
     range_decoder rd = lc->input.dec;
     uint32_t direct_lanes = 0;
     int32_t xs[LANES];
+#pragma GCC unroll 8
     for (int l = 0; l < LANES; l++) {
         const int c = l % CODERS;
         rd.range = lc->range[c];

@@ -177,6 +177,15 @@ typedef struct range_decoder {
     size_t overrun;       /* bytes read past the end (fed as zeros) */
 } range_decoder;
 
+/* Bytes a range shifts by to reach RANGE_TOP again (the range is never 0): 0 to 3. */
+static inline uint32_t renormal_bytes(uint32_t range) {
+#if defined(__LZCNT__)
+    return (uint32_t)__builtin_clz(range | 1) >> 3;
+#else
+    return (uint32_t)(range < RANGE_TOP) + (range < (1u << 16)) + (range < (1u << 8));
+#endif
+}
+
 static inline uint8_t rd_byte(range_decoder *rd) {
     if (rd->pos < rd->len) return rd->in[rd->pos++];
     rd->overrun++;
@@ -193,7 +202,7 @@ HOT void rd_normalize(range_decoder *rd) {
     /* Whether a symbol ends on a byte boundary is a coin toss, so away from the end of the
      * input the up to three bytes are taken without a loop. */
     if (rd->len - rd->pos >= 3) {
-        uint32_t k = (rd->range < RANGE_TOP) + (rd->range < (1u << 16)) + (rd->range < (1u << 8));
+        uint32_t k = renormal_bytes(rd->range);
         const uint8_t *p = rd->in + rd->pos;
         uint32_t next = (uint32_t)p[0] << 16 | (uint32_t)p[1] << 8 | p[2];
         rd->code = (uint32_t)(((uint64_t)rd->code << (8 * k)) | (next >> (24 - 8 * k)));
