@@ -517,8 +517,22 @@ static inline void put_events(uint8_t *events, size_t events_cap, size_t *n_even
     }
 }
 
+/* The rare samples of a grid step that are not direct symbols, through model_code: out of
+ * line, so that the eight copies of the lane loop stay small. Returns the encoder's shifts. */
+static __attribute__((noinline)) size_t encode_other_sample(channel_state *s, coder *co, int16_t sample,
+                                                            int32_t pred_q, int32_t *x) {
+    const size_t before = shifts(&co->enc);
+    model_code(s, co, PASS_ENCODE, &sample, 0, 1, pred_q, x);
+    return shifts(&co->enc) - before;
+}
+
+static __attribute__((noinline)) int decode_other_sample(channel_state *s, coder *co, int16_t *value,
+                                                         int32_t pred_q, int32_t *x) {
+    return model_code(s, co, PASS_DECODE, value, 0, 1, pred_q, x);
+}
+
 /* One time step of a whole grid group, encoded; returns the samples' codes (x). */
-HOT __m256i encode_grid_step_avx2(channel_state *states, lane_coders *lc, const int16_t *row,
+static __attribute__((noinline)) __m256i encode_grid_step_avx2(channel_state *states, lane_coders *lc, const int16_t *row,
                                   __m256i pred_q, uint64_t *channel_bytes, size_t events_cap,
                                   size_t *n_events) {
     grid_step st;
@@ -548,8 +562,6 @@ HOT __m256i encode_grid_step_avx2(channel_state *states, lane_coders *lc, const 
                         next_activity_avx2(act, _mm256_sub_epi32(symbol, _mm256_set1_epi32(HALF))));
     int32_t xs[LANES];
     _mm256_storeu_si256((__m256i *)xs, k);
-    /* Unrolled: each lane's coder, offsets and mask bit are then constants. */
-#pragma GCC unroll 8
     for (int l = 0; l < LANES; l++) {
         const int c = l % CODERS;
         range_encoder *rc = &lc->co[c].enc;
@@ -570,10 +582,7 @@ HOT __m256i encode_grid_step_avx2(channel_state *states, lane_coders *lc, const 
                   MAIN_INCREMENT, MAIN_LIMIT);
             states[l].activity = st.activity[l];
         } else {
-            int16_t sample = row[l];
-            const size_t before = shifts(rc);
-            model_code(&states[l], &lc->co[c], PASS_ENCODE, &sample, 0, 1, st.pred_q[l], &xs[l]);
-            count = shifts(rc) - before;
+            count = encode_other_sample(&states[l], &lc->co[c], row[l], st.pred_q[l], &xs[l]);
         }
         channel_bytes[l] += count;
         put_events(lc->events, events_cap, n_events, count, c, &lc->overflow);
@@ -584,7 +593,7 @@ HOT __m256i encode_grid_step_avx2(channel_state *states, lane_coders *lc, const 
 
 /* One time step of a whole grid group, decoded into row; returns the samples' codes (x) in
  * *x_out, or NW_ERR_CORRUPT. */
-HOT int decode_grid_step_avx2(channel_state *states, lane_coders *lc, int16_t *row, __m256i pred_q,
+static __attribute__((noinline)) int decode_grid_step_avx2(channel_state *states, lane_coders *lc, int16_t *row, __m256i pred_q,
                               __m256i *x_out) {
     grid_step st;
     __m256i act, pred, down;
@@ -631,7 +640,7 @@ HOT int decode_grid_step_avx2(channel_state *states, lane_coders *lc, int16_t *r
             direct_lanes |= 1u << l;
         } else {
             lc->input.dec = rd;
-            if (model_code(&states[l], &lc->input, PASS_DECODE, &row[l], 0, 1, st.pred_q[l], &xs[l]))
+            if (decode_other_sample(&states[l], &lc->input, &row[l], st.pred_q[l], &xs[l]))
                 return NW_ERR_CORRUPT;
             rd = lc->input.dec;
         }
