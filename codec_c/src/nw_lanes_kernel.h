@@ -417,7 +417,9 @@ typedef struct grid_step {
     int32_t pred_q[LANES];
     int32_t freq_at[LANES];       /* byte offsets from the group's first channel_state: the count row */
     int32_t total_at[LANES];      /* and its total */
-    int32_t width_at[LANES];      /* index into nw_weight_up, or nw_weight_down when mirrored */
+    const uint16_t *width[LANES]; /* the widths row: nw_weight_up, or nw_weight_down when mirrored */
+    int32_t f_neg[LANES];         /* the escape-side counts (f >> 1) + 1: big-negative's */
+    int32_t f_side[LANES];        /* and the sum of all three */
     int32_t pred[LANES];
     int32_t symbol[LANES];        /* encode */
     int32_t activity[LANES];      /* encode: after the sample, when its symbol is a direct one */
@@ -442,15 +444,34 @@ static inline void grid_step_prepare(const channel_state *states, __m256i pred_q
      * inside the table (below 3, those of a = 3, whose context 0 is theirs too). */
     const __m256i ctx = _mm256_srli_epi32(_mm256_i32gather_epi32(
         (const int *)(const void *)nw_context_of_activity, _mm256_max_epi32(_mm256_sub_epi32(a, _mm256_set1_epi32(3)), zero), 1), 24);
-    _mm256_storeu_si256((__m256i *)st->freq_at, _mm256_add_epi32(lane_at, _mm256_mullo_epi32(ctx, _mm256_set1_epi32(FREQ_ROW * 2))));
+    const __m256i freq_at = _mm256_add_epi32(lane_at, _mm256_mullo_epi32(ctx, _mm256_set1_epi32(FREQ_ROW * 2)));
+    _mm256_storeu_si256((__m256i *)st->freq_at, freq_at);
     _mm256_storeu_si256((__m256i *)st->total_at,
                         _mm256_add_epi32(_mm256_add_epi32(lane_at, _mm256_set1_epi32((int)offsetof(channel_state, main_total))),
                                          _mm256_slli_epi32(ctx, 2)));
     *pred = _mm256_srai_epi32(_mm256_add_epi32(pred_q, _mm256_set1_epi32(1 << (FRACTION_BITS - 1))), FRACTION_BITS);
     /* flip = -1 where the prediction's fraction, pred_q - pred x 16, is negative */
     *down = _mm256_cmpgt_epi32(_mm256_slli_epi32(*pred, FRACTION_BITS), pred_q);
-    _mm256_storeu_si256((__m256i *)st->width_at,
-                        _mm256_blendv_epi8(*pred, _mm256_sub_epi32(_mm256_set1_epi32(GRID_CODES - 1), *pred), *down));
+    const __m256i at = _mm256_blendv_epi8(*pred, _mm256_sub_epi32(_mm256_set1_epi32(GRID_CODES - 1), *pred), *down);
+    const __m256i up = _mm256_set1_epi64x((int64_t)(intptr_t)nw_weight_up);
+    const __m256i mirrored = _mm256_set1_epi64x((int64_t)(intptr_t)nw_weight_down);
+    for (int h = 0; h < 2; h++) {
+        const __m256i at4 = _mm256_cvtepi32_epi64(h ? _mm256_extracti128_si256(at, 1) : _mm256_castsi256_si128(at));
+        const __m256i down4 = _mm256_cvtepi32_epi64(h ? _mm256_extracti128_si256(*down, 1) : _mm256_castsi256_si128(*down));
+        _mm256_storeu_si256((__m256i *)(void *)(st->width + 4 * h),
+                            _mm256_add_epi64(_mm256_blendv_epi8(up, mirrored, down4), _mm256_slli_epi64(at4, 1)));
+    }
+    /* counts 32 and 33 of each lane's row, and 34 (35 is the row's padding) */
+    const __m256i c32 = _mm256_i32gather_epi32((const int *)(const void *)states,
+                                               _mm256_add_epi32(freq_at, _mm256_set1_epi32(2 * SYM_BIG_NEG)), 1);
+    const __m256i c34 = _mm256_i32gather_epi32((const int *)(const void *)states,
+                                               _mm256_add_epi32(freq_at, _mm256_set1_epi32(2 * SYM_ESCAPE)), 1);
+    const __m256i low16 = _mm256_set1_epi32(0xFFFF), one = _mm256_set1_epi32(1);
+    const __m256i f_neg = _mm256_add_epi32(_mm256_srli_epi32(_mm256_and_si256(c32, low16), 1), one);
+    const __m256i f_pos = _mm256_add_epi32(_mm256_srli_epi32(c32, 17), one);
+    const __m256i f_esc = _mm256_add_epi32(_mm256_srli_epi32(_mm256_and_si256(c34, low16), 1), one);
+    _mm256_storeu_si256((__m256i *)st->f_neg, f_neg);
+    _mm256_storeu_si256((__m256i *)st->f_side, _mm256_add_epi32(f_neg, _mm256_add_epi32(f_pos, f_esc)));
     _mm256_storeu_si256((__m256i *)st->pred_q, pred_q);
     _mm256_storeu_si256((__m256i *)st->pred, *pred);
     st->down = (uint32_t)_mm256_movemask_ps(_mm256_castsi256_ps(*down));
@@ -464,41 +485,6 @@ static inline __m256i mirror_avx2(__m256i v, __m256i down) {
 /* The activity after a residual r: act + ((|r| << 4) - act) >> ACT_SHIFT. */
 static inline __m256i next_activity_avx2(__m256i act, __m256i r) {
     return _mm256_add_epi32(act, _mm256_srai_epi32(_mm256_sub_epi32(_mm256_slli_epi32(_mm256_abs_epi32(r), 4), act), ACT_SHIFT));
-}
-
-/* model_code's weighing for the direct symbol `symbol`: the total of all MAIN_SYMBOLS
- * weighted counts, the cumulative count below the symbol and its own. The escape-side
- * counts (f >> 1) + 1 are summed with the direct ones: freq[32..34], and freq[32] alone
- * below. Every sum fits 16 bits (see weigh, plus at most MAIN_LIMIT / 2 + 3). */
-static inline void weigh_code_avx2(const uint16_t *freq, const uint16_t *width, int symbol,
-                                   uint32_t *total, uint32_t *cum, uint32_t *own) {
-    const __m256i one = _mm256_set1_epi16(1);
-    __m256i g0 = _mm256_add_epi16(_mm256_mulhi_epu16(_mm256_loadu_si256((const __m256i *)freq),
-                                                     _mm256_loadu_si256((const __m256i *)width)), one);
-    __m256i g1 = _mm256_add_epi16(_mm256_mulhi_epu16(_mm256_loadu_si256((const __m256i *)(freq + 16)),
-                                                     _mm256_loadu_si256((const __m256i *)(width + 16))), one);
-    uint16_t g[2 * HALF];
-    _mm256_storeu_si256((__m256i *)g, g0);
-    _mm256_storeu_si256((__m256i *)(g + 16), g1);
-    const __m256i key = _mm256_set1_epi16((int16_t)symbol);
-    const __m256i index0 = _mm256_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    const __m256i index1 = _mm256_add_epi16(index0, _mm256_set1_epi16(16));
-    __m256i a = _mm256_add_epi16(g0, g1);
-    __m256i b = _mm256_add_epi16(_mm256_and_si256(g0, _mm256_cmpgt_epi16(key, index0)),
-                                 _mm256_and_si256(g1, _mm256_cmpgt_epi16(key, index1)));
-    /* freq[32..39] halved (35..39 are the row's padding, masked off) */
-    const __m128i side = _mm_srli_epi16(_mm_loadu_si128((const __m128i *)(freq + SYM_BIG_NEG)), 1);
-    __m128i a8 = _mm_add_epi16(_mm_add_epi16(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1)),
-                               _mm_and_si128(side, _mm_setr_epi16(-1, -1, -1, 0, 0, 0, 0, 0)));
-    __m128i b8 = _mm_add_epi16(_mm_add_epi16(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1)),
-                               _mm_and_si128(side, _mm_setr_epi16(-1, 0, 0, 0, 0, 0, 0, 0)));
-    /* Both summed side by side: lanes 0-3 carry a, 4-7 b. */
-    __m128i t = _mm_add_epi16(_mm_unpacklo_epi64(a8, b8), _mm_unpackhi_epi64(a8, b8));
-    t = _mm_add_epi16(t, _mm_srli_epi64(t, 32));
-    t = _mm_add_epi16(t, _mm_srli_epi64(t, 16));
-    *total = (uint32_t)_mm_extract_epi16(t, 0) + 3;
-    *cum = (uint32_t)_mm_extract_epi16(t, 4) + 1;
-    *own = g[symbol];
 }
 
 /* Events of `count` shifts of coder k (see code_group). */
@@ -568,9 +554,10 @@ static __attribute__((noinline)) __m256i encode_grid_step_avx2(channel_state *st
         size_t count;
         if (direct_lanes >> l & 1) {
             uint16_t *freq = (uint16_t *)(void *)((char *)states + st.freq_at[l]);
-            const uint16_t *width = (st.down >> l & 1 ? nw_weight_down : nw_weight_up) + st.width_at[l];
             uint32_t total, cum, own;
-            weigh_code_avx2(freq, width, st.symbol[l], &total, &cum, &own);
+            weigh_direct_avx2(freq, st.width[l], st.symbol[l], &total, &cum, &own);
+            total += (uint32_t)st.f_side[l];
+            cum += (uint32_t)st.f_neg[l];
             const uint32_t step = rc->range / total;
             rc->low += (uint64_t)step * cum;
             rc->range = step * own;
@@ -607,7 +594,7 @@ static __attribute__((noinline)) int decode_grid_step_avx2(channel_state *states
         rd.range = lc->range[c];
         rd.code = lc->code[c];
         uint16_t *freq = (uint16_t *)(void *)((char *)states + st.freq_at[l]);
-        const uint16_t *width = (st.down >> l & 1 ? nw_weight_down : nw_weight_up) + st.width_at[l];
+        const uint16_t *width = st.width[l];
         const __m256i one = _mm256_set1_epi16(1);
         __m256i p0 = prefix16_avx2(_mm256_add_epi16(_mm256_mulhi_epu16(_mm256_loadu_si256((const __m256i *)freq),
                                                     _mm256_loadu_si256((const __m256i *)width)), one));
@@ -619,9 +606,8 @@ static __attribute__((noinline)) int decode_grid_step_avx2(channel_state *states
         _mm256_storeu_si256((__m256i *)(sums + 1), p0);
         _mm256_storeu_si256((__m256i *)(sums + 1 + HALF), p1);
         const uint32_t all = (uint32_t)_mm256_extract_epi16(p1, 15);
-        const uint32_t f_neg = (freq[SYM_BIG_NEG] >> 1) + 1, f_pos = (freq[SYM_BIG_POS] >> 1) + 1,
-                       f_esc = (freq[SYM_ESCAPE] >> 1) + 1;
-        uint32_t r, target = rd_target(&rd, f_neg + all + f_pos + f_esc, &r);
+        const uint32_t f_neg = (uint32_t)st.f_neg[l];
+        uint32_t r, target = rd_target(&rd, all + (uint32_t)st.f_side[l], &r);
         if (target >= f_neg && target - f_neg < all) {
             const __m256i bias = _mm256_set1_epi16((int16_t)0x8000);
             const __m256i key = _mm256_xor_si256(_mm256_set1_epi16((int16_t)(target - f_neg)), bias);
