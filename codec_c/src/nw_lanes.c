@@ -29,6 +29,12 @@ static int run_sse2(const lane_job *job, int pass) { return run_pass(job, pass, 
 
 typedef int (*pass_runner)(const lane_job *, int);
 static pass_runner runner;    /* chosen by nw_lanes_set_simd (NW_SIMD_AUTO at the first coder made) */
+typedef uint32_t (*crc_runner)(const uint8_t *, const int16_t *, uint32_t, uint32_t, size_t);
+static crc_runner block_crc = nw_block_crc;   /* the same value on every level */
+#if defined(NW_HAVE_AVX2_KERNEL)
+uint32_t nw_block_crc_avx2(const uint8_t *header, const int16_t *samples, uint32_t n,
+                           uint32_t channels, size_t stride);
+#endif
 static int runner_simd;
 
 int nw_lanes_set_simd(int simd) {
@@ -37,10 +43,13 @@ int nw_lanes_set_simd(int simd) {
     best = NW_SIMD_SSE2;
 #if defined(NW_HAVE_AVX2_KERNEL)
     __builtin_cpu_init();
-    /* LZCNT is CPUID 0x80000001 ECX bit 5 (not every compiler's __builtin_cpu_supports knows it) */
+    /* LZCNT: CPUID 0x80000001 ECX bit 5; PCLMULQDQ: CPUID 1 ECX bit 1 (not every compiler's
+     * __builtin_cpu_supports knows them) */
     unsigned a, b, c, d;
     const int lzcnt = __get_cpuid(0x80000001, &a, &b, &c, &d) && (c >> 5 & 1);
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2") && lzcnt)
+    const int pclmul = __get_cpuid(1, &a, &b, &c, &d) && (c >> 1 & 1);
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2")
+        && lzcnt && pclmul)
         best = NW_SIMD_AVX2;
 #endif
 #endif
@@ -54,6 +63,10 @@ int nw_lanes_set_simd(int simd) {
 #endif
 #endif
     runner = chosen;
+    block_crc = nw_block_crc;
+#if defined(NW_HAVE_AVX2_KERNEL)
+    if (simd == NW_SIMD_AVX2) block_crc = nw_block_crc_avx2;
+#endif
     runner_simd = simd;
     return simd;
 }
@@ -229,8 +242,8 @@ static int64_t encode_lanes(nw_stream_encoder *e, const int16_t *samples, uint32
     }
     nw_write_block_header(out, NW_LANE_FORMAT_VERSION, flags, ch, n, e->next_index, (uint32_t)payload_bytes);
     /* A stored block decodes to the exact samples, a coded one to what was rebuilt. */
-    if (rebuilt && !(flags & NW_FLAG_STORED)) nw_put_u32(out + 18, nw_block_crc(out, rebuilt, n, ch, ch));
-    else nw_put_u32(out + 18, nw_block_crc(out, samples, n, ch, stride));
+    if (rebuilt && !(flags & NW_FLAG_STORED)) nw_put_u32(out + 18, block_crc(out, rebuilt, n, ch, ch));
+    else nw_put_u32(out + 18, block_crc(out, samples, n, ch, stride));
     free(rebuilt);
     return (int64_t)(NW_BLOCK_HEADER_BYTES + payload_bytes);
 }
@@ -351,7 +364,7 @@ int nw_stream_decode_block(nw_stream_decoder *d, const uint8_t *in, size_t len, 
         return NW_ERR_NOMEM;
     }
     status = decode_lanes(d, info, in + NW_BLOCK_HEADER_BYTES, samples, stride);
-    if (status == NW_OK && nw_block_crc(in, samples, info->n_samples, info->channels, stride) != info->crc32)
+    if (status == NW_OK && block_crc(in, samples, info->n_samples, info->channels, stride) != info->crc32)
         status = NW_ERR_CHECKSUM;
     if (status != NW_OK) { d->version = 0; return status; }
     d->version = NW_LANE_FORMAT_VERSION;
