@@ -358,12 +358,39 @@ static inline __m256i prefix16_avx2(__m256i v) {
         _mm256_set1_epi16(0x0F0E)), 0x20));
 }
 
+/* The running sums of the 2*HALF direct symbols' weighted counts, in two vectors (*p0, *p1)
+ * and in sums (sums[0] = 0, sums[i + 1] up to symbol i); returns the sum of all. Same
+ * integers as weigh() (every sum fits 16 bits, see weigh). */
+HOT uint32_t direct_sums_avx2(const uint16_t *freq, const uint16_t *width, uint16_t *sums,
+                              __m256i *p0, __m256i *p1) {
+    const __m256i one = _mm256_set1_epi16(1);
+    *p0 = prefix16_avx2(_mm256_add_epi16(_mm256_mulhi_epu16(_mm256_loadu_si256((const __m256i *)freq),
+                                         _mm256_loadu_si256((const __m256i *)width)), one));
+    *p1 = prefix16_avx2(_mm256_add_epi16(_mm256_mulhi_epu16(_mm256_loadu_si256((const __m256i *)(freq + 16)),
+                                         _mm256_loadu_si256((const __m256i *)(width + 16))), one));
+    /* the lower half's sum, in every lane */
+    *p1 = _mm256_add_epi16(*p1, _mm256_permute4x64_epi64(_mm256_shuffle_epi8(*p0, _mm256_set1_epi16(0x0F0E)), 0xFF));
+    sums[0] = 0;
+    _mm256_storeu_si256((__m256i *)(sums + 1), *p0);
+    _mm256_storeu_si256((__m256i *)(sums + 1 + HALF), *p1);
+    return (uint32_t)_mm256_extract_epi16(*p1, 15);
+}
+
+/* The direct symbol whose running sums bracket t (below the sum of all): find_direct's. */
+HOT int find_direct_avx2(__m256i p0, __m256i p1, uint32_t t) {
+    /* compared as signed after flipping the top bit; the sums rise, so the lanes above the
+     * target are the top ones and the first of them is the symbol */
+    const __m256i bias = _mm256_set1_epi16((int16_t)0x8000);
+    const __m256i key = _mm256_xor_si256(_mm256_set1_epi16((int16_t)t), bias);
+    const uint64_t above = (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpgt_epi16(_mm256_xor_si256(p0, bias), key))
+                         | (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpgt_epi16(_mm256_xor_si256(p1, bias), key)) << 32;
+    return __builtin_ctzll(above) / 2;
+}
+
 /* One grid sample of a lossless block, decoded: model_code(PASS_DECODE, grid) in short when
- * the symbol is a direct one (nearly always). The weighted counts' running sums for all 2*HALF
- * direct symbols in two vectors; the symbol is the number of sums at or below the target.
- * Same integers as weigh() and find_direct() (every sum fits 16 bits, see weigh). Returns 1
- * when it decoded the sample, 0 when model_code must (nothing changed yet), -1 on a value
- * outside the grid. */
+ * the symbol is a direct one (nearly always), by direct_sums_avx2 and find_direct_avx2.
+ * Returns 1 when it decoded the sample, 0 when model_code must (nothing changed yet), -1 on
+ * a value outside the grid. */
 HOT int decode_grid_sample_avx2(channel_state *s, range_decoder *rd, int16_t *value,
                                           int32_t pred_q, int32_t *x_out) {
     const int32_t pred = (pred_q + (1 << (FRACTION_BITS - 1))) >> FRACTION_BITS;
@@ -372,29 +399,14 @@ HOT int decode_grid_sample_avx2(channel_state *s, range_decoder *rd, int16_t *va
     const int ctx = nw_context_of_activity[act > 255 ? 255 : act];
     uint16_t *freq = s->main_freq[ctx];
     const uint16_t *width = flip > 0 ? nw_weight_up + pred : nw_weight_down + (GRID_CODES - 1 - pred);
-    const __m256i one = _mm256_set1_epi16(1);
-    __m256i p0 = prefix16_avx2(_mm256_add_epi16(_mm256_mulhi_epu16(_mm256_loadu_si256((const __m256i *)freq),
-                                                _mm256_loadu_si256((const __m256i *)width)), one));
-    __m256i p1 = prefix16_avx2(_mm256_add_epi16(_mm256_mulhi_epu16(_mm256_loadu_si256((const __m256i *)(freq + 16)),
-                                                _mm256_loadu_si256((const __m256i *)(width + 16))), one));
-    /* the lower half's sum, in every lane */
-    p1 = _mm256_add_epi16(p1, _mm256_permute4x64_epi64(_mm256_shuffle_epi8(p0, _mm256_set1_epi16(0x0F0E)), 0xFF));
     uint16_t sums[1 + 2 * HALF];
-    sums[0] = 0;
-    _mm256_storeu_si256((__m256i *)(sums + 1), p0);
-    _mm256_storeu_si256((__m256i *)(sums + 1 + HALF), p1);
-    const uint32_t all = (uint32_t)_mm256_extract_epi16(p1, 15);
+    __m256i p0, p1;
+    const uint32_t all = direct_sums_avx2(freq, width, sums, &p0, &p1);
     const uint32_t f_neg = (freq[SYM_BIG_NEG] >> 1) + 1, f_pos = (freq[SYM_BIG_POS] >> 1) + 1,
                    f_esc = (freq[SYM_ESCAPE] >> 1) + 1;
     uint32_t r, target = rd_target(rd, f_neg + all + f_pos + f_esc, &r);
     if (target < f_neg || target - f_neg >= all) return 0;
-    /* compared as signed after flipping the top bit; the sums rise, so the lanes above the
-     * target are the top ones and the first of them is the symbol */
-    const __m256i bias = _mm256_set1_epi16((int16_t)0x8000);
-    const __m256i key = _mm256_xor_si256(_mm256_set1_epi16((int16_t)(target - f_neg)), bias);
-    const uint64_t above = (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpgt_epi16(_mm256_xor_si256(p0, bias), key))
-                         | (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpgt_epi16(_mm256_xor_si256(p1, bias), key)) << 32;
-    const int symbol = __builtin_ctzll(above) / 2;
+    const int symbol = find_direct_avx2(p0, p1, target - f_neg);
     const uint32_t below = sums[symbol];
     rd_take(rd, r, f_neg + below, sums[symbol + 1] - below);
     adapt(freq, &s->main_total[ctx], MAIN_SYMBOLS, symbol, MAIN_INCREMENT, MAIN_LIMIT);
@@ -594,26 +606,13 @@ static __attribute__((noinline)) int decode_grid_step_avx2(channel_state *states
         rd.range = lc->range[c];
         rd.code = lc->code[c];
         uint16_t *freq = (uint16_t *)(void *)((char *)states + st.freq_at[l]);
-        const uint16_t *width = st.width[l];
-        const __m256i one = _mm256_set1_epi16(1);
-        __m256i p0 = prefix16_avx2(_mm256_add_epi16(_mm256_mulhi_epu16(_mm256_loadu_si256((const __m256i *)freq),
-                                                    _mm256_loadu_si256((const __m256i *)width)), one));
-        __m256i p1 = prefix16_avx2(_mm256_add_epi16(_mm256_mulhi_epu16(_mm256_loadu_si256((const __m256i *)(freq + 16)),
-                                                    _mm256_loadu_si256((const __m256i *)(width + 16))), one));
-        p1 = _mm256_add_epi16(p1, _mm256_permute4x64_epi64(_mm256_shuffle_epi8(p0, _mm256_set1_epi16(0x0F0E)), 0xFF));
         uint16_t sums[1 + 2 * HALF];
-        sums[0] = 0;
-        _mm256_storeu_si256((__m256i *)(sums + 1), p0);
-        _mm256_storeu_si256((__m256i *)(sums + 1 + HALF), p1);
-        const uint32_t all = (uint32_t)_mm256_extract_epi16(p1, 15);
+        __m256i p0, p1;
+        const uint32_t all = direct_sums_avx2(freq, st.width[l], sums, &p0, &p1);
         const uint32_t f_neg = (uint32_t)st.f_neg[l];
         uint32_t r, target = rd_target(&rd, all + (uint32_t)st.f_side[l], &r);
         if (target >= f_neg && target - f_neg < all) {
-            const __m256i bias = _mm256_set1_epi16((int16_t)0x8000);
-            const __m256i key = _mm256_xor_si256(_mm256_set1_epi16((int16_t)(target - f_neg)), bias);
-            const uint64_t above = (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpgt_epi16(_mm256_xor_si256(p0, bias), key))
-                                 | (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpgt_epi16(_mm256_xor_si256(p1, bias), key)) << 32;
-            const int symbol = __builtin_ctzll(above) / 2;
+            const int symbol = find_direct_avx2(p0, p1, target - f_neg);
             const uint32_t below = sums[symbol];
             rd_take(&rd, r, f_neg + below, sums[symbol + 1] - below);
             adapt(freq, (uint32_t *)(void *)((char *)states + st.total_at[l]), MAIN_SYMBOLS, symbol,
