@@ -123,6 +123,14 @@ def _rel(path):
     return path if rel.startswith("..") else rel
 
 
+def _cdef_between_markers(header):
+    """A header's declarations between its cdef markers (the daemon's data path and the
+    simulator's send loop keep their cffi interface in their headers: one place owns it)."""
+    with open(header) as handle:
+        text = handle.read()
+    return text.split("/* cdef begin */", 1)[1].split("/* cdef end */", 1)[0]
+
+
 def _flags():
     # -O3: the model loops are vectorised there (measured ~1.3x over -O2)
     compile_args = ["-O3", "-std=c99", "-pthread"]   # -pthread: the thread team (nw_team.c)

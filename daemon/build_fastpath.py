@@ -19,21 +19,15 @@ SRC = os.path.join(HERE, "src")
 HEADER = os.path.join(SRC, "nw_fastpath.h")
 
 sys.path.insert(0, os.path.join(HERE, os.pardir, "codec_c"))
-from build_ffi import _flags, _rel  # noqa: E402  (the codec's compile flags, ASan included)
+# The codec's compile flags (ASan included), and its reader of a header's cdef part.
+from build_ffi import _cdef_between_markers, _flags, _rel  # noqa: E402
 
 sys.path.pop(0)
 
 
-def _cdef() -> str:
-    """The header's declarations between its cdef markers: one place owns the interface."""
-    with open(HEADER) as handle:
-        text = handle.read()
-    return text.split("/* cdef begin */", 1)[1].split("/* cdef end */", 1)[0]
-
-
 def make_ffibuilder():
     ffi = FFI()
-    ffi.cdef(_cdef())
+    ffi.cdef(_cdef_between_markers(HEADER))
     compile_args, link_args = _flags()
     ffi.set_source(
         "neurowire.daemon._fastpath",
