@@ -8,7 +8,6 @@ reports.  Sends never block: a daemon that cannot take a packet costs that packe
 from __future__ import annotations
 
 import argparse
-import ctypes
 import functools
 import json
 import math
@@ -107,15 +106,10 @@ def _cpu_s() -> float:
 def _native():
     """(ffi, lib, zmq function table) of the C send loop, made once per process."""
     from ._sim_loop import ffi, lib
-    from .fastsub import loaded_libzmq
+    from .native_zmq import libzmq_functions
 
-    # dlopen of a path already loaded returns that instance: the socket's own library.
-    libzmq = ctypes.CDLL(loaded_libzmq())
-    functions = ffi.new("nw_sim_zmq *")
-    for field, symbol in (("send", "zmq_send"), ("errno_value", "zmq_errno")):
-        address = ctypes.cast(getattr(libzmq, symbol), ctypes.c_void_p).value
-        setattr(functions, field, ffi.cast(ffi.typeof(getattr(functions, field)), address))
-    return ffi, lib, functions
+    return ffi, lib, libzmq_functions(ffi, "nw_sim_zmq", {"send": "zmq_send",
+                                                          "errno_value": "zmq_errno"})
 
 
 def native_available() -> bool:

@@ -123,14 +123,6 @@ def _rel(path):
     return path if rel.startswith("..") else rel
 
 
-def _cdef_between_markers(header):
-    """A header's declarations between its cdef markers (the daemon's data path and the
-    simulator's send loop keep their cffi interface in their headers: one place owns it)."""
-    with open(header) as handle:
-        text = handle.read()
-    return text.split("/* cdef begin */", 1)[1].split("/* cdef end */", 1)[0]
-
-
 def _flags():
     # -O3: the model loops are vectorised there (measured ~1.3x over -O2)
     compile_args = ["-O3", "-std=c99", "-pthread"]   # -pthread: the thread team (nw_team.c)
@@ -144,6 +136,22 @@ def _flags():
         compile_args += san
         link_args += san
     return compile_args, link_args
+
+
+def header_extension(module, header, sources):
+    """A cffi builder for a C file beside the codec (the daemon's data path, the simulator's
+    send loop), with the codec's compile flags: its declarations are the header's part
+    between its cdef markers, so one place owns the interface."""
+    with open(header) as handle:
+        cdef = handle.read().split("/* cdef begin */", 1)[1].split("/* cdef end */", 1)[0]
+    ffi = FFI()
+    ffi.cdef(cdef)
+    compile_args, link_args = _flags()
+    ffi.set_source(module, f'#include "{os.path.basename(header)}"',
+                   sources=[_rel(path) for path in sources],
+                   include_dirs=[_rel(os.path.dirname(header))],
+                   extra_compile_args=compile_args, extra_link_args=link_args)
+    return ffi
 
 
 def make_ffibuilder():
