@@ -388,7 +388,9 @@ def run(args: argparse.Namespace) -> int:
                    "packet_ms": 1000 * args.packet_samples / args.rate,
                    "seconds": args.seconds, "workers": args.workers, "pin_threads": args.pin,
                    "realtime_priority": args.realtime_priority, "spin_us": args.spin_us,
-                   "fast_path": args.fast_path, "simulator_c_loop": args.native_simulator,
+                   "fast_path": args.fast_path,
+                   # Which loop sent: the C one unless asked otherwise or it cannot load.
+                   "simulator_c_loop": simulator.get("c_loop"),
                    "clients_realtime": realtime is not None,
                    "delivery": "live" if args.live else "lossless",
                    "keyframe_interval_s": args.keyframe_interval, "cpus": os.cpu_count(),
@@ -492,9 +494,10 @@ def _print_human(result: dict) -> None:
                               for name, v in result["cpu"].items()))
     window = result["cpu_streaming"]
     relay = window.get("bare_c_relay", {})
-    line = ", ".join(f"{name} {window[name]['us_per_packet']} us ({window[name]['percent_of_core']}"
-                     "% of a core)" for name in ("daemon", "subscriber", "simulator")
-                     if name in window)
+    loops = {"simulator": " (C loop)" if config.get("simulator_c_loop") else " (Python loop)"}
+    line = ", ".join(f"{name}{loops.get(name, '')} {window[name]['us_per_packet']} us "
+                     f"({window[name]['percent_of_core']}% of a core)"
+                     for name in ("daemon", "subscriber", "simulator") if name in window)
     print(f"cpu per packet while streaming ({window['packets']} packets): {line}")
     if relay.get("us_per_packet"):
         print(f"  bare C relay (PULL -> PUB, same packets): {relay['us_per_packet']} us; "

@@ -283,7 +283,7 @@ class Simulator:
                 "packets_refused": self.refused, "samples_sent": self.next_sample,
                 "elapsed_s": elapsed_s,
                 "achieved_rate": self.sent * self.packet_samples / elapsed_s if elapsed_s else 0,
-                "pacing_lateness": pacing,
+                "pacing_lateness": pacing, "c_loop": self.native,
                 "cpu_s": _cpu_s() - getattr(self, "_cpu_start", 0.0)}
 
     def close(self) -> None:
