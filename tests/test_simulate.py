@@ -1,5 +1,6 @@
 """Synthetic signals, the simulator and the subscriber command on real sockets."""
 
+import errno
 import hashlib
 import json
 import os
@@ -447,3 +448,29 @@ def test_ctrl_c_ends_the_c_loop_with_its_report(tmp_path, context):
     assert process.returncode == 0, error
     result = json.loads(report.read_text())
     assert result["packets_sent"] == received >= 300
+
+
+def test_the_c_loop_refuses_a_struct_that_does_not_describe_its_memory(context):
+    """A header too short for the fields it patches, or an empty table, is an error from C
+    (EINVAL), not a write past the header or a division by zero."""
+    from neurowire.clients.simulate import Simulator, native_available
+
+    if not native_available():
+        pytest.skip("the C send loop is not built or cannot load here")
+    simulator = Simulator("tcp://127.0.0.1:9", np.zeros((10, 2), np.int16), 20000.0, 10,
+                          context=context)
+    try:
+        state = simulator._state
+        for field, bad in (("header_len", 40), ("loop_rows", 0), ("acquired_at", 10**6)):
+            good = getattr(state, field)
+            setattr(state, field, bad)
+            with pytest.raises(zmq.ZMQError) as error:
+                simulator.send_packet()
+            assert error.value.errno == errno.EINVAL
+            with pytest.raises(zmq.ZMQError):
+                simulator.run(0.01)
+            setattr(state, field, good)
+        assert simulator.sent == simulator.refused == simulator.seq == 0
+    finally:
+        simulator.sock.linger = 0
+        simulator.close()

@@ -35,7 +35,17 @@ static const int16_t *packet_rows(nw_sim *sim) {
     return sim->scratch;
 }
 
+/* The fields Python filled must describe memory that is there: a patched field inside the
+ * header, a table with rows to loop over. */
+static int usable(const nw_sim *sim) {
+    return sim->table && sim->scratch && sim->header && sim->loop_rows > 0 &&
+           sim->channels > 0 && sim->packet_samples > 0 && sim->header_len >= 8 &&
+           sim->seq_at <= sim->header_len - 8 && sim->first_at <= sim->header_len - 8 &&
+           sim->acquired_at <= sim->header_len - 8;
+}
+
 int nw_sim_send(const nw_sim_zmq *zmq, void *socket, nw_sim *sim) {
+    if (!usable(sim)) return -EINVAL;
     const int16_t *rows = packet_rows(sim);
     put_u64(sim->header + sim->seq_at, sim->seq);
     put_u64(sim->header + sim->first_at, sim->next_sample);
@@ -59,6 +69,7 @@ int nw_sim_send(const nw_sim_zmq *zmq, void *socket, nw_sim *sim) {
 int64_t nw_sim_run(const nw_sim_zmq *zmq, void *socket, nw_sim *sim, uint64_t until,
                    int64_t *lateness, uint32_t cap) {
     uint32_t done = 0;
+    if (!usable(sim) || sim->period_ns <= 0 || !lateness) return -EINVAL;
     while (sim->packet_number < until && done < cap) {
         const int64_t due = sim->start_ns + (int64_t)(sim->packet_number + 1) * sim->period_ns;
         int64_t now = clock_ns(CLOCK_MONOTONIC);

@@ -37,13 +37,14 @@ typedef struct nw_sim {
 } nw_sim;
 
 /* Sends the next packet now (no pacing): 1 sent, 0 refused (the socket's queue is full; the
- * implant never waits), or -errno of a socket error. */
+ * implant never waits), -EINVAL if `sim` is not filled in, or -errno of a socket error. */
 int nw_sim_send(const nw_sim_zmq *zmq, void *socket, nw_sim *sim);
 
 /* Sends packets at their deadlines until packet_number reaches `until` or `cap` were sent
  * in this call, writing each one's lateness (ns past its deadline when it went) to
  * lateness[]. Returns how many it paced; fewer when a signal woke it (the caller runs the
- * handler and calls again), or -errno of a socket error. */
+ * handler and calls again), -EINVAL if `sim` is not filled in, or -errno of a socket
+ * error. */
 int64_t nw_sim_run(const nw_sim_zmq *zmq, void *socket, nw_sim *sim, uint64_t until,
                    int64_t *lateness, uint32_t cap);
 /* cdef end */
