@@ -20,7 +20,7 @@ import numpy as np
 from neurowire.codec import MAX_BLOCK_SAMPLES, CorruptStreamError
 from neurowire.codec._codec import _error as codec_error
 
-from .native_zmq import libzmq_functions
+from .native_zmq import libzmq_functions, loads
 
 _LIBZMQ_FUNCTIONS = {"msg_init": "zmq_msg_init", "msg_recv": "zmq_msg_recv",
                      "msg_data": "zmq_msg_data", "msg_size": "zmq_msg_size",
@@ -48,11 +48,7 @@ def _native():
 
 def available() -> bool:
     """Whether the C loop can run here (built, on Linux, one libzmq loaded)."""
-    try:
-        _native()
-    except (ImportError, OSError, AttributeError):
-        return False
-    return True
+    return loads(_native)
 
 
 class Receiver:

@@ -29,3 +29,13 @@ def libzmq_functions(ffi, ctype: str, functions: dict):
         address = ctypes.cast(getattr(libzmq, symbol), ctypes.c_void_p).value
         setattr(table, field, ffi.cast(ffi.typeof(getattr(table, field)), address))
     return table
+
+
+def loads(set_up) -> bool:
+    """Whether a C loop's one-time `set_up()` works here (its extension built, on Linux, one
+    libzmq loaded); its callers fall back to their Python loops when not."""
+    try:
+        set_up()
+    except (ImportError, OSError, AttributeError):
+        return False
+    return True

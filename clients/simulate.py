@@ -26,6 +26,7 @@ from neurowire.wire import (DEFAULT_CONTROL, DEFAULT_INGEST, INGEST_OFFSETS, MAX
 
 from . import synth
 from .liveness import ConnectionWatch
+from .native_zmq import libzmq_functions, loads
 
 
 def _bounded(kind, low, high=None, low_open=False, what="it"):
@@ -106,7 +107,6 @@ def _cpu_s() -> float:
 def _native():
     """(ffi, lib, zmq function table) of the C send loop, made once per process."""
     from ._sim_loop import ffi, lib
-    from .native_zmq import libzmq_functions
 
     return ffi, lib, libzmq_functions(ffi, "nw_sim_zmq", {"send": "zmq_send",
                                                           "errno_value": "zmq_errno"})
@@ -114,11 +114,7 @@ def _native():
 
 def native_available() -> bool:
     """Whether the C send loop can run here (built, on Linux, one libzmq loaded)."""
-    try:
-        _native()
-    except (ImportError, OSError, AttributeError):
-        return False
-    return True
+    return loads(_native)
 
 
 class Simulator:
