@@ -3,6 +3,11 @@
 Pacing is by deadline (start + k x packet period), so a late wake-up is caught up on the next
 packets instead of slowing the stream; the lateness of each send is the pacing jitter it
 reports.  Sends never block: a daemon that cannot take a packet costs that packet, counted.
+
+The simulator shares the machine with the daemon and subscriber, so its packets are paced and
+sent by a C loop (clients/src/sim_loop.c): no Python per packet, the header packed once by
+neurowire.wire and patched.  Where that extension cannot load, the Python loop here sends the
+same bytes (`--python-loop` forces it, to compare).
 """
 
 from __future__ import annotations
