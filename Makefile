@@ -39,7 +39,7 @@ $(PY):
 # Editable install: Python edits are live, and the stamp re-runs pip (recompiling the
 # extension) whenever the C sources or the build description change.
 $(VENV)/.installed: $(PY) pyproject.toml setup.py codec_c/build_ffi.py $(CSRC) $(CHDR) $(DAEMON_C) \
-                   clients/build_sub_loop.py $(wildcard clients/src/*)
+                   clients/build_sub_loop.py clients/build_sim_loop.py $(wildcard clients/src/*)
 	$(PY) -m pip install --quiet -e '.[test]'
 	@touch $@
 

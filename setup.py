@@ -14,4 +14,5 @@ PACKAGES = [f"{root}.{sub}" if sub else root
 
 setup(package_dir=ROOTS, packages=PACKAGES, cffi_modules=["codec_c/build_ffi.py:ffibuilder",
                     "daemon/build_fastpath.py:ffibuilder",
-                    "clients/build_sub_loop.py:ffibuilder"])
+                    "clients/build_sub_loop.py:ffibuilder",
+                    "clients/build_sim_loop.py:ffibuilder"])

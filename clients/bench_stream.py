@@ -57,6 +57,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--python-data-path", dest="fast_path", action="store_false",
                         help="the daemon's data path in Python alone (fast_path = false), to "
                              "compare with its C one")
+    parser.add_argument("--python-simulator", dest="native_simulator", action="store_false",
+                        help="the simulator sends from its Python loop (simulate "
+                             "--python-loop), to compare with its C one")
     parser.add_argument("--live", action="store_true",
                         help="live subscriber (drops when behind) instead of lossless")
     parser.add_argument("--no-baseline", dest="baseline", action="store_false",
@@ -335,7 +338,8 @@ def run(args: argparse.Namespace) -> int:
             _python("neurowire.clients.simulate", "--connect", endpoints["ingest"],
                     "--channels", args.channels, "--rate", args.rate,
                     "--packet-samples", args.packet_samples, "--seconds", args.seconds,
-                    "--report", sim_report, "--quiet"),
+                    "--report", sim_report, "--quiet",
+                    *([] if args.native_simulator else ["--python-loop"])),
             stdout=logs["simulator"], stderr=subprocess.STDOUT, preexec_fn=realtime)
         load_start = os.getloadavg()
         window_start = _window_mark(endpoints["control"], processes)
@@ -385,6 +389,8 @@ def run(args: argparse.Namespace) -> int:
                    "seconds": args.seconds, "workers": args.workers, "pin_threads": args.pin,
                    "realtime_priority": args.realtime_priority, "spin_us": args.spin_us,
                    "fast_path": args.fast_path,
+                   # Which loop sent: the C one unless asked otherwise or it cannot load.
+                   "simulator_c_loop": simulator.get("c_loop"),
                    "clients_realtime": realtime is not None,
                    "delivery": "live" if args.live else "lossless",
                    "keyframe_interval_s": args.keyframe_interval, "cpus": os.cpu_count(),
@@ -488,14 +494,15 @@ def _print_human(result: dict) -> None:
                               for name, v in result["cpu"].items()))
     window = result["cpu_streaming"]
     relay = window.get("bare_c_relay", {})
-    line = ", ".join(f"{name} {window[name]['us_per_packet']} us ({window[name]['percent_of_core']}"
-                     "% of a core)" for name in ("daemon", "subscriber", "simulator")
-                     if name in window)
+    loops = {"simulator": " (C loop)" if config.get("simulator_c_loop") else " (Python loop)"}
+    line = ", ".join(f"{name}{loops.get(name, '')} {window[name]['us_per_packet']} us "
+                     f"({window[name]['percent_of_core']}% of a core)"
+                     for name in ("daemon", "subscriber", "simulator") if name in window)
     print(f"cpu per packet while streaming ({window['packets']} packets): {line}")
     if relay.get("us_per_packet"):
         print(f"  bare C relay (PULL -> PUB, same packets): {relay['us_per_packet']} us; "
               + ", ".join(f"{name} {window[name]['us_per_packet'] / relay['us_per_packet']:.1f}x"
-                          for name in ("daemon", "subscriber")
+                          for name in ("daemon", "subscriber", "simulator")
                           if window.get(name, {}).get("us_per_packet")))
     elif relay:
         print(f"  bare C relay: {relay.get('error')}")

@@ -13,7 +13,6 @@ whether this works here; Subscription falls back to pyzmq when not.
 
 from __future__ import annotations
 
-import ctypes
 import functools
 
 import numpy as np
@@ -21,21 +20,12 @@ import numpy as np
 from neurowire.codec import MAX_BLOCK_SAMPLES, CorruptStreamError
 from neurowire.codec._codec import _error as codec_error
 
+from .native_zmq import libzmq_functions, loads
+
 _LIBZMQ_FUNCTIONS = {"msg_init": "zmq_msg_init", "msg_recv": "zmq_msg_recv",
                      "msg_data": "zmq_msg_data", "msg_size": "zmq_msg_size",
                      "msg_more": "zmq_msg_more", "msg_close": "zmq_msg_close",
                      "poll": "zmq_poll", "errno_value": "zmq_errno"}
-
-
-def loaded_libzmq() -> str:
-    """Path of the libzmq this process's pyzmq loaded (Linux: /proc/self/maps)."""
-    import zmq  # noqa: F401  (loads the library)
-
-    with open("/proc/self/maps") as handle:
-        paths = {line.split()[-1] for line in handle if "libzmq" in line.rsplit("/", 1)[-1]}
-    if len(paths) != 1:
-        raise OSError(f"expected one libzmq loaded by pyzmq, found {sorted(paths) or 'none'}")
-    return paths.pop()
 
 
 @functools.lru_cache(maxsize=None)
@@ -47,12 +37,7 @@ def _native():
     from ._sub_loop import ffi, lib
 
     lib.nw_sub_prepare()
-    # dlopen of a path already loaded returns that instance: the socket's own library.
-    libzmq = ctypes.CDLL(loaded_libzmq())
-    zmq_api = ffi.new("nw_sub_zmq *")
-    for field, symbol in _LIBZMQ_FUNCTIONS.items():
-        address = ctypes.cast(getattr(libzmq, symbol), ctypes.c_void_p).value
-        setattr(zmq_api, field, ffi.cast(ffi.typeof(getattr(zmq_api, field)), address))
+    zmq_api = libzmq_functions(ffi, "nw_sub_zmq", _LIBZMQ_FUNCTIONS)
     codec_api = ffi.new("nw_sub_codec *")
     for field, symbol in (("team_decode", "nw_team_decode"),
                           ("decoder_reset", "nw_stream_decoder_reset")):
@@ -63,11 +48,7 @@ def _native():
 
 def available() -> bool:
     """Whether the C loop can run here (built, on Linux, one libzmq loaded)."""
-    try:
-        _native()
-    except (ImportError, OSError, AttributeError):
-        return False
-    return True
+    return loads(_native)
 
 
 class Receiver:

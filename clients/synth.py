@@ -98,6 +98,8 @@ def load_wav_dir(directory: str, channels: int, loop_seconds: float = 2.0):
                 raise ValueError(f"{path}: expected mono 16-bit PCM")
             rate = rate or handle.getframerate()
             recordings.append(np.frombuffer(handle.readframes(handle.getnframes()), "<i2"))
+        if not len(recordings[-1]):
+            raise ValueError(f"{path}: no samples in it")
     loop = min(min(len(r) for r in recordings), int(loop_seconds * rate))
     table = np.empty((loop, channels), dtype=np.int16)
     for channel in range(channels):

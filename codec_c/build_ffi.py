@@ -138,6 +138,22 @@ def _flags():
     return compile_args, link_args
 
 
+def header_extension(module, header, sources):
+    """A cffi builder for a C file beside the codec (the daemon's data path, the simulator's
+    send loop), with the codec's compile flags: its declarations are the header's part
+    between its cdef markers, so one place owns the interface."""
+    with open(header) as handle:
+        cdef = handle.read().split("/* cdef begin */", 1)[1].split("/* cdef end */", 1)[0]
+    ffi = FFI()
+    ffi.cdef(cdef)
+    compile_args, link_args = _flags()
+    ffi.set_source(module, f'#include "{os.path.basename(header)}"',
+                   sources=[_rel(path) for path in sources],
+                   include_dirs=[_rel(os.path.dirname(header))],
+                   extra_compile_args=compile_args, extra_link_args=link_args)
+    return ffi
+
+
 def make_ffibuilder():
     ffi = FFI()
     ffi.cdef(CDEF)

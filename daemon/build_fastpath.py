@@ -12,41 +12,16 @@ belong to the same library instances as their pointers.
 import os
 import sys
 
-from cffi import FFI
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.join(HERE, "src")
-HEADER = os.path.join(SRC, "nw_fastpath.h")
 
 sys.path.insert(0, os.path.join(HERE, os.pardir, "codec_c"))
-from build_ffi import _flags, _rel  # noqa: E402  (the codec's compile flags, ASan included)
+from build_ffi import header_extension  # noqa: E402  (the codec's compile flags, ASan included)
 
 sys.path.pop(0)
 
-
-def _cdef() -> str:
-    """The header's declarations between its cdef markers: one place owns the interface."""
-    with open(HEADER) as handle:
-        text = handle.read()
-    return text.split("/* cdef begin */", 1)[1].split("/* cdef end */", 1)[0]
-
-
-def make_ffibuilder():
-    ffi = FFI()
-    ffi.cdef(_cdef())
-    compile_args, link_args = _flags()
-    ffi.set_source(
-        "neurowire.daemon._fastpath",
-        '#include "nw_fastpath.h"',
-        sources=[_rel(os.path.join(SRC, "nw_fastpath.c"))],
-        include_dirs=[_rel(SRC)],
-        extra_compile_args=compile_args,
-        extra_link_args=link_args,
-    )
-    return ffi
-
-
-ffibuilder = make_ffibuilder()
+ffibuilder = header_extension("neurowire.daemon._fastpath", os.path.join(SRC, "nw_fastpath.h"),
+                              [os.path.join(SRC, "nw_fastpath.c")])
 
 if __name__ == "__main__":
     ffibuilder.compile(tmpdir=os.path.join(HERE, os.pardir, "build", "ffi"), verbose=True)

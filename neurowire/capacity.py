@@ -41,7 +41,10 @@ PACKET_LADDER = (10, 20, 40)
 # the daemon, simulator and subscriber spent per packet, less the codec's, by a hop measured
 # just before.  On the README's host B (load average 1.8-2.1): 4.1 and 6.1 at 64 x 10, 4.7
 # at 256 x 10, 4.2 and 5.1 at 1024 x 20, 6.5 at 256 x 40 (~600 us per packet outside the
-# codec).  Re-measure it when the data path changes.
+# codec).  Again with the daemon's, subscriber's and simulator's loops in C (load average
+# 3.1-5.2, `--seconds 10`): 5.1 at 64 x 10, 5.8 at 256 x 10, 7.0 at 128 x 20, hops of
+# 52-55 us; they hold the subscriber's decoding after the stream too (not subtracted), so
+# the figure stays.  Re-measure it when the data path changes.
 PER_PACKET_HOPS = 6.0
 # A team of encoder threads costs more CPU than one thread doing the same block (hand-offs,
 # the caller waiting for its helpers): on the README's host A a 1024 x 10 block took p50

@@ -91,6 +91,8 @@ DEFAULT_CONTROL = "tcp://127.0.0.1:7343"
 FEEDS = ("spikes", "power", "bounded")
 
 INGEST = struct.Struct("<2sBBIIQQdqQ")
+INGEST_FIELDS = ("magic", "version", "kind", "channels", "n_samples", "seq", "first", "rate",
+                 "acquired_ns", "session")
 BLOCK = struct.Struct("<2sBBIIHBxQqQdIIqqqqQq")
 STREAM_ID = re.compile(rb"[A-Za-z0-9_.:-]{1,64}\Z")
 _stream_id = STREAM_ID.match
@@ -154,6 +156,18 @@ def pack_ingest(stream: bytes | str, seq: int, first: int, n_samples: int, chann
         stream = stream.encode()
     return INGEST.pack(MAGIC, version, KIND_INGEST, channels, n_samples, seq, first, rate,
                        acquired_ns, session) + stream
+
+
+def _field_offsets(layout: struct.Struct, names) -> dict:
+    codes = re.findall(r"\d*[a-zA-Z?]", layout.format)
+    return {name: struct.calcsize(layout.format[0] + "".join(codes[:k]))
+            for k, name in enumerate(names)}
+
+
+# Where each ingest field starts in the header: a sender that packs one header with
+# `pack_ingest` and patches seq, first and acquired_ns per packet (the simulator's C loop)
+# takes the offsets from here.
+INGEST_OFFSETS = _field_offsets(INGEST, INGEST_FIELDS)
 
 
 def new_session() -> int:

@@ -48,8 +48,11 @@ def test_wheel_carries_the_compiled_core_and_metadata(dist):
         names = archive.namelist()
         metadata = archive.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     assert any(n.startswith("neurowire/codec/_native") and n.endswith(".so") for n in names)
-    # The subscriber's receive loop (clients/src/sub_loop.c), compiled like the core.
-    assert any(n.startswith("neurowire/clients/_sub_loop") and n.endswith(".so") for n in names)
+    # The subscriber's receive loop and the simulator's send loop (clients/src/), compiled
+    # like the core.
+    for module in ("_sub_loop", "_sim_loop"):
+        assert any(n.startswith(f"neurowire/clients/{module}") and n.endswith(".so")
+                   for n in names), module
     assert "neurowire/clients/dashboard/static/vendor/uPlot.LICENSE" in names
     assert "neurowire/brainwire/decode.py" in names
     assert "neurowire/clients/bare_relay.c" in names  # bench stream's baseline, built on site
@@ -65,7 +68,8 @@ def test_wheel_carries_the_compiled_core_and_metadata(dist):
                    "nw_lanes_kernel.h"):
         assert any(m.endswith(f"codec_c/src/{source}") for m in members), source
     for source in ("clients/src/sub_loop.c", "clients/src/sub_loop.h",
-                   "clients/build_sub_loop.py"):
+                   "clients/build_sub_loop.py", "clients/src/sim_loop.c",
+                   "clients/src/sim_loop.h", "clients/build_sim_loop.py"):
         assert any(m.endswith(source) for m in members), source
     assert any(m.endswith("/LICENSE") for m in members)
 

@@ -277,6 +277,9 @@ def test_bench_stream_json_checks_every_sample(tmp_path):
     for name in ("daemon", "subscriber", "simulator", "bare_c_relay"):
         assert window[name]["us_per_packet"] > 0, (name, window[name])
     assert window["bare_c_relay"]["packets"] > 0
+    from neurowire.clients.simulate import native_available
+
+    assert report["config"]["simulator_c_loop"] is native_available()  # which loop sent
     # What the daemon was granted, as it reports it: realtime where allowed, and with two
     # CPUs or more, its two data-path threads on CPUs of their own.
     granted = report["daemon_data_path"]
