@@ -18,7 +18,7 @@ DAEMON_C := $(wildcard daemon/src/*.c daemon/src/*.h) daemon/build_fastpath.py
 # functions and sections, unwind tables, build ids, relro padding and PIE relocations.
 TOOL_CFLAGS  := -std=c99 -Os -Icodec_c/src -ffunction-sections -fdata-sections \
                 -fno-asynchronous-unwind-tables -fno-unwind-tables -fno-stack-protector \
-                -fno-ident -fno-pie -fno-plt
+                -fno-ident -fno-pie -fno-plt -fno-schedule-insns2
 TOOL_LDFLAGS := -s -no-pie -Wl,--gc-sections -Wl,--as-needed -Wl,--build-id=none \
                 -Wl,-z,norelro -Wl,-z,noseparate-code -Wl,--hash-style=gnu -Wl,--no-eh-frame-hdr
 TOOL_LIBS    := -lm

@@ -1,7 +1,7 @@
 /*
  * The model that ./encode's packed form is compressed with (codec_c/tools/pack.c) and
  * unpacked by (codec_c/tools/unpack.c): bit by bit, the byte's bits so far in contexts of
- * the last 0 to PM_ORDERS-1 whole bytes, each context's probability adapting at 1/(n+2),
+ * the last few whole bytes (pm_mask), each context's probability adapting at 1/(n+2),
  * the orders mixed in the logistic domain by weights chosen by the bits so far and learned
  * as it goes (the scheme of the PAQ family, written afresh). Both sides run this code, so
  * they agree bit for bit; its state lives in zeroed static storage (bss, no file bytes).
@@ -11,7 +11,11 @@
 
 #include <stdint.h>
 
-#define PM_ORDERS 5
+/* The contexts: which of the last four whole bytes each one sees (the orders 0 to 4, then
+ * the byte before last alone and the one before that: x86 operands and opcodes recur at a
+ * distance). */
+static const uint32_t pm_mask[] = {0, 0xFF, 0xFFFF, 0xFFFFFF, 0xFFFFFFFF, 0xFF00, 0xFF0000};
+#define PM_ORDERS (int)(sizeof pm_mask / sizeof *pm_mask)
 #define PM_LR 4                   /* the mixer's learning rate, /4 */
 #define PM_LIMIT 10               /* a context's rate stops at 1/(PM_LIMIT+2) */
 #define PM_BITS 18                /* slots per order: plenty for a 20 KB program */
@@ -22,7 +26,7 @@ static int32_t pm_w[256][PM_ORDERS];
 static int32_t pm_st[PM_ORDERS];
 static int32_t pm_rate[PM_LIMIT + 1];        /* 65536 / (n + 2): no division per bit */
 static uint32_t pm_slot[PM_ORDERS];
-static uint64_t pm_hist;                      /* the last 8 whole bytes */
+static uint32_t pm_hist;                      /* the last 4 whole bytes */
 static uint32_t pm_c0 = 1;                    /* the byte's bits so far, after a 1 */
 static int pm_pr;
 
@@ -57,7 +61,7 @@ static int pm_predict(void) {
     int64_t dot = 0;
     for (int k = 0; k < PM_ORDERS; k++) {
         uint32_t nib = pm_c0 >= 16 ? pm_c0 >> 4 << 4 : 1;
-        uint32_t h = ((uint32_t)(pm_hist & ((1ull << 8 * k) - 1)) * 0x2F0B4C27u + nib + (uint32_t)k) * 0x9E3779B1u;
+        uint32_t h = ((pm_hist & pm_mask[k]) * 0x2F0B4C27u + nib + (uint32_t)k) * 0x9E3779B1u;
         uint32_t slot = pm_slot[k] = (h >> (32 - PM_BITS) & ~15u) | (pm_c0 & 15);
         pm_st[k] = pm_stretch[pm_t[k][slot][1] ? pm_t[k][slot][0] >> 4 : 2048];
         dot += (int64_t)pm_w[pm_c0][k] * pm_st[k];
