@@ -18,10 +18,12 @@ static const uint32_t pm_mask[] = {0, 0xFF, 0xFFFF, 0xFFFFFF, 0xFFFFFFFF, 0xFF00
 #define PM_ORDERS (int)(sizeof pm_mask / sizeof *pm_mask)
 #define PM_LR 4                   /* the mixer's learning rate, /4 */
 #define PM_LIMIT 10               /* a context's rate stops at 1/(PM_LIMIT+2) */
-#define PM_BITS 18                /* slots per order: plenty for a 20 KB program */
+#define PM_BITS 16                /* slots per order: more pack little better, and cost page faults */
 
 static int16_t pm_stretch[4096];
-static uint16_t pm_t[PM_ORDERS][1 << PM_BITS][2];   /* P(1) in Q16 and times seen, side by side */
+/* P(1) in Q16 (stored XOR 0x8000, so that the zeroed table starts at 1/2) and times seen. */
+static uint16_t pm_t[PM_ORDERS][1 << PM_BITS][2];
+static uint32_t pm_ctx[PM_ORDERS];
 static int32_t pm_w[256][PM_ORDERS];
 static int32_t pm_st[PM_ORDERS];
 static int32_t pm_rate[PM_LIMIT + 1];        /* 65536 / (n + 2): no division per bit */
@@ -41,6 +43,8 @@ static int pm_squash(int d) {
     return (t[i] * (128 - w) + t[i + 1] * w + 64) >> 7;
 }
 
+static void pm_byte(void);
+
 /* Call once before the first bit: stretch is squash's inverse. */
 static void pm_init(void) {
     int pi = 0;
@@ -52,21 +56,26 @@ static void pm_init(void) {
     for (int n = 0; n <= PM_LIMIT; n++) pm_rate[n] = 65536 / (n + 2);
     for (int i = 0; i < 256; i++)
         for (int k = 0; k < PM_ORDERS; k++) pm_w[i][k] = 1 << 14;
+    pm_byte();
 }
 
-/* P(next bit = 1), 12 bits, in 1..4095. An order's slot: a hash of the last k bytes and the
- * byte's bits so far but the last four, which pick one of 16 neighbouring slots (fewer
- * cache lines touched per byte). */
+/* P(next bit = 1), 12 bits, in 1..4095. An order's slot: a hash of the last k bytes (pm_ctx,
+ * taken once a byte) and the byte's bits so far but the last four, which pick one of 16
+ * neighbouring slots (fewer cache lines touched per byte). */
 static int pm_predict(void) {
     int64_t dot = 0;
+    const uint32_t nib = pm_c0 >= 16 ? pm_c0 >> 4 << 4 : 1;
     for (int k = 0; k < PM_ORDERS; k++) {
-        uint32_t nib = pm_c0 >= 16 ? pm_c0 >> 4 << 4 : 1;
-        uint32_t h = ((pm_hist & pm_mask[k]) * 0x2F0B4C27u + nib + (uint32_t)k) * 0x9E3779B1u;
-        uint32_t slot = pm_slot[k] = (h >> (32 - PM_BITS) & ~15u) | (pm_c0 & 15);
-        pm_st[k] = pm_stretch[pm_t[k][slot][1] ? pm_t[k][slot][0] >> 4 : 2048];
+        uint32_t slot = pm_slot[k] = ((pm_ctx[k] + nib) * 0x9E3779B1u >> (32 - PM_BITS) & ~15u) | (pm_c0 & 15);
+        pm_st[k] = pm_stretch[(pm_t[k][slot][0] ^ 0x8000) >> 4];
         dot += (int64_t)pm_w[pm_c0][k] * pm_st[k];
     }
     return pm_pr = pm_squash((int)(dot >> 16));
+}
+
+/* Each order's hash of the last whole bytes, after each byte. */
+static void pm_byte(void) {
+    for (int k = 0; k < PM_ORDERS; k++) pm_ctx[k] = (pm_hist & pm_mask[k]) * 0x2F0B4C27u + (uint32_t)k;
 }
 
 static void pm_update(int bit) {
@@ -74,14 +83,13 @@ static void pm_update(int bit) {
     for (int k = 0; k < PM_ORDERS; k++) {
         pm_w[pm_c0][k] += (pm_st[k] * err) >> 10;
         uint16_t *t = pm_t[k][pm_slot[k]];
-        int n = t[1];
-        int p = n ? t[0] : 32768;
+        int n = t[1], p = t[0] ^ 0x8000;
         p += (((bit << 16) - bit - p) * pm_rate[n]) >> 16;
-        t[0] = (uint16_t)p;
+        t[0] = (uint16_t)(p ^ 0x8000);
         if (n < PM_LIMIT) t[1] = (uint16_t)(n + 1);
     }
     pm_c0 = pm_c0 * 2 + (uint32_t)bit;
-    if (pm_c0 >= 256) { pm_hist = pm_hist << 8 | (pm_c0 & 255); pm_c0 = 1; }
+    if (pm_c0 >= 256) { pm_hist = pm_hist << 8 | (pm_c0 & 255); pm_c0 = 1; pm_byte(); }
 }
 
 /* Arithmetic coding of the bits with the model's P(1) (carry-less, 32 bits, as in PAQ): the
