@@ -237,11 +237,12 @@ static inline uint32_t rd_bits(range_decoder *rd, int bits) {
 enum pass { PASS_ENCODE, PASS_DECODE, PASS_UPDATE };
 
 /* File container version 3 (ANALOG_LEARNED): the Gaussian's share of the mix per activity
- * context, Q16, learned as the channel is coded; and, from the last mix, each direct
- * symbol's count before it and the Gaussian's count (both in the counts' total). */
+ * context, Q16, learned as the channel is coded; and what the last mix needs to price the
+ * coded symbol under the Gaussian alone. */
 typedef struct analog_learning {
     int32_t share[CONTEXTS];
-    uint16_t counts_part[2 * HALF], analog_part[2 * HALF];
+    uint32_t cdf[2 * HALF + 1];   /* the last mix's Gaussian CDF at the symbols' edges */
+    uint64_t scale;               /* and its factor: q_i = (cdf[i+1] - cdf[i]) x scale >> 16 */
     int mixed;
 } analog_learning;
 
@@ -426,8 +427,8 @@ extern const uint16_t nw_analog_share[CONTEXTS]; /* the Gaussian's share of the 
  * the Gaussian's mass on symbol i (Q its sum over the direct symbols), plus one so that no
  * symbol gets a zero count. The sum stays within G + 2*HALF, inside weigh()'s 16 bits.
  * ANALOG_FIXED takes the share from nw_analog_share and rounds G q[i] share / Q in one
- * step; ANALOG_LEARNED takes al->share, rounds G q[i] / Q first and keeps it (and g[i])
- * for analog_learn. */
+ * step; ANALOG_LEARNED takes al->share and rounds G q[i] / Q first (analog_learn
+ * prices the coded symbol again from al->cdf and al->scale). */
 HOT void analog_mix(analog_learning *al, int analog, uint16_t *g, uint32_t *lower, uint32_t *upper, int ctx,
                     int32_t pred, int32_t flip, int64_t pred_q, int32_t activity) {
     const int32_t fraction = (int32_t)(pred_q - ((int64_t)pred << FRACTION_BITS)) + (1 << (FRACTION_BITS - 1));
@@ -436,7 +437,7 @@ HOT void analog_mix(analog_learning *al, int analog, uint16_t *g, uint32_t *lowe
     int32_t sigma = nw_analog_scale[ctx] * activity;   /* Q6 x Q4 mean |residual| = 1/1024 code */
     if (sigma < 205) sigma = 205;                      /* 0.2 code */
     const int32_t inverse = (PHI_STEPS << 24) / sigma;
-    uint32_t cdf[2 * HALF + 1];
+    uint32_t *cdf = al->cdf;
     /* The edge between symbols j-1 and j: a lower edge going up, an upper one going down. */
     const int32_t *first = flip > 0 ? edge - HALF : edge + HALF + 1;
     for (int j = 0; j <= 2 * HALF; j++) {
@@ -448,13 +449,11 @@ HOT void analog_mix(analog_learning *al, int analog, uint16_t *g, uint32_t *lowe
     const uint32_t share = learned ? (uint32_t)al->share[ctx] >> 8 : nw_analog_share[ctx];
     al->mixed = mass != 0;
     if (mass == 0) return;
-    const uint64_t scale = ((uint64_t)((learned ? 1 : share) * (*lower + *upper)) << 16) / mass;
+    const uint64_t scale = al->scale = ((uint64_t)((learned ? 1 : share) * (*lower + *upper)) << 16) / mass;
     const uint32_t times = learned ? share : 1;
     uint32_t lo = 0, up = 0;
     for (int i = 0; i < 2 * HALF; i++) {
         uint32_t q = (uint32_t)(((cdf[i + 1] - cdf[i]) * scale) >> 16);
-        al->counts_part[i] = g[i];
-        al->analog_part[i] = (uint16_t)q;
         g[i] = (uint16_t)(((g[i] * (256 - share) + q * times) >> 8) + 1);
         if (i < HALF) lo += g[i]; else up += g[i];
     }
@@ -464,10 +463,12 @@ HOT void analog_mix(analog_learning *al, int analog, uint16_t *g, uint32_t *lowe
 
 /* After direct symbol i was coded with the mixed count g_i: one gradient step of the share
  * on the code length -log(g_i / G), whose derivative is (q_i - c_i) / g_i with c_i the
- * counts' part and q_i the Gaussian's (analog_mix). Kept within [1/256, 1) of the mix. */
-static inline void analog_learn(analog_learning *al, int ctx, int symbol, uint32_t g) {
+ * weighted count before the mix and q_i the Gaussian's (analog_mix). Kept within
+ * [1/256, 1) of the mix. */
+static inline void analog_learn(analog_learning *al, int ctx, int symbol, uint32_t g, uint32_t c) {
     if (!al->mixed) return;
-    int64_t step = ((int64_t)((int32_t)al->analog_part[symbol] - (int32_t)al->counts_part[symbol]) * 65536) / (int64_t)g;
+    uint32_t q = (uint32_t)(((al->cdf[symbol + 1] - al->cdf[symbol]) * al->scale) >> 16);
+    int64_t step = ((int64_t)q - (int64_t)c) * 65536 / (int64_t)g;
     int32_t v = al->share[ctx] + (int32_t)(step >> SHARE_RATE);
     al->share[ctx] = v < 256 ? 256 : v > 65535 ? 65535 : v;
 }
@@ -583,7 +584,7 @@ HOT int model_code_with(channel_state *s, coder *co, int pass, int16_t *value, i
             *value = grid ? nw_code_value[x] : (int16_t)(x - 32768);
         }
     }
-    if (analog == ANALOG_LEARNED && grid && !max_error && symbol < 2 * HALF) analog_learn(co->learn, ctx, symbol, g[symbol]);
+    if (analog == ANALOG_LEARNED && grid && !max_error && symbol < 2 * HALF) analog_learn(co->learn, ctx, symbol, g[symbol], (((uint32_t)freq[symbol] * width[symbol]) >> 16) + 1);
     adapt(freq, &s->main_total[ctx], MAIN_SYMBOLS, symbol, MAIN_INCREMENT, MAIN_LIMIT);
 
     /* Update the activity and the NLMS predictor from the reconstructed sample. */
