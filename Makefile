@@ -26,12 +26,13 @@ TOOL_LDFLAGS := -s -no-pie -Wl,--gc-sections -Wl,--as-needed -Wl,--build-id=none
 TOOL_LIBS    := -lm
 # On x86-64 Linux ./encode is that program packed (codec_c/tools/pack.c, pack_model.h) behind
 # a freestanding loader (codec_c/tools/unpack.c) that unpacks it into an in-memory file and
-# executes it: ~40% fewer bytes, ~10 ms more per run. PACK_TOOL=0 builds the plain program.
+# executes it: ~40% fewer bytes, ~12 ms more per run. Its code is read-only and its state all
+# bss (no writable and executable segment, no data bytes). PACK_TOOL=0 builds the plain program.
 PACK_TOOL ?= $(if $(filter x86_64-Linux,$(shell uname -m)-$(shell uname -s)),1,0)
 LOADER_CFLAGS := -std=c99 -Os -static -nostdlib -ffreestanding -fno-pie -no-pie \
                  -fno-asynchronous-unwind-tables -fno-unwind-tables -fno-stack-protector -fno-ident \
                  -fno-tree-loop-distribute-patterns
-LOADER_LDFLAGS := -s -Wl,-N -Wl,--build-id=none -Wl,-z,norelro \
+LOADER_LDFLAGS := -s -Wl,-z,noseparate-code -Wl,--build-id=none -Wl,-z,norelro \
                   -Wl,-z,noexecstack -Wl,--gc-sections
 
 ASAN_VENV := build/venv-asan

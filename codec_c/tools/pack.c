@@ -69,7 +69,6 @@ int main(int argc, char **argv) {
     /* The loader's decoder, from a fresh model, must give the input back. */
     memset(pm_t, 0, sizeof pm_t);
     pm_hist = 0;
-    pm_c0 = 1;
     pm_init();
     uint8_t *back = calloc((size_t)n + 1, 1);
     pm_unpack(out, (uint32_t)m, back, (uint32_t)n);

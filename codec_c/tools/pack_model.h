@@ -29,7 +29,7 @@ static int32_t pm_st[PM_ORDERS];
 static int32_t pm_rate[PM_LIMIT + 1];        /* 65536 / (n + 2): no division per bit */
 static uint32_t pm_slot[PM_ORDERS];
 static uint32_t pm_hist;                      /* the last 4 whole bytes */
-static uint32_t pm_c0 = 1;                    /* the byte's bits so far, after a 1 */
+static uint32_t pm_c0;                        /* the byte's bits so far, after a 1 */
 static int pm_pr;
 
 /* 4096 / (1 + e^-x/256), by interpolation in 33 points. */
@@ -45,7 +45,8 @@ static int pm_squash(int d) {
 
 static void pm_byte(void);
 
-/* Call once before the first bit: stretch is squash's inverse. */
+/* Call once before the first bit (the loader's state starts zeroed, in bss, which takes no
+ * bytes of the file): stretch is squash's inverse. */
 static void pm_init(void) {
     int pi = 0;
     for (int x = -2047; x <= 2047; x++) {
@@ -53,6 +54,7 @@ static void pm_init(void) {
         while (pi <= v) pm_stretch[pi++] = (int16_t)x;
     }
     while (pi < 4096) pm_stretch[pi++] = 2047;
+    pm_c0 = 1;
     for (int n = 0; n <= PM_LIMIT; n++) pm_rate[n] = 65536 / (n + 2);
     for (int i = 0; i < 256; i++)
         for (int k = 0; k < PM_ORDERS; k++) pm_w[i][k] = 1 << 14;
