@@ -16,12 +16,24 @@ DAEMON_C := $(wildcard daemon/src/*.c daemon/src/*.h) daemon/build_fastpath.py
 
 # The tools' byte sizes count in the challenge score: optimise for size, drop unused
 # functions and sections, unwind tables, build ids, relro padding and PIE relocations.
+# -fno-schedule-insns2 packs smaller at the same speed. (Scalar code, -mno-sse2, packs 350
+# bytes smaller but takes ~1.5x the time per file.)
 TOOL_CFLAGS  := -std=c99 -Os -Icodec_c/src -ffunction-sections -fdata-sections \
                 -fno-asynchronous-unwind-tables -fno-unwind-tables -fno-stack-protector \
-                -fno-ident -fno-pie
+                -fno-ident -fno-pie -fno-plt -fno-schedule-insns2
 TOOL_LDFLAGS := -s -no-pie -Wl,--gc-sections -Wl,--as-needed -Wl,--build-id=none \
-                -Wl,-z,norelro -Wl,-z,noseparate-code -Wl,--hash-style=gnu
+                -Wl,-z,norelro -Wl,-z,noseparate-code -Wl,--hash-style=gnu -Wl,--no-eh-frame-hdr
 TOOL_LIBS    := -lm
+# On x86-64 Linux ./encode is that program packed (codec_c/tools/pack.c, pack_model.h) behind
+# a freestanding loader (codec_c/tools/unpack.c) that unpacks it into an in-memory file and
+# executes it: ~40% fewer bytes, ~12 ms more per run. Its code is read-only and its state all
+# bss (no writable and executable segment, no data bytes). PACK_TOOL=0 builds the plain program.
+PACK_TOOL ?= $(if $(filter x86_64-Linux,$(shell uname -m)-$(shell uname -s)),1,0)
+LOADER_CFLAGS := -std=c99 -Os -static -nostdlib -ffreestanding -fno-pie -no-pie \
+                 -fno-asynchronous-unwind-tables -fno-unwind-tables -fno-stack-protector -fno-ident \
+                 -fno-tree-loop-distribute-patterns
+LOADER_LDFLAGS := -s -Wl,-z,noseparate-code -Wl,--build-id=none -Wl,-z,norelro \
+                  -Wl,-z,noexecstack -Wl,--gc-sections
 
 ASAN_VENV := build/venv-asan
 LIBASAN    = $(shell $(CC) -print-file-name=libasan.so)
@@ -47,8 +59,26 @@ install: $(VENV)/.installed
 
 # One binary for both directions (its bytes are counted once): ./decode is a two-line script
 # that runs `./encode -d IN OUT` from its own folder (see docs/CONTRACTS.md).
-encode: codec_c/tools/nw_tool.c $(CORE_SRC) $(CHDR)
+# The program, cut after its last loaded byte (section headers are for tools, not the kernel).
+build/tool/encode.elf: codec_c/tools/nw_tool.c $(CORE_SRC) $(CHDR) build/tool/pack
 	$(CC) $(TOOL_CFLAGS) $(TOOL_LDFLAGS) -o $@ codec_c/tools/nw_tool.c $(CORE_SRC) $(TOOL_LIBS)
+	build/tool/pack strip $@
+
+build/tool/pack: codec_c/tools/pack.c codec_c/tools/pack_model.h
+	@mkdir -p $(@D)
+	$(CC) -std=c99 -O2 -o $@ codec_c/tools/pack.c
+
+build/tool/packed.h: build/tool/encode.elf build/tool/pack
+	build/tool/pack build/tool/encode.elf $@
+
+ifeq ($(PACK_TOOL),1)
+encode: codec_c/tools/unpack.c codec_c/tools/pack_model.h build/tool/packed.h
+	$(CC) $(LOADER_CFLAGS) -Ibuild/tool $(LOADER_LDFLAGS) -o $@ codec_c/tools/unpack.c
+	build/tool/pack strip $@
+else
+encode: build/tool/encode.elf
+	cp build/tool/encode.elf $@
+endif
 
 decode: codec_c/tools/decode.sh encode
 	install -m 755 codec_c/tools/decode.sh $@

@@ -129,3 +129,40 @@ def test_decode_rejects_corrupt_stream(tools, tmp_path):
         r = run(decode, tmp_path / "bad.nw", tmp_path / "out")
         assert r.returncode != 0, label
         assert r.stderr.strip(), label
+
+
+def test_packed_encode_is_the_program(tools, tmp_path):
+    """On x86-64 Linux ./encode is a freestanding loader (codec_c/tools/unpack.c) holding the
+    program packed; it runs the very program `make` built, with every argument, from any
+    folder, and leaves no file behind."""
+    encode, _ = tools
+    plain = encode.parent / "build" / "tool" / "encode.elf"
+    if not plain.exists() or encode.read_bytes() == plain.read_bytes():
+        pytest.skip("./encode is the plain program (PACK_TOOL=0 or not x86-64 Linux)")
+    assert len(encode.read_bytes()) < 0.75 * len(plain.read_bytes())
+    src = tmp_path / "in.wav"
+    src.write_bytes(EXCERPTS[0].read_bytes())
+    work = tmp_path / "work"
+    work.mkdir()
+    for program in (encode, plain):
+        out = work / f"{program.name}.nw"
+        r = subprocess.run([str(program), str(src), out.name], cwd=work, capture_output=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+    assert (work / "encode.nw").read_bytes() == (work / "encode.elf.nw").read_bytes()
+    assert sorted(p.name for p in work.iterdir()) == ["encode.elf.nw", "encode.nw"]
+    for args in [(), ("-d",), ("-d", "a", "b", "c")]:
+        assert run(encode, *args).stderr == run(plain, *args).stderr
+
+
+@pytest.mark.parametrize("raw", [b"x", bytes(5000), bytes(range(256)) * 20,
+                                 np.random.default_rng(2).bytes(3000)], ids=["one", "zeros", "ramp", "noise"])
+def test_packer_unpacks_what_it_packs(tmp_path, raw):
+    """build/tool/pack checks that the loader's decoder gives its input back, else fails."""
+    from conftest import REPO
+    pack = REPO / "build" / "tool" / "pack"
+    if not pack.exists():
+        pytest.skip("the packer is built by `make tools`")
+    (tmp_path / "in").write_bytes(raw)
+    r = subprocess.run([str(pack), str(tmp_path / "in"), str(tmp_path / "out.h")], capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert b"#define UNPACKED_SIZE %d\n" % len(raw) in (tmp_path / "out.h").read_bytes()

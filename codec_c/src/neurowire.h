@@ -113,9 +113,10 @@ int nw_decode_block_strided(nw_decoder *decoder, const uint8_t *in, size_t in_le
 
 /* ---- file container (./encode, ./decode, neurowire.codec.compress) --------------- */
 
-/* Version of the files written now (2: the samples as one payload with the analog model);
- * files of version 1 (the samples as version 1 blocks) still decompress. */
-#define NW_FILE_FORMAT_VERSION 2
+/* Version of the files written now (3: the samples as one payload with the analog model,
+ * its share learned as the file is coded); files of version 2 (the share fixed) and 1 (the
+ * samples as version 1 blocks) still decompress. */
+#define NW_FILE_FORMAT_VERSION 3
 
 size_t nw_file_bound(size_t in_len);
 /* Returns the compressed size or a negative nw_status. */

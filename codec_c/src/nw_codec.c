@@ -12,6 +12,10 @@
 int16_t nw_code_value[GRID_CODES];
 uint8_t nw_context_of_activity[256];
 channel_state nw_initial_state[2];
+/* File container version 3's cold state: the same laws with a weaker prior (FILE_INIT_PEAK),
+ * which a whole file's samples soon outweigh. */
+static channel_state file_initial_state[2];
+#define FILE_INIT_PEAK 80
 uint16_t nw_weight_up[GRID_CODES + 2 * HALF];
 uint16_t nw_weight_down[GRID_CODES + 2 * HALF];
 uint16_t nw_flat_weight[2 * HALF];
@@ -85,15 +89,17 @@ static void build_tables(void) {
     }
     /* Cold start: each context begins with a two-sided geometric law whose mean matches
      * the context's activity, so the first thousand samples are not coded blind. */
-    for (int d = 0; d < 2; d++) {
-        channel_state *s = &nw_initial_state[d];
+    for (int i = 0; i < 4; i++) {
+        const int d = i & 1;
+        const uint32_t peak = i < 2 ? INIT_PEAK : FILE_INIT_PEAK;
+        channel_state *s = i < 2 ? &nw_initial_state[d] : &file_initial_state[d];
         memset(s, 0, sizeof *s);
         s->domain = (uint32_t)d;
         s->activity = 16 * 4;
         for (int c = 0; c < CONTEXTS; c++) {
             uint32_t mean_q4 = c == 0 ? 10 : (c < CONTEXTS - 1 ? edges[c - 1] + edges[c] : 260) / (c < CONTEXTS - 1 ? 2 : 1);
             uint32_t ratio = (uint32_t)(((uint64_t)mean_q4 << 16) / (mean_q4 + 16)); /* q = m/(1+m), Q16 */
-            uint32_t p = INIT_PEAK, total = 0;
+            uint32_t p = peak, total = 0;
             for (int r = 0; r < HALF; r++) {
                 uint16_t f = (uint16_t)(p > 1 ? p : 1);
                 s->main_freq[c][HALF + r] = f;          /* r >= 0 */
@@ -103,7 +109,7 @@ static void build_tables(void) {
             }
             uint32_t tail = (uint32_t)(((uint64_t)p * 65536) / (65536 - ratio + 1));
             if (tail < 2) tail = 2;
-            if (tail > INIT_PEAK * 2) tail = INIT_PEAK * 2;
+            if (tail > peak * 2) tail = peak * 2;
             s->main_freq[c][SYM_BIG_NEG] = (uint16_t)tail;
             s->main_freq[c][SYM_BIG_POS] = (uint16_t)tail;
             s->main_freq[c][SYM_ESCAPE] = 1;
@@ -250,11 +256,11 @@ HOT void encode_channel(channel_state *s, coder *co, const int16_t *samples, siz
     }
 }
 
-/* The lossless decoding loop of a file's channel (container version 2). */
+/* The lossless decoding loop of a file's channel (container versions 2 and 3: `analog`). */
 static int decode_channel_with(channel_state *s, coder *co, int16_t *samples, size_t stride,
-                               uint32_t n, const int grid) {
+                               uint32_t n, const int grid, int analog) {
     for (uint32_t t = 0; t < n; t++) {
-        if (code_sample_with(s, co, PASS_DECODE, &samples[(size_t)t * stride], 0, grid, 1) < 0)
+        if (code_sample_with(s, co, PASS_DECODE, &samples[(size_t)t * stride], 0, grid, analog) < 0)
             return NW_ERR_CORRUPT;
         if (co->dec.overrun > 8) return NW_ERR_TRUNCATED;
     }
@@ -624,11 +630,19 @@ int nw_decode_block_strided(nw_decoder *d, const uint8_t *in, size_t len, int16_
     return NW_OK;
 }
 
-/* ---- samples of a file (container version 2) ------------------------------------------
+/* ---- samples of a file (container versions 2 and 3) ---------------------------------
  * One range coder over the whole recording, channel after channel, each from a cold state
  * (a bit for its domain first) and with the analog model mixed in; no block headers, and
- * the coder's trailing zero bytes dropped (the decoder reads zeros past the end). */
+ * the coder's trailing zero bytes dropped (the decoder reads zeros past the end). Version 3
+ * (written now) learns the analog model's share as it goes and starts from a weaker prior;
+ * version 2 is decoded only. */
 #define FILE_TRIM_LIMIT 3
+
+/* A channel's cold start in a file of the given version. */
+static void file_channel_start(channel_state *s, analog_learning *al, uint32_t domain, int version) {
+    *s = version == 2 ? nw_initial_state[domain] : file_initial_state[domain];
+    for (int c = 0; c < CONTEXTS; c++) al->share[c] = nw_analog_share[c] << 8;
+}
 
 int64_t nw_file_encode_samples(const int16_t *samples, uint32_t frames, uint32_t channels,
                                uint8_t *out, size_t out_cap) {
@@ -636,17 +650,19 @@ int64_t nw_file_encode_samples(const int16_t *samples, uint32_t frames, uint32_t
     channel_state *s = malloc(sizeof *s);
     if (!s) return NW_ERR_NOMEM;
     coder co;
+    analog_learning learn;
     memset(&co, 0, sizeof co);
+    co.learn = &learn;
     range_encoder *rc = &co.enc;
     rc_start(rc, out, out_cap);
     for (uint32_t c = 0; c < channels; c++) {
         uint32_t d = nw_choose_domain(samples, frames, channels, c);
-        *s = nw_initial_state[d];
+        file_channel_start(s, co.learn, d, NW_FILE_FORMAT_VERSION);
         rc_encode_bits(rc, d, 1);
         for (uint32_t t = 0; t < frames; t++) {
             int16_t v = samples[(size_t)t * channels + c];
-            if (d == DOMAIN_GRID) code_sample_with(s, &co, PASS_ENCODE, &v, 0, 1, 1);
-            else code_sample_with(s, &co, PASS_ENCODE, &v, 0, 0, 1);
+            if (d == DOMAIN_GRID) code_sample_with(s, &co, PASS_ENCODE, &v, 0, 1, ANALOG_LEARNED);
+            else code_sample_with(s, &co, PASS_ENCODE, &v, 0, 0, ANALOG_LEARNED);
         }
     }
     free(s);
@@ -661,18 +677,21 @@ int64_t nw_file_encode_samples(const int16_t *samples, uint32_t frames, uint32_t
 }
 
 int nw_file_decode_samples(const uint8_t *in, size_t len, int16_t *samples, uint32_t frames,
-                           uint32_t channels) {
+                           uint32_t channels, int version) {
     ensure_tables();
     channel_state *s = malloc(sizeof *s);
     if (!s) return NW_ERR_NOMEM;
     coder co;
+    analog_learning learn;
     memset(&co, 0, sizeof co);
+    co.learn = &learn;
     rd_init(&co.dec, in, len);
     int status = NW_OK;
     for (uint32_t c = 0; c < channels && status == NW_OK; c++) {
-        *s = nw_initial_state[rd_bits(&co.dec, 1)];
-        if (s->domain == DOMAIN_GRID) status = decode_channel_with(s, &co, samples + c, channels, frames, 1);
-        else status = decode_channel_with(s, &co, samples + c, channels, frames, 0);
+        const int analog = version == 2 ? ANALOG_FIXED : ANALOG_LEARNED;
+        file_channel_start(s, co.learn, rd_bits(&co.dec, 1), version);
+        if (s->domain == DOMAIN_GRID) status = decode_channel_with(s, &co, samples + c, channels, frames, 1, analog);
+        else status = decode_channel_with(s, &co, samples + c, channels, frames, 0, analog);
     }
     free(s);
     if (status != NW_OK) return status;

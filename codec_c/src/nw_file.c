@@ -14,8 +14,9 @@
 #define HEADER_CANONICAL 0   /* the usual 44-byte header, rebuilt from channels and rate */
 #define HEADER_VERBATIM 1
 #define CANONICAL_BYTES 44
-/* Version 1 files hold the samples as blocks of the stream format; the current version
- * (NW_FILE_FORMAT_VERSION) as one payload with the analog model (nw_file_encode_samples). */
+/* Version 1 files hold the samples as blocks of the stream format; versions 2 and the
+ * current one (NW_FILE_FORMAT_VERSION) as one payload with the analog model
+ * (nw_file_encode_samples). */
 #define FILE_VERSION_BLOCKS 1
 
 /* ---- varints (LEB128), every read bounds-checked --------------------------------- */
@@ -174,7 +175,7 @@ static int read_prefix(reader *r, int *version, int *kind, uint64_t *size, uint3
     if (r->len < 3 || memcmp(r->p, "NWF", 3)) return r->len < 3 ? NW_ERR_TRUNCATED : NW_ERR_MAGIC;
     if (r->len < 5) return NW_ERR_TRUNCATED;
     *version = r->p[3];
-    if (*version != FILE_VERSION_BLOCKS && *version != NW_FILE_FORMAT_VERSION) return NW_ERR_VERSION;
+    if (*version < FILE_VERSION_BLOCKS || *version > NW_FILE_FORMAT_VERSION) return NW_ERR_VERSION;
     *kind = r->p[4];
     if (*kind != KIND_STORED && *kind != KIND_WAV) return NW_ERR_CORRUPT;
     r->pos = 5;
@@ -243,7 +244,7 @@ static int decode_wav(reader *r, int version, uint64_t size, uint8_t *out) {
     int status;
     if (version == FILE_VERSION_BLOCKS) status = decode_blocks(r, frames, (uint32_t)ch, samples);
     else if (frames > UINT32_MAX) status = NW_ERR_CORRUPT;
-    else status = nw_file_decode_samples(r->p + r->pos, r->len - r->pos, samples, (uint32_t)frames, (uint32_t)ch);
+    else status = nw_file_decode_samples(r->p + r->pos, r->len - r->pos, samples, (uint32_t)frames, (uint32_t)ch, version);
     for (size_t i = 0; status == NW_OK && i < data_bytes / 2; i++)
         nw_put_u16(out + header_bytes + 2 * i, (uint16_t)samples[i]);
     free(samples);

@@ -17,11 +17,12 @@ static inline uint32_t nw_get_u32(const uint8_t *p) {
 }
 
 /* A file's samples (frames x channels, interleaved) as one range-coded payload, with the
- * analog model: file container version 2 (nw_codec.c). The encoder returns the payload's
- * bytes or a negative nw_status (NW_ERR_OUTPUT_FULL when out_cap is too small). */
+ * analog model: file container versions 2 and 3 (nw_codec.c). The encoder writes the
+ * current version (NW_FILE_FORMAT_VERSION) and returns the payload's bytes or a negative
+ * nw_status (NW_ERR_OUTPUT_FULL when out_cap is too small); the decoder reads either. */
 int64_t nw_file_encode_samples(const int16_t *samples, uint32_t frames, uint32_t channels,
                                uint8_t *out, size_t out_cap);
 int nw_file_decode_samples(const uint8_t *in, size_t len, int16_t *samples, uint32_t frames,
-                           uint32_t channels);
+                           uint32_t channels, int version);
 
 #endif

@@ -245,9 +245,20 @@ static inline uint32_t rd_bits(range_decoder *rd, int bits) {
 /* ---- the per-sample model ----------------------------------------------------------- */
 enum pass { PASS_ENCODE, PASS_DECODE, PASS_UPDATE };
 
+/* File container version 3 (ANALOG_LEARNED): the Gaussian's share of the mix per activity
+ * context, Q16, learned as the channel is coded; and what the last mix needs to price the
+ * coded symbol under the Gaussian alone. */
+typedef struct analog_learning {
+    int32_t share[CONTEXTS];
+    uint32_t cdf[2 * HALF + 1];   /* the last mix's Gaussian CDF at the symbols' edges */
+    uint64_t scale;               /* and its factor: q_i = (cdf[i+1] - cdf[i]) x scale >> 16 */
+    int mixed;
+} analog_learning;
+
 typedef struct coder {
     range_encoder enc;
     range_decoder dec;
+    analog_learning *learn;   /* the file path's (streams leave it unset: no analog model) */
 } coder;
 
 #if defined(__SSE2__)
@@ -400,7 +411,7 @@ static inline int find_direct(const uint16_t *g, uint32_t t, uint32_t *below) {
 }
 #endif
 
-/* ---- the analog model (file container version 2) -------------------------------------
+/* ---- the analog model (file container versions 2 and 3) ----------------------------------
  * The residual's law is also taken as a Gaussian on the converter's analog axis: centred at
  * the fractional prediction, its scale proportional to the running mean |residual|, and
  * integrated over each code's own width (its learned edges). Mixed with the counts (the
@@ -416,36 +427,59 @@ extern int32_t nw_code_edge[GRID_CODES + 1 + 2 * EDGE_PAD];
 extern const uint16_t nw_analog_scale[CONTEXTS]; /* standard deviation / mean |residual|, Q6 */
 extern const uint16_t nw_analog_share[CONTEXTS]; /* the Gaussian's share of the mix, /256 */
 
+#define ANALOG_FIXED 1             /* file container version 2: the share per context is fixed */
+#define ANALOG_LEARNED 2           /* version 3: it follows the channel (analog_learn) */
+#define SHARE_RATE 6               /* the learned share's step: gradient x 2^-6 */
+
 /* Mixes the Gaussian into the width-weighted counts g of the direct symbols (their sums
  * lower and upper): g[i] becomes (1 - share) g[i] + share G q[i] / Q, G the sum of g and q
  * the Gaussian's mass on symbol i (Q its sum over the direct symbols), plus one so that no
- * symbol gets a zero count. The sum stays within G + 2*HALF, inside weigh()'s 16 bits. */
-HOT void analog_mix(uint16_t *g, uint32_t *lower, uint32_t *upper, int ctx, int32_t pred,
-                    int32_t flip, int64_t pred_q, int32_t activity) {
+ * symbol gets a zero count. The sum stays within G + 2*HALF, inside weigh()'s 16 bits.
+ * ANALOG_FIXED takes the share from nw_analog_share and rounds G q[i] share / Q in one
+ * step; ANALOG_LEARNED takes al->share and rounds G q[i] / Q first (analog_learn
+ * prices the coded symbol again from al->cdf and al->scale). */
+HOT void analog_mix(analog_learning *al, int analog, uint16_t *g, uint32_t *lower, uint32_t *upper, int ctx,
+                    int32_t pred, int32_t flip, int64_t pred_q, int32_t activity) {
     const int32_t fraction = (int32_t)(pred_q - ((int64_t)pred << FRACTION_BITS)) + (1 << (FRACTION_BITS - 1));
     const int32_t *edge = nw_code_edge + EDGE_PAD + pred;
     const int32_t mu = edge[0] + fraction * ((edge[1] - edge[0]) >> EDGE_FRACTION);
     int32_t sigma = nw_analog_scale[ctx] * activity;   /* Q6 x Q4 mean |residual| = 1/1024 code */
     if (sigma < 205) sigma = 205;                      /* 0.2 code */
     const int32_t inverse = (PHI_STEPS << 24) / sigma;
-    uint32_t cdf[2 * HALF + 1];
+    uint32_t *cdf = al->cdf;
     /* The edge between symbols j-1 and j: a lower edge going up, an upper one going down. */
     const int32_t *first = flip > 0 ? edge - HALF : edge + HALF + 1;
     for (int j = 0; j <= 2 * HALF; j++) {
         int64_t t = ((int64_t)flip * (first[flip * j] - mu) * inverse) >> 24;
         cdf[j] = nw_phi[t < -PHI_HALF ? 0 : t > PHI_HALF ? 2 * PHI_HALF : t + PHI_HALF];
     }
-    const uint32_t mass = cdf[2 * HALF] - cdf[0], share = nw_analog_share[ctx];
+    const uint32_t mass = cdf[2 * HALF] - cdf[0];
+    const int learned = analog == ANALOG_LEARNED;
+    const uint32_t share = learned ? (uint32_t)al->share[ctx] >> 8 : nw_analog_share[ctx];
+    al->mixed = mass != 0;
     if (mass == 0) return;
-    const uint64_t scale = ((uint64_t)(share * (*lower + *upper)) << 16) / mass;
+    const uint64_t scale = al->scale = ((uint64_t)((learned ? 1 : share) * (*lower + *upper)) << 16) / mass;
+    const uint32_t times = learned ? share : 1;
     uint32_t lo = 0, up = 0;
     for (int i = 0; i < 2 * HALF; i++) {
         uint32_t q = (uint32_t)(((cdf[i + 1] - cdf[i]) * scale) >> 16);
-        g[i] = (uint16_t)(((g[i] * (256 - share) + q) >> 8) + 1);
+        g[i] = (uint16_t)(((g[i] * (256 - share) + q * times) >> 8) + 1);
         if (i < HALF) lo += g[i]; else up += g[i];
     }
     *lower = lo;
     *upper = up;
+}
+
+/* After direct symbol i was coded with the mixed count g_i: one gradient step of the share
+ * on the code length -log(g_i / G), whose derivative is (q_i - c_i) / g_i with c_i the
+ * weighted count before the mix and q_i the Gaussian's (analog_mix). Kept within
+ * [1/256, 1) of the mix. */
+static inline void analog_learn(analog_learning *al, int ctx, int symbol, uint32_t g, uint32_t c) {
+    if (!al->mixed) return;
+    uint32_t q = (uint32_t)(((al->cdf[symbol + 1] - al->cdf[symbol]) * al->scale) >> 16);
+    int64_t step = ((int64_t)q - (int64_t)c) * 65536 / (int64_t)g;
+    int32_t v = al->share[ctx] + (int32_t)(step >> SHARE_RATE);
+    al->share[ctx] = v < 256 ? 256 : v > 65535 ? 65535 : v;
 }
 
 /* The coding half of one sample, shared by both block formats: from the prediction pred_q
@@ -474,7 +508,7 @@ HOT int model_code_with(channel_state *s, coder *co, int pass, int16_t *value, i
     uint16_t g[2 * HALF];
     uint32_t lower, upper;
     weigh(freq, width, g, &lower, &upper);
-    if (analog && grid && !max_error) analog_mix(g, &lower, &upper, ctx, pred, flip, pred_q, s->activity);
+    if (analog && grid && !max_error) analog_mix(co->learn, analog, g, &lower, &upper, ctx, pred, flip, pred_q, s->activity);
     /* The escape-side symbols take the same unit-width scale (1/128) as the direct ones. */
     const uint32_t f_neg = (freq[SYM_BIG_NEG] >> 1) + 1, f_pos = (freq[SYM_BIG_POS] >> 1) + 1, f_esc = (freq[SYM_ESCAPE] >> 1) + 1;
     const uint32_t middle = f_neg + lower;       /* cumulative count where residual 0 starts */
@@ -559,6 +593,7 @@ HOT int model_code_with(channel_state *s, coder *co, int pass, int16_t *value, i
             *value = grid ? nw_code_value[x] : (int16_t)(x - 32768);
         }
     }
+    if (analog == ANALOG_LEARNED && grid && !max_error && symbol < 2 * HALF) analog_learn(co->learn, ctx, symbol, g[symbol], (((uint32_t)freq[symbol] * width[symbol]) >> 16) + 1);
     adapt(freq, &s->main_total[ctx], MAIN_SYMBOLS, symbol, MAIN_INCREMENT, MAIN_LIMIT);
 
     /* Update the activity and the NLMS predictor from the reconstructed sample. */

@@ -7,7 +7,9 @@ length of every direct residual under each (scale, share) on a grid. The counts 
 predictor do not depend on the mix, so one pass prices every grid point, and contexts are
 independent: each context takes its best point. Cross-validation: fit on the even-indexed
 recordings (sorted by name), score on the odd ones, and the reverse; a gain on one half only
-is noise. Prints both halves and the constants fitted on all recordings.
+is noise. Prints both halves and the constants fitted on all recordings. The shares priced
+are fixed ones (file container version 2's model); version 3 starts each channel from them
+and learns its own as it goes (analog_learn in nw_model.h).
 
     python codec_c/tables/fit_analog.py ../shared/data/challenge -j 2
 """
@@ -34,6 +36,7 @@ static const int scales[] = {%(scales)s}, shares[] = {%(shares)s};
 #define NSC (int)(sizeof scales / sizeof *scales)
 #define NSH (int)(sizeof shares / sizeof *shares)
 static double cost[CONTEXTS][NSC][NSH], base[CONTEXTS];
+static analog_learning learn;
 void probe_hook(const uint16_t *g0, uint32_t lower, uint32_t upper, int ctx, int32_t pred,
                 int32_t flip, int64_t pred_q, int32_t activity, int32_t code) {
     int r = flip * (code - pred);
@@ -44,7 +47,7 @@ void probe_hook(const uint16_t *g0, uint32_t lower, uint32_t upper, int ctx, int
         uint32_t lo = lower, up = upper;
         memcpy(g, g0, sizeof g);
         probe_scale = scales[a]; probe_share = shares[b];
-        analog_mix(g, &lo, &up, ctx, pred, flip, pred_q, activity);
+        analog_mix(&learn, ANALOG_FIXED, g, &lo, &up, ctx, pred, flip, pred_q, activity);
         cost[ctx][a][b] -= log2((double)g[r + HALF] / (lo + up));
     }
 }
@@ -67,8 +70,9 @@ def build_probe(work):
     hook = ("    if (analog && grid && !max_error && pass == PASS_ENCODE && grid_code(*value) >= 0) {\n"
             "        extern void probe_hook(const uint16_t *, uint32_t, uint32_t, int, int32_t, int32_t, int64_t, int32_t, int32_t);\n"
             "        probe_hook(g, lower, upper, ctx, pred, flip, pred_q, s->activity, grid_code(*value));\n    }\n")
-    mix = "    if (analog && grid && !max_error) analog_mix(g, &lower, &upper, ctx, pred, flip, pred_q, s->activity);\n"
-    for old, new in [(mix, hook),
+    mix = "    if (analog && grid && !max_error) analog_mix(co->learn, analog, g, &lower, &upper, ctx, pred, flip, pred_q, s->activity);\n"
+    learn = "    if (analog == ANALOG_LEARNED && grid && !max_error && symbol < 2 * HALF) analog_learn(co->learn, ctx, symbol, g[symbol]);\n"
+    for old, new in [(mix, hook), (learn, ""),
                      ("nw_analog_scale[ctx]", "probe_scale"), ("nw_analog_share[ctx]", "(uint32_t)probe_share")]:
         assert old in model, old
         model = model.replace(old, new)

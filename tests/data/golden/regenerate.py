@@ -30,8 +30,9 @@ STREAMS = {
 }
 
 
-# Encodings by file format version 1 (samples as version 1 blocks) -> the input they hold.
-OLD_FILES = {"short_wav_v1": "short_wav", "text_v1": "text"}
+# Encodings by earlier file format versions -> the input they hold: version 1 (samples as
+# version 1 blocks) and version 2 (the analog model's share fixed per context).
+OLD_FILES = {"short_wav_v1": "short_wav", "text_v1": "text", "short_wav_v2": "short_wav", "text_v2": "text"}
 
 
 def stream_inputs():
