@@ -93,6 +93,11 @@ class DaemonConfig:
     # The common packet (a known stream, next in its session) taken, encoded and published
     # in C (daemon/src/nw_fastpath.c); false, or where it cannot load: all in Python.
     fast_path: bool = True
+    # The codec block format of every stream: 0 = the lane format (neurowire.codec.
+    # LANE_FORMAT_VERSION, channels side by side: the cheapest to encode and decode), 1 = the
+    # channel-at-a-time format (FORMAT_VERSION) for subscribers built before the lane format
+    # existed. Subscribers follow the version in each block, so either decodes anywhere.
+    block_format: int = 0
     # Control requests per second per client (a burst of one second's worth; four times
     # that for all clients together); beyond it the reply is an error and the request is counted under
     # rejected "control_rate". Reporting holds the GIL the data thread needs.
@@ -214,6 +219,8 @@ def validate(config: DaemonConfig, where: str = "config") -> DaemonConfig:
         raise ConfigError(f"{where}: 'workers' must be 0 (one per CPU) or at least 1")
     if config.workers == 0:
         config = dataclasses.replace(config, workers=default_workers(config.max_channels))
+    config = dataclasses.replace(config, block_format=resolve_block_format(
+        config.block_format, where))
     if config.workers > 64:
         raise ConfigError(f"{where}: 'workers' = {config.workers} is more than 64")
     remote = [key for key in _ENDPOINT_KEYS if not is_local_endpoint(getattr(config, key))]
@@ -248,6 +255,23 @@ def validate(config: DaemonConfig, where: str = "config") -> DaemonConfig:
     if config.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"{where}: 'log_level' must be DEBUG, INFO, WARNING or ERROR")
     return config
+
+
+def resolve_block_format(value: int, where: str = "config") -> int:
+    """The codec block format version `block_format` names (0: the lane format), checked
+    against what this build's codec writes."""
+    from neurowire import codec
+
+    version = codec.LANE_FORMAT_VERSION if value == 0 else value
+    try:
+        codec.StreamEncoder(1, format_version=version)
+    except ValueError:
+        raise ConfigError(
+            f"{where}: 'block_format' = {value} is not a block format this codec writes: use "
+            f"0 (the lane format, now version {codec.LANE_FORMAT_VERSION}), "
+            f"{codec.LANE_FORMAT_VERSION} or {codec.FORMAT_VERSION} (one channel at a time, "
+            "for subscribers older than the lane format)") from None
+    return version
 
 
 def default_workers(max_channels: int) -> int:

@@ -73,6 +73,7 @@ class DataPath:
             self.table.team, self.granted = setup_data_thread(self.config)
             self.fast = FastPath.load(self.config, self.sockets)
             self.granted["fast_path"] = self.fast is not None
+            self.granted["block_format"] = self.config.block_format
             self._loop()
             self._flush()
         except BaseException as error:

@@ -118,11 +118,14 @@ class StreamState:
         self.session = session
         self.owner_key = owner_key
         self.epoch = epoch  # published in every block header: a new one restarts seq
-        self.codec_version = int(getattr(codec, "FORMAT_VERSION", 0))
+        # The block format the encoders write (the header's `codec` field says it; decoders
+        # follow the version inside each codec block).
+        self.codec_version = config.block_format
         self.group_channels = channel_groups(channels, config.workers)
         self.groups_suffix = group_suffix(self.group_channels)  # constant tail of each header
         # Each group is a block stream of its own; the team codes a block's groups at once.
-        self.encoder = codec.GroupEncoder(self.group_channels, team=team)
+        self.encoder = codec.GroupEncoder(self.group_channels, team=team,
+                                          format_version=config.block_format)
         if config.keyframe_interval_s > 0:
             self.keyframe_every = max(1, round(config.keyframe_interval_s * rate))
         elif config.keyframe_interval_s == 0:

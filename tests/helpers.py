@@ -12,6 +12,26 @@ LOOPBACK = dict(ingest="tcp://127.0.0.1:*", publish="tcp://127.0.0.1:*",
                 lossless="tcp://127.0.0.1:*", control="tcp://127.0.0.1:*", metrics="")
 
 
+def block_formats():
+    """pytest params of every codec block format a daemon may write: the lane format (its
+    default, whatever version LANE_FORMAT_VERSION names) and version 1 (`block_format = 1`)."""
+    import pytest
+
+    from neurowire import codec
+
+    return [pytest.param(codec.LANE_FORMAT_VERSION, id="lanes"),
+            pytest.param(codec.FORMAT_VERSION, id="v1")]
+
+
+def codec_versions(frames):
+    """The format version of each codec block of a published block's frames (byte 2 of the
+    codec block header, docs/FORMAT.md), and the version the wire header states."""
+    from neurowire.wire import parse_block
+
+    header = parse_block(frames[1], len(frames) - 2)
+    return {bytes(blob)[2] for blob in frames[2:]}, header.codec_version
+
+
 def packet_frames(seq, channels=8, n_samples=10, stream="s0", version=PROTOCOL_VERSION,
                   rng=None):
     """([header, payload], samples) of one ingest message, as an implant sends it."""
@@ -57,6 +77,7 @@ def published_block(encoder, samples, seq, first, key=True, stream="imp", groups
 
     groups = list(encoder.group_channels) if groups is None else groups
     crc = zlib.crc32(samples) if crc is None else crc
+    blobs = encoder.encode(samples, key)
     header = pack_block(samples.shape[1], samples.shape[0], len(groups), key, seq, epoch, first,
-                        20000.0, 1, crc, 1, 2, 3, 1, 0, 4, group_suffix(groups))
-    return [stream.encode() + b"\0", header, *encoder.encode(samples, key)]
+                        20000.0, blobs[0][2], crc, 1, 2, 3, 1, 0, 4, group_suffix(groups))
+    return [stream.encode() + b"\0", header, *blobs]

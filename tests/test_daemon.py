@@ -39,6 +39,10 @@ def test_config_defaults_are_loopback():
     ("[daemon]\npin_threads = 1\n", ["pin_threads", "bool"]),
     ("[daemon]\nrealtime_priority = 100\n", ["realtime_priority", "1..99"]),
     ("[daemon]\nspin_us = -5\n", ["spin_us", "1000000"]),
+    ("[daemon]\nblock_format = 7\n", ["'block_format' = 7", "not a block format", "0 (the lane"]),
+    ("[daemon]\nblock_format = -1\n", ["'block_format' = -1", "not a block format"]),
+    ("[daemon]\nblock_format = \"lanes\"\n", ["block_format", "int"]),
+    ("[daemon]\nblock_format = true\n", ["block_format", "integer"]),
     ("[daemon]\ningest = \"tcp://0.0.0.0:7340\"\n", ["ingest", "curve"]),
     ("[daemon]\nmax_backlog_packets = 0\n", ["max_backlog_packets"]),
     ("[deamon]\n", ["unknown table"]),
@@ -53,6 +57,18 @@ def test_config_errors_name_the_key(tmp_path, text, words):
     for word in words:
         assert word in str(error.value)
     assert str(path) in str(error.value)
+
+
+def test_block_format_defaults_to_the_lane_format_and_version_1_can_be_chosen(tmp_path):
+    from neurowire import codec
+
+    assert load_config().block_format == codec.LANE_FORMAT_VERSION
+    assert load_config(block_format=0).block_format == codec.LANE_FORMAT_VERSION
+    path = tmp_path / "v1.toml"
+    path.write_text(f"[daemon]\nblock_format = {codec.FORMAT_VERSION}\n")
+    assert load_config(path).block_format == codec.FORMAT_VERSION
+    assert load_config(block_format=codec.LANE_FORMAT_VERSION).block_format == \
+        codec.LANE_FORMAT_VERSION
 
 
 def test_config_missing_file(tmp_path):

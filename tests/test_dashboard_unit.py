@@ -289,3 +289,29 @@ def test_control_client_speaks_curve(tmp_path):
         rep.close(0)
 
     asyncio.run(main())
+
+
+def test_tap_decodes_and_verifies_either_block_format_and_a_switch_at_a_keyframe():
+    """The tap's decoders follow the version inside each codec block: version 1 blocks, then
+    (a daemon restarted with another `block_format`) lane blocks from a keyframe on."""
+    import numpy as np
+
+    pytest.importorskip("neurowire.codec")
+    from neurowire import codec
+    from neurowire.clients.dashboard.tap import Tap
+    from helpers import codec_versions, published_block
+
+    rows = np.random.default_rng(3).integers(-3000, 3000, (200, 8), dtype=np.int16)
+    tap = Tap("tcp://127.0.0.1:1", "imp", decode_ms=1000.0)
+    tap.BEHIND_NS = 2**62  # the blocks' publish stamps are fake
+    decoders, until = None, -1
+    for version, seqs in ((codec.FORMAT_VERSION, range(0, 10)),
+                          (codec.LANE_FORMAT_VERSION, range(10, 20))):
+        encoder = codec.GroupEncoder([3, 5], format_version=version)
+        for seq in seqs:
+            frames = published_block(encoder, rows[seq * 10:seq * 10 + 10], seq, seq * 10,
+                                     key=seq % 10 == 0)
+            assert codec_versions(frames) == ({version}, version)
+            decoders, until = tap._handle(frames, decoders, until)
+    assert (tap.decoded_blocks, tap.verified_blocks) == (20, 20)
+    assert tap.decode_errors == tap.mismatched_blocks == tap.lost_packets == 0

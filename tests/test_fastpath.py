@@ -20,7 +20,7 @@ from neurowire.daemon import fastpath  # noqa: E402
 from neurowire.wire import (BLOCK, MAX_INT, Rejected, pack_block,  # noqa: E402
                             pack_ingest, parse_block, parse_ingest)
 from conftest import wait_for  # noqa: E402
-from helpers import LOOPBACK  # noqa: E402
+from helpers import LOOPBACK, block_formats, codec_versions  # noqa: E402
 
 needs_fast_path = pytest.mark.skipif(fastpath.lib is None, reason="C data path not built")
 
@@ -224,14 +224,16 @@ def _last_dropped(frames_list):
 
 
 @needs_fast_path
-def test_fast_and_python_paths_publish_the_same_blocks(tmp_path, context):
+@pytest.mark.parametrize("block_format", block_formats())
+def test_fast_and_python_paths_publish_the_same_blocks(tmp_path, context, block_format):
     runs = {}
     for fast, transport in ((False, "tcp"), (True, "tcp"), (True, "ipc")):
         endpoints = dict(LOOPBACK) if transport == "tcp" else {
             name: f"ipc://{tmp_path}/{name}-{fast}" for name in
             ("ingest", "publish", "lossless", "control")}
         config = load_config(**{**endpoints, "metrics": ""}, workers=2, fast_path=fast,
-                             max_channels=256, max_packet_samples=64)
+                             max_channels=256, max_packet_samples=64,
+                             block_format=block_format)
         runs[fast, transport] = _run(config, context, credit=4)
     python, fast_tcp, fast_ipc = runs[False, "tcp"], runs[True, "tcp"], runs[True, "ipc"]
     assert python[3]["fast_path"] is False and fast_tcp[3]["fast_path"] is True
@@ -244,19 +246,30 @@ def test_fast_and_python_paths_publish_the_same_blocks(tmp_path, context):
     assert python[1] == {"frames": 2, "header": 1, "stream_id": 1, "payload_size": 1,
                          "duplicate": 1, "stream_owned": 1}
     assert python[2]["a"]["drops_sequence"] == 3
-    # and the blocks are right: each header's crc is the samples' as sent, groups as made
+    # and the blocks are right: each header's crc is the samples' as sent, groups as made,
+    # every codec block (and the header's `codec`) in the configured format
+    for run in runs.values():
+        assert run[3]["block_format"] == block_format
+        for frames in run[0]["live"] + run[0]["lossless"]:
+            assert codec_versions(frames) == ({block_format}, block_format)
     for frames in python[0]["lossless"]:
         header = parse_block(frames[1], len(frames) - 2)
         assert header.groups == ((8,) if frames[0] == b"a\0" else (65, 65))
 
 
 @needs_fast_path
-def test_lossless_with_scarce_credit_gets_every_block_in_order_and_exact(context):
-    from neurowire.codec import GroupDecoder
+@pytest.mark.parametrize("block_format", [None, *block_formats()[1:]],
+                         ids=["default_lanes", "v1"])
+def test_lossless_with_scarce_credit_gets_every_block_in_order_and_exact(context, block_format):
+    from neurowire.codec import LANE_FORMAT_VERSION, GroupDecoder
 
-    config = load_config(**LOOPBACK, workers=2, max_channels=256, max_packet_samples=64)
+    options = {} if block_format is None else {"block_format": block_format}
+    config = load_config(**LOOPBACK, workers=2, max_channels=256, max_packet_samples=64,
+                         **options)
     got, rejected, stats, data_path = _run(config, context, credit=1)
     assert data_path["fast_path"] is True
+    written = LANE_FORMAT_VERSION if block_format is None else block_format
+    assert all(codec_versions(frames) == ({written}, written) for frames in got["lossless"])
     by_stream = {}
     for frames in got["lossless"]:
         by_stream.setdefault(frames[0], []).append(frames)

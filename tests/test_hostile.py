@@ -16,6 +16,7 @@ import zmq
 
 pytest.importorskip("neurowire.codec")
 
+from neurowire import codec  # noqa: E402
 from neurowire.clients.ports import free_loopback_port  # noqa: E402
 from neurowire.clients.subscription import Subscription  # noqa: E402
 from neurowire.daemon import DaemonThread, fastpath, load_config  # noqa: E402
@@ -34,14 +35,21 @@ def context():
     ctx.destroy(linger=0)
 
 
-@pytest.fixture(params=[True, False], ids=["c_data_path", "python_data_path"])
+@pytest.fixture(params=[(fast, version) for version in (codec.LANE_FORMAT_VERSION,
+                                                       codec.FORMAT_VERSION)
+                        for fast in (True, False)],
+                ids=[f"{path}-{form}" for form in ("lanes", "v1")
+                     for path in ("c_data_path", "python_data_path")])
 def daemon(request):
-    """Each hostile client against both data paths: the C one hands every unusual packet to
-    the Python one, which must also serve alone where the C one cannot load."""
-    with DaemonThread(load_config(**LOOPBACK, fast_path=request.param)) as running:
+    """Each hostile client against both data paths, each writing either block format: the C
+    one hands every unusual packet to the Python one, which must also serve alone where the
+    C one cannot load."""
+    fast, version = request.param
+    with DaemonThread(load_config(**LOOPBACK, fast_path=fast, block_format=version)) as running:
         data = running.daemon.data
         wait_for(lambda: "fast_path" in data.granted)
-        assert data.granted["fast_path"] is (request.param and fastpath.lib is not None)
+        assert data.granted["fast_path"] is (fast and fastpath.lib is not None)
+        assert data.granted["block_format"] == version
         yield running.daemon
 
 

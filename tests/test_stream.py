@@ -11,6 +11,7 @@ import zmq
 pytest.importorskip("neurowire.codec")
 
 import neurowire  # noqa: E402
+from neurowire import codec  # noqa: E402
 from neurowire.clients.simulate import Simulator  # noqa: E402
 from neurowire.clients.subscribe import Subscription, subscribe  # noqa: E402
 from neurowire.clients.synth import LoopingSource, load_wav_dir, synthesize  # noqa: E402
@@ -32,8 +33,16 @@ def send_packets(simulator, count, pause_every=50, pause=0.002):
             time.sleep(pause)
 
 
-def run_lossless(table, rate, context, packet_samples=10, packets=600, workers=1):
-    config = load_config(**LOOPBACK, workers=workers)
+def run_lossless(table, rate, context, packet_samples=10, packets=600, workers=1,
+                 block_format=None, ipc_dir=None):
+    """`packets` packets of `table` through a daemon (block_format: its config's, None for
+    the default; ipc_dir: ipc:// endpoints there instead of tcp), checked exact and in order
+    at a lossless subscriber."""
+    endpoints = LOOPBACK if ipc_dir is None else dict(
+        LOOPBACK, **{name: f"ipc://{ipc_dir}/{name}" for name in
+                     ("ingest", "publish", "lossless", "control")})
+    options = {} if block_format is None else {"block_format": block_format}
+    config = load_config(**endpoints, workers=workers, **options)
     with DaemonThread(config) as running:
         endpoints = running.daemon.endpoints
         # the notebook form of the API: neurowire.subscribe
@@ -46,28 +55,44 @@ def run_lossless(table, rate, context, packet_samples=10, packets=600, workers=1
             blocks = collect(subscription, packets * packet_samples)
             simulator.close()
         stats = running.daemon.stats()["streams"]["implant0"]
+        data_path = dict(running.daemon.data_path)
     check_exact(blocks, LoopingSource(table))
     assert [b.first_sample for b in blocks] == list(range(0, packets * packet_samples,
                                                           packet_samples))
     assert subscription.gaps == [] and subscription.crc_errors == 0
     assert stats["drops"] == 0 and stats["packets_in"] == packets
-    return stats
+    if block_format is not None:
+        assert data_path["block_format"] == block_format
+    return stats, data_path
 
 
 @pytest.mark.timeout(60)
 @pytest.mark.skipif(not os.path.isdir(CHALLENGE), reason="../shared/data/challenge not here")
-def test_lossless_end_to_end_real_recordings(context):
+@pytest.mark.parametrize("transport", ["tcp", "ipc"])
+@pytest.mark.parametrize("block_format", helpers.block_formats())
+def test_lossless_end_to_end_real_recordings(context, tmp_path, block_format, transport):
     table, rate = load_wav_dir(CHALLENGE, channels=32)
-    stats = run_lossless(table, rate, context, packet_samples=20, packets=500)
+    stats, _ = run_lossless(table, rate, context, packet_samples=20, packets=500,
+                            block_format=block_format,
+                            ipc_dir=tmp_path if transport == "ipc" else None)
     assert stats["ratio"] > 1.0
 
 
 @pytest.mark.timeout(60)
-def test_lossless_end_to_end_synthetic_parallel_groups(context):
+@pytest.mark.parametrize("block_format", helpers.block_formats())
+def test_lossless_end_to_end_synthetic_parallel_groups(context, block_format):
     # 64 channels or more per group (fewer cost more to wake a thread for than to code)
     table = synthesize(channels=192, rate=20000, loop_samples=3000, seed=5)
-    stats = run_lossless(table, 20000.0, context, packets=400, workers=3)
+    stats, _ = run_lossless(table, 20000.0, context, packets=400, workers=3,
+                            block_format=block_format)
     assert stats["workers"] == 3
+
+
+@pytest.mark.timeout(60)
+def test_streams_default_to_the_lane_format(context):
+    table = synthesize(channels=16, rate=20000, loop_samples=3000, seed=6)
+    _, data_path = run_lossless(table, 20000.0, context, packets=50)
+    assert data_path["block_format"] == codec.LANE_FORMAT_VERSION
 
 
 @pytest.mark.timeout(60)

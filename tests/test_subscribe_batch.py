@@ -14,7 +14,7 @@ pytest.importorskip("neurowire.codec")
 from neurowire import codec  # noqa: E402
 from neurowire.clients import fastsub  # noqa: E402
 from neurowire.clients.subscription import Subscription  # noqa: E402
-from helpers import published_block  # noqa: E402
+from helpers import block_formats, codec_versions, published_block  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not fastsub.available(),
                                 reason="the C receive loop needs Linux and a built module")
@@ -26,12 +26,13 @@ def send_paced(pub, messages, pause=0.0005):
         time.sleep(pause)
 
 
-def scripted_messages():
+def scripted_messages(block_format=codec.LANE_FORMAT_VERSION):
     """(messages, each stream's samples by index): ordinary runs with every kind of trouble
-    between them, as a daemon and the network could produce it."""
+    between them, as a daemon and the network could produce it, in codec blocks of
+    `block_format`."""
     rng = np.random.default_rng(7)
-    imp = codec.GroupEncoder([3, 5])
-    imp2 = codec.GroupEncoder([4])
+    imp = codec.GroupEncoder([3, 5], format_version=block_format)
+    imp2 = codec.GroupEncoder([4], format_version=block_format)
     rows = rng.integers(-3000, 3000, (600, 8), dtype=np.int16)
     rows2 = rng.integers(-3000, 3000, (100, 4), dtype=np.int16)
     messages, n = [], 10
@@ -60,7 +61,8 @@ def scripted_messages():
     for k in range(10):  # another stream, interleaved
         messages += [second[k], block(30 + k)]
     long_header = block(40)  # the header says 12 rows, the codec frames hold 10
-    long_header[1] = published_block(codec.GroupEncoder([3, 5]), rows[400:412], 40, 400)[1]
+    long_header[1] = published_block(codec.GroupEncoder([3, 5], format_version=block_format),
+                                     rows[400:412], 40, 400)[1]
     messages.append(long_header)
     messages.append(block(41, key=True))
     messages.append(block(42)[:2] + [b"x"] * 1100)  # more frames than any block has
@@ -91,8 +93,9 @@ def comparable(report):
     return {k: v for k, v in report.items() if k not in ("latency_us", "cpu_s")}
 
 
+@pytest.mark.parametrize("block_format", block_formats())
 @pytest.mark.parametrize("paced", [False, True], ids=["burst", "paced"])
-def test_batched_path_matches_the_per_block_path(context, paced):
+def test_batched_path_matches_the_per_block_path(context, paced, block_format):
     """Four live subscribers of one PUB socket (C batches through receive_batch, gathering or
     not, C batches through receive, pyzmq block by block) see the same scripted messages:
     sent in one burst, each wake-up of the batched ones finds many waiting; paced, the
@@ -101,7 +104,8 @@ def test_batched_path_matches_the_per_block_path(context, paced):
     pub.sndhwm = 0
     port = pub.bind_to_random_port("tcp://127.0.0.1")
     endpoint = f"tcp://127.0.0.1:{port}"
-    messages, tables = scripted_messages()
+    messages, tables = scripted_messages(block_format)
+    assert codec_versions(messages[0]) == ({block_format}, block_format)
     expected = {stream: table.copy() for stream, table in tables.items()}
     expected["imp"][165, 2] += 1  # one block that does not match what the test expects
 
