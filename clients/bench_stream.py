@@ -54,6 +54,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
                         help="decode and check in real time, or receive now and decode and "
                              "check every block after the stream (default %(default)s)")
     parser.add_argument("--keyframe-interval", type=float, default=1.0)
+    parser.add_argument("--block-format", type=int, default=0, metavar="N",
+                        help="the daemon's block_format: 0 = the lane format (its default), "
+                             "1 = version 1 blocks, to compare")
     parser.add_argument("--python-data-path", dest="fast_path", action="store_false",
                         help="the daemon's data path in Python alone (fast_path = false), to "
                              "compare with its C one")
@@ -254,7 +257,7 @@ def keyframe_cost(channels: int, rate: float, packet_samples: int, interval_s: f
     every = max(1, round(interval_s * rate)) if interval_s > 0 else None
     sizes = {}
     for name, use_keyframes in (("with_keyframes", True), ("first_only", False)):
-        encoder = codec.StreamEncoder(channels)
+        encoder = codec.StreamEncoder(channels, format_version=block_format)
         size = 0
         for first in range(0, total, packet_samples):
             key = use_keyframes and every is not None and first % every == 0
@@ -298,6 +301,7 @@ def run(args: argparse.Namespace) -> int:
                      f"realtime_priority = {args.realtime_priority}\n"
                      f"spin_us = {args.spin_us}\n"
                      f"fast_path = {'true' if args.fast_path else 'false'}\n"
+                     f"block_format = {args.block_format}\n"
                      f"keyframe_interval_s = {args.keyframe_interval}\n"
                      "max_backlog_packets = 2000\nlog_level = \"WARNING\"\n")
     sub_report = os.path.join(workdir, "subscriber.json")
@@ -389,6 +393,8 @@ def run(args: argparse.Namespace) -> int:
                    "seconds": args.seconds, "workers": args.workers, "pin_threads": args.pin,
                    "realtime_priority": args.realtime_priority, "spin_us": args.spin_us,
                    "fast_path": args.fast_path,
+                   # The codec block version the daemon wrote (its block_format, resolved).
+                   "block_format": data_path.get("block_format"),
                    # Which loop sent: the C one unless asked otherwise or it cannot load.
                    "simulator_c_loop": simulator.get("c_loop"),
                    "clients_realtime": realtime is not None,
@@ -445,7 +451,8 @@ def run(args: argparse.Namespace) -> int:
             args, workdir, min(args.seconds, 5.0))
     try:
         result["keyframe_cost"] = keyframe_cost(args.channels, args.rate, args.packet_samples,
-                                                args.keyframe_interval)
+                                                args.keyframe_interval,
+                                                block_format=data_path.get("block_format"))
     except Exception as error:  # the figure is a bonus; the run itself already succeeded
         result["keyframe_cost"] = {"error": str(error)}
     if args.json:
@@ -464,6 +471,7 @@ def _print_human(result: dict) -> None:
           f"{' on CPUs ' + str(data_path['cpus']) if data_path.get('cpus') else ''}"
           f"{', SCHED_FIFO %d' % data_path['realtime_priority'] if data_path.get('realtime_priority') else ''}"
           f"{', polling %d us' % data_path['spin_us'] if data_path.get('spin_us') else ''}"
+          f"{', block format %d' % config['block_format'] if config.get('block_format') else ''}"
           f", {config['cpus']} CPUs, "
           f"checked {'after the stream' if config['verify'] == 'after' else 'in real time'}")
     load = result["load_average"]

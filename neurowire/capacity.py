@@ -93,11 +93,12 @@ def _synthetic(channels: int) -> np.ndarray:
 
 
 def encode_cpu_us(channels: int, packet_samples: int = 10, seconds: float = 0.15) -> float:
-    """Median CPU time of one thread encoding one block, in microseconds."""
+    """Median CPU time of one thread encoding one block, in microseconds, in the block format
+    the daemon writes by default (the lane format)."""
     from neurowire import codec
 
     table = _synthetic(channels)
-    encoder = codec.StreamEncoder(channels)
+    encoder = codec.StreamEncoder(channels, format_version=codec.LANE_FORMAT_VERSION)
     blocks = [table[i:i + packet_samples] for i in range(0, len(table), packet_samples)]
     times = []
     deadline = time.monotonic() + seconds

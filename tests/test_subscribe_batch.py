@@ -215,3 +215,39 @@ def test_the_c_loop_uses_the_libzmq_pyzmq_loaded():
         simulate._native()
     assert libzmq_files() == before and len(before) == 1
     assert native_zmq.loaded_libzmq() in before
+
+
+@pytest.mark.parametrize("block_format", block_formats())
+@pytest.mark.parametrize("use_zlib", [True, False], ids=["zlib_crc", "table_crc"])
+def test_the_c_decode_gives_the_samples_and_zlibs_crc_of_them(context, block_format, use_zlib):
+    """nw_sub_decode's CRC of the decoded rows, by zlib's crc32 (found at load) or by its own
+    table loop when no zlib was found, is zlib.crc32 of the samples the encoder was given."""
+    import zlib
+
+    ffi, _, _, codec_api, _ = fastsub._native()
+    crc32 = codec_api.crc32
+    assert crc32 != ffi.NULL  # this machine's Python links zlib
+    rows = np.random.default_rng(5).integers(-3000, 3000, (60, 200), dtype=np.int16)
+    encoder = codec.GroupEncoder([64, 136], format_version=block_format)
+    decoder = fastsub.NativeGroupDecoder(codec.GroupDecoder([64, 136]))
+    push, pull = context.socket(zmq.PUSH), context.socket(zmq.PULL)
+    port = pull.bind_to_random_port("tcp://127.0.0.1")
+    push.connect(f"tcp://127.0.0.1:{port}")
+    receiver = fastsub.Receiver(pull)
+    try:
+        if not use_zlib:
+            codec_api.crc32 = ffi.NULL
+        for block in range(6):
+            samples = rows[block * 10:block * 10 + 10]
+            push.send_multipart(published_block(encoder, samples, block, block * 10,
+                                                key=block == 0))
+            while not receiver.drain(5000):
+                pass
+            decoded, crc = decoder.decode(receiver, receiver.message_first[0] + 2, 10)
+            np.testing.assert_array_equal(decoded, samples)
+            assert crc == zlib.crc32(samples.tobytes())
+    finally:
+        codec_api.crc32 = crc32
+        receiver.release()
+        push.close(0)
+        pull.close(0)
