@@ -11,6 +11,7 @@ that names the file, the table and the key, so an operator reading journald sees
     metrics = "127.0.0.1:7344"           # Prometheus /metrics; "" turns it off
     keyframe_interval_s = 1.0
     feeds = ["spikes", "power", "bounded"]  # beyond lossless (docs/FEEDS.md); default none
+    block_format = 0                     # 0: the lane format (LANE_FORMAT_VERSION); 1: version 1
     ...
     [security]
     curve = false                         # forced on for any non-loopback endpoint
