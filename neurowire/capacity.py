@@ -186,10 +186,10 @@ def workers_for(cpus: int) -> int:
 
 
 def plan(channels: int, packet_samples: int, cpus: int, cores: float, encode_us: float,
-         hop_us: float, headroom: float = HEADROOM) -> Plan:
-    """Whether `channels` in packets of `packet_samples` fit; encode_us and hop_us are for
-    this packet size."""
-    workers = workers_for(cpus)
+         hop_us: float, headroom: float = HEADROOM, workers: int | None = None) -> Plan:
+    """Whether `channels` in packets of `packet_samples` fit, coded by `workers` encoder
+    threads (default: workers_for(cpus)); encode_us and hop_us are for this packet size."""
+    workers = workers_for(cpus) if workers is None else workers
     period_us = packet_samples / RATE * 1e6
     team = TEAM_CPU_FACTOR if workers > 1 else 1.0
     per_packet_us = encode_us * team + PER_PACKET_HOPS * hop_us
@@ -202,6 +202,20 @@ def plan(channels: int, packet_samples: int, cpus: int, cores: float, encode_us:
     return Plan(channels, packet_samples, workers, round(demand, 3), round(serial, 3), fits)
 
 
+def cheapest_plan(channels: int, packet_samples: int, cpus: int, cores: float,
+                  encode_us: float, hop_us: float, headroom: float = HEADROOM) -> Plan:
+    """The plan with one encoder thread when its data thread keeps up alone, else with
+    workers_for(cpus). A team's hand-off (waking the helper, the caller waiting for it) costs
+    CPU on every block whatever its width: at 1024 x 10, ~85 us per packet of the daemon's
+    ~480 here (`neurowire bench stream --channels 1024 --verify after --workers 1|2`, README),
+    CPU that a subscriber and a simulator on the same cores need more than the daemon needs
+    the shorter block time."""
+    single = plan(channels, packet_samples, cpus, cores, encode_us, hop_us, headroom, workers=1)
+    if single.fits or workers_for(cpus) == 1:
+        return single
+    return plan(channels, packet_samples, cpus, cores, encode_us, hop_us, headroom)
+
+
 def measure(packet_options=PACKET_LADDER, channel_ladder=CHANNEL_LADDER) -> Capacity:
     cpus = len(os.sched_getaffinity(0))
     cores = cores_available(cpus)
@@ -212,8 +226,8 @@ def measure(packet_options=PACKET_LADDER, channel_ladder=CHANNEL_LADDER) -> Capa
             key = f"{channels}x{packet_samples}"
             encode_us[key] = round(encode_cpu_us(channels, packet_samples), 1)
             hop_us[key] = round(hop_cpu_us(channels, packet_samples), 1)
-            candidate = plan(channels, packet_samples, cpus, cores, encode_us[key],
-                             hop_us[key])
+            candidate = cheapest_plan(channels, packet_samples, cpus, cores, encode_us[key],
+                                      hop_us[key])
             plans.append(candidate)
             if candidate.fits:
                 chosen = candidate

@@ -27,6 +27,22 @@ def test_plan_fits_only_within_the_margin_of_the_free_cores():
     assert single.demand_cores == pytest.approx((20 + capacity.PER_PACKET_HOPS * 10) / 500)
 
 
+def test_one_encoder_thread_where_it_keeps_up_alone_else_the_team():
+    # No team hand-off where the data thread keeps up alone: less CPU for the same stream.
+    small = capacity.cheapest_plan(256, 10, cpus=2, cores=2.0, encode_us=80, hop_us=50)
+    assert small.fits and small.workers == 1
+    assert small.demand_cores < capacity.plan(256, 10, cpus=2, cores=2.0, encode_us=80,
+                                              hop_us=50).demand_cores
+    # A block one thread cannot encode within the packet period's serial share: the team.
+    wide = capacity.cheapest_plan(1024, 10, cpus=2, cores=4.0, encode_us=320, hop_us=50)
+    assert capacity.plan(1024, 10, cpus=2, cores=4.0, encode_us=320, hop_us=50,
+                         workers=1).daemon_thread_share > capacity.SERIAL_LIMIT
+    assert wide.workers == 2 and wide.fits
+    # Neither fits: the team's plan, whose figures the sentence then gives.
+    assert capacity.cheapest_plan(1024, 10, cpus=2, cores=1.0, encode_us=320,
+                                  hop_us=50).workers == 2
+
+
 def test_longer_packets_divide_the_per_packet_cost():
     short = capacity.plan(256, 10, cpus=2, cores=2.0, encode_us=100, hop_us=80)
     long = capacity.plan(256, 40, cpus=2, cores=2.0, encode_us=400, hop_us=80)
