@@ -1,0 +1,139 @@
+"""Where the daemon's and the subscriber's CPU goes per packet, codec and the rest apart.
+
+Runs `neurowire bench stream --json` with the given options and, once the stream is under
+way, samples the daemon and the subscriber with `perf record -e cpu-clock -g` (a software
+clock: it works on VMs without hardware counters, as root or with perf_event_paranoid <= 1).
+Each sample is put in one category by its innermost frame (and, for kernel frames, the first
+user frame under them): the codec's own work, the codec team's hand-off (the caller polling
+for its helper, futex waits and wake-ups), libzmq's I/O thread, zlib's crc32, Python, and so
+on. The shares times the bench's CPU per packet over the streaming window give microseconds
+per packet, printed beside the bare C relay the bench times in the same run.
+
+    python bench/profile_stream.py [--seconds-profiled 5] -- --channels 1024 --seconds 14 \\
+        --workers 1
+
+Prints one table per process. Needs `perf` (Debian: linux-perf).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+# Innermost frames that are the codec computing (encoder, decoder, lane kernel, block CRC).
+CODEC = ("encode_grid_step", "decode_grid_step", "nw_lanes_run", "encode_lanes", "decode_lanes",
+         "encode_other", "decode_other", "nw_block_crc", "nw_crc32", "nw_stream", "model_code",
+         "nw_encode", "nw_decode", "nw_team_encode", "nw_team_decode", "run_share")
+HAND_OFF = ("futex", "pthread_cond", "lll_lock", "getpid")
+
+
+def category(comm: str, frames: list) -> str:
+    top = frames[0] if frames else ""
+    if comm.startswith("ZMQbg"):
+        return "libzmq I/O thread (user and kernel)"
+    if "run_round" in top:
+        return "codec team hand-off: caller polling for its helper"
+    if "_native.abi3" in top:
+        return "codec" if any(name in top for name in CODEC) else "codec, other"
+    if "kernel" in top:
+        user = next((frame for frame in frames if "kernel" not in frame), "")
+        if any(name in user for name in HAND_OFF):
+            return "codec team hand-off: kernel (futex, wake-up, switch)"
+        if any(name in user for name in CODEC) or "run_round" in user:
+            return "kernel during the codec (timer interrupts, preemption)"
+        if "write" in user:
+            return "kernel: write (libzmq waking its I/O thread)"
+        return "kernel, other"
+    if "libz.so" in top:
+        return "zlib crc32 (the header's CRC of the samples)"
+    if "libzmq" in top:
+        return "libzmq in the data thread"
+    if any(name in top for name in ("libpython", "cpython", "_cffi", "_zmq.", "msgpack")):
+        return "Python, numpy, cffi, pyzmq"
+    if "_fastpath" in top or "_sub_loop" in top:
+        return "the C data loop (nw_fastpath.c, sub_loop.c)"
+    if "libc" in top:
+        return "libc (memcpy, malloc, locks)"
+    return "other"
+
+
+def samples(perf_data: str):
+    """(comm, frames innermost first) of every sample in a perf.data file."""
+    text = subprocess.run(["perf", "script", "-i", perf_data, "-F", "comm,tid,ip,sym,dso"],
+                          capture_output=True, text=True, check=True).stdout
+    comm, frames = None, []
+    for line in text.splitlines() + [""]:
+        if not line.strip():
+            if comm is not None:
+                yield comm, frames
+            comm, frames = None, []
+        elif not line.startswith((" ", "\t")):
+            comm = line.split()[0]
+        else:
+            parts = line.strip().split(None, 1)
+            frames.append(parts[-1])
+
+
+def _pid(pattern: str, deadline: float) -> int:
+    while time.monotonic() < deadline:
+        found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
+        if found.split():
+            return int(found.split()[0])
+        time.sleep(0.2)
+    raise RuntimeError(f"no process matching {pattern!r}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds-profiled", type=float, default=5.0)
+    parser.add_argument("--start-after", type=float, default=7.0,
+                        help="seconds from the bench's start to the profile's (start-up, "
+                             "the subscriber's reference table, the first packets)")
+    parser.add_argument("bench", nargs=argparse.REMAINDER,
+                        help="options of `neurowire bench stream` (after --)")
+    args = parser.parse_args(argv)
+    options = [option for option in args.bench if option != "--"]
+    workdir = tempfile.mkdtemp(prefix="neurowire-profile-")
+    bench = subprocess.Popen([sys.executable, "-m", "neurowire.cli", "bench", "stream", "--json",
+                              "--keep", workdir, *options], stdout=subprocess.PIPE, text=True,
+                             stderr=subprocess.DEVNULL)
+    time.sleep(args.start_after)
+    deadline = time.monotonic() + 30
+    pids = {"daemon": _pid(f"neurowire.daemon --config {workdir}/daemon.toml", deadline),
+            "subscriber": _pid(f"neurowire.clients.subscribe.*{workdir}", deadline)}
+    recorders = [subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "4000", "-g",
+                                   "-o", os.path.join(workdir, f"{name}.perf"), "-p", str(pid),
+                                   "--", "sleep", str(args.seconds_profiled)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                 for name, pid in pids.items()]
+    for recorder in recorders:
+        recorder.wait()
+    report = json.loads(bench.communicate()[0].strip().splitlines()[-1])
+    window = report["cpu_streaming"]
+    relay = window.get("bare_c_relay", {}).get("us_per_packet")
+    config = report["config"]
+    print(f"{config['channels']} ch, {config['packet_ms']:g} ms packets, workers "
+          f"{config['workers']}, block format {config.get('block_format')}, verify "
+          f"{config['verify']}: {report['packets_lost']} packets lost, exact {report['exact']}, "
+          f"load average {report['load_average']['start'][0]}-{report['load_average']['end'][0]}; "
+          f"bare C relay, same run: {relay} us per packet")
+    for name in pids:
+        per_packet = window[name]["us_per_packet"]
+        counts = collections.Counter(category(comm, frames) for comm, frames in
+                                     samples(os.path.join(workdir, f"{name}.perf")))
+        total = sum(counts.values())
+        print(f"\n{name}: {per_packet} us per packet ({window[name]['percent_of_core']} % of a "
+              f"core), {total} samples")
+        for what, count in counts.most_common():
+            print(f"  {per_packet * count / total:7.1f} us  {100 * count / total:5.1f} %  {what}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
