@@ -44,7 +44,9 @@ PACKET_LADDER = (10, 20, 40)
 # codec).  Again with the daemon's, subscriber's and simulator's loops in C (load average
 # 3.1-5.2, `--seconds 10`): 5.1 at 64 x 10, 5.8 at 256 x 10, 7.0 at 128 x 20, hops of
 # 52-55 us; they hold the subscriber's decoding after the stream too (not subtracted), so
-# the figure stays.  Re-measure it when the data path changes.
+# the figure stays.  With the streams in the lane format (load average 4.6-4.9): 4.8 at
+# 64 x 10, 5.1 at 256 x 10, hops of 52-54 us; the figure stays, as margin.  Re-measure it
+# when the data path changes.
 PER_PACKET_HOPS = 6.0
 # A team of encoder threads costs more CPU than one thread doing the same block (hand-offs,
 # the caller waiting for its helpers): on the README's host A a 1024 x 10 block took p50
