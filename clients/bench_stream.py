@@ -287,8 +287,25 @@ def _window_mark(control: str, processes: dict, wait_first: bool = True) -> dict
             "subscriber": process_cpu_s(processes["subscriber"].pid)}
 
 
-def run(args: argparse.Namespace) -> int:
+def _block_format_error(block_format: int) -> str | None:
+    """Why the daemon would refuse this block_format (it writes what the codec writes), or
+    None; said before anything starts."""
+    from neurowire import codec
 
+    try:
+        codec.StreamEncoder(1, format_version=block_format or codec.LANE_FORMAT_VERSION)
+    except ValueError:
+        return (f"--block-format {block_format}: the daemon writes 0 (the lane format, now "
+                f"version {codec.LANE_FORMAT_VERSION}), {codec.LANE_FORMAT_VERSION} or "
+                f"{codec.FORMAT_VERSION}")
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    error = _block_format_error(args.block_format)
+    if error:
+        print(f"neurowire bench stream: {error}", file=sys.stderr)
+        return 2
     workdir = args.keep or tempfile.mkdtemp(prefix="neurowire-bench-")
     os.makedirs(workdir, exist_ok=True)
     ports = {name: free_loopback_port() for name in ("ingest", "publish", "lossless", "control")}

@@ -314,8 +314,16 @@ def test_bench_stream_json_checks_every_sample(tmp_path):
     assert granted["cpus"] == (allowed[:2] if len(allowed) >= 2 else None)
     assert report["samples_compared"] == 20000 * 64
     assert report["config"]["verify"] == "after" and len(report["load_average"]["end"]) == 3
+    assert report["config"]["block_format"] == codec.LANE_FORMAT_VERSION  # the default
     for stage in ("ingest", "publish", "delivery", "decode", "end_to_end"):
         assert report["latency_us"][stage]["count"] == 2000
+
+
+def test_bench_stream_refuses_a_block_format_the_daemon_would_not_start_with(capsys):
+    from neurowire.clients import bench_stream
+
+    assert bench_stream.main(["--block-format", "7", "--seconds", "1"]) == 2
+    assert "--block-format 7" in capsys.readouterr().err
 
 
 def test_unreadable_block_headers_are_counted_and_skipped(context):
