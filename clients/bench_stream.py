@@ -246,10 +246,13 @@ def time_bare_relay(args: argparse.Namespace, workdir: str, seconds: float) -> d
 
 
 def keyframe_cost(channels: int, rate: float, packet_samples: int, interval_s: float,
-                  seed: int = 1) -> dict:
-    """Ratio of 2 s of the synthetic signal with keyframes every interval_s vs only one."""
+                  seed: int = 1, block_format: int | None = None) -> dict:
+    """Ratio of 2 s of the synthetic signal with keyframes every interval_s vs only one, in
+    the given block format version (default: the lane format the daemon writes)."""
     from neurowire import codec
 
+    if block_format is None:
+        block_format = codec.LANE_FORMAT_VERSION
     from .synth import LoopingSource, synthesize
 
     source = LoopingSource(synthesize(channels, rate, 15000, seed))

@@ -315,6 +315,10 @@ def test_bench_stream_json_checks_every_sample(tmp_path):
     assert report["samples_compared"] == 20000 * 64
     assert report["config"]["verify"] == "after" and len(report["load_average"]["end"]) == 3
     assert report["config"]["block_format"] == codec.LANE_FORMAT_VERSION  # the default
+    # Keyframes every second cost ratio (a figure, not an error the run swallowed).
+    cost = report["keyframe_cost"]
+    assert "error" not in cost, cost
+    assert cost["first_only"] > cost["with_keyframes"] > 1
     for stage in ("ingest", "publish", "delivery", "decode", "end_to_end"):
         assert report["latency_us"][stage]["count"] == 2000
 
