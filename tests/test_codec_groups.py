@@ -193,10 +193,12 @@ def test_helpers_poll_for_spin_us_then_sleep_and_stop_at_once():
 
 
 @pytest.mark.timeout(180)
-def test_team_under_thread_sanitizer(tmp_path):
+@pytest.mark.parametrize("claims", [[], ["-DNW_TEAM_LOCKED_CLAIMS"]], ids=["atomic", "locked"])
+def test_team_under_thread_sanitizer(tmp_path, claims):
     """codec_c/stress/team_stress.c (`make tsan`): the team's hand-over and everything its
-    threads share, checked by ThreadSanitizer over sleeping and polling helpers, with coders
-    of both block formats."""
+    threads share, checked by ThreadSanitizer over sleeping and polling helpers, uneven
+    groups claimed by one to four threads, with coders of both block formats; the groups
+    claimed with atomics and, as where there are none, under the lock."""
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not cc:
         pytest.skip("no C compiler")
@@ -204,7 +206,7 @@ def test_team_under_thread_sanitizer(tmp_path):
     binary = tmp_path / "team_stress"
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}  # `make asan` preloads ASan
     build = subprocess.run(
-        [cc, "-g", "-O1", "-std=c99", "-pthread", "-fsanitize=thread", f"-I{src}", "-o", str(binary),
+        [cc, "-g", "-O1", "-std=c99", "-pthread", "-fsanitize=thread", *claims, f"-I{src}", "-o", str(binary),
          str(REPO / "codec_c" / "stress" / "team_stress.c"), *map(str, sorted(src.glob("*.c")))],
         capture_output=True, text=True, env=env)
     if build.returncode != 0:

@@ -33,6 +33,7 @@ typedef struct team_job {
     size_t rows_cap;
     int *statuses;
     nw_block_info *infos;
+    const size_t *firsts;     /* first channel of each group in a row */
 } team_job;
 
 struct nw_team;
@@ -47,7 +48,14 @@ struct nw_team {
     pthread_mutex_t lock;
     pthread_cond_t wake, done;
     unsigned long round;      /* bumped for each block; a helper works once per round */
-    uint32_t busy;            /* helpers still working on this round */
+    /* Which groups of this round are still unclaimed: round (its low 32 bits) << 32 | front
+     * << 16 | back, groups front..back-1 unclaimed. A helper that wakes after its round has
+     * ended finds another round number and leaves the (gone) job alone. */
+    uint64_t claim;
+    uint32_t groups;          /* this round's, read with the round under the lock */
+    uint32_t finished;        /* groups of this round coded */
+    size_t *firsts;           /* the caller's, for its jobs: grown as needed */
+    uint32_t firsts_cap;
     int quit;
     uint32_t started;
     uint32_t spin_us;         /* how long an idle helper polls for the next round */
@@ -56,28 +64,21 @@ struct nw_team {
     const team_job *job;
 };
 
-/* Worker w of `workers` codes groups w, w + workers, ... */
-static void run_share(const team_job *job, uint32_t worker, uint32_t workers) {
-    size_t first = 0;
-    for (uint32_t g = 0; g < job->groups; g++) {
-        uint32_t channels = job->encoders ? nw_stream_encoder_channels(job->encoders[g])
-                                          : nw_stream_decoder_channels(job->decoders[g]);
-        if (g % workers == worker) {
-            if (job->encoders) {
-                size_t need = nw_encode_bound(channels, job->n_samples);
-                if (job->offsets[g] > job->out_cap || job->out_cap - job->offsets[g] < need)
-                    job->sizes[g] = NW_ERR_OUTPUT_FULL;
-                else
-                    job->sizes[g] = nw_stream_encode_block(job->encoders[g], job->samples + first,
-                                                            job->n_samples, job->stride, job->keyframe,
-                                                            job->out + job->offsets[g], need);
-            } else {
-                job->statuses[g] = nw_stream_decode_block(job->decoders[g], job->blocks[g],
-                                                           job->lengths[g], job->decoded + first,
-                                                           job->rows_cap, job->stride, &job->infos[g]);
-            }
-        }
-        first += channels;
+/* Group g, whose channels start at `first` in a row. */
+static void code_group(const team_job *job, uint32_t g, size_t first) {
+    if (job->encoders) {
+        uint32_t channels = nw_stream_encoder_channels(job->encoders[g]);
+        size_t need = nw_encode_bound(channels, job->n_samples);
+        if (job->offsets[g] > job->out_cap || job->out_cap - job->offsets[g] < need)
+            job->sizes[g] = NW_ERR_OUTPUT_FULL;
+        else
+            job->sizes[g] = nw_stream_encode_block(job->encoders[g], job->samples + first,
+                                                    job->n_samples, job->stride, job->keyframe,
+                                                    job->out + job->offsets[g], need);
+    } else {
+        job->statuses[g] = nw_stream_decode_block(job->decoders[g], job->blocks[g],
+                                                   job->lengths[g], job->decoded + first,
+                                                   job->rows_cap, job->stride, &job->infos[g]);
     }
 }
 
@@ -87,17 +88,36 @@ static uint64_t now_ns(void) {
     return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
-/* The round, quit flag and busy count as polling threads read them, outside the lock (they
- * are written under it, with matching atomic stores): a polling thread that took the lock
- * would make the other, finding it taken, sleep. A mutex where there are no atomics. */
-#if defined(__GNUC__)
+/* The round, quit flag, claims and finished count as polling threads read them, outside the
+ * lock (round and quit are written under it, with matching atomic stores): a polling thread
+ * that took the lock would make the other, finding it taken, sleep. A mutex where there are
+ * no atomics. */
+#define CLAIM(round, front, back) ((uint64_t)(uint32_t)(round) << 32 | (uint64_t)(front) << 16 | (back))
+#define NO_GROUP UINT32_MAX
+#if defined(__GNUC__) && !defined(NW_TEAM_LOCKED_CLAIMS)
 static unsigned long load_round(nw_team *team) { return __atomic_load_n(&team->round, __ATOMIC_ACQUIRE); }
 static int load_quit(nw_team *team) { return __atomic_load_n(&team->quit, __ATOMIC_ACQUIRE); }
 static void store_round(nw_team *team, unsigned long v) { __atomic_store_n(&team->round, v, __ATOMIC_RELEASE); }
 static void store_quit(nw_team *team) { __atomic_store_n(&team->quit, 1, __ATOMIC_RELEASE); }
-static uint32_t load_busy(nw_team *team) { return __atomic_load_n(&team->busy, __ATOMIC_ACQUIRE); }
-static void store_busy(nw_team *team, uint32_t v) { __atomic_store_n(&team->busy, v, __ATOMIC_RELEASE); }
-static uint32_t finish_share(nw_team *team) { return __atomic_sub_fetch(&team->busy, 1, __ATOMIC_ACQ_REL); }
+static void store_claim(nw_team *team, uint64_t v) { __atomic_store_n(&team->claim, v, __ATOMIC_RELEASE); }
+static uint32_t load_finished(nw_team *team) { return __atomic_load_n(&team->finished, __ATOMIC_ACQUIRE); }
+static void store_finished(nw_team *team, uint32_t v) { __atomic_store_n(&team->finished, v, __ATOMIC_RELEASE); }
+static uint32_t finished_locked(nw_team *team) { return load_finished(team); }
+static uint32_t finish_group(nw_team *team) { return __atomic_add_fetch(&team->finished, 1, __ATOMIC_ACQ_REL); }
+/* The next unclaimed group of round `seen`, from the front (the caller) or the back (the
+ * helpers), or NO_GROUP once none is left or the round is over. Each side thus keeps
+ * coding the same groups block after block while both keep pace (their channel state stays
+ * in that core's cache), and whichever side runs takes over what the other has not begun. */
+static uint32_t claim_group(nw_team *team, unsigned long seen, int from_front) {
+    uint64_t c = __atomic_load_n(&team->claim, __ATOMIC_ACQUIRE);
+    for (;;) {
+        uint32_t front = (uint32_t)(c >> 16) & 0xFFFFu, back = (uint32_t)c & 0xFFFFu;
+        if ((uint32_t)(c >> 32) != (uint32_t)seen || front >= back) return NO_GROUP;
+        uint64_t next = from_front ? CLAIM(seen, front + 1, back) : CLAIM(seen, front, back - 1);
+        if (__atomic_compare_exchange_n(&team->claim, &c, next, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            return from_front ? front : back - 1;
+    }
+}
 #else
 static unsigned long load_round(nw_team *team) {
     pthread_mutex_lock(&team->lock);
@@ -111,17 +131,50 @@ static int load_quit(nw_team *team) {
     pthread_mutex_unlock(&team->lock);
     return v;
 }
-static uint32_t load_busy(nw_team *team) {
+static uint32_t load_finished(nw_team *team) {
     pthread_mutex_lock(&team->lock);
-    uint32_t v = team->busy;
+    uint32_t v = team->finished;
     pthread_mutex_unlock(&team->lock);
     return v;
 }
+static uint32_t finished_locked(nw_team *team) { return team->finished; }
 static void store_round(nw_team *team, unsigned long v) { team->round = v; }
 static void store_quit(nw_team *team) { team->quit = 1; }
-static void store_busy(nw_team *team, uint32_t v) { team->busy = v; }
-static uint32_t finish_share(nw_team *team) { return --team->busy; }
+static void store_claim(nw_team *team, uint64_t v) { team->claim = v; }
+static void store_finished(nw_team *team, uint32_t v) { team->finished = v; }
+static uint32_t finish_group(nw_team *team) {
+    pthread_mutex_lock(&team->lock);
+    uint32_t v = ++team->finished;
+    pthread_mutex_unlock(&team->lock);
+    return v;
+}
+static uint32_t claim_group(nw_team *team, unsigned long seen, int from_front) {
+    pthread_mutex_lock(&team->lock);
+    uint64_t c = team->claim;
+    uint32_t front = (uint32_t)(c >> 16) & 0xFFFFu, back = (uint32_t)c & 0xFFFFu, g = NO_GROUP;
+    if ((uint32_t)(c >> 32) == (uint32_t)seen && front < back) {
+        g = from_front ? front : back - 1;
+        team->claim = from_front ? CLAIM(seen, front + 1, back) : CLAIM(seen, front, back - 1);
+    }
+    pthread_mutex_unlock(&team->lock);
+    return g;
+}
 #endif
+
+/* Codes groups of round `seen` until none is left unclaimed; wakes the caller when the
+ * round's last group is done. `job` is dereferenced only for a group claimed in its round,
+ * so it is alive: the caller returns only when every group is finished. */
+static void code_claimed(nw_team *team, const team_job *job, unsigned long seen, uint32_t groups,
+                         int from_front) {
+    for (uint32_t g; (g = claim_group(team, seen, from_front)) != NO_GROUP;) {
+        code_group(job, g, job->firsts[g]);
+        if (finish_group(team) == groups && !from_front) {
+            pthread_mutex_lock(&team->lock);
+            pthread_cond_signal(&team->done);
+            pthread_mutex_unlock(&team->lock);
+        }
+    }
+}
 
 static void cpu_relax(void) {
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
@@ -154,12 +207,11 @@ static void *helper_main(void *arg) {
         wait_for_round(team, seen);
         if (team->quit) break;
         seen = team->round;
-        const team_job *job = team->job;
-        uint32_t workers = team->started + 1;
+        const team_job *job = team->job;   /* may be gone already: see code_claimed */
+        uint32_t groups = team->groups;
         pthread_mutex_unlock(&team->lock);
-        run_share(job, self->worker, workers);
+        code_claimed(team, job, seen, groups, 0);
         pthread_mutex_lock(&team->lock);
-        if (finish_share(team) == 0) pthread_cond_signal(&team->done);
     }
     pthread_mutex_unlock(&team->lock);
     return NULL;
@@ -222,6 +274,7 @@ int nw_team_set_spin(nw_team *team, uint32_t microseconds) {
 void nw_team_free(nw_team *team) {
     if (!team) return;
     if (team->owner != getpid()) {   /* a forked child: no helpers to stop, a lock in any state */
+        free(team->firsts);
         free(team->helpers);
         free(team);
         return;
@@ -234,32 +287,60 @@ void nw_team_free(nw_team *team) {
     pthread_cond_destroy(&team->wake);
     pthread_cond_destroy(&team->done);
     pthread_mutex_destroy(&team->lock);
+    free(team->firsts);
     free(team->helpers);
     free(team);
 }
 
-static void run_round(nw_team *team, const team_job *job) {
-    if (team->started == 0 || job->groups < 2 || team->owner != getpid()) {
-        run_share(job, 0, 1);
+/* First channel of each group, in the team's buffer (the caller's alone between rounds);
+ * NULL when it cannot grow. */
+static const size_t *group_firsts(nw_team *team, const team_job *job) {
+    if (job->groups > team->firsts_cap) {
+        size_t *grown = realloc(team->firsts, job->groups * sizeof *grown);
+        if (!grown) return NULL;
+        team->firsts = grown;
+        team->firsts_cap = job->groups;
+    }
+    size_t first = 0;
+    for (uint32_t g = 0; g < job->groups; g++) {
+        team->firsts[g] = first;
+        first += job->encoders ? nw_stream_encoder_channels(job->encoders[g])
+                               : nw_stream_decoder_channels(job->decoders[g]);
+    }
+    return team->firsts;
+}
+
+static void run_round(nw_team *team, team_job *job) {
+    if (team->started == 0 || job->groups < 2 || team->owner != getpid()
+        || !(job->firsts = group_firsts(team, job))) {
+        size_t first = 0;
+        for (uint32_t g = 0; g < job->groups; g++) {
+            code_group(job, g, first);
+            first += job->encoders ? nw_stream_encoder_channels(job->encoders[g])
+                                   : nw_stream_decoder_channels(job->decoders[g]);
+        }
         return;
     }
     pthread_mutex_lock(&team->lock);
     team->job = job;
-    store_busy(team, team->started);
+    team->groups = job->groups;
+    store_finished(team, 0);
+    store_claim(team, CLAIM(team->round + 1, 0, job->groups));
     store_round(team, team->round + 1);
+    const unsigned long round = team->round;
     pthread_cond_broadcast(&team->wake);
     pthread_mutex_unlock(&team->lock);
-    run_share(job, 0, team->started + 1);
-    /* The helpers usually finish within tens of microseconds of the caller: polling that
-     * long costs less than being put to sleep and woken again (~20 us on a VM). With
-     * spin_us set, the caller polls as long as the helpers do. */
+    code_claimed(team, job, round, job->groups, 1);
+    /* A helper that claimed a group is running and usually finishes it within tens of
+     * microseconds: polling that long costs less than being put to sleep and woken again
+     * (~20 us on a VM). With spin_us set, the caller polls as long as the helpers do. */
     const uint64_t deadline = team->spin_us ? now_ns() + (uint64_t)team->spin_us * 1000u : 0;
-    for (uint32_t poll = 1; load_busy(team); poll++) {
+    for (uint32_t poll = 1; load_finished(team) < job->groups; poll++) {
         if (poll >= DONE_POLLS && (!deadline || (poll % 64 == 0 && now_ns() >= deadline))) break;
         cpu_relax();
     }
     pthread_mutex_lock(&team->lock);
-    while (team->busy) pthread_cond_wait(&team->done, &team->lock);
+    while (finished_locked(team) < job->groups) pthread_cond_wait(&team->done, &team->lock);
     pthread_mutex_unlock(&team->lock);
 }
 
@@ -280,7 +361,7 @@ int nw_team_encode(nw_team *team, uint32_t groups, nw_stream_encoder *const *enc
     if (!team || !groups || !encoders || !out || !offsets || !sizes || !samples
         || !groups_fit(groups, encoders, NULL, stride))
         return NW_ERR_ARGUMENT;
-    const team_job job = {.groups = groups, .samples = samples, .stride = stride,
+    team_job job = {.groups = groups, .samples = samples, .stride = stride,
                           .n_samples = n_samples, .keyframe = keyframe, .encoders = encoders,
                           .out = out, .out_cap = out_cap, .offsets = offsets, .sizes = sizes};
     run_round(team, &job);
@@ -297,7 +378,7 @@ int nw_team_decode(nw_team *team, uint32_t groups, nw_stream_decoder *const *dec
         return NW_ERR_ARGUMENT;
     for (uint32_t g = 0; g < groups; g++)
         if (!blocks[g]) return NW_ERR_ARGUMENT;
-    const team_job job = {.groups = groups, .stride = stride, .decoders = decoders,
+    team_job job = {.groups = groups, .stride = stride, .decoders = decoders,
                           .blocks = blocks, .lengths = lengths, .decoded = samples,
                           .rows_cap = rows_cap, .statuses = statuses, .infos = infos};
     run_round(team, &job);

@@ -3,8 +3,11 @@
  *
  * A stream too wide for one core is split into channel groups, each an ordinary encoder or
  * decoder of its own (nw_lanes.h; its blocks are the ones it would make of those channels alone).
- * The team hands the groups of each block to helper threads that wait between blocks, and
- * codes group 0 on the calling thread, so a block costs one call and two thread wake-ups.
+ * For each block the calling thread wakes helper threads that wait between blocks, and
+ * each thread claims groups one at a time, the caller from the first and the helpers from
+ * the last: while every thread runs, each keeps the same groups block after block, and
+ * when a helper is slow to get a CPU (a busy host) the caller codes its groups rather than
+ * wait for it.
  *
  * POSIX threads; not used by the challenge tools. Not thread-safe itself: one call at a time.
  */
