@@ -32,6 +32,10 @@ int32_t nw_code_edge[GRID_CODES + 1 + 2 * EDGE_PAD];
 #define ANALOG_SHARE 128, 128, 230, 230, 154, 102, 102, 77, 102, 102, 77, 51
 #endif
 const uint16_t nw_analog_scale[CONTEXTS] = {ANALOG_SCALE};
+/* Activity bounds of the contexts (mean |residual|, Q4): context c holds [bound[c],
+ * bound[c+1]). The last context's upper bound is nominal: only file container version 4's
+ * blend (context_blend) reads it, as that context's width. */
+const uint16_t nw_context_bound[CONTEXTS + 1] = {0, 14, 20, 26, 32, 38, 46, 56, 70, 92, 124, 180, 260};
 const uint16_t nw_analog_share[CONTEXTS] = {ANALOG_SHARE};
 static int tables_ready;
 
@@ -81,7 +85,7 @@ static void build_tables(void) {
     for (int i = 0; i < 2 * HALF; i++) nw_flat_weight[i] = 64 << 9;
     for (uint32_t j = 0; j < 128; j++) nw_reciprocal[j] = (uint32_t)((((uint64_t)1 << 39) - 1) / (128 + j));
     /* Activity buckets: mean |residual| thresholds in Q4 units, roughly geometric. */
-    static const uint16_t edges[CONTEXTS - 1] = {14, 20, 26, 32, 38, 46, 56, 70, 92, 124, 180};
+    const uint16_t *edges = nw_context_bound + 1;
     for (int a = 0; a < 256; a++) {
         int c = 0;
         while (c < CONTEXTS - 1 && (a << 2) >= edges[c]) c++;
@@ -661,8 +665,8 @@ int64_t nw_file_encode_samples(const int16_t *samples, uint32_t frames, uint32_t
         rc_encode_bits(rc, d, 1);
         for (uint32_t t = 0; t < frames; t++) {
             int16_t v = samples[(size_t)t * channels + c];
-            if (d == DOMAIN_GRID) code_sample_with(s, &co, PASS_ENCODE, &v, 0, 1, ANALOG_LEARNED);
-            else code_sample_with(s, &co, PASS_ENCODE, &v, 0, 0, ANALOG_LEARNED);
+            if (d == DOMAIN_GRID) code_sample_with(s, &co, PASS_ENCODE, &v, 0, 1, ANALOG_BLEND);
+            else code_sample_with(s, &co, PASS_ENCODE, &v, 0, 0, ANALOG_BLEND);
         }
     }
     free(s);
@@ -688,7 +692,7 @@ int nw_file_decode_samples(const uint8_t *in, size_t len, int16_t *samples, uint
     rd_init(&co.dec, in, len);
     int status = NW_OK;
     for (uint32_t c = 0; c < channels && status == NW_OK; c++) {
-        const int analog = version == 2 ? ANALOG_FIXED : ANALOG_LEARNED;
+        const int analog = version == 2 ? ANALOG_FIXED : version == 3 ? ANALOG_LEARNED : ANALOG_BLEND;
         file_channel_start(s, co.learn, rd_bits(&co.dec, 1), version);
         if (s->domain == DOMAIN_GRID) status = decode_channel_with(s, &co, samples + c, channels, frames, 1, analog);
         else status = decode_channel_with(s, &co, samples + c, channels, frames, 0, analog);

@@ -426,10 +426,35 @@ extern uint32_t nw_phi[2 * PHI_HALF + 1];        /* Gaussian CDF at (i - PHI_HAL
 extern int32_t nw_code_edge[GRID_CODES + 1 + 2 * EDGE_PAD];
 extern const uint16_t nw_analog_scale[CONTEXTS]; /* standard deviation / mean |residual|, Q6 */
 extern const uint16_t nw_analog_share[CONTEXTS]; /* the Gaussian's share of the mix, /256 */
+extern const uint16_t nw_context_bound[CONTEXTS + 1]; /* contexts' activity bounds (nw_codec.c) */
 
 #define ANALOG_FIXED 1             /* file container version 2: the share per context is fixed */
 #define ANALOG_LEARNED 2           /* version 3: it follows the channel (analog_learn) */
+#define ANALOG_BLEND 3             /* version 4: as 3, each context blended with a neighbour */
 #define SHARE_RATE 6               /* the learned share's step: gradient x 2^-6 */
+
+/* Version 4's blend: twelve contexts are coarse steps of a law that changes smoothly with
+ * the activity, so each context is blended with its nearer neighbour, linearly between the
+ * contexts' centres (weight 0 at a centre, 1/2 at a bound, none beyond the outer centres).
+ * Returns the neighbour's weight /256, and the neighbour in *nb (ctx when the weight is 0). */
+static inline int32_t context_blend(int32_t activity, int ctx, int *nb) {
+    const int32_t low = nw_context_bound[ctx], high = nw_context_bound[ctx + 1], centre = (low + high) / 2;
+    const int n = activity < centre ? ctx - 1 : ctx + 1;
+    *nb = ctx;
+    if (n < 0 || n >= CONTEXTS) return 0;
+    int32_t w = (activity < centre ? centre - activity : activity - centre) * 256 / (high - low);
+    if (w > 0) *nb = n;
+    return w > 128 ? 128 : w;
+}
+
+/* The counts c (total t) blended with a neighbour's n (total u), each as a share of its own
+ * total: m_i = (1 - w) c_i + w n_i t / u, w = weight / 256. The sum stays at most t, so
+ * weigh()'s bounds hold. */
+static inline void blend_counts(uint16_t *m, const uint16_t *c, uint32_t t, const uint16_t *n, uint32_t u,
+                                int32_t weight) {
+    const uint64_t wc = (uint64_t)(256 - weight) << 8, wn = ((uint64_t)weight * t << 8) / u;
+    for (int i = 0; i < MAIN_SYMBOLS; i++) m[i] = (uint16_t)((c[i] * wc + n[i] * wn) >> 16);
+}
 
 /* Mixes the Gaussian into the width-weighted counts g of the direct symbols (their sums
  * lower and upper): g[i] becomes (1 - share) g[i] + share G q[i] / Q, G the sum of g and q
@@ -439,11 +464,12 @@ extern const uint16_t nw_analog_share[CONTEXTS]; /* the Gaussian's share of the 
  * step; ANALOG_LEARNED takes al->share and rounds G q[i] / Q first (analog_learn
  * prices the coded symbol again from al->cdf and al->scale). */
 HOT void analog_mix(analog_learning *al, int analog, uint16_t *g, uint32_t *lower, uint32_t *upper, int ctx,
-                    int32_t pred, int32_t flip, int64_t pred_q, int32_t activity) {
+                    int nb, int32_t blend, int32_t pred, int32_t flip, int64_t pred_q, int32_t activity) {
     const int32_t fraction = (int32_t)(pred_q - ((int64_t)pred << FRACTION_BITS)) + (1 << (FRACTION_BITS - 1));
     const int32_t *edge = nw_code_edge + EDGE_PAD + pred;
     const int32_t mu = edge[0] + fraction * ((edge[1] - edge[0]) >> EDGE_FRACTION);
-    int32_t sigma = nw_analog_scale[ctx] * activity;   /* Q6 x Q4 mean |residual| = 1/1024 code */
+    /* Q6 x Q4 mean |residual| = 1/1024 code; the scale blended as the counts are (version 4) */
+    int32_t sigma = ((nw_analog_scale[ctx] * (256 - blend) + nw_analog_scale[nb] * blend) >> 8) * activity;
     if (sigma < 205) sigma = 205;                      /* 0.2 code */
     const int32_t inverse = (PHI_STEPS << 24) / sigma;
     uint32_t *cdf = al->cdf;
@@ -454,8 +480,9 @@ HOT void analog_mix(analog_learning *al, int analog, uint16_t *g, uint32_t *lowe
         cdf[j] = nw_phi[t < -PHI_HALF ? 0 : t > PHI_HALF ? 2 * PHI_HALF : t + PHI_HALF];
     }
     const uint32_t mass = cdf[2 * HALF] - cdf[0];
-    const int learned = analog == ANALOG_LEARNED;
-    const uint32_t share = learned ? (uint32_t)al->share[ctx] >> 8 : nw_analog_share[ctx];
+    const int learned = analog >= ANALOG_LEARNED;
+    const uint32_t share = learned ? (uint32_t)((al->share[ctx] * (int64_t)(256 - blend) + al->share[nb] * (int64_t)blend) >> 16)
+                                   : nw_analog_share[ctx];
     al->mixed = mass != 0;
     if (mass == 0) return;
     const uint64_t scale = al->scale = ((uint64_t)((learned ? 1 : share) * (*lower + *upper)) << 16) / mass;
@@ -497,6 +524,17 @@ HOT int model_code_with(channel_state *s, coder *co, int pass, int16_t *value, i
     int32_t act = s->activity >> (grid ? 2 : 8);
     int ctx = nw_context_of_activity[act > 255 ? 255 : act];
     uint16_t *freq = s->main_freq[ctx];
+    int nb = ctx;
+    int32_t blend = 0;
+    uint16_t blended[FREQ_ROW];
+    const uint16_t *row = freq;   /* the counts the symbol is priced by */
+    if (analog == ANALOG_BLEND && grid && !max_error) {
+        blend = context_blend(s->activity, ctx, &nb);
+        if (blend) {
+            blend_counts(blended, freq, s->main_total[ctx], s->main_freq[nb], s->main_total[nb], blend);
+            row = blended;
+        }
+    }
 
     /* Weighted frequencies: each direct symbol is scaled by the width of the code it maps
      * to (64 = average width; 0 = outside the ADC's range, so impossible). */
@@ -507,10 +545,14 @@ HOT int model_code_with(channel_state *s, coder *co, int pass, int16_t *value, i
      * escape. */
     uint16_t g[2 * HALF];
     uint32_t lower, upper;
-    weigh(freq, width, g, &lower, &upper);
-    if (analog && grid && !max_error) analog_mix(co->learn, analog, g, &lower, &upper, ctx, pred, flip, pred_q, s->activity);
+    uint16_t weighted[2 * HALF];  /* g before the analog mix, for analog_learn */
+    weigh(row, width, g, &lower, &upper);
+    if (analog && grid && !max_error) {
+        memcpy(weighted, g, sizeof weighted);
+        analog_mix(co->learn, analog, g, &lower, &upper, ctx, nb, blend, pred, flip, pred_q, s->activity);
+    }
     /* The escape-side symbols take the same unit-width scale (1/128) as the direct ones. */
-    const uint32_t f_neg = (freq[SYM_BIG_NEG] >> 1) + 1, f_pos = (freq[SYM_BIG_POS] >> 1) + 1, f_esc = (freq[SYM_ESCAPE] >> 1) + 1;
+    const uint32_t f_neg = (row[SYM_BIG_NEG] >> 1) + 1, f_pos = (row[SYM_BIG_POS] >> 1) + 1, f_esc = (row[SYM_ESCAPE] >> 1) + 1;
     const uint32_t middle = f_neg + lower;       /* cumulative count where residual 0 starts */
     const uint32_t total = middle + upper + f_pos + f_esc;
 
@@ -593,8 +635,12 @@ HOT int model_code_with(channel_state *s, coder *co, int pass, int16_t *value, i
             *value = grid ? nw_code_value[x] : (int16_t)(x - 32768);
         }
     }
-    if (analog == ANALOG_LEARNED && grid && !max_error && symbol < 2 * HALF) analog_learn(co->learn, ctx, symbol, g[symbol], (((uint32_t)freq[symbol] * width[symbol]) >> 16) + 1);
+    if (analog >= ANALOG_LEARNED && grid && !max_error && symbol < 2 * HALF) analog_learn(co->learn, ctx, symbol, g[symbol], weighted[symbol]);
     adapt(freq, &s->main_total[ctx], MAIN_SYMBOLS, symbol, MAIN_INCREMENT, MAIN_LIMIT);
+    /* Version 4: the neighbour learns from the sample too, as much as it was blended in (a
+     * whole increment at the bound). */
+    const uint32_t neighbour_increment = (uint32_t)(MAIN_INCREMENT * blend) >> 7;
+    if (neighbour_increment) adapt(s->main_freq[nb], &s->main_total[nb], MAIN_SYMBOLS, symbol, neighbour_increment, MAIN_LIMIT);
 
     /* Update the activity and the NLMS predictor from the reconstructed sample. */
     int32_t mag = coded < 0 ? -coded : coded;
