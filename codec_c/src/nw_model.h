@@ -289,31 +289,86 @@ HOT void adapt(uint16_t *freq, uint32_t *total, int symbols, int symbol, uint32_
 }
 
 /* Magnitude beyond the direct range: class c = floor(log2(excess+1)), then one mantissa bit
- * as part of the symbol and c-1 raw bits. */
-static inline void big_encode(channel_state *s, coder *co, int pass, uint32_t excess) {
+ * as part of the symbol and c-1 raw bits.
+ * File container version 4 (dir != 0) prices both parts by the codes' widths, as the direct
+ * symbols are: v = excess + 1 is the code start + dir x v, start being the code of the last
+ * direct residual on that side; each class symbol's count is weighted by the average width
+ * of the codes it stands for, and the c-1 bits are coded as one symbol of their codes'
+ * widths instead of raw. */
+extern int32_t nw_code_edge[];
+#define EDGE_PAD (HALF + 1)       /* edges beyond the rails, so the direct symbols need no clamp */
+#define EDGE_FRACTION 4           /* edges in 1/64 code, positions in 1/1024 code */
+
+/* Width of the n codes start + dir x v for v in [first, first + n), 1/64 code (0 off the grid). */
+static inline uint32_t codes_width(int32_t start, int32_t dir, uint32_t first, uint32_t n) {
+    int32_t a = start + dir * (int32_t)first, b = a + dir * (int32_t)(n - 1);
+    int32_t low = dir > 0 ? a : b, high = (dir > 0 ? b : a) + 1;
+    low = low < 0 ? 0 : low > GRID_CODES ? GRID_CODES : low;
+    high = high < 0 ? 0 : high > GRID_CODES ? GRID_CODES : high;
+    return (uint32_t)((nw_code_edge[high + EDGE_PAD] - nw_code_edge[low + EDGE_PAD]) >> EDGE_FRACTION);
+}
+
+/* The first v of class symbol b, and how many it holds. */
+static inline uint32_t big_first(uint32_t b, uint32_t *n) {
+    uint32_t c = b == 0 ? 0 : (b - 1) / 2 + 1;
+    *n = c > 1 ? 1u << (c - 1) : 1;
+    return c == 0 ? 1 : (2u | ((b - 1) & 1)) << (c - 1);
+}
+
+/* The class symbols' counts as coded: weighted by width (version 4) or as they are; returns
+ * their total. Weighted sums stay below 2^16: counts sum to at most BIG_LIMIT, widths to
+ * 127/64 of the average. */
+static inline uint32_t big_counts(const channel_state *s, uint32_t *g, int32_t dir, int32_t start) {
+    uint32_t total = 0;
+    for (uint32_t b = 0; b < BIG_SYMBOLS; b++) {
+        uint32_t n, first = big_first(b, &n);
+        g[b] = dir ? (uint32_t)((uint64_t)s->big_freq[b] * codes_width(start, dir, first, n) / (64 * n)) + 1
+                   : s->big_freq[b];
+        total += g[b];
+    }
+    return total;
+}
+
+static inline void big_encode(channel_state *s, coder *co, int pass, uint32_t excess, int32_t dir, int32_t start) {
     uint32_t v = excess + 1, c = 0;
     while ((v >> (c + 1)) != 0) c++;
     uint32_t symbol = c == 0 ? 0 : 1 + 2 * (c - 1) + ((v >> (c - 1)) & 1);
     if (pass == PASS_ENCODE) {
-        uint32_t cum = 0;
-        for (uint32_t i = 0; i < symbol; i++) cum += s->big_freq[i];
-        rc_encode(&co->enc, cum, s->big_freq[symbol], s->big_total);
-        if (c > 1) rc_encode_bits(&co->enc, v & ((1u << (c - 1)) - 1), (int)c - 1);
+        uint32_t g[BIG_SYMBOLS], total = big_counts(s, g, dir, start), cum = 0;
+        for (uint32_t i = 0; i < symbol; i++) cum += g[i];
+        rc_encode(&co->enc, cum, g[symbol], total);
+        if (c > 1 && dir) {
+            uint32_t n, first = big_first(symbol, &n);
+            rc_encode(&co->enc, codes_width(start, dir, first, v - first), codes_width(start, dir, v, 1),
+                      codes_width(start, dir, first, n));
+        } else if (c > 1) {
+            rc_encode_bits(&co->enc, v & ((1u << (c - 1)) - 1), (int)c - 1);
+        }
     }
     adapt(s->big_freq, &s->big_total, BIG_SYMBOLS, (int)symbol, BIG_INCREMENT, BIG_LIMIT);
 }
 
-static inline int big_decode(channel_state *s, coder *co, uint32_t *excess) {
-    uint32_t r, target = rd_target(&co->dec, s->big_total, &r), cum = 0;
+static inline int big_decode(channel_state *s, coder *co, uint32_t *excess, int32_t dir, int32_t start) {
+    uint32_t g[BIG_SYMBOLS], total = big_counts(s, g, dir, start);
+    uint32_t r, target = rd_target(&co->dec, total, &r), cum = 0;
     int symbol = 0;
-    while (symbol < BIG_SYMBOLS - 1 && cum + s->big_freq[symbol] <= target) cum += s->big_freq[symbol++];
-    rd_take(&co->dec, r, cum, s->big_freq[symbol]);
+    while (symbol < BIG_SYMBOLS - 1 && cum + g[symbol] <= target) cum += g[symbol++];
+    rd_take(&co->dec, r, cum, g[symbol]);
     uint32_t c = symbol == 0 ? 0 : (uint32_t)(symbol - 1) / 2 + 1;
     if (c > 17) return -1;
-    uint32_t v = 1;
-    if (c > 0) {
-        v = (2u | ((uint32_t)(symbol - 1) & 1)) << (c - 1);
-        if (c > 1) v |= rd_bits(&co->dec, (int)c - 1);
+    uint32_t n, v = big_first((uint32_t)symbol, &n);
+    if (c > 1 && dir) {
+        uint32_t all = codes_width(start, dir, v, n);
+        if (all == 0) return -1;   /* codes off the grid: only a corrupt stream names them */
+        uint32_t t = rd_target(&co->dec, all, &r), k = 0;
+        for (uint32_t step = n >> 1; step; step >>= 1)   /* the last k with width(v, k) <= t */
+            if (codes_width(start, dir, v, k + step) <= t) k += step;
+        uint32_t below = codes_width(start, dir, v, k), width = codes_width(start, dir, v + k, 1);
+        if (width == 0 || t >= below + width) return -1;
+        rd_take(&co->dec, r, below, width);
+        v += k;
+    } else if (c > 1) {
+        v |= rd_bits(&co->dec, (int)c - 1);
     }
     adapt(s->big_freq, &s->big_total, BIG_SYMBOLS, symbol, BIG_INCREMENT, BIG_LIMIT);
     *excess = v - 1;
@@ -419,9 +474,7 @@ static inline int find_direct(const uint16_t *g, uint32_t t, uint32_t *below) {
  * which the counts, kept per residual rather than per code, cannot learn. */
 #define PHI_STEPS 32              /* points of the CDF table per standard deviation */
 #define PHI_HALF (8 * PHI_STEPS)  /* the table spans +-8 standard deviations */
-#define EDGE_FRACTION 4           /* edges in 1/64 code, positions in 1/1024 code */
 extern uint32_t nw_phi[2 * PHI_HALF + 1];        /* Gaussian CDF at (i - PHI_HALF) / PHI_STEPS, Q16 */
-#define EDGE_PAD (HALF + 1)       /* edges beyond the rails, so the direct symbols need no clamp */
 /* Lower edge of code k - EDGE_PAD on the analog axis, 1/1024 code, held at the rails beyond them. */
 extern int32_t nw_code_edge[GRID_CODES + 1 + 2 * EDGE_PAD];
 extern const uint16_t nw_analog_scale[CONTEXTS]; /* standard deviation / mean |residual|, Q6 */
@@ -556,6 +609,8 @@ HOT int model_code_with(channel_state *s, coder *co, int pass, int16_t *value, i
     const uint32_t middle = f_neg + lower;       /* cumulative count where residual 0 starts */
     const uint32_t total = middle + upper + f_pos + f_esc;
 
+    /* Version 4 prices magnitudes beyond the direct range by their codes' widths too. */
+    const int32_t big_dir = analog == ANALOG_BLEND && grid && !max_error ? flip : 0;
     int32_t x = 0;          /* sample in domain units */
     int32_t coded = 0;      /* the residual as coded (quantised when max_error > 0) */
     const int32_t quantum = 2 * max_error + 1;
@@ -593,7 +648,8 @@ HOT int model_code_with(channel_state *s, coder *co, int pass, int16_t *value, i
             if (escaped) rc_encode_bits(&co->enc, (uint16_t)v, 16);
         }
         if (symbol == SYM_BIG_NEG || symbol == SYM_BIG_POS)
-            big_encode(s, co, pass, (uint32_t)(symbol == SYM_BIG_POS ? r - HALF : -HALF - 1 - r));
+            big_encode(s, co, pass, (uint32_t)(symbol == SYM_BIG_POS ? r - HALF : -HALF - 1 - r),
+                       symbol == SYM_BIG_POS ? big_dir : -big_dir, symbol == SYM_BIG_POS ? pred + flip * (HALF - 1) : pred - flip * HALF);
     } else {
         uint32_t r, target = rd_target(&co->dec, total, &r), cum, f;
         if (target < f_neg) { symbol = SYM_BIG_NEG; cum = 0; f = f_neg; }
@@ -620,7 +676,8 @@ HOT int model_code_with(channel_state *s, coder *co, int pass, int16_t *value, i
                 res = symbol - HALF;
             } else {
                 uint32_t excess;
-                if (big_decode(s, co, &excess) < 0) return -1;
+                if (big_decode(s, co, &excess, symbol == SYM_BIG_POS ? big_dir : -big_dir,
+                               symbol == SYM_BIG_POS ? pred + flip * (HALF - 1) : pred - flip * HALF) < 0) return -1;
                 if (excess > 65536) return -1;
                 res = symbol == SYM_BIG_POS ? HALF + (int32_t)excess : -HALF - 1 - (int32_t)excess;
             }
