@@ -199,6 +199,77 @@ static inline void history_push(int16_t *d, int32_t delta) {
 #endif
 
 
+/* ---- file container version 4's second predictor -------------------------------------
+ * Least squares over the deltas' autocorrelation (lags 0..LS_TAPS, each block's added to
+ * the past's, which fades by 1/8 a block), solved every LS_BLOCK samples by Gauss-Seidel
+ * sweeps started from the last solution. The NLMS predictor follows fast changes, this one
+ * the steadier law of the last ~16 000 samples; their errors differ, so the prediction coded
+ * is the NLMS one plus a learned share of the difference (ls_mix). Integer arithmetic, as
+ * everywhere in the model. */
+#define LS_BLOCK 2048
+#define LS_FADE 3                 /* the past's autocorrelation loses 1/8 a block */
+#define LS_SWEEPS 4
+#define LS_RIDGE 10               /* the diagonal gains 1/1024: keeps the solve well-posed */
+#define MIX_RATE 12               /* the share's step: gradient x 2^-12 */
+#define MIX_ONE 4096              /* the share is Q12, within [0, 1] */
+
+static void ls_solve(analog_learning *al) {
+    int64_t c[LS_TAPS + 1];
+    int shift = 0;
+    while ((al->ls_corr[0] >> shift) >= ((int64_t)1 << 30)) shift++;   /* products stay < 2^54 */
+    for (int k = 0; k <= LS_TAPS; k++) c[k] = al->ls_corr[k] >> shift;
+    if (c[0] <= 0) return;        /* no signal yet */
+    const int64_t diagonal = c[0] + (c[0] >> LS_RIDGE), limit = (int64_t)1 << 23;
+    int64_t *a = al->ls_solution;
+    for (int sweep = 0; sweep < LS_SWEEPS; sweep++)
+        for (int i = 0; i < LS_TAPS; i++) {
+            int64_t sum = c[i + 1] * ((int64_t)1 << 20);
+            for (int j = 0; j < LS_TAPS; j++)
+                if (j != i) sum -= c[i > j ? i - j : j - i] * a[j];
+            int64_t v = sum / diagonal;
+            a[i] = v > limit ? limit : v < -limit ? -limit : v;
+        }
+    for (int k = 0; k < LS_TAPS; k++) al->ls_weight[k] = (int32_t)(a[k] >> 6);
+    al->ls_ready = 1;
+}
+
+/* The prediction to code, from the NLMS one (pred_q, clamped), Q4. */
+static int64_t ls_mix(analog_learning *al, int32_t last, int64_t pred_q, int32_t top, int dshift) {
+    al->mix_diff = 0;
+    al->mix_base = pred_q;
+    if (!al->ls_ready) return pred_q;
+    int64_t acc = 0;
+    for (int k = 0; k < LS_TAPS; k++) acc += (int64_t)al->ls_weight[k] * al->ls_delta[k];
+    int64_t ls_q = ((int64_t)last << FRACTION_BITS) + (acc >> (WEIGHT_SHIFT - FRACTION_BITS)) * (1 << dshift);
+    al->mix_diff = ls_q - pred_q;
+    int64_t q = pred_q + ((al->mix_diff * al->mix_weight) >> 12);
+    return q < 0 ? 0 : q > ((int64_t)top << FRACTION_BITS) ? (int64_t)top << FRACTION_BITS : q;
+}
+
+/* After the sample x (domain units) and its delta (grid-sized units): the share's step on
+ * the squared error of the mix, normalised by the difference's power; then the delta into
+ * the autocorrelation. */
+static void ls_learn(analog_learning *al, int32_t x, int32_t delta) {
+    const int64_t diff = al->mix_diff;
+    if (diff) {
+        int64_t error = ((int64_t)x << FRACTION_BITS) - al->mix_base - ((diff * al->mix_weight) >> 12);
+        al->mix_power += (diff * diff - al->mix_power) >> 6;
+        int64_t w = al->mix_weight + ((error * diff * MIX_ONE) >> MIX_RATE) / (al->mix_power + 16);
+        al->mix_weight = w < 0 ? 0 : w > MIX_ONE ? MIX_ONE : w;
+    }
+    memmove(al->ls_delta + 1, al->ls_delta, LS_TAPS * sizeof *al->ls_delta);
+    al->ls_delta[0] = delta;
+    for (int k = 0; k <= LS_TAPS; k++) al->ls_block[k] += (int64_t)delta * al->ls_delta[k];
+    if (++al->ls_count == LS_BLOCK) {
+        for (int k = 0; k <= LS_TAPS; k++) {
+            al->ls_corr[k] += al->ls_block[k] - (al->ls_corr[k] >> LS_FADE);
+            al->ls_block[k] = 0;
+        }
+        al->ls_count = 0;
+        ls_solve(al);
+    }
+}
+
 /* One sample through the model: encodes `value`, decodes it into *value, or only updates
  * the state (stored blocks). Returns 0, or -1 on an impossible decoded value.
  * max_error k > 0 codes the residual quantised to steps of 2k+1 (the decoder rebuilds the
@@ -227,8 +298,11 @@ HOT int code_sample_with(channel_state *s, coder *co, int pass, int16_t *value, 
     int64_t pred_q = ((int64_t)s->last << FRACTION_BITS) + (int64_t)(acc >> (WEIGHT_SHIFT - FRACTION_BITS)) * (1 << dshift);
     if (pred_q < 0) pred_q = 0;
     if (pred_q > ((int64_t)top << FRACTION_BITS)) pred_q = (int64_t)top << FRACTION_BITS;
+    /* File container version 4 codes a mix of two predictions; the NLMS one still learns
+     * from its own error. */
+    const int64_t coded_q = analog == ANALOG_BLEND ? ls_mix(co->learn, s->last, pred_q, top, dshift) : pred_q;
     int32_t x;
-    if (model_code_with(s, co, pass, value, max_error, grid, pred_q, &x, analog) < 0) return -1;
+    if (model_code_with(s, co, pass, value, max_error, grid, coded_q, &x, analog) < 0) return -1;
     int32_t delta = x - s->last;
     s->pending_step = nlms_step(((int64_t)x << FRACTION_BITS) - pred_q, s->energy, dshift);
     memcpy(s->pending, s->deltas, sizeof s->pending);
@@ -236,6 +310,7 @@ HOT int code_sample_with(channel_state *s, coder *co, int pass, int16_t *value, 
     delta >>= dshift;
     s->energy += delta * delta - oldest * oldest;
     s->next_acc = aged + newest_weight * delta;
+    if (analog == ANALOG_BLEND) ls_learn(co->learn, x, delta);
     history_push(s->deltas, delta);
     s->last = x;
     return 0;
@@ -645,6 +720,9 @@ int nw_decode_block_strided(nw_decoder *d, const uint8_t *in, size_t len, int16_
 /* A channel's cold start in a file of the given version. */
 static void file_channel_start(channel_state *s, analog_learning *al, uint32_t domain, int version) {
     *s = version == 2 ? nw_initial_state[domain] : file_initial_state[domain];
+    memset(al, 0, sizeof *al);
+    al->mix_weight = MIX_ONE / 2;
+    al->mix_power = 1 << 10;
     for (int c = 0; c < CONTEXTS; c++) al->share[c] = nw_analog_share[c] << 8;
 }
 

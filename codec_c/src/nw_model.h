@@ -247,12 +247,25 @@ enum pass { PASS_ENCODE, PASS_DECODE, PASS_UPDATE };
 
 /* File container version 3 (ANALOG_LEARNED): the Gaussian's share of the mix per activity
  * context, Q16, learned as the channel is coded; and what the last mix needs to price the
- * coded symbol under the Gaussian alone. */
+ * coded symbol under the Gaussian alone. Version 4 adds a second predictor (ls_* in
+ * nw_codec.c). */
+#define LS_TAPS 32
 typedef struct analog_learning {
     int32_t share[CONTEXTS];
     uint32_t cdf[2 * HALF + 1];   /* the last mix's Gaussian CDF at the symbols' edges */
     uint64_t scale;               /* and its factor: q_i = (cdf[i+1] - cdf[i]) x scale >> 16 */
     int mixed;
+    /* Version 4: least squares over the deltas' autocorrelation, solved every LS_BLOCK
+     * samples, and its prediction's weight against the NLMS one's. */
+    int32_t ls_delta[LS_TAPS + 1];    /* the newest deltas (grid-sized units), newest first */
+    int64_t ls_block[LS_TAPS + 1];    /* the autocorrelation over this block, lags 0..LS_TAPS */
+    int64_t ls_corr[LS_TAPS + 1];     /* over the blocks before, older ones fading */
+    int64_t ls_solution[LS_TAPS];     /* Q20, kept between solves as the next one's start */
+    int32_t ls_weight[LS_TAPS];       /* Q14, what predicts */
+    uint32_t ls_count, ls_ready;
+    int64_t mix_weight;               /* the least-squares prediction's weight, Q12 */
+    int64_t mix_power;                /* running mean of the predictions' squared difference */
+    int64_t mix_base, mix_diff;       /* this sample's NLMS prediction and LS minus NLMS, Q4 */
 } analog_learning;
 
 typedef struct coder {
