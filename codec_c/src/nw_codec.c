@@ -241,7 +241,10 @@ static int64_t ls_mix(analog_learning *al, int32_t last, int64_t pred_q, int32_t
     int64_t acc = 0;
     for (int k = 0; k < LS_TAPS; k++) acc += (int64_t)al->ls_weight[k] * al->ls_delta[k];
     int64_t ls_q = ((int64_t)last << FRACTION_BITS) + (acc >> (WEIGHT_SHIFT - FRACTION_BITS)) * (1 << dshift);
-    al->mix_diff = ls_q - pred_q;
+    /* Held within 2^20 (a whole domain, Q4), so that the share's step cannot overflow
+     * whatever a stream's least-squares weights predict. */
+    const int64_t diff = ls_q - pred_q, bound = (int64_t)1 << 20;
+    al->mix_diff = diff > bound ? bound : diff < -bound ? -bound : diff;
     int64_t q = pred_q + ((al->mix_diff * al->mix_weight) >> 12);
     return q < 0 ? 0 : q > ((int64_t)top << FRACTION_BITS) ? (int64_t)top << FRACTION_BITS : q;
 }
