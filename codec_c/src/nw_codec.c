@@ -201,13 +201,13 @@ static inline void history_push(int16_t *d, int32_t delta) {
 
 /* ---- file container version 4's second predictor -------------------------------------
  * Least squares over the deltas' autocorrelation (lags 0..LS_TAPS, each block's added to
- * the past's, which fades by 1/8 a block), solved every LS_BLOCK samples by Gauss-Seidel
+ * the past's, which fades by 1/32 a block), solved every LS_BLOCK samples by Gauss-Seidel
  * sweeps started from the last solution. The NLMS predictor follows fast changes, this one
- * the steadier law of the last ~16 000 samples; their errors differ, so the prediction coded
+ * the steadier law of the last ~65 000 samples; their errors differ, so the prediction coded
  * is the NLMS one plus a learned share of the difference (ls_mix). Integer arithmetic, as
  * everywhere in the model. */
 #define LS_BLOCK 2048
-#define LS_FADE 3                 /* the past's autocorrelation loses 1/8 a block */
+#define LS_FADE 5                 /* the past's autocorrelation loses 1/32 a block */
 #define LS_SWEEPS 4
 #define LS_RIDGE 10               /* the diagonal gains 1/1024: keeps the solve well-posed */
 #define MIX_RATE 12               /* the share's step: gradient x 2^-12 */
@@ -259,6 +259,12 @@ static void ls_learn(analog_learning *al, int32_t x, int32_t delta) {
         al->mix_power += (diff * diff - al->mix_power) >> 6;
         int64_t w = al->mix_weight + ((error * diff * MIX_ONE) >> MIX_RATE) / (al->mix_power + 16);
         al->mix_weight = w < 0 ? 0 : w > MIX_ONE ? MIX_ONE : w;
+    }
+    /* The channel's first delta is from the cold state's 0, not from the signal: its square
+     * alone would outweigh thousands of samples in the sums. */
+    if (!al->ls_started) {
+        al->ls_started = 1;
+        return;
     }
     memmove(al->ls_delta + 1, al->ls_delta, LS_TAPS * sizeof *al->ls_delta);
     al->ls_delta[0] = delta;

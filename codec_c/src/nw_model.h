@@ -262,7 +262,7 @@ typedef struct analog_learning {
     int64_t ls_corr[LS_TAPS + 1];     /* over the blocks before, older ones fading */
     int64_t ls_solution[LS_TAPS];     /* Q20, kept between solves as the next one's start */
     int32_t ls_weight[LS_TAPS];       /* Q14, what predicts */
-    uint32_t ls_count, ls_ready;
+    uint32_t ls_count, ls_ready, ls_started;
     int64_t mix_weight;               /* the least-squares prediction's weight, Q12 */
     int64_t mix_power;                /* running mean of the predictions' squared difference */
     int64_t mix_base, mix_diff;       /* this sample's NLMS prediction and LS minus NLMS, Q4 */
