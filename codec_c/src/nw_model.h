@@ -303,7 +303,8 @@ HOT void adapt(uint16_t *freq, uint32_t *total, int symbols, int symbol, uint32_
 
 /* Magnitude beyond the direct range: class c = floor(log2(excess+1)), then one mantissa bit
  * as part of the symbol and c-1 raw bits.
- * File container version 4 (dir != 0) prices both parts by the codes' widths, as the direct
+ * File container version 4 (big_encode_widths, big_decode_widths; dir = +-1) prices both
+ * parts by the codes' widths, as the direct
  * symbols are: v = excess + 1 is the code start + dir x v, start being the code of the last
  * direct residual on that side; each class symbol's count is weighted by the average width
  * of the codes it stands for, and the c-1 bits are coded as one symbol of their codes'
@@ -328,41 +329,84 @@ static inline uint32_t big_first(uint32_t b, uint32_t *n) {
     return c == 0 ? 1 : (2u | ((b - 1) & 1)) << (c - 1);
 }
 
-/* The class symbols' counts as coded: weighted by width (version 4) or as they are; returns
- * their total. Weighted sums stay below 2^16: counts sum to at most BIG_LIMIT, widths to
- * 127/64 of the average. */
-static inline uint32_t big_counts(const channel_state *s, uint32_t *g, int32_t dir, int32_t start) {
+/* Version 4's class counts, weighted by width; returns their total. Weighted sums stay
+ * below 2^16: counts sum to at most BIG_LIMIT, widths to 127/64 of the average. */
+static inline uint32_t big_counts(const channel_state *s, uint16_t *g, int32_t dir, int32_t start) {
     uint32_t total = 0;
     for (uint32_t b = 0; b < BIG_SYMBOLS; b++) {
         uint32_t n, first = big_first(b, &n);
-        g[b] = dir ? (uint32_t)((uint64_t)s->big_freq[b] * codes_width(start, dir, first, n) / (64 * n)) + 1
-                   : s->big_freq[b];
+        g[b] = (uint16_t)((uint64_t)s->big_freq[b] * codes_width(start, dir, first, n) / (64 * n) + 1);
         total += g[b];
     }
     return total;
 }
 
-static inline void big_encode(channel_state *s, coder *co, int pass, uint32_t excess, int32_t dir, int32_t start) {
-    uint32_t v = excess + 1, c = 0;
-    while ((v >> (c + 1)) != 0) c++;
-    uint32_t symbol = c == 0 ? 0 : 1 + 2 * (c - 1) + ((v >> (c - 1)) & 1);
+/* The class symbol of an excess, with v = excess + 1 and its class c. */
+static inline uint32_t big_symbol(uint32_t excess, uint32_t *v, uint32_t *c) {
+    *v = excess + 1;
+    *c = 0;
+    while ((*v >> (*c + 1)) != 0) (*c)++;
+    return *c == 0 ? 0 : 1 + 2 * (*c - 1) + ((*v >> (*c - 1)) & 1);
+}
+
+static inline void big_encode(channel_state *s, coder *co, int pass, uint32_t excess) {
+    uint32_t v, c, symbol = big_symbol(excess, &v, &c);
     if (pass == PASS_ENCODE) {
-        uint32_t g[BIG_SYMBOLS], total = big_counts(s, g, dir, start), cum = 0;
+        uint32_t cum = 0;
+        for (uint32_t i = 0; i < symbol; i++) cum += s->big_freq[i];
+        rc_encode(&co->enc, cum, s->big_freq[symbol], s->big_total);
+        if (c > 1) rc_encode_bits(&co->enc, v & ((1u << (c - 1)) - 1), (int)c - 1);
+    }
+    adapt(s->big_freq, &s->big_total, BIG_SYMBOLS, (int)symbol, BIG_INCREMENT, BIG_LIMIT);
+}
+
+static inline int big_decode(channel_state *s, coder *co, uint32_t *excess) {
+    uint32_t r, target = rd_target(&co->dec, s->big_total, &r), cum = 0;
+    int symbol = 0;
+    while (symbol < BIG_SYMBOLS - 1 && cum + s->big_freq[symbol] <= target) cum += s->big_freq[symbol++];
+    rd_take(&co->dec, r, cum, s->big_freq[symbol]);
+    uint32_t c = symbol == 0 ? 0 : (uint32_t)(symbol - 1) / 2 + 1;
+    if (c > 17) return -1;
+    uint32_t v = 1;
+    if (c > 0) {
+        v = (2u | ((uint32_t)(symbol - 1) & 1)) << (c - 1);
+        if (c > 1) v |= rd_bits(&co->dec, (int)c - 1);
+    }
+    adapt(s->big_freq, &s->big_total, BIG_SYMBOLS, symbol, BIG_INCREMENT, BIG_LIMIT);
+    *excess = v - 1;
+    return 0;
+}
+
+/* The code of the last direct residual on a big symbol's side (version 4's `start`). */
+static inline int32_t big_start(int symbol, int32_t pred, int32_t flip) {
+    return symbol == SYM_BIG_POS ? pred + flip * (HALF - 1) : pred - flip * HALF;
+}
+
+/* Version 4's pair (out of line: rare, and the block formats' loops stay as they were). */
+#if defined(__GNUC__)
+#define COLD static __attribute__((noinline))
+#else
+#define COLD static
+#endif
+COLD void big_encode_widths(channel_state *s, coder *co, int pass, uint32_t excess, int32_t dir, int32_t start) {
+    uint32_t v, c, symbol = big_symbol(excess, &v, &c);
+    if (pass == PASS_ENCODE) {
+        uint16_t g[BIG_SYMBOLS];
+        uint32_t total = big_counts(s, g, dir, start), cum = 0;
         for (uint32_t i = 0; i < symbol; i++) cum += g[i];
         rc_encode(&co->enc, cum, g[symbol], total);
-        if (c > 1 && dir) {
+        if (c > 1) {
             uint32_t n, first = big_first(symbol, &n);
             rc_encode(&co->enc, codes_width(start, dir, first, v - first), codes_width(start, dir, v, 1),
                       codes_width(start, dir, first, n));
-        } else if (c > 1) {
-            rc_encode_bits(&co->enc, v & ((1u << (c - 1)) - 1), (int)c - 1);
         }
     }
     adapt(s->big_freq, &s->big_total, BIG_SYMBOLS, (int)symbol, BIG_INCREMENT, BIG_LIMIT);
 }
 
-static inline int big_decode(channel_state *s, coder *co, uint32_t *excess, int32_t dir, int32_t start) {
-    uint32_t g[BIG_SYMBOLS], total = big_counts(s, g, dir, start);
+COLD int big_decode_widths(channel_state *s, coder *co, uint32_t *excess, int32_t dir, int32_t start) {
+    uint16_t g[BIG_SYMBOLS];
+    uint32_t total = big_counts(s, g, dir, start);
     uint32_t r, target = rd_target(&co->dec, total, &r), cum = 0;
     int symbol = 0;
     while (symbol < BIG_SYMBOLS - 1 && cum + g[symbol] <= target) cum += g[symbol++];
@@ -370,7 +414,7 @@ static inline int big_decode(channel_state *s, coder *co, uint32_t *excess, int3
     uint32_t c = symbol == 0 ? 0 : (uint32_t)(symbol - 1) / 2 + 1;
     if (c > 17) return -1;
     uint32_t n, v = big_first((uint32_t)symbol, &n);
-    if (c > 1 && dir) {
+    if (c > 1) {
         uint32_t all = codes_width(start, dir, v, n);
         if (all == 0) return -1;   /* codes off the grid: only a corrupt stream names them */
         uint32_t t = rd_target(&co->dec, all, &r), k = 0;
@@ -380,8 +424,6 @@ static inline int big_decode(channel_state *s, coder *co, uint32_t *excess, int3
         if (width == 0 || t >= below + width) return -1;
         rd_take(&co->dec, r, below, width);
         v += k;
-    } else if (c > 1) {
-        v |= rd_bits(&co->dec, (int)c - 1);
     }
     adapt(s->big_freq, &s->big_total, BIG_SYMBOLS, symbol, BIG_INCREMENT, BIG_LIMIT);
     *excess = v - 1;
@@ -660,9 +702,11 @@ HOT int model_code_with(channel_state *s, coder *co, int pass, int16_t *value, i
             rc_encode(&co->enc, cum, f, total);
             if (escaped) rc_encode_bits(&co->enc, (uint16_t)v, 16);
         }
-        if (symbol == SYM_BIG_NEG || symbol == SYM_BIG_POS)
-            big_encode(s, co, pass, (uint32_t)(symbol == SYM_BIG_POS ? r - HALF : -HALF - 1 - r),
-                       symbol == SYM_BIG_POS ? big_dir : -big_dir, symbol == SYM_BIG_POS ? pred + flip * (HALF - 1) : pred - flip * HALF);
+        if (symbol == SYM_BIG_NEG || symbol == SYM_BIG_POS) {
+            const uint32_t excess = (uint32_t)(symbol == SYM_BIG_POS ? r - HALF : -HALF - 1 - r);
+            if (big_dir) big_encode_widths(s, co, pass, excess, symbol == SYM_BIG_POS ? big_dir : -big_dir, big_start(symbol, pred, flip));
+            else big_encode(s, co, pass, excess);
+        }
     } else {
         uint32_t r, target = rd_target(&co->dec, total, &r), cum, f;
         if (target < f_neg) { symbol = SYM_BIG_NEG; cum = 0; f = f_neg; }
@@ -689,8 +733,12 @@ HOT int model_code_with(channel_state *s, coder *co, int pass, int16_t *value, i
                 res = symbol - HALF;
             } else {
                 uint32_t excess;
-                if (big_decode(s, co, &excess, symbol == SYM_BIG_POS ? big_dir : -big_dir,
-                               symbol == SYM_BIG_POS ? pred + flip * (HALF - 1) : pred - flip * HALF) < 0) return -1;
+                if (!big_dir) {
+                    if (big_decode(s, co, &excess) < 0) return -1;
+                } else if (big_decode_widths(s, co, &excess, symbol == SYM_BIG_POS ? big_dir : -big_dir,
+                                             big_start(symbol, pred, flip)) < 0) {
+                    return -1;
+                }
                 if (excess > 65536) return -1;
                 res = symbol == SYM_BIG_POS ? HALF + (int32_t)excess : -HALF - 1 - (int32_t)excess;
             }
