@@ -304,11 +304,10 @@ HOT void adapt(uint16_t *freq, uint32_t *total, int symbols, int symbol, uint32_
 /* Magnitude beyond the direct range: class c = floor(log2(excess+1)), then one mantissa bit
  * as part of the symbol and c-1 raw bits.
  * File container version 4 (big_encode_widths, big_decode_widths; dir = +-1) prices both
- * parts by the codes' widths, as the direct
- * symbols are: v = excess + 1 is the code start + dir x v, start being the code of the last
- * direct residual on that side; each class symbol's count is weighted by the average width
- * of the codes it stands for, and the c-1 bits are coded as one symbol of their codes'
- * widths instead of raw. */
+ * parts by the codes' widths, as the direct symbols are: v = excess + 1 is the code
+ * start + dir x v, start being the code of the last direct residual on that side; each class
+ * symbol's count is weighted by the average width of the codes it stands for, and the c-1
+ * bits are coded as one symbol of their codes' widths instead of raw. */
 extern int32_t nw_code_edge[];
 #define EDGE_PAD (HALF + 1)       /* edges beyond the rails, so the direct symbols need no clamp */
 #define EDGE_FRACTION 4           /* edges in 1/64 code, positions in 1/1024 code */
