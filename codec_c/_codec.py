@@ -9,7 +9,7 @@ import numpy as np
 from ._native import ffi, lib
 
 FORMAT_VERSION = lib.NW_FORMAT_VERSION            # streams made with format_version=1
-FILE_FORMAT_VERSION = lib.NW_FILE_FORMAT_VERSION  # files written by compress(); versions 1 and 2 still read
+FILE_FORMAT_VERSION = lib.NW_FILE_FORMAT_VERSION  # files written by compress(); versions 1 to 3 still read
 LANE_FORMAT_VERSION = lib.NW_LANE_FORMAT_VERSION  # streams: channels side by side
 LANE_CODERS = lib.NW_LANE_CODERS                  # interleaved range coders in a lane block
 MAX_CHANNELS = lib.NW_MAX_CHANNELS

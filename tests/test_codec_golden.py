@@ -42,14 +42,15 @@ def test_golden_file_has_its_version(name):
 @pytest.mark.parametrize("name", sorted(MANIFEST["old_files"]))
 def test_old_golden_file_decodes(name):
     """Files written by earlier file format versions still read: 1 (the samples as version 1
-    blocks) and 2 (the analog model's share fixed per context)."""
+    blocks), 2 (the analog model's share fixed per context) and 3 (the share learned, the
+    contexts not blended)."""
     blob = (GOLDEN / f"{name}.nw").read_bytes()
     assert blob[:3] == b"NWF" and blob[3] == int(name.rsplit("_v", 1)[1]) < codec.FILE_FORMAT_VERSION
     original = (GOLDEN / f"{MANIFEST['old_files'][name]}.orig").read_bytes()
     assert codec.decompress(blob) == original
 
 
-@pytest.mark.parametrize("old_version", [1, 2])
+@pytest.mark.parametrize("old_version", [1, 2, 3])
 def test_current_file_format_codes_the_recording_smaller_than_older_ones(old_version):
     old = (GOLDEN / f"short_wav_v{old_version}.nw").read_bytes()
     new = codec.compress_bytes((GOLDEN / "short_wav.orig").read_bytes())
@@ -110,11 +111,12 @@ def test_golden_files_decode_with_native_tool(tools, tmp_path):
         assert out.read_bytes() == (GOLDEN / f"{original}.orig").read_bytes()
 
 
-def test_file_read_as_the_other_analog_version_fails_cleanly():
-    """Versions 2 and 3 differ only in their model: a payload read with the other one's model
+@pytest.mark.parametrize("name, other", [("short_wav_v2", 3), ("short_wav_v3", 2), ("short_wav_v3", 4),
+                                          ("short_wav", 3), ("short_wav", 2)])
+def test_file_read_as_another_analog_version_fails_cleanly(name, other):
+    """Versions 2, 3 and 4 differ only in their model: a payload read with another one's model
     decodes to other samples, which the checks reject (never wrong data)."""
-    for name in ("short_wav", "short_wav_v2"):
-        blob = bytearray((GOLDEN / f"{name}.nw").read_bytes())
-        blob[3] = 5 - blob[3]   # 2 <-> 3
-        with pytest.raises(codec.CodecError):
-            codec.decompress(bytes(blob))
+    blob = bytearray((GOLDEN / f"{name}.nw").read_bytes())
+    blob[3] = other
+    with pytest.raises(codec.CodecError):
+        codec.decompress(bytes(blob))

@@ -116,7 +116,7 @@ int nw_decode_block_strided(nw_decoder *decoder, const uint8_t *in, size_t in_le
 /* Version of the files written now (3: the samples as one payload with the analog model,
  * its share learned as the file is coded); files of version 2 (the share fixed) and 1 (the
  * samples as version 1 blocks) still decompress. */
-#define NW_FILE_FORMAT_VERSION 3
+#define NW_FILE_FORMAT_VERSION 4
 
 size_t nw_file_bound(size_t in_len);
 /* Returns the compressed size or a negative nw_status. */

@@ -32,6 +32,10 @@ int32_t nw_code_edge[GRID_CODES + 1 + 2 * EDGE_PAD];
 #define ANALOG_SHARE 128, 128, 230, 230, 154, 102, 102, 77, 102, 102, 77, 51
 #endif
 const uint16_t nw_analog_scale[CONTEXTS] = {ANALOG_SCALE};
+/* Activity bounds of the contexts (mean |residual|, Q4): context c holds [bound[c],
+ * bound[c+1]). The last context's upper bound is nominal: only file container version 4's
+ * blend (context_blend) reads it, as that context's width. */
+const uint16_t nw_context_bound[CONTEXTS + 1] = {0, 14, 20, 26, 32, 38, 46, 56, 70, 92, 124, 180, 260};
 const uint16_t nw_analog_share[CONTEXTS] = {ANALOG_SHARE};
 static int tables_ready;
 
@@ -81,7 +85,7 @@ static void build_tables(void) {
     for (int i = 0; i < 2 * HALF; i++) nw_flat_weight[i] = 64 << 9;
     for (uint32_t j = 0; j < 128; j++) nw_reciprocal[j] = (uint32_t)((((uint64_t)1 << 39) - 1) / (128 + j));
     /* Activity buckets: mean |residual| thresholds in Q4 units, roughly geometric. */
-    static const uint16_t edges[CONTEXTS - 1] = {14, 20, 26, 32, 38, 46, 56, 70, 92, 124, 180};
+    const uint16_t *edges = nw_context_bound + 1;
     for (int a = 0; a < 256; a++) {
         int c = 0;
         while (c < CONTEXTS - 1 && (a << 2) >= edges[c]) c++;
@@ -195,6 +199,86 @@ static inline void history_push(int16_t *d, int32_t delta) {
 #endif
 
 
+/* ---- file container version 4's second predictor -------------------------------------
+ * Least squares over the deltas' autocorrelation (lags 0..LS_TAPS, each block's added to
+ * the past's, which fades by 1/32 a block), solved every LS_BLOCK samples by Gauss-Seidel
+ * sweeps started from the last solution. The NLMS predictor follows fast changes, this one
+ * the steadier law of the last ~65 000 samples; their errors differ, so the prediction coded
+ * is the NLMS one plus a learned share of the difference (ls_mix). Integer arithmetic, as
+ * everywhere in the model. */
+#define LS_BLOCK 2048
+#define LS_FADE 5                 /* the past's autocorrelation loses 1/32 a block */
+#define LS_SWEEPS 4
+#define LS_RIDGE 10               /* the diagonal gains 1/1024: keeps the solve well-posed */
+#define MIX_RATE 12               /* the share's step: gradient x 2^-12 */
+#define MIX_ONE 4096              /* the share is Q12, within [0, 1] */
+
+static void ls_solve(analog_learning *al) {
+    int64_t c[LS_TAPS + 1];
+    int shift = 0;
+    while ((al->ls_corr[0] >> shift) >= ((int64_t)1 << 30)) shift++;   /* products stay < 2^54 */
+    for (int k = 0; k <= LS_TAPS; k++) c[k] = al->ls_corr[k] >> shift;
+    if (c[0] <= 0) return;        /* no signal yet */
+    const int64_t diagonal = c[0] + (c[0] >> LS_RIDGE), limit = (int64_t)1 << 23;
+    int64_t *a = al->ls_solution;
+    for (int sweep = 0; sweep < LS_SWEEPS; sweep++)
+        for (int i = 0; i < LS_TAPS; i++) {
+            int64_t sum = c[i + 1] * ((int64_t)1 << 20);
+            for (int j = 0; j < LS_TAPS; j++)
+                if (j != i) sum -= c[i > j ? i - j : j - i] * a[j];
+            int64_t v = sum / diagonal;
+            a[i] = v > limit ? limit : v < -limit ? -limit : v;
+        }
+    for (int k = 0; k < LS_TAPS; k++) al->ls_weight[k] = (int32_t)(a[k] >> 6);
+    al->ls_ready = 1;
+}
+
+/* The prediction to code, from the NLMS one (pred_q, clamped), Q4. */
+static int64_t ls_mix(analog_learning *al, int32_t last, int64_t pred_q, int32_t top, int dshift) {
+    al->mix_diff = 0;
+    al->mix_base = pred_q;
+    if (!al->ls_ready) return pred_q;
+    int64_t acc = 0;
+    for (int k = 0; k < LS_TAPS; k++) acc += (int64_t)al->ls_weight[k] * al->ls_delta[k];
+    int64_t ls_q = ((int64_t)last << FRACTION_BITS) + (acc >> (WEIGHT_SHIFT - FRACTION_BITS)) * (1 << dshift);
+    /* Held within 2^20 (a whole domain, Q4), so that the share's step cannot overflow
+     * whatever a stream's least-squares weights predict. */
+    const int64_t diff = ls_q - pred_q, bound = (int64_t)1 << 20;
+    al->mix_diff = diff > bound ? bound : diff < -bound ? -bound : diff;
+    int64_t q = pred_q + ((al->mix_diff * al->mix_weight) >> 12);
+    return q < 0 ? 0 : q > ((int64_t)top << FRACTION_BITS) ? (int64_t)top << FRACTION_BITS : q;
+}
+
+/* After the sample x (domain units) and its delta (grid-sized units): the share's step on
+ * the squared error of the mix, normalised by the difference's power; then the delta into
+ * the autocorrelation. */
+static void ls_learn(analog_learning *al, int32_t x, int32_t delta) {
+    const int64_t diff = al->mix_diff;
+    if (diff) {
+        int64_t error = ((int64_t)x << FRACTION_BITS) - al->mix_base - ((diff * al->mix_weight) >> 12);
+        al->mix_power += (diff * diff - al->mix_power) >> 6;
+        int64_t w = al->mix_weight + ((error * diff * MIX_ONE) >> MIX_RATE) / (al->mix_power + 16);
+        al->mix_weight = w < 0 ? 0 : w > MIX_ONE ? MIX_ONE : w;
+    }
+    /* The channel's first delta is from the cold state's 0, not from the signal: its square
+     * alone would outweigh thousands of samples in the sums. */
+    if (!al->ls_started) {
+        al->ls_started = 1;
+        return;
+    }
+    memmove(al->ls_delta + 1, al->ls_delta, LS_TAPS * sizeof *al->ls_delta);
+    al->ls_delta[0] = delta;
+    for (int k = 0; k <= LS_TAPS; k++) al->ls_block[k] += (int64_t)delta * al->ls_delta[k];
+    if (++al->ls_count == LS_BLOCK) {
+        for (int k = 0; k <= LS_TAPS; k++) {
+            al->ls_corr[k] += al->ls_block[k] - (al->ls_corr[k] >> LS_FADE);
+            al->ls_block[k] = 0;
+        }
+        al->ls_count = 0;
+        ls_solve(al);
+    }
+}
+
 /* One sample through the model: encodes `value`, decodes it into *value, or only updates
  * the state (stored blocks). Returns 0, or -1 on an impossible decoded value.
  * max_error k > 0 codes the residual quantised to steps of 2k+1 (the decoder rebuilds the
@@ -223,8 +307,11 @@ HOT int code_sample_with(channel_state *s, coder *co, int pass, int16_t *value, 
     int64_t pred_q = ((int64_t)s->last << FRACTION_BITS) + (int64_t)(acc >> (WEIGHT_SHIFT - FRACTION_BITS)) * (1 << dshift);
     if (pred_q < 0) pred_q = 0;
     if (pred_q > ((int64_t)top << FRACTION_BITS)) pred_q = (int64_t)top << FRACTION_BITS;
+    /* File container version 4 codes a mix of two predictions; the NLMS one still learns
+     * from its own error. */
+    const int64_t coded_q = analog == ANALOG_BLEND ? ls_mix(co->learn, s->last, pred_q, top, dshift) : pred_q;
     int32_t x;
-    if (model_code_with(s, co, pass, value, max_error, grid, pred_q, &x, analog) < 0) return -1;
+    if (model_code_with(s, co, pass, value, max_error, grid, coded_q, &x, analog) < 0) return -1;
     int32_t delta = x - s->last;
     s->pending_step = nlms_step(((int64_t)x << FRACTION_BITS) - pred_q, s->energy, dshift);
     memcpy(s->pending, s->deltas, sizeof s->pending);
@@ -232,6 +319,7 @@ HOT int code_sample_with(channel_state *s, coder *co, int pass, int16_t *value, 
     delta >>= dshift;
     s->energy += delta * delta - oldest * oldest;
     s->next_acc = aged + newest_weight * delta;
+    if (analog == ANALOG_BLEND) ls_learn(co->learn, x, delta);
     history_push(s->deltas, delta);
     s->last = x;
     return 0;
@@ -641,6 +729,9 @@ int nw_decode_block_strided(nw_decoder *d, const uint8_t *in, size_t len, int16_
 /* A channel's cold start in a file of the given version. */
 static void file_channel_start(channel_state *s, analog_learning *al, uint32_t domain, int version) {
     *s = version == 2 ? nw_initial_state[domain] : file_initial_state[domain];
+    memset(al, 0, sizeof *al);
+    al->mix_weight = MIX_ONE / 2;
+    al->mix_power = 1 << 10;
     for (int c = 0; c < CONTEXTS; c++) al->share[c] = nw_analog_share[c] << 8;
 }
 
@@ -661,8 +752,8 @@ int64_t nw_file_encode_samples(const int16_t *samples, uint32_t frames, uint32_t
         rc_encode_bits(rc, d, 1);
         for (uint32_t t = 0; t < frames; t++) {
             int16_t v = samples[(size_t)t * channels + c];
-            if (d == DOMAIN_GRID) code_sample_with(s, &co, PASS_ENCODE, &v, 0, 1, ANALOG_LEARNED);
-            else code_sample_with(s, &co, PASS_ENCODE, &v, 0, 0, ANALOG_LEARNED);
+            if (d == DOMAIN_GRID) code_sample_with(s, &co, PASS_ENCODE, &v, 0, 1, ANALOG_BLEND);
+            else code_sample_with(s, &co, PASS_ENCODE, &v, 0, 0, ANALOG_BLEND);
         }
     }
     free(s);
@@ -688,7 +779,7 @@ int nw_file_decode_samples(const uint8_t *in, size_t len, int16_t *samples, uint
     rd_init(&co.dec, in, len);
     int status = NW_OK;
     for (uint32_t c = 0; c < channels && status == NW_OK; c++) {
-        const int analog = version == 2 ? ANALOG_FIXED : ANALOG_LEARNED;
+        const int analog = version == 2 ? ANALOG_FIXED : version == 3 ? ANALOG_LEARNED : ANALOG_BLEND;
         file_channel_start(s, co.learn, rd_bits(&co.dec, 1), version);
         if (s->domain == DOMAIN_GRID) status = decode_channel_with(s, &co, samples + c, channels, frames, 1, analog);
         else status = decode_channel_with(s, &co, samples + c, channels, frames, 0, analog);

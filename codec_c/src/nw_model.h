@@ -247,12 +247,25 @@ enum pass { PASS_ENCODE, PASS_DECODE, PASS_UPDATE };
 
 /* File container version 3 (ANALOG_LEARNED): the Gaussian's share of the mix per activity
  * context, Q16, learned as the channel is coded; and what the last mix needs to price the
- * coded symbol under the Gaussian alone. */
+ * coded symbol under the Gaussian alone. Version 4 adds a second predictor (ls_* in
+ * nw_codec.c). */
+#define LS_TAPS 32
 typedef struct analog_learning {
     int32_t share[CONTEXTS];
     uint32_t cdf[2 * HALF + 1];   /* the last mix's Gaussian CDF at the symbols' edges */
     uint64_t scale;               /* and its factor: q_i = (cdf[i+1] - cdf[i]) x scale >> 16 */
     int mixed;
+    /* Version 4: least squares over the deltas' autocorrelation, solved every LS_BLOCK
+     * samples, and its prediction's weight against the NLMS one's. */
+    int32_t ls_delta[LS_TAPS + 1];    /* the newest deltas (grid-sized units), newest first */
+    int64_t ls_block[LS_TAPS + 1];    /* the autocorrelation over this block, lags 0..LS_TAPS */
+    int64_t ls_corr[LS_TAPS + 1];     /* over the blocks before, older ones fading */
+    int64_t ls_solution[LS_TAPS];     /* Q20, kept between solves as the next one's start */
+    int32_t ls_weight[LS_TAPS];       /* Q14, what predicts */
+    uint32_t ls_count, ls_ready, ls_started;
+    int64_t mix_weight;               /* the least-squares prediction's weight, Q12 */
+    int64_t mix_power;                /* running mean of the predictions' squared difference */
+    int64_t mix_base, mix_diff;       /* this sample's NLMS prediction and LS minus NLMS, Q4 */
 } analog_learning;
 
 typedef struct coder {
@@ -289,11 +302,54 @@ HOT void adapt(uint16_t *freq, uint32_t *total, int symbols, int symbol, uint32_
 }
 
 /* Magnitude beyond the direct range: class c = floor(log2(excess+1)), then one mantissa bit
- * as part of the symbol and c-1 raw bits. */
+ * as part of the symbol and c-1 raw bits.
+ * File container version 4 (big_encode_widths, big_decode_widths; dir = +-1) prices both
+ * parts by the codes' widths, as the direct symbols are: v = excess + 1 is the code
+ * start + dir x v, start being the code of the last direct residual on that side; each class
+ * symbol's count is weighted by the average width of the codes it stands for, and the c-1
+ * bits are coded as one symbol of their codes' widths instead of raw. */
+extern int32_t nw_code_edge[];
+#define EDGE_PAD (HALF + 1)       /* edges beyond the rails, so the direct symbols need no clamp */
+#define EDGE_FRACTION 4           /* edges in 1/64 code, positions in 1/1024 code */
+
+/* Width of the n codes start + dir x v for v in [first, first + n), 1/64 code (0 off the grid). */
+static inline uint32_t codes_width(int32_t start, int32_t dir, uint32_t first, uint32_t n) {
+    int32_t a = start + dir * (int32_t)first, b = a + dir * (int32_t)(n - 1);
+    int32_t low = dir > 0 ? a : b, high = (dir > 0 ? b : a) + 1;
+    low = low < 0 ? 0 : low > GRID_CODES ? GRID_CODES : low;
+    high = high < 0 ? 0 : high > GRID_CODES ? GRID_CODES : high;
+    return (uint32_t)((nw_code_edge[high + EDGE_PAD] - nw_code_edge[low + EDGE_PAD]) >> EDGE_FRACTION);
+}
+
+/* The first v of class symbol b, and how many it holds. */
+static inline uint32_t big_first(uint32_t b, uint32_t *n) {
+    uint32_t c = b == 0 ? 0 : (b - 1) / 2 + 1;
+    *n = c > 1 ? 1u << (c - 1) : 1;
+    return c == 0 ? 1 : (2u | ((b - 1) & 1)) << (c - 1);
+}
+
+/* Version 4's class counts, weighted by width; returns their total. Weighted sums stay
+ * below 2^16: counts sum to at most BIG_LIMIT, widths to 127/64 of the average. */
+static inline uint32_t big_counts(const channel_state *s, uint16_t *g, int32_t dir, int32_t start) {
+    uint32_t total = 0;
+    for (uint32_t b = 0; b < BIG_SYMBOLS; b++) {
+        uint32_t n, first = big_first(b, &n);
+        g[b] = (uint16_t)((uint64_t)s->big_freq[b] * codes_width(start, dir, first, n) / (64 * n) + 1);
+        total += g[b];
+    }
+    return total;
+}
+
+/* The class symbol of an excess, with v = excess + 1 and its class c. */
+static inline uint32_t big_symbol(uint32_t excess, uint32_t *v, uint32_t *c) {
+    *v = excess + 1;
+    *c = 0;
+    while ((*v >> (*c + 1)) != 0) (*c)++;
+    return *c == 0 ? 0 : 1 + 2 * (*c - 1) + ((*v >> (*c - 1)) & 1);
+}
+
 static inline void big_encode(channel_state *s, coder *co, int pass, uint32_t excess) {
-    uint32_t v = excess + 1, c = 0;
-    while ((v >> (c + 1)) != 0) c++;
-    uint32_t symbol = c == 0 ? 0 : 1 + 2 * (c - 1) + ((v >> (c - 1)) & 1);
+    uint32_t v, c, symbol = big_symbol(excess, &v, &c);
     if (pass == PASS_ENCODE) {
         uint32_t cum = 0;
         for (uint32_t i = 0; i < symbol; i++) cum += s->big_freq[i];
@@ -314,6 +370,59 @@ static inline int big_decode(channel_state *s, coder *co, uint32_t *excess) {
     if (c > 0) {
         v = (2u | ((uint32_t)(symbol - 1) & 1)) << (c - 1);
         if (c > 1) v |= rd_bits(&co->dec, (int)c - 1);
+    }
+    adapt(s->big_freq, &s->big_total, BIG_SYMBOLS, symbol, BIG_INCREMENT, BIG_LIMIT);
+    *excess = v - 1;
+    return 0;
+}
+
+/* The code of the last direct residual on a big symbol's side (version 4's `start`). */
+static inline int32_t big_start(int symbol, int32_t pred, int32_t flip) {
+    return symbol == SYM_BIG_POS ? pred + flip * (HALF - 1) : pred - flip * HALF;
+}
+
+/* Version 4's pair (out of line: rare, and the block formats' loops stay as they were). */
+#if defined(__GNUC__)
+#define COLD static __attribute__((noinline))
+#else
+#define COLD static
+#endif
+COLD void big_encode_widths(channel_state *s, coder *co, int pass, uint32_t excess, int32_t dir, int32_t start) {
+    uint32_t v, c, symbol = big_symbol(excess, &v, &c);
+    if (pass == PASS_ENCODE) {
+        uint16_t g[BIG_SYMBOLS];
+        uint32_t total = big_counts(s, g, dir, start), cum = 0;
+        for (uint32_t i = 0; i < symbol; i++) cum += g[i];
+        rc_encode(&co->enc, cum, g[symbol], total);
+        if (c > 1) {
+            uint32_t n, first = big_first(symbol, &n);
+            rc_encode(&co->enc, codes_width(start, dir, first, v - first), codes_width(start, dir, v, 1),
+                      codes_width(start, dir, first, n));
+        }
+    }
+    adapt(s->big_freq, &s->big_total, BIG_SYMBOLS, (int)symbol, BIG_INCREMENT, BIG_LIMIT);
+}
+
+COLD int big_decode_widths(channel_state *s, coder *co, uint32_t *excess, int32_t dir, int32_t start) {
+    uint16_t g[BIG_SYMBOLS];
+    uint32_t total = big_counts(s, g, dir, start);
+    uint32_t r, target = rd_target(&co->dec, total, &r), cum = 0;
+    int symbol = 0;
+    while (symbol < BIG_SYMBOLS - 1 && cum + g[symbol] <= target) cum += g[symbol++];
+    rd_take(&co->dec, r, cum, g[symbol]);
+    uint32_t c = symbol == 0 ? 0 : (uint32_t)(symbol - 1) / 2 + 1;
+    if (c > 17) return -1;
+    uint32_t n, v = big_first((uint32_t)symbol, &n);
+    if (c > 1) {
+        uint32_t all = codes_width(start, dir, v, n);
+        if (all == 0) return -1;   /* codes off the grid: only a corrupt stream names them */
+        uint32_t t = rd_target(&co->dec, all, &r), k = 0;
+        for (uint32_t step = n >> 1; step; step >>= 1)   /* the last k with width(v, k) <= t */
+            if (codes_width(start, dir, v, k + step) <= t) k += step;
+        uint32_t below = codes_width(start, dir, v, k), width = codes_width(start, dir, v + k, 1);
+        if (width == 0 || t >= below + width) return -1;
+        rd_take(&co->dec, r, below, width);
+        v += k;
     }
     adapt(s->big_freq, &s->big_total, BIG_SYMBOLS, symbol, BIG_INCREMENT, BIG_LIMIT);
     *excess = v - 1;
@@ -419,17 +528,40 @@ static inline int find_direct(const uint16_t *g, uint32_t t, uint32_t *below) {
  * which the counts, kept per residual rather than per code, cannot learn. */
 #define PHI_STEPS 32              /* points of the CDF table per standard deviation */
 #define PHI_HALF (8 * PHI_STEPS)  /* the table spans +-8 standard deviations */
-#define EDGE_FRACTION 4           /* edges in 1/64 code, positions in 1/1024 code */
 extern uint32_t nw_phi[2 * PHI_HALF + 1];        /* Gaussian CDF at (i - PHI_HALF) / PHI_STEPS, Q16 */
-#define EDGE_PAD (HALF + 1)       /* edges beyond the rails, so the direct symbols need no clamp */
 /* Lower edge of code k - EDGE_PAD on the analog axis, 1/1024 code, held at the rails beyond them. */
 extern int32_t nw_code_edge[GRID_CODES + 1 + 2 * EDGE_PAD];
 extern const uint16_t nw_analog_scale[CONTEXTS]; /* standard deviation / mean |residual|, Q6 */
 extern const uint16_t nw_analog_share[CONTEXTS]; /* the Gaussian's share of the mix, /256 */
+extern const uint16_t nw_context_bound[CONTEXTS + 1]; /* contexts' activity bounds (nw_codec.c) */
 
 #define ANALOG_FIXED 1             /* file container version 2: the share per context is fixed */
 #define ANALOG_LEARNED 2           /* version 3: it follows the channel (analog_learn) */
+#define ANALOG_BLEND 3             /* version 4: as 3, each context blended with a neighbour */
 #define SHARE_RATE 6               /* the learned share's step: gradient x 2^-6 */
+
+/* Version 4's blend: twelve contexts are coarse steps of a law that changes smoothly with
+ * the activity, so each context is blended with its nearer neighbour, linearly between the
+ * contexts' centres (weight 0 at a centre, 1/2 at a bound, none beyond the outer centres).
+ * Returns the neighbour's weight /256, and the neighbour in *nb (ctx when the weight is 0). */
+static inline int32_t context_blend(int32_t activity, int ctx, int *nb) {
+    const int32_t low = nw_context_bound[ctx], high = nw_context_bound[ctx + 1], centre = (low + high) / 2;
+    const int n = activity < centre ? ctx - 1 : ctx + 1;
+    *nb = ctx;
+    if (n < 0 || n >= CONTEXTS) return 0;
+    int32_t w = (activity < centre ? centre - activity : activity - centre) * 256 / (high - low);
+    if (w > 0) *nb = n;
+    return w > 128 ? 128 : w;
+}
+
+/* The counts c (total t) blended with a neighbour's n (total u), each as a share of its own
+ * total: m_i = (1 - w) c_i + w n_i t / u, w = weight / 256. The sum stays at most t, so
+ * weigh()'s bounds hold. */
+static inline void blend_counts(uint16_t *m, const uint16_t *c, uint32_t t, const uint16_t *n, uint32_t u,
+                                int32_t weight) {
+    const uint64_t wc = (uint64_t)(256 - weight) << 8, wn = ((uint64_t)weight * t << 8) / u;
+    for (int i = 0; i < MAIN_SYMBOLS; i++) m[i] = (uint16_t)((c[i] * wc + n[i] * wn) >> 16);
+}
 
 /* Mixes the Gaussian into the width-weighted counts g of the direct symbols (their sums
  * lower and upper): g[i] becomes (1 - share) g[i] + share G q[i] / Q, G the sum of g and q
@@ -439,11 +571,12 @@ extern const uint16_t nw_analog_share[CONTEXTS]; /* the Gaussian's share of the 
  * step; ANALOG_LEARNED takes al->share and rounds G q[i] / Q first (analog_learn
  * prices the coded symbol again from al->cdf and al->scale). */
 HOT void analog_mix(analog_learning *al, int analog, uint16_t *g, uint32_t *lower, uint32_t *upper, int ctx,
-                    int32_t pred, int32_t flip, int64_t pred_q, int32_t activity) {
+                    int nb, int32_t blend, int32_t pred, int32_t flip, int64_t pred_q, int32_t activity) {
     const int32_t fraction = (int32_t)(pred_q - ((int64_t)pred << FRACTION_BITS)) + (1 << (FRACTION_BITS - 1));
     const int32_t *edge = nw_code_edge + EDGE_PAD + pred;
     const int32_t mu = edge[0] + fraction * ((edge[1] - edge[0]) >> EDGE_FRACTION);
-    int32_t sigma = nw_analog_scale[ctx] * activity;   /* Q6 x Q4 mean |residual| = 1/1024 code */
+    /* Q6 x Q4 mean |residual| = 1/1024 code; the scale blended as the counts are (version 4) */
+    int32_t sigma = ((nw_analog_scale[ctx] * (256 - blend) + nw_analog_scale[nb] * blend) >> 8) * activity;
     if (sigma < 205) sigma = 205;                      /* 0.2 code */
     const int32_t inverse = (PHI_STEPS << 24) / sigma;
     uint32_t *cdf = al->cdf;
@@ -454,8 +587,9 @@ HOT void analog_mix(analog_learning *al, int analog, uint16_t *g, uint32_t *lowe
         cdf[j] = nw_phi[t < -PHI_HALF ? 0 : t > PHI_HALF ? 2 * PHI_HALF : t + PHI_HALF];
     }
     const uint32_t mass = cdf[2 * HALF] - cdf[0];
-    const int learned = analog == ANALOG_LEARNED;
-    const uint32_t share = learned ? (uint32_t)al->share[ctx] >> 8 : nw_analog_share[ctx];
+    const int learned = analog >= ANALOG_LEARNED;
+    const uint32_t share = learned ? (uint32_t)((al->share[ctx] * (int64_t)(256 - blend) + al->share[nb] * (int64_t)blend) >> 16)
+                                   : nw_analog_share[ctx];
     al->mixed = mass != 0;
     if (mass == 0) return;
     const uint64_t scale = al->scale = ((uint64_t)((learned ? 1 : share) * (*lower + *upper)) << 16) / mass;
@@ -497,6 +631,17 @@ HOT int model_code_with(channel_state *s, coder *co, int pass, int16_t *value, i
     int32_t act = s->activity >> (grid ? 2 : 8);
     int ctx = nw_context_of_activity[act > 255 ? 255 : act];
     uint16_t *freq = s->main_freq[ctx];
+    int nb = ctx;
+    int32_t blend = 0;
+    uint16_t blended[FREQ_ROW];
+    const uint16_t *row = freq;   /* the counts the symbol is priced by */
+    if (analog == ANALOG_BLEND && grid && !max_error) {
+        blend = context_blend(s->activity, ctx, &nb);
+        if (blend) {
+            blend_counts(blended, freq, s->main_total[ctx], s->main_freq[nb], s->main_total[nb], blend);
+            row = blended;
+        }
+    }
 
     /* Weighted frequencies: each direct symbol is scaled by the width of the code it maps
      * to (64 = average width; 0 = outside the ADC's range, so impossible). */
@@ -507,13 +652,19 @@ HOT int model_code_with(channel_state *s, coder *co, int pass, int16_t *value, i
      * escape. */
     uint16_t g[2 * HALF];
     uint32_t lower, upper;
-    weigh(freq, width, g, &lower, &upper);
-    if (analog && grid && !max_error) analog_mix(co->learn, analog, g, &lower, &upper, ctx, pred, flip, pred_q, s->activity);
+    uint16_t weighted[2 * HALF];  /* g before the analog mix, for analog_learn */
+    weigh(row, width, g, &lower, &upper);
+    if (analog && grid && !max_error) {
+        memcpy(weighted, g, sizeof weighted);
+        analog_mix(co->learn, analog, g, &lower, &upper, ctx, nb, blend, pred, flip, pred_q, s->activity);
+    }
     /* The escape-side symbols take the same unit-width scale (1/128) as the direct ones. */
-    const uint32_t f_neg = (freq[SYM_BIG_NEG] >> 1) + 1, f_pos = (freq[SYM_BIG_POS] >> 1) + 1, f_esc = (freq[SYM_ESCAPE] >> 1) + 1;
+    const uint32_t f_neg = (row[SYM_BIG_NEG] >> 1) + 1, f_pos = (row[SYM_BIG_POS] >> 1) + 1, f_esc = (row[SYM_ESCAPE] >> 1) + 1;
     const uint32_t middle = f_neg + lower;       /* cumulative count where residual 0 starts */
     const uint32_t total = middle + upper + f_pos + f_esc;
 
+    /* Version 4 prices magnitudes beyond the direct range by their codes' widths too. */
+    const int32_t big_dir = analog == ANALOG_BLEND && grid && !max_error ? flip : 0;
     int32_t x = 0;          /* sample in domain units */
     int32_t coded = 0;      /* the residual as coded (quantised when max_error > 0) */
     const int32_t quantum = 2 * max_error + 1;
@@ -550,8 +701,11 @@ HOT int model_code_with(channel_state *s, coder *co, int pass, int16_t *value, i
             rc_encode(&co->enc, cum, f, total);
             if (escaped) rc_encode_bits(&co->enc, (uint16_t)v, 16);
         }
-        if (symbol == SYM_BIG_NEG || symbol == SYM_BIG_POS)
-            big_encode(s, co, pass, (uint32_t)(symbol == SYM_BIG_POS ? r - HALF : -HALF - 1 - r));
+        if (symbol == SYM_BIG_NEG || symbol == SYM_BIG_POS) {
+            const uint32_t excess = (uint32_t)(symbol == SYM_BIG_POS ? r - HALF : -HALF - 1 - r);
+            if (big_dir) big_encode_widths(s, co, pass, excess, symbol == SYM_BIG_POS ? big_dir : -big_dir, big_start(symbol, pred, flip));
+            else big_encode(s, co, pass, excess);
+        }
     } else {
         uint32_t r, target = rd_target(&co->dec, total, &r), cum, f;
         if (target < f_neg) { symbol = SYM_BIG_NEG; cum = 0; f = f_neg; }
@@ -578,7 +732,12 @@ HOT int model_code_with(channel_state *s, coder *co, int pass, int16_t *value, i
                 res = symbol - HALF;
             } else {
                 uint32_t excess;
-                if (big_decode(s, co, &excess) < 0) return -1;
+                if (!big_dir) {
+                    if (big_decode(s, co, &excess) < 0) return -1;
+                } else if (big_decode_widths(s, co, &excess, symbol == SYM_BIG_POS ? big_dir : -big_dir,
+                                             big_start(symbol, pred, flip)) < 0) {
+                    return -1;
+                }
                 if (excess > 65536) return -1;
                 res = symbol == SYM_BIG_POS ? HALF + (int32_t)excess : -HALF - 1 - (int32_t)excess;
             }
@@ -593,8 +752,12 @@ HOT int model_code_with(channel_state *s, coder *co, int pass, int16_t *value, i
             *value = grid ? nw_code_value[x] : (int16_t)(x - 32768);
         }
     }
-    if (analog == ANALOG_LEARNED && grid && !max_error && symbol < 2 * HALF) analog_learn(co->learn, ctx, symbol, g[symbol], (((uint32_t)freq[symbol] * width[symbol]) >> 16) + 1);
+    if (analog >= ANALOG_LEARNED && grid && !max_error && symbol < 2 * HALF) analog_learn(co->learn, ctx, symbol, g[symbol], weighted[symbol]);
     adapt(freq, &s->main_total[ctx], MAIN_SYMBOLS, symbol, MAIN_INCREMENT, MAIN_LIMIT);
+    /* Version 4: the neighbour learns from the sample too, as much as it was blended in (a
+     * whole increment at the bound). */
+    const uint32_t neighbour_increment = (uint32_t)(MAIN_INCREMENT * blend) >> 7;
+    if (neighbour_increment) adapt(s->main_freq[nb], &s->main_total[nb], MAIN_SYMBOLS, symbol, neighbour_increment, MAIN_LIMIT);
 
     /* Update the activity and the NLMS predictor from the reconstructed sample. */
     int32_t mag = coded < 0 ? -coded : coded;

@@ -47,7 +47,7 @@ void probe_hook(const uint16_t *g0, uint32_t lower, uint32_t upper, int ctx, int
         uint32_t lo = lower, up = upper;
         memcpy(g, g0, sizeof g);
         probe_scale = scales[a]; probe_share = shares[b];
-        analog_mix(&learn, ANALOG_FIXED, g, &lo, &up, ctx, pred, flip, pred_q, activity);
+        analog_mix(&learn, ANALOG_FIXED, g, &lo, &up, ctx, ctx, 0, pred, flip, pred_q, activity);
         cost[ctx][a][b] -= log2((double)g[r + HALF] / (lo + up));
     }
 }
@@ -67,11 +67,12 @@ def build_probe(work):
     src = work / "src"
     shutil.copytree(SRC, src)
     model = (src / "nw_model.h").read_text()
-    hook = ("    if (analog && grid && !max_error && pass == PASS_ENCODE && grid_code(*value) >= 0) {\n"
+    hook = ("        if (pass == PASS_ENCODE && grid_code(*value) >= 0) {\n"
             "        extern void probe_hook(const uint16_t *, uint32_t, uint32_t, int, int32_t, int32_t, int64_t, int32_t, int32_t);\n"
             "        probe_hook(g, lower, upper, ctx, pred, flip, pred_q, s->activity, grid_code(*value));\n    }\n")
-    mix = "    if (analog && grid && !max_error) analog_mix(co->learn, analog, g, &lower, &upper, ctx, pred, flip, pred_q, s->activity);\n"
-    learn = "    if (analog == ANALOG_LEARNED && grid && !max_error && symbol < 2 * HALF) analog_learn(co->learn, ctx, symbol, g[symbol]);\n"
+    mix = "        analog_mix(co->learn, analog, g, &lower, &upper, ctx, nb, blend, pred, flip, pred_q, s->activity);\n"
+    learn = ("    if (analog >= ANALOG_LEARNED && grid && !max_error && symbol < 2 * HALF) "
+             "analog_learn(co->learn, ctx, symbol, g[symbol], weighted[symbol]);\n")
     for old, new in [(mix, hook), (learn, ""),
                      ("nw_analog_scale[ctx]", "probe_scale"), ("nw_analog_share[ctx]", "(uint32_t)probe_share")]:
         assert old in model, old

@@ -31,8 +31,10 @@ STREAMS = {
 
 
 # Encodings by earlier file format versions -> the input they hold: version 1 (samples as
-# version 1 blocks) and version 2 (the analog model's share fixed per context).
-OLD_FILES = {"short_wav_v1": "short_wav", "text_v1": "text", "short_wav_v2": "short_wav", "text_v2": "text"}
+# version 1 blocks), version 2 (the analog model's share fixed per context) and version 3
+# (the share learned, contexts not blended).
+OLD_FILES = {"short_wav_v1": "short_wav", "text_v1": "text", "short_wav_v2": "short_wav", "text_v2": "text",
+             "short_wav_v3": "short_wav", "text_v3": "text"}
 
 
 def stream_inputs():
