@@ -219,6 +219,7 @@ static int64_t encode_lanes(nw_stream_encoder *e, const int16_t *samples, uint32
     lane_job job = { &e->lanes, ch, n, samples, NULL, stride, rebuilt, (int32_t)e->max_error, &lc,
                      e->channel_bytes };
     runner(&job, PASS_ENCODE);
+    coders_direct(&lc, 0);
     for (int k = 0; k < CODERS; k++) {
         range_encoder *rc = &lc.co[k].enc;
         /* Any value in [low, low + range) decodes the same; the one with three zero low

@@ -170,12 +170,51 @@ typedef struct lane_coders {
     int overflow;
     coder input;
     uint32_t range[CODERS], code[CODERS];
+    int direct;                   /* encoding: the coders are in direct form (below) */
 } lane_coders;
 
 /* How many times an encoder has shifted out a byte: each shift writes the cached byte and
  * any pending ones, or adds one pending byte; the very first writes nothing. */
 static inline size_t shifts(const range_encoder *rc) {
     return rc->pos + (size_t)rc->pending + (rc->first ? 0 : 1);
+}
+
+/* ---- the encoders' direct form ------------------------------------------------------------
+ * The range encoder of nw_model.h holds back the last byte and any 0xFF bytes after it, in
+ * case a carry reaches them (LZMA's scheme). The AVX2 grid steps keep the same coder in a
+ * cheaper form that writes every shifted byte at once, the top bytes of `low` as one 32-bit
+ * store, and adds a carry into the bytes already written. Both write the base-256 digits of
+ * the same number, so the bytes are the same. In direct form `low` is below 2^32, `pos` counts
+ * every shift (`shifts` of the other form), `cache`, `pending` and `first` are unused, and
+ * once `overflow` is set (the block will be stored) nothing is written any more. */
+static inline void coder_to_direct(range_encoder *rc) {
+    const uint8_t carry = (uint8_t)(rc->low >> 32);
+    if (!rc->first) rc_put(rc, (uint8_t)(rc->cache + carry));
+    for (; rc->pending; rc->pending--) rc_put(rc, (uint8_t)(0xFF + carry));
+    rc->low &= 0xFFFFFFFFu;
+    if (rc->pos > rc->cap) rc->overflow = 1;
+}
+
+static inline void coder_from_direct(range_encoder *rc) {
+    const size_t pos = rc->pos;
+    size_t q = pos;
+    if (!rc->overflow)
+        while (q > 0 && rc->out[q - 1] == 0xFF) q--;
+    else if (q > 0)
+        q = 1;   /* nothing is written any more: only the count of shifts matters */
+    rc->first = q == 0;
+    rc->cache = q == 0 || rc->overflow ? 0 : rc->out[q - 1];
+    rc->pending = pos - q;
+    rc->pos = q == 0 ? 0 : q - 1;
+}
+
+static inline void coders_direct(lane_coders *lc, int direct) {
+    if (lc->direct == direct) return;
+    for (int k = 0; k < CODERS; k++) {
+        if (direct) coder_to_direct(&lc->co[k].enc);
+        else coder_from_direct(&lc->co[k].enc);
+    }
+    lc->direct = direct;
 }
 
 typedef struct lane_job {
@@ -519,14 +558,65 @@ static inline void put_events(uint8_t *events, size_t events_cap, size_t *n_even
  * line, so that the eight copies of the lane loop stay small. Returns the encoder's shifts. */
 static __attribute__((noinline)) size_t encode_other_sample(channel_state *s, coder *co, int16_t sample,
                                                             int32_t pred_q, int32_t *x) {
+    coder_from_direct(&co->enc);
     const size_t before = shifts(&co->enc);
     model_code(s, co, PASS_ENCODE, &sample, 0, 1, pred_q, x);
-    return shifts(&co->enc) - before;
+    const size_t count = shifts(&co->enc) - before;
+    coder_to_direct(&co->enc);
+    return count;
+}
+
+/* adapt() past its usual case: the counts' halving. */
+static __attribute__((noinline)) void rescale_counts(uint16_t *freq, uint32_t *total) {
+    adapt(freq, total, MAIN_SYMBOLS, 0, 0, 0);   /* nothing added, every count halved */
+}
+
+/* The sums of the 16-bit lanes of v[0..7], in 16-bit lanes 0..7 (each sum fits 16 bits). */
+static inline __m128i sum8_avx2(const __m256i *v) {
+    const __m256i a = _mm256_hadd_epi16(_mm256_hadd_epi16(_mm256_hadd_epi16(v[0], v[1]), _mm256_hadd_epi16(v[2], v[3])),
+                                        _mm256_hadd_epi16(_mm256_hadd_epi16(v[4], v[5]), _mm256_hadd_epi16(v[6], v[7])));
+    return _mm_add_epi16(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
+}
+
+/* A carry into the bytes a direct-form encoder has written. */
+static __attribute__((noinline)) void direct_carry(range_encoder *rc, size_t pos) {
+    if (rc->overflow) return;
+    for (size_t i = pos; i-- > 0;)
+        if (++rc->out[i] != 0) return;
 }
 
 static __attribute__((noinline)) int decode_other_sample(channel_state *s, coder *co, int16_t *value,
                                                          int32_t pred_q, int32_t *x) {
     return model_code(s, co, PASS_DECODE, value, 0, 1, pred_q, x);
+}
+
+/* A direct symbol of lane l of a grid step, encoded by a coder in direct form, and its
+ * count and activity updated; returns the coder's shifts. `room`: the caller has checked
+ * that the coder's buffer has room for the write (otherwise it is checked here). */
+HOT size_t encode_direct(channel_state *s, range_encoder *rc, const grid_step *st, int l,
+                         const int32_t *totals, const int32_t *cums, const int room) {
+    uint16_t *freq = (uint16_t *)(void *)((char *)(s - l) + st->freq_at[l]);
+    const int symbol = st->symbol[l];
+    const uint32_t own = (((uint32_t)freq[symbol] * st->width[l][symbol]) >> 16) + 1;
+    const uint32_t step = rc->range / (uint32_t)totals[l];
+    const uint64_t low = rc->low + (uint64_t)step * (uint32_t)cums[l];
+    const uint32_t range = step * own;
+    if (low >> 32) direct_carry(rc, rc->pos);
+    /* rc_encode's normalisation, which shifts once per byte the range fell below 2^32: the
+     * top `count` bytes of low are written at once */
+    const size_t count = renormal_bytes(range);
+    const uint32_t be = __builtin_bswap32((uint32_t)low);
+    if (room || rc->pos + 4 <= rc->cap) memcpy(rc->out + rc->pos, &be, 4);
+    else rc->overflow = 1;
+    rc->pos += count;
+    rc->low = (uint32_t)(low << (8 * count));
+    rc->range = range << (8 * count);
+    /* adapt(), whose count update for a direct symbol is this one */
+    uint32_t *total = (uint32_t *)(void *)((char *)(s - l) + st->total_at[l]);
+    freq[symbol] = (uint16_t)(freq[symbol] + MAIN_INCREMENT);
+    if ((*total += MAIN_INCREMENT) > MAIN_LIMIT) rescale_counts(freq, total);
+    s->activity = st->activity[l];
+    return count;
 }
 
 /* One time step of a whole grid group, encoded; returns the samples' codes (x). */
@@ -560,34 +650,75 @@ static __attribute__((noinline)) __m256i encode_grid_step_avx2(channel_state *st
                         next_activity_avx2(act, _mm256_sub_epi32(symbol, _mm256_set1_epi32(HALF))));
     int32_t xs[LANES];
     _mm256_storeu_si256((__m256i *)xs, k);
+    /* Every lane's weighted counts (g - 1, see weigh) summed, all of them and those below its
+     * symbol, the eight lanes' sums at once; then total = sum + 2 HALF + escape side, and
+     * cum = sum below + symbol + big-negative's count. A lane that is not direct gets
+     * meaningless sums, never used. */
+    __m256i all_v[LANES], below_v[LANES];
+    const __m256i index0 = _mm256_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m256i index1 = _mm256_add_epi16(index0, _mm256_set1_epi16(16));
+    for (int l = 0; l < LANES; l++) {
+        const uint16_t *freq = (const uint16_t *)(const void *)((const char *)states + st.freq_at[l]);
+        const uint16_t *width = st.width[l];
+        const __m256i g0 = _mm256_mulhi_epu16(_mm256_loadu_si256((const __m256i *)freq),
+                                              _mm256_loadu_si256((const __m256i *)width));
+        const __m256i g1 = _mm256_mulhi_epu16(_mm256_loadu_si256((const __m256i *)(freq + 16)),
+                                              _mm256_loadu_si256((const __m256i *)(width + 16)));
+        const __m256i key = _mm256_set1_epi16((int16_t)st.symbol[l]);
+        all_v[l] = _mm256_add_epi16(g0, g1);
+        below_v[l] = _mm256_add_epi16(_mm256_and_si256(g0, _mm256_cmpgt_epi16(key, index0)),
+                                      _mm256_and_si256(g1, _mm256_cmpgt_epi16(key, index1)));
+    }
+    int32_t totals[LANES], cums[LANES];
+    _mm256_storeu_si256((__m256i *)totals, _mm256_add_epi32(_mm256_cvtepu16_epi32(sum8_avx2(all_v)),
+        _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)st.f_side), _mm256_set1_epi32(2 * HALF))));
+    _mm256_storeu_si256((__m256i *)cums, _mm256_add_epi32(_mm256_cvtepu16_epi32(sum8_avx2(below_v)),
+        _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)st.f_neg), symbol)));
+    uint8_t *events = lc->events;
+    size_t n = *n_events;
+    /* Room for every write of a step of direct symbols (at most 3 shifts each, two samples
+     * per coder, a 4-byte store per sample): then the unrolled loop checks none. */
+    int room = direct_lanes == (1u << LANES) - 1 && events_cap - n >= 4 * LANES;
+    for (int c = 0; c < CODERS; c++)
+        room &= lc->co[c].enc.cap - lc->co[c].enc.pos >= 4 + 2 * 3 && !lc->co[c].enc.overflow;
+    if (room) {
+#pragma GCC unroll 8
+        for (int l = 0; l < LANES; l++) {
+            const size_t count = encode_direct(&states[l], &lc->co[l % CODERS].enc, &st, l, totals, cums, 1);
+            channel_bytes[l] += count;
+            const uint32_t word = 0x01010101u * (uint32_t)(l % CODERS);
+            memcpy(events + n, &word, 4);
+            n += count;
+        }
+        *n_events = n;
+        return k;
+    }
     for (int l = 0; l < LANES; l++) {
         const int c = l % CODERS;
-        range_encoder *rc = &lc->co[c].enc;
-        size_t count;
-        if (direct_lanes >> l & 1) {
-            uint16_t *freq = (uint16_t *)(void *)((char *)states + st.freq_at[l]);
-            uint32_t total, cum, own;
-            weigh_direct_avx2(freq, st.width[l], st.symbol[l], &total, &cum, &own);
-            total += (uint32_t)st.f_side[l];
-            cum += (uint32_t)st.f_neg[l];
-            const uint32_t step = rc->range / total;
-            rc->low += (uint64_t)step * cum;
-            rc->range = step * own;
-            /* rc_encode's normalisation, which shifts once per byte the range fell below 2^32 */
-            count = renormal_bytes(rc->range);
-            rc->range <<= 8 * count;
-            for (size_t i = 0; i < count; i++) rc_shift_low(rc);
-            adapt(freq, (uint32_t *)(void *)((char *)states + st.total_at[l]), MAIN_SYMBOLS, st.symbol[l],
-                  MAIN_INCREMENT, MAIN_LIMIT);
-            states[l].activity = st.activity[l];
-        } else {
-            count = encode_other_sample(&states[l], &lc->co[c], row[l], st.pred_q[l], &xs[l]);
-        }
+        const size_t count = direct_lanes >> l & 1
+            ? encode_direct(&states[l], &lc->co[c].enc, &st, l, totals, cums, 0)
+            : encode_other_sample(&states[l], &lc->co[c], row[l], st.pred_q[l], &xs[l]);
         channel_bytes[l] += count;
-        put_events(lc->events, events_cap, n_events, count, c, &lc->overflow);
+        put_events(events, events_cap, &n, count, c, &lc->overflow);
     }
+    *n_events = n;
     if (direct_lanes == (1u << LANES) - 1) return k;
     return _mm256_setr_epi32(xs[0], xs[1], xs[2], xs[3], xs[4], xs[5], xs[6], xs[7]);
+}
+
+/* rd_normalize, the next bytes read as one 32-bit word when four are left. */
+HOT void lane_normalize(range_decoder *rd) {
+    if (rd->len - rd->pos >= 4) {
+        const uint32_t k = renormal_bytes(rd->range);
+        uint32_t word;
+        memcpy(&word, rd->in + rd->pos, 4);
+        word = __builtin_bswap32(word);
+        rd->code = (uint32_t)(((uint64_t)rd->code << (8 * k)) | ((uint64_t)word >> (32 - 8 * k)));
+        rd->range <<= 8 * k;
+        rd->pos += k;
+        return;
+    }
+    rd_normalize(rd);
 }
 
 /* One time step of a whole grid group, decoded into row; returns the samples' codes (x) in
@@ -614,9 +745,13 @@ static __attribute__((noinline)) int decode_grid_step_avx2(channel_state *states
         if (target >= f_neg && target - f_neg < all) {
             const int symbol = find_direct_avx2(p0, p1, target - f_neg);
             const uint32_t below = sums[symbol];
-            rd_take(&rd, r, f_neg + below, sums[symbol + 1] - below);
-            adapt(freq, (uint32_t *)(void *)((char *)states + st.total_at[l]), MAIN_SYMBOLS, symbol,
-                  MAIN_INCREMENT, MAIN_LIMIT);
+            rd.code -= r * (f_neg + below);
+            rd.range = r * (sums[symbol + 1] - below);
+            lane_normalize(&rd);
+            /* adapt(), whose count update for a direct symbol is this one */
+            uint32_t *total = (uint32_t *)(void *)((char *)states + st.total_at[l]);
+            freq[symbol] = (uint16_t)(freq[symbol] + MAIN_INCREMENT);
+            if ((*total += MAIN_INCREMENT) > MAIN_LIMIT) rescale_counts(freq, total);
             const int32_t res = symbol - HALF;
             const int32_t x = st.pred[l] + (st.down >> l & 1 ? -res : res);
             if (x < 0 || x > GRID_CODES - 1) return NW_ERR_CORRUPT;
@@ -693,6 +828,8 @@ HOT int code_group(const lane_job *job, uint32_t g, const lane_domain *dom, int 
     size_t n_events = pass == PASS_ENCODE ? lc->n_events : 0;
 #if defined(NW_LANES_AVX2)
     const int whole_grid_steps = isa == ISA_AVX2 && pass != PASS_UPDATE && !bounded && all_grid && active == LANES;
+    /* the grid steps encode with the coders in direct form, model_code in the other */
+    if (pass == PASS_ENCODE) coders_direct(lc, whole_grid_steps);
 #endif
         for (uint32_t t = 0; t < job->n; t++) {
 #if defined(NW_LANES_AVX2)
