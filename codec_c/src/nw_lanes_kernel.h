@@ -417,12 +417,12 @@ HOT uint32_t direct_sums_avx2(const uint16_t *freq, const uint16_t *width, uint1
 
 /* The direct symbol whose running sums bracket t (below the sum of all): find_direct's. */
 HOT int find_direct_avx2(__m256i p0, __m256i p1, uint32_t t) {
-    /* compared as signed after flipping the top bit; the sums rise, so the lanes above the
-     * target are the top ones and the first of them is the symbol */
-    const __m256i bias = _mm256_set1_epi16((int16_t)0x8000);
-    const __m256i key = _mm256_xor_si256(_mm256_set1_epi16((int16_t)t), bias);
-    const uint64_t above = (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpgt_epi16(_mm256_xor_si256(p0, bias), key))
-                         | (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpgt_epi16(_mm256_xor_si256(p1, bias), key)) << 32;
+    /* the sums rise, so the lanes above the target (max(sum, t + 1) = sum, unsigned; t + 1
+     * fits 16 bits as t is below a 16-bit sum) are the top ones and the first of them is the
+     * symbol */
+    const __m256i key = _mm256_set1_epi16((int16_t)(t + 1));
+    const uint64_t above = (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi16(_mm256_max_epu16(p0, key), p0))
+                         | (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi16(_mm256_max_epu16(p1, key), p1)) << 32;
     return __builtin_ctzll(above) / 2;
 }
 
@@ -752,11 +752,7 @@ static __attribute__((noinline)) int decode_grid_step_avx2(channel_state *states
             uint32_t *total = (uint32_t *)(void *)((char *)states + st.total_at[l]);
             freq[symbol] = (uint16_t)(freq[symbol] + MAIN_INCREMENT);
             if ((*total += MAIN_INCREMENT) > MAIN_LIMIT) rescale_counts(freq, total);
-            const int32_t res = symbol - HALF;
-            const int32_t x = st.pred[l] + (st.down >> l & 1 ? -res : res);
-            if (x < 0 || x > GRID_CODES - 1) return NW_ERR_CORRUPT;
-            row[l] = nw_code_value[x];
-            xs[l] = x;
+            xs[l] = symbol;   /* the code, from it, below */
             direct_lanes |= 1u << l;
         } else {
             lc->input.dec = rd;
@@ -768,11 +764,23 @@ static __attribute__((noinline)) int decode_grid_step_avx2(channel_state *states
         lc->code[c] = rd.code;
     }
     lc->input.dec = rd;
-    const __m256i x = _mm256_setr_epi32(xs[0], xs[1], xs[2], xs[3], xs[4], xs[5], xs[6], xs[7]);
-    int32_t next[LANES];
-    _mm256_storeu_si256((__m256i *)next, next_activity_avx2(act, mirror_avx2(_mm256_sub_epi32(x, pred), down)));
+    /* The direct lanes' codes, pred + residual mirrored, and their samples, eight at once. */
+    const __m256i got = _mm256_loadu_si256((const __m256i *)xs);
+    const __m256i moved = mirror_avx2(_mm256_sub_epi32(got, _mm256_set1_epi32(HALF)), down);   /* x - pred */
+    const __m256i is_direct = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)direct_lanes),
+        _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
+    const __m256i x = _mm256_blendv_epi8(got, _mm256_add_epi32(pred, moved), is_direct);
+    /* a code off the grid's ends (unsigned: below 0 too): only a damaged block decodes one */
+    if (_mm256_movemask_epi8(_mm256_cmpeq_epi32(_mm256_min_epu32(x, _mm256_set1_epi32(GRID_CODES - 1)), x)) != -1)
+        return NW_ERR_CORRUPT;
+    int32_t next[LANES], codes[LANES];
+    _mm256_storeu_si256((__m256i *)codes, x);
+    _mm256_storeu_si256((__m256i *)next, next_activity_avx2(act, moved));
     for (int l = 0; l < LANES; l++)
-        if (direct_lanes >> l & 1) states[l].activity = next[l];
+        if (direct_lanes >> l & 1) {
+            states[l].activity = next[l];
+            row[l] = nw_code_value[codes[l]];
+        }
     *x_out = x;
     return NW_OK;
 }
