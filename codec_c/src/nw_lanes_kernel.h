@@ -398,7 +398,7 @@ static inline __m256i prefix16_avx2(__m256i v) {
 }
 
 /* The running sums of the 2*HALF direct symbols' weighted counts, in two vectors (*p0, *p1)
- * and in sums (sums[0] = 0, sums[i + 1] up to symbol i); returns the sum of all. Same
+ * and in sums (sums[i + 1] up to symbol i; the caller's sums[0] is 0); returns the sum of all. Same
  * integers as weigh() (every sum fits 16 bits, see weigh). */
 HOT uint32_t direct_sums_avx2(const uint16_t *freq, const uint16_t *width, uint16_t *sums,
                               __m256i *p0, __m256i *p1) {
@@ -409,7 +409,6 @@ HOT uint32_t direct_sums_avx2(const uint16_t *freq, const uint16_t *width, uint1
                                          _mm256_loadu_si256((const __m256i *)(width + 16))), one));
     /* the lower half's sum, in every lane */
     *p1 = _mm256_add_epi16(*p1, _mm256_permute4x64_epi64(_mm256_shuffle_epi8(*p0, _mm256_set1_epi16(0x0F0E)), 0xFF));
-    sums[0] = 0;
     _mm256_storeu_si256((__m256i *)(sums + 1), *p0);
     _mm256_storeu_si256((__m256i *)(sums + 1 + HALF), *p1);
     return (uint32_t)_mm256_extract_epi16(*p1, 15);
@@ -421,9 +420,11 @@ HOT int find_direct_avx2(__m256i p0, __m256i p1, uint32_t t) {
      * fits 16 bits as t is below a 16-bit sum) are the top ones and the first of them is the
      * symbol */
     const __m256i key = _mm256_set1_epi16((int16_t)(t + 1));
-    const uint64_t above = (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi16(_mm256_max_epu16(p0, key), p0))
-                         | (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi16(_mm256_max_epu16(p1, key), p1)) << 32;
-    return __builtin_ctzll(above) / 2;
+    /* the two masks packed to a byte per symbol (the pack interleaves the 128-bit halves,
+     * the permutation puts them back in order) */
+    const __m256i above = _mm256_permute4x64_epi64(_mm256_packs_epi16(
+        _mm256_cmpeq_epi16(_mm256_max_epu16(p0, key), p0), _mm256_cmpeq_epi16(_mm256_max_epu16(p1, key), p1)), 0xD8);
+    return __builtin_ctz((uint32_t)_mm256_movemask_epi8(above));
 }
 
 /* One grid sample of a lossless block, decoded: model_code(PASS_DECODE, grid) in short when
@@ -439,6 +440,7 @@ HOT int decode_grid_sample_avx2(channel_state *s, range_decoder *rd, int16_t *va
     uint16_t *freq = s->main_freq[ctx];
     const uint16_t *width = flip > 0 ? nw_weight_up + pred : nw_weight_down + (GRID_CODES - 1 - pred);
     uint16_t sums[1 + 2 * HALF];
+    sums[0] = 0;
     __m256i p0, p1;
     const uint32_t all = direct_sums_avx2(freq, width, sums, &p0, &p1);
     const uint32_t f_neg = (freq[SYM_BIG_NEG] >> 1) + 1, f_pos = (freq[SYM_BIG_POS] >> 1) + 1,
@@ -731,18 +733,22 @@ static __attribute__((noinline)) int decode_grid_step_avx2(channel_state *states
     range_decoder rd = lc->input.dec;
     uint32_t direct_lanes = 0;
     int32_t xs[LANES];
+    uint16_t sums[1 + 2 * HALF];
+    sums[0] = 0;
 #pragma GCC unroll 8
     for (int l = 0; l < LANES; l++) {
         const int c = l % CODERS;
         rd.range = lc->range[c];
         rd.code = lc->code[c];
         uint16_t *freq = (uint16_t *)(void *)((char *)states + st.freq_at[l]);
-        uint16_t sums[1 + 2 * HALF];
         __m256i p0, p1;
         const uint32_t all = direct_sums_avx2(freq, st.width[l], sums, &p0, &p1);
         const uint32_t f_neg = (uint32_t)st.f_neg[l];
-        uint32_t r, target = rd_target(&rd, all + (uint32_t)st.f_side[l], &r);
-        if (target >= f_neg && target - f_neg < all) {
+        /* rd_target's quotients; a target past the direct symbols (unsigned: before them
+         * too, or past the total in a damaged block) goes to model_code, which takes them again */
+        const uint32_t r = rd.range / (all + (uint32_t)st.f_side[l]);
+        const uint32_t target = rd.code / r;
+        if (target - f_neg < all) {
             const int symbol = find_direct_avx2(p0, p1, target - f_neg);
             const uint32_t below = sums[symbol];
             rd.code -= r * (f_neg + below);
