@@ -606,13 +606,14 @@ HOT size_t encode_direct(channel_state *s, range_encoder *rc, const grid_step *s
     if (low >> 32) direct_carry(rc, rc->pos);
     /* rc_encode's normalisation, which shifts once per byte the range fell below 2^32: the
      * top `count` bytes of low are written at once */
-    const size_t count = renormal_bytes(range);
+    const uint32_t bits = (uint32_t)__builtin_clz(range | 1) & 0x18;   /* 8 x renormal_bytes */
+    const size_t count = bits >> 3;
     const uint32_t be = __builtin_bswap32((uint32_t)low);
     if (room || rc->pos + 4 <= rc->cap) memcpy(rc->out + rc->pos, &be, 4);
     else rc->overflow = 1;
     rc->pos += count;
-    rc->low = (uint32_t)(low << (8 * count));
-    rc->range = range << (8 * count);
+    rc->low = (uint32_t)(low << bits);
+    rc->range = range << bits;
     /* adapt(), whose count update for a direct symbol is this one */
     uint32_t *total = (uint32_t *)(void *)((char *)(s - l) + st->total_at[l]);
     freq[symbol] = (uint16_t)(freq[symbol] + MAIN_INCREMENT);
@@ -711,13 +712,14 @@ static __attribute__((noinline)) __m256i encode_grid_step_avx2(channel_state *st
 /* rd_normalize, the next bytes read as one 32-bit word when four are left. */
 HOT void lane_normalize(range_decoder *rd) {
     if (rd->len - rd->pos >= 4) {
-        const uint32_t k = renormal_bytes(rd->range);
+        /* 8 x renormal_bytes (the range is never 0, so neither is range | 1) */
+        const uint32_t bits = (uint32_t)__builtin_clz(rd->range | 1) & 0x18;
         uint32_t word;
         memcpy(&word, rd->in + rd->pos, 4);
         word = __builtin_bswap32(word);
-        rd->code = (uint32_t)(((uint64_t)rd->code << (8 * k)) | ((uint64_t)word >> (32 - 8 * k)));
-        rd->range <<= 8 * k;
-        rd->pos += k;
+        rd->code = (uint32_t)(((uint64_t)rd->code << 32 | word) << bits >> 32);
+        rd->range <<= bits;
+        rd->pos += bits >> 3;
         return;
     }
     rd_normalize(rd);
