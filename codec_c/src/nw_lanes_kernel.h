@@ -573,13 +573,6 @@ static __attribute__((noinline)) void rescale_counts(uint16_t *freq, uint32_t *t
     adapt(freq, total, MAIN_SYMBOLS, 0, 0, 0);   /* nothing added, every count halved */
 }
 
-/* The sums of the 16-bit lanes of v[0..7], in 16-bit lanes 0..7 (each sum fits 16 bits). */
-static inline __m128i sum8_avx2(const __m256i *v) {
-    const __m256i a = _mm256_hadd_epi16(_mm256_hadd_epi16(_mm256_hadd_epi16(v[0], v[1]), _mm256_hadd_epi16(v[2], v[3])),
-                                        _mm256_hadd_epi16(_mm256_hadd_epi16(v[4], v[5]), _mm256_hadd_epi16(v[6], v[7])));
-    return _mm_add_epi16(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
-}
-
 /* A carry into the bytes a direct-form encoder has written. */
 static __attribute__((noinline)) void direct_carry(range_encoder *rc, size_t pos) {
     if (rc->overflow) return;
@@ -622,6 +615,24 @@ HOT size_t encode_direct(channel_state *s, range_encoder *rc, const grid_step *s
     return count;
 }
 
+/* Lane l's weighted counts (g - 1, see weigh) of the 2*HALF direct symbols, added up by
+ * position in *all (16 sums of two), and those below its symbol in *below. */
+static inline void weigh_below_avx2(const channel_state *states, const grid_step *st, int l,
+                                    __m256i *all, __m256i *below) {
+    const __m256i index0 = _mm256_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m256i index1 = _mm256_add_epi16(index0, _mm256_set1_epi16(16));
+    const uint16_t *freq = (const uint16_t *)(const void *)((const char *)states + st->freq_at[l]);
+    const uint16_t *width = st->width[l];
+    const __m256i g0 = _mm256_mulhi_epu16(_mm256_loadu_si256((const __m256i *)freq),
+                                          _mm256_loadu_si256((const __m256i *)width));
+    const __m256i g1 = _mm256_mulhi_epu16(_mm256_loadu_si256((const __m256i *)(freq + 16)),
+                                          _mm256_loadu_si256((const __m256i *)(width + 16)));
+    const __m256i key = _mm256_set1_epi16((int16_t)st->symbol[l]);
+    *all = _mm256_add_epi16(g0, g1);
+    *below = _mm256_add_epi16(_mm256_and_si256(g0, _mm256_cmpgt_epi16(key, index0)),
+                              _mm256_and_si256(g1, _mm256_cmpgt_epi16(key, index1)));
+}
+
 /* One time step of a whole grid group, encoded; returns the samples' codes (x). */
 static __attribute__((noinline)) __m256i encode_grid_step_avx2(channel_state *states, lane_coders *lc, const int16_t *row,
                                   __m256i pred_q, uint64_t *channel_bytes, size_t events_cap,
@@ -657,25 +668,25 @@ static __attribute__((noinline)) __m256i encode_grid_step_avx2(channel_state *st
      * symbol, the eight lanes' sums at once; then total = sum + 2 HALF + escape side, and
      * cum = sum below + symbol + big-negative's count. A lane that is not direct gets
      * meaningless sums, never used. */
-    __m256i all_v[LANES], below_v[LANES];
-    const __m256i index0 = _mm256_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    const __m256i index1 = _mm256_add_epi16(index0, _mm256_set1_epi16(16));
-    for (int l = 0; l < LANES; l++) {
-        const uint16_t *freq = (const uint16_t *)(const void *)((const char *)states + st.freq_at[l]);
-        const uint16_t *width = st.width[l];
-        const __m256i g0 = _mm256_mulhi_epu16(_mm256_loadu_si256((const __m256i *)freq),
-                                              _mm256_loadu_si256((const __m256i *)width));
-        const __m256i g1 = _mm256_mulhi_epu16(_mm256_loadu_si256((const __m256i *)(freq + 16)),
-                                              _mm256_loadu_si256((const __m256i *)(width + 16)));
-        const __m256i key = _mm256_set1_epi16((int16_t)st.symbol[l]);
-        all_v[l] = _mm256_add_epi16(g0, g1);
-        below_v[l] = _mm256_add_epi16(_mm256_and_si256(g0, _mm256_cmpgt_epi16(key, index0)),
-                                      _mm256_and_si256(g1, _mm256_cmpgt_epi16(key, index1)));
+    /* A tree of horizontal adds (the sums of lane l's vector end in 16-bit lane l; eight
+     * lanes, see sse2_layout_is_eight_lanes), built as the lanes are weighed so that few
+     * vectors are live at once. */
+    __m256i all_v[LANES / 2], below_v[LANES / 2];
+    for (int l = 0; l < LANES; l += 2) {
+        __m256i a0, b0, a1, b1;
+        weigh_below_avx2(states, &st, l, &a0, &b0);
+        weigh_below_avx2(states, &st, l + 1, &a1, &b1);
+        all_v[l / 2] = _mm256_hadd_epi16(a0, a1);
+        below_v[l / 2] = _mm256_hadd_epi16(b0, b1);
     }
+    const __m256i all_t = _mm256_hadd_epi16(_mm256_hadd_epi16(all_v[0], all_v[1]), _mm256_hadd_epi16(all_v[2], all_v[3]));
+    const __m256i below_t = _mm256_hadd_epi16(_mm256_hadd_epi16(below_v[0], below_v[1]), _mm256_hadd_epi16(below_v[2], below_v[3]));
+    const __m128i all8 = _mm_add_epi16(_mm256_castsi256_si128(all_t), _mm256_extracti128_si256(all_t, 1));
+    const __m128i below8 = _mm_add_epi16(_mm256_castsi256_si128(below_t), _mm256_extracti128_si256(below_t, 1));
     int32_t totals[LANES], cums[LANES];
-    _mm256_storeu_si256((__m256i *)totals, _mm256_add_epi32(_mm256_cvtepu16_epi32(sum8_avx2(all_v)),
+    _mm256_storeu_si256((__m256i *)totals, _mm256_add_epi32(_mm256_cvtepu16_epi32(all8),
         _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)st.f_side), _mm256_set1_epi32(2 * HALF))));
-    _mm256_storeu_si256((__m256i *)cums, _mm256_add_epi32(_mm256_cvtepu16_epi32(sum8_avx2(below_v)),
+    _mm256_storeu_si256((__m256i *)cums, _mm256_add_epi32(_mm256_cvtepu16_epi32(below8),
         _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)st.f_neg), symbol)));
     uint8_t *events = lc->events;
     size_t n = *n_events;
