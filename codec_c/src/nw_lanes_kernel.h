@@ -295,9 +295,11 @@ static inline void apply_update_avx2(lane_group *gr, __m256i step, __m128i delta
     const __m256i st = _mm256_blend_epi16(step, _mm256_slli_epi32(step, 16), 0xAA);
     for (int p = 0; p < PAIRS; p++) {
         __m256i *w = (__m256i *)gr->weights[p];
-        __m256i u = _mm256_slli_epi16(delta_pairs_avx2(gr, p), UPDATE_SHIFT);
-        __m256i dw = _mm256_add_epi16(_mm256_mulhi_epi16(st, u), _mm256_srli_epi16(_mm256_mullo_epi16(st, u), 15));
-        _mm256_storeu_si256(w, _mm256_adds_epi16(_mm256_loadu_si256(w), dw));
+        /* weight_step's (step x (delta << UPDATE_SHIFT) + 2^15) >> 16 is the rounded
+         * (step x (delta << (UPDATE_SHIFT - 1)) + 2^14) >> 15 of a multiply-high-round (the
+         * product is halved exactly, and rounding after flooring by 2^14 loses nothing) */
+        const __m256i half_u = _mm256_slli_epi16(delta_pairs_avx2(gr, p), UPDATE_SHIFT - 1);
+        _mm256_storeu_si256(w, _mm256_adds_epi16(_mm256_loadu_si256(w), _mm256_mulhrs_epi16(st, half_u)));
     }
     /* The history moves on by one row, two rows per move from the oldest end (each load
      * reads rows not yet overwritten). */
