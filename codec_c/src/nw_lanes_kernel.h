@@ -748,7 +748,10 @@ static __attribute__((noinline)) int decode_grid_step_avx2(channel_state *states
     range_decoder rd = lc->input.dec;
     uint32_t direct_lanes = 0;
     int32_t xs[LANES];
-    uint16_t sums[1 + 2 * HALF];
+    /* sums[i + 1] at 32-byte boundaries: each read of one is inside one vector store, which
+     * the CPU forwards to it */
+    uint16_t sums_at[16 + 2 * HALF] __attribute__((aligned(32)));
+    uint16_t *const sums = sums_at + 15;
     sums[0] = 0;
 #pragma GCC unroll 8
     for (int l = 0; l < LANES; l++) {
