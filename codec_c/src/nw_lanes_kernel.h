@@ -722,9 +722,10 @@ static __attribute__((noinline)) __m256i encode_grid_step_avx2(channel_state *st
     return _mm256_setr_epi32(xs[0], xs[1], xs[2], xs[3], xs[4], xs[5], xs[6], xs[7]);
 }
 
-/* rd_normalize, the next bytes read as one 32-bit word when four are left. */
-HOT void lane_normalize(range_decoder *rd) {
-    if (rd->len - rd->pos >= 4) {
+/* rd_normalize, the next bytes read as one 32-bit word when four are left (the position
+ * is at most last_word = len - 4). */
+HOT void lane_normalize(range_decoder *rd, ptrdiff_t last_word) {
+    if ((ptrdiff_t)rd->pos <= last_word) {
         /* 8 x renormal_bytes (the range is never 0, so neither is range | 1) */
         const uint32_t bits = (uint32_t)__builtin_clz(rd->range | 1) & 0x18;
         uint32_t word;
@@ -746,6 +747,7 @@ static __attribute__((noinline)) int decode_grid_step_avx2(channel_state *states
     __m256i act, pred, down;
     grid_step_prepare(states, pred_q, &st, &act, &pred, &down);
     range_decoder rd = lc->input.dec;
+    const ptrdiff_t last_word = (ptrdiff_t)rd.len - 4;   /* blocks are far below 2^63 bytes */
     uint32_t direct_lanes = 0;
     int32_t xs[LANES];
     /* sums[i + 1] at 32-byte boundaries: each read of one is inside one vector store, which
@@ -771,7 +773,7 @@ static __attribute__((noinline)) int decode_grid_step_avx2(channel_state *states
             const uint32_t below = sums[symbol];
             rd.code -= r * (f_neg + below);
             rd.range = r * (sums[symbol + 1] - below);
-            lane_normalize(&rd);
+            lane_normalize(&rd, last_word);
             /* adapt(), whose count update for a direct symbol is this one */
             uint32_t *total = (uint32_t *)(void *)((char *)states + st.total_at[l]);
             freq[symbol] = (uint16_t)(freq[symbol] + MAIN_INCREMENT);
