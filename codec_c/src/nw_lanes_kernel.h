@@ -667,12 +667,11 @@ static __attribute__((noinline)) __m256i encode_grid_step_avx2(channel_state *st
     int32_t xs[LANES];
     _mm256_storeu_si256((__m256i *)xs, k);
     /* Every lane's weighted counts (g - 1, see weigh) summed, all of them and those below its
-     * symbol, the eight lanes' sums at once; then total = sum + 2 HALF + escape side, and
-     * cum = sum below + symbol + big-negative's count. A lane that is not direct gets
-     * meaningless sums, never used. */
-    /* A tree of horizontal adds (the sums of lane l's vector end in 16-bit lane l; eight
-     * lanes, see sse2_layout_is_eight_lanes), built as the lanes are weighed so that few
-     * vectors are live at once. */
+     * symbol, the eight lanes' sums at once, by a tree of horizontal adds (lane l's sums end
+     * in 16-bit lane l; eight lanes, see sse2_layout_is_eight_lanes) built as the lanes are
+     * weighed, so that few vectors are live at once; then total = sum + 2 HALF + escape
+     * side, and cum = sum below + symbol + big-negative's count. A lane that is not direct
+     * gets meaningless sums, never used. */
     __m256i all_v[LANES / 2], below_v[LANES / 2];
     for (int l = 0; l < LANES; l += 2) {
         __m256i a0, b0, a1, b1;
@@ -778,7 +777,7 @@ static __attribute__((noinline)) int decode_grid_step_avx2(channel_state *states
             uint32_t *total = (uint32_t *)(void *)((char *)states + st.total_at[l]);
             freq[symbol] = (uint16_t)(freq[symbol] + MAIN_INCREMENT);
             if ((*total += MAIN_INCREMENT) > MAIN_LIMIT) rescale_counts(freq, total);
-            xs[l] = symbol;   /* the code, from it, below */
+            xs[l] = symbol;   /* the lane's code is rebuilt from it after the loop */
             direct_lanes |= 1u << l;
         } else {
             lc->input.dec = rd;
@@ -791,7 +790,8 @@ static __attribute__((noinline)) int decode_grid_step_avx2(channel_state *states
     }
     lc->input.dec = rd;
     /* The direct lanes' codes, pred + residual mirrored, and their samples, eight at once. */
-    const __m256i got = _mm256_loadu_si256((const __m256i *)xs);
+    /* read one by one, as the scalar code has just stored them (see load4_fresh) */
+    const __m256i got = _mm256_setr_epi32(xs[0], xs[1], xs[2], xs[3], xs[4], xs[5], xs[6], xs[7]);
     const __m256i moved = mirror_avx2(_mm256_sub_epi32(got, _mm256_set1_epi32(HALF)), down);   /* x - pred */
     const __m256i is_direct = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)direct_lanes),
         _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
