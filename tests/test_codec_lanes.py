@@ -94,7 +94,8 @@ def test_every_simd_level_writes_the_same_bytes(channels):
         np.testing.assert_array_equal(decode_stream(reference, channels, level), samples)
 
 
-@pytest.mark.parametrize("offgrid, spikes", [(0.0, 0.0), (0.05, 0.0), (0.0, 0.2), (0.02, 0.05)])
+# spikes 1.0: every code at random, big residuals on most samples
+@pytest.mark.parametrize("offgrid, spikes", [(0.0, 0.0), (0.05, 0.0), (0.0, 0.2), (0.02, 0.05), (0.0, 1.0)])
 def test_whole_grid_groups_write_the_same_bytes_on_every_level(offgrid, spikes):
     """Groups of eight grid channels, where the AVX2 build codes a time step with the model's
     lane-wise part for all eight at once: escapes, big residuals, the grid's first and last

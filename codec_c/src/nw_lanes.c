@@ -172,15 +172,14 @@ static int reserve_buffers(nw_stream_encoder *e, size_t bytes) {
 /* The coders' bytes in the order the decoder reads them (see the top of this file); returns
  * their number, trailing zeros (at most TRIM_LIMIT) dropped. */
 static size_t interleave(const lane_coders *lc, uint8_t *out) {
-    size_t cursor[CODERS], n = 0;
+    const uint8_t *next[CODERS];   /* each coder's next byte (locals: `out` could alias lc) */
+    size_t n = 0;
     for (int k = 0; k < CODERS; k++) {
         for (int i = 0; i < 4; i++) out[n++] = lc->co[k].enc.out[i];
-        cursor[k] = 4;
+        next[k] = lc->co[k].enc.out + 4;
     }
-    for (size_t i = 0; i < lc->n_events; i++) {
-        int k = lc->events[i];
-        out[n++] = lc->co[k].enc.out[cursor[k]++];
-    }
+    const uint8_t *events = lc->events;
+    for (size_t i = 0, end = lc->n_events; i < end; i++) out[n++] = *next[events[i]]++;
     for (int dropped = 0; dropped < TRIM_LIMIT && n > 0 && out[n - 1] == 0; dropped++) n--;
     return n;
 }
@@ -219,6 +218,7 @@ static int64_t encode_lanes(nw_stream_encoder *e, const int16_t *samples, uint32
     lane_job job = { &e->lanes, ch, n, samples, NULL, stride, rebuilt, (int32_t)e->max_error, &lc,
                      e->channel_bytes };
     runner(&job, PASS_ENCODE);
+    coders_direct(&lc, 0);
     for (int k = 0; k < CODERS; k++) {
         range_encoder *rc = &lc.co[k].enc;
         /* Any value in [low, low + range) decodes the same; the one with three zero low

@@ -170,12 +170,51 @@ typedef struct lane_coders {
     int overflow;
     coder input;
     uint32_t range[CODERS], code[CODERS];
+    int direct;                   /* encoding: the coders are in direct form (below) */
 } lane_coders;
 
 /* How many times an encoder has shifted out a byte: each shift writes the cached byte and
  * any pending ones, or adds one pending byte; the very first writes nothing. */
 static inline size_t shifts(const range_encoder *rc) {
     return rc->pos + (size_t)rc->pending + (rc->first ? 0 : 1);
+}
+
+/* ---- the encoders' direct form ------------------------------------------------------------
+ * The range encoder of nw_model.h holds back the last byte and any 0xFF bytes after it, in
+ * case a carry reaches them (LZMA's scheme). The AVX2 grid steps keep the same coder in a
+ * cheaper form that writes every shifted byte at once, the top bytes of `low` as one 32-bit
+ * store, and adds a carry into the bytes already written. Both write the base-256 digits of
+ * the same number, so the bytes are the same. In direct form `low` is below 2^32, `pos` counts
+ * every shift (`shifts` of the other form), `cache`, `pending` and `first` are unused, and
+ * once `overflow` is set (the block will be stored) nothing is written any more. */
+static inline void coder_to_direct(range_encoder *rc) {
+    const uint8_t carry = (uint8_t)(rc->low >> 32);
+    if (!rc->first) rc_put(rc, (uint8_t)(rc->cache + carry));
+    for (; rc->pending; rc->pending--) rc_put(rc, (uint8_t)(0xFF + carry));
+    rc->low &= 0xFFFFFFFFu;
+    if (rc->pos > rc->cap) rc->overflow = 1;
+}
+
+static inline void coder_from_direct(range_encoder *rc) {
+    const size_t pos = rc->pos;
+    size_t q = pos;
+    if (!rc->overflow)
+        while (q > 0 && rc->out[q - 1] == 0xFF) q--;
+    else if (q > 0)
+        q = 1;   /* nothing is written any more: only the count of shifts matters */
+    rc->first = q == 0;
+    rc->cache = q == 0 || rc->overflow ? 0 : rc->out[q - 1];
+    rc->pending = pos - q;
+    rc->pos = q == 0 ? 0 : q - 1;
+}
+
+static inline void coders_direct(lane_coders *lc, int direct) {
+    if (lc->direct == direct) return;
+    for (int k = 0; k < CODERS; k++) {
+        if (direct) coder_to_direct(&lc->co[k].enc);
+        else coder_from_direct(&lc->co[k].enc);
+    }
+    lc->direct = direct;
 }
 
 typedef struct lane_job {
@@ -256,9 +295,11 @@ static inline void apply_update_avx2(lane_group *gr, __m256i step, __m128i delta
     const __m256i st = _mm256_blend_epi16(step, _mm256_slli_epi32(step, 16), 0xAA);
     for (int p = 0; p < PAIRS; p++) {
         __m256i *w = (__m256i *)gr->weights[p];
-        __m256i u = _mm256_slli_epi16(delta_pairs_avx2(gr, p), UPDATE_SHIFT);
-        __m256i dw = _mm256_add_epi16(_mm256_mulhi_epi16(st, u), _mm256_srli_epi16(_mm256_mullo_epi16(st, u), 15));
-        _mm256_storeu_si256(w, _mm256_adds_epi16(_mm256_loadu_si256(w), dw));
+        /* weight_step's (step x (delta << UPDATE_SHIFT) + 2^15) >> 16 is the rounded
+         * (step x (delta << (UPDATE_SHIFT - 1)) + 2^14) >> 15 of a multiply-high-round (the
+         * product is halved exactly, and rounding after flooring by 2^14 loses nothing) */
+        const __m256i half_u = _mm256_slli_epi16(delta_pairs_avx2(gr, p), UPDATE_SHIFT - 1);
+        _mm256_storeu_si256(w, _mm256_adds_epi16(_mm256_loadu_si256(w), _mm256_mulhrs_epi16(st, half_u)));
     }
     /* The history moves on by one row, two rows per move from the oldest end (each load
      * reads rows not yet overwritten). */
@@ -359,7 +400,7 @@ static inline __m256i prefix16_avx2(__m256i v) {
 }
 
 /* The running sums of the 2*HALF direct symbols' weighted counts, in two vectors (*p0, *p1)
- * and in sums (sums[0] = 0, sums[i + 1] up to symbol i); returns the sum of all. Same
+ * and in sums (sums[i + 1] up to symbol i; the caller's sums[0] is 0); returns the sum of all. Same
  * integers as weigh() (every sum fits 16 bits, see weigh). */
 HOT uint32_t direct_sums_avx2(const uint16_t *freq, const uint16_t *width, uint16_t *sums,
                               __m256i *p0, __m256i *p1) {
@@ -370,7 +411,6 @@ HOT uint32_t direct_sums_avx2(const uint16_t *freq, const uint16_t *width, uint1
                                          _mm256_loadu_si256((const __m256i *)(width + 16))), one));
     /* the lower half's sum, in every lane */
     *p1 = _mm256_add_epi16(*p1, _mm256_permute4x64_epi64(_mm256_shuffle_epi8(*p0, _mm256_set1_epi16(0x0F0E)), 0xFF));
-    sums[0] = 0;
     _mm256_storeu_si256((__m256i *)(sums + 1), *p0);
     _mm256_storeu_si256((__m256i *)(sums + 1 + HALF), *p1);
     return (uint32_t)_mm256_extract_epi16(*p1, 15);
@@ -378,13 +418,15 @@ HOT uint32_t direct_sums_avx2(const uint16_t *freq, const uint16_t *width, uint1
 
 /* The direct symbol whose running sums bracket t (below the sum of all): find_direct's. */
 HOT int find_direct_avx2(__m256i p0, __m256i p1, uint32_t t) {
-    /* compared as signed after flipping the top bit; the sums rise, so the lanes above the
-     * target are the top ones and the first of them is the symbol */
-    const __m256i bias = _mm256_set1_epi16((int16_t)0x8000);
-    const __m256i key = _mm256_xor_si256(_mm256_set1_epi16((int16_t)t), bias);
-    const uint64_t above = (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpgt_epi16(_mm256_xor_si256(p0, bias), key))
-                         | (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpgt_epi16(_mm256_xor_si256(p1, bias), key)) << 32;
-    return __builtin_ctzll(above) / 2;
+    /* the sums rise, so the lanes above the target (max(sum, t + 1) = sum, unsigned; t + 1
+     * fits 16 bits as t is below a 16-bit sum) are the top ones and the first of them is the
+     * symbol */
+    const __m256i key = _mm256_set1_epi16((int16_t)(t + 1));
+    /* the two masks packed to a byte per symbol (the pack interleaves the 128-bit halves,
+     * the permutation puts them back in order) */
+    const __m256i above = _mm256_permute4x64_epi64(_mm256_packs_epi16(
+        _mm256_cmpeq_epi16(_mm256_max_epu16(p0, key), p0), _mm256_cmpeq_epi16(_mm256_max_epu16(p1, key), p1)), 0xD8);
+    return __builtin_ctz((uint32_t)_mm256_movemask_epi8(above));
 }
 
 /* One grid sample of a lossless block, decoded: model_code(PASS_DECODE, grid) in short when
@@ -400,6 +442,7 @@ HOT int decode_grid_sample_avx2(channel_state *s, range_decoder *rd, int16_t *va
     uint16_t *freq = s->main_freq[ctx];
     const uint16_t *width = flip > 0 ? nw_weight_up + pred : nw_weight_down + (GRID_CODES - 1 - pred);
     uint16_t sums[1 + 2 * HALF];
+    sums[0] = 0;
     __m256i p0, p1;
     const uint32_t all = direct_sums_avx2(freq, width, sums, &p0, &p1);
     const uint32_t f_neg = (freq[SYM_BIG_NEG] >> 1) + 1, f_pos = (freq[SYM_BIG_POS] >> 1) + 1,
@@ -519,14 +562,77 @@ static inline void put_events(uint8_t *events, size_t events_cap, size_t *n_even
  * line, so that the eight copies of the lane loop stay small. Returns the encoder's shifts. */
 static __attribute__((noinline)) size_t encode_other_sample(channel_state *s, coder *co, int16_t sample,
                                                             int32_t pred_q, int32_t *x) {
+    coder_from_direct(&co->enc);
     const size_t before = shifts(&co->enc);
     model_code(s, co, PASS_ENCODE, &sample, 0, 1, pred_q, x);
-    return shifts(&co->enc) - before;
+    const size_t count = shifts(&co->enc) - before;
+    coder_to_direct(&co->enc);
+    return count;
+}
+
+/* adapt() past its usual case: the counts' halving. */
+static __attribute__((noinline)) void rescale_counts(uint16_t *freq, uint32_t *total) {
+    adapt(freq, total, MAIN_SYMBOLS, 0, 0, 0);   /* nothing added, every count halved */
+}
+
+/* A carry into the bytes a direct-form encoder has written. */
+static __attribute__((noinline)) void direct_carry(range_encoder *rc, size_t pos) {
+    if (rc->overflow) return;
+    for (size_t i = pos; i-- > 0;)
+        if (++rc->out[i] != 0) return;
 }
 
 static __attribute__((noinline)) int decode_other_sample(channel_state *s, coder *co, int16_t *value,
                                                          int32_t pred_q, int32_t *x) {
     return model_code(s, co, PASS_DECODE, value, 0, 1, pred_q, x);
+}
+
+/* A direct symbol of lane l of a grid step, encoded by a coder in direct form, and its
+ * count and activity updated; returns the coder's shifts. `room`: the caller has checked
+ * that the coder's buffer has room for the write (otherwise it is checked here). */
+HOT size_t encode_direct(channel_state *s, range_encoder *rc, const grid_step *st, int l,
+                         const int32_t *totals, const int32_t *cums, const int room) {
+    uint16_t *freq = (uint16_t *)(void *)((char *)(s - l) + st->freq_at[l]);
+    const int symbol = st->symbol[l];
+    const uint32_t own = (((uint32_t)freq[symbol] * st->width[l][symbol]) >> 16) + 1;
+    const uint32_t step = rc->range / (uint32_t)totals[l];
+    const uint64_t low = rc->low + (uint64_t)step * (uint32_t)cums[l];
+    const uint32_t range = step * own;
+    if (low >> 32) direct_carry(rc, rc->pos);
+    /* rc_encode's normalisation, which shifts once per byte the range fell below 2^32: the
+     * top `count` bytes of low are written at once */
+    const uint32_t bits = (uint32_t)__builtin_clz(range | 1) & 0x18;   /* 8 x renormal_bytes */
+    const size_t count = bits >> 3;
+    const uint32_t be = __builtin_bswap32((uint32_t)low);
+    if (room || rc->pos + 4 <= rc->cap) memcpy(rc->out + rc->pos, &be, 4);
+    else rc->overflow = 1;
+    rc->pos += count;
+    rc->low = (uint32_t)(low << bits);
+    rc->range = range << bits;
+    /* adapt(), whose count update for a direct symbol is this one */
+    uint32_t *total = (uint32_t *)(void *)((char *)(s - l) + st->total_at[l]);
+    freq[symbol] = (uint16_t)(freq[symbol] + MAIN_INCREMENT);
+    if ((*total += MAIN_INCREMENT) > MAIN_LIMIT) rescale_counts(freq, total);
+    s->activity = st->activity[l];
+    return count;
+}
+
+/* Lane l's weighted counts (g - 1, see weigh) of the 2*HALF direct symbols, added up by
+ * position in *all (16 sums of two), and those below its symbol in *below. */
+static inline void weigh_below_avx2(const channel_state *states, const grid_step *st, int l,
+                                    __m256i *all, __m256i *below) {
+    const __m256i index0 = _mm256_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m256i index1 = _mm256_add_epi16(index0, _mm256_set1_epi16(16));
+    const uint16_t *freq = (const uint16_t *)(const void *)((const char *)states + st->freq_at[l]);
+    const uint16_t *width = st->width[l];
+    const __m256i g0 = _mm256_mulhi_epu16(_mm256_loadu_si256((const __m256i *)freq),
+                                          _mm256_loadu_si256((const __m256i *)width));
+    const __m256i g1 = _mm256_mulhi_epu16(_mm256_loadu_si256((const __m256i *)(freq + 16)),
+                                          _mm256_loadu_si256((const __m256i *)(width + 16)));
+    const __m256i key = _mm256_set1_epi16((int16_t)st->symbol[l]);
+    *all = _mm256_add_epi16(g0, g1);
+    *below = _mm256_add_epi16(_mm256_and_si256(g0, _mm256_cmpgt_epi16(key, index0)),
+                              _mm256_and_si256(g1, _mm256_cmpgt_epi16(key, index1)));
 }
 
 /* One time step of a whole grid group, encoded; returns the samples' codes (x). */
@@ -560,34 +666,76 @@ static __attribute__((noinline)) __m256i encode_grid_step_avx2(channel_state *st
                         next_activity_avx2(act, _mm256_sub_epi32(symbol, _mm256_set1_epi32(HALF))));
     int32_t xs[LANES];
     _mm256_storeu_si256((__m256i *)xs, k);
+    /* Every lane's weighted counts (g - 1, see weigh) summed, all of them and those below its
+     * symbol, the eight lanes' sums at once, by a tree of horizontal adds (lane l's sums end
+     * in 16-bit lane l; eight lanes, see sse2_layout_is_eight_lanes) built as the lanes are
+     * weighed, so that few vectors are live at once; then total = sum + 2 HALF + escape
+     * side, and cum = sum below + symbol + big-negative's count. A lane that is not direct
+     * gets meaningless sums, never used. */
+    __m256i all_v[LANES / 2], below_v[LANES / 2];
+    for (int l = 0; l < LANES; l += 2) {
+        __m256i a0, b0, a1, b1;
+        weigh_below_avx2(states, &st, l, &a0, &b0);
+        weigh_below_avx2(states, &st, l + 1, &a1, &b1);
+        all_v[l / 2] = _mm256_hadd_epi16(a0, a1);
+        below_v[l / 2] = _mm256_hadd_epi16(b0, b1);
+    }
+    const __m256i all_t = _mm256_hadd_epi16(_mm256_hadd_epi16(all_v[0], all_v[1]), _mm256_hadd_epi16(all_v[2], all_v[3]));
+    const __m256i below_t = _mm256_hadd_epi16(_mm256_hadd_epi16(below_v[0], below_v[1]), _mm256_hadd_epi16(below_v[2], below_v[3]));
+    const __m128i all8 = _mm_add_epi16(_mm256_castsi256_si128(all_t), _mm256_extracti128_si256(all_t, 1));
+    const __m128i below8 = _mm_add_epi16(_mm256_castsi256_si128(below_t), _mm256_extracti128_si256(below_t, 1));
+    int32_t totals[LANES], cums[LANES];
+    _mm256_storeu_si256((__m256i *)totals, _mm256_add_epi32(_mm256_cvtepu16_epi32(all8),
+        _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)st.f_side), _mm256_set1_epi32(2 * HALF))));
+    _mm256_storeu_si256((__m256i *)cums, _mm256_add_epi32(_mm256_cvtepu16_epi32(below8),
+        _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)st.f_neg), symbol)));
+    uint8_t *events = lc->events;
+    size_t n = *n_events;
+    /* Room for every write of a step of direct symbols (at most 3 shifts each, two samples
+     * per coder, a 4-byte store per sample): then the unrolled loop checks none. */
+    int room = direct_lanes == (1u << LANES) - 1 && events_cap - n >= 4 * LANES;
+    for (int c = 0; c < CODERS; c++)
+        room &= lc->co[c].enc.cap - lc->co[c].enc.pos >= 4 + 2 * 3 && !lc->co[c].enc.overflow;
+    if (room) {
+#pragma GCC unroll 8
+        for (int l = 0; l < LANES; l++) {
+            const size_t count = encode_direct(&states[l], &lc->co[l % CODERS].enc, &st, l, totals, cums, 1);
+            channel_bytes[l] += count;
+            const uint32_t word = 0x01010101u * (uint32_t)(l % CODERS);
+            memcpy(events + n, &word, 4);
+            n += count;
+        }
+        *n_events = n;
+        return k;
+    }
     for (int l = 0; l < LANES; l++) {
         const int c = l % CODERS;
-        range_encoder *rc = &lc->co[c].enc;
-        size_t count;
-        if (direct_lanes >> l & 1) {
-            uint16_t *freq = (uint16_t *)(void *)((char *)states + st.freq_at[l]);
-            uint32_t total, cum, own;
-            weigh_direct_avx2(freq, st.width[l], st.symbol[l], &total, &cum, &own);
-            total += (uint32_t)st.f_side[l];
-            cum += (uint32_t)st.f_neg[l];
-            const uint32_t step = rc->range / total;
-            rc->low += (uint64_t)step * cum;
-            rc->range = step * own;
-            /* rc_encode's normalisation, which shifts once per byte the range fell below 2^32 */
-            count = renormal_bytes(rc->range);
-            rc->range <<= 8 * count;
-            for (size_t i = 0; i < count; i++) rc_shift_low(rc);
-            adapt(freq, (uint32_t *)(void *)((char *)states + st.total_at[l]), MAIN_SYMBOLS, st.symbol[l],
-                  MAIN_INCREMENT, MAIN_LIMIT);
-            states[l].activity = st.activity[l];
-        } else {
-            count = encode_other_sample(&states[l], &lc->co[c], row[l], st.pred_q[l], &xs[l]);
-        }
+        const size_t count = direct_lanes >> l & 1
+            ? encode_direct(&states[l], &lc->co[c].enc, &st, l, totals, cums, 0)
+            : encode_other_sample(&states[l], &lc->co[c], row[l], st.pred_q[l], &xs[l]);
         channel_bytes[l] += count;
-        put_events(lc->events, events_cap, n_events, count, c, &lc->overflow);
+        put_events(events, events_cap, &n, count, c, &lc->overflow);
     }
+    *n_events = n;
     if (direct_lanes == (1u << LANES) - 1) return k;
     return _mm256_setr_epi32(xs[0], xs[1], xs[2], xs[3], xs[4], xs[5], xs[6], xs[7]);
+}
+
+/* rd_normalize, the next bytes read as one 32-bit word when four are left (the position
+ * is at most last_word = len - 4). */
+HOT void lane_normalize(range_decoder *rd, ptrdiff_t last_word) {
+    if ((ptrdiff_t)rd->pos <= last_word) {
+        /* 8 x renormal_bytes (the range is never 0, so neither is range | 1) */
+        const uint32_t bits = (uint32_t)__builtin_clz(rd->range | 1) & 0x18;
+        uint32_t word;
+        memcpy(&word, rd->in + rd->pos, 4);
+        word = __builtin_bswap32(word);
+        rd->code = (uint32_t)(((uint64_t)rd->code << 32 | word) << bits >> 32);
+        rd->range <<= bits;
+        rd->pos += bits >> 3;
+        return;
+    }
+    rd_normalize(rd);
 }
 
 /* One time step of a whole grid group, decoded into row; returns the samples' codes (x) in
@@ -598,30 +746,38 @@ static __attribute__((noinline)) int decode_grid_step_avx2(channel_state *states
     __m256i act, pred, down;
     grid_step_prepare(states, pred_q, &st, &act, &pred, &down);
     range_decoder rd = lc->input.dec;
+    const ptrdiff_t last_word = (ptrdiff_t)rd.len - 4;   /* blocks are far below 2^63 bytes */
     uint32_t direct_lanes = 0;
     int32_t xs[LANES];
+    /* sums[i + 1] at 32-byte boundaries: each read of one is inside one vector store, which
+     * the CPU forwards to it */
+    uint16_t sums_at[16 + 2 * HALF] __attribute__((aligned(32)));
+    uint16_t *const sums = sums_at + 15;
+    sums[0] = 0;
 #pragma GCC unroll 8
     for (int l = 0; l < LANES; l++) {
         const int c = l % CODERS;
         rd.range = lc->range[c];
         rd.code = lc->code[c];
         uint16_t *freq = (uint16_t *)(void *)((char *)states + st.freq_at[l]);
-        uint16_t sums[1 + 2 * HALF];
         __m256i p0, p1;
         const uint32_t all = direct_sums_avx2(freq, st.width[l], sums, &p0, &p1);
         const uint32_t f_neg = (uint32_t)st.f_neg[l];
-        uint32_t r, target = rd_target(&rd, all + (uint32_t)st.f_side[l], &r);
-        if (target >= f_neg && target - f_neg < all) {
+        /* rd_target's quotients; a target past the direct symbols (unsigned: before them
+         * too, or past the total in a damaged block) goes to model_code, which takes them again */
+        const uint32_t r = rd.range / (all + (uint32_t)st.f_side[l]);
+        const uint32_t target = rd.code / r;
+        if (target - f_neg < all) {
             const int symbol = find_direct_avx2(p0, p1, target - f_neg);
             const uint32_t below = sums[symbol];
-            rd_take(&rd, r, f_neg + below, sums[symbol + 1] - below);
-            adapt(freq, (uint32_t *)(void *)((char *)states + st.total_at[l]), MAIN_SYMBOLS, symbol,
-                  MAIN_INCREMENT, MAIN_LIMIT);
-            const int32_t res = symbol - HALF;
-            const int32_t x = st.pred[l] + (st.down >> l & 1 ? -res : res);
-            if (x < 0 || x > GRID_CODES - 1) return NW_ERR_CORRUPT;
-            row[l] = nw_code_value[x];
-            xs[l] = x;
+            rd.code -= r * (f_neg + below);
+            rd.range = r * (sums[symbol + 1] - below);
+            lane_normalize(&rd, last_word);
+            /* adapt(), whose count update for a direct symbol is this one */
+            uint32_t *total = (uint32_t *)(void *)((char *)states + st.total_at[l]);
+            freq[symbol] = (uint16_t)(freq[symbol] + MAIN_INCREMENT);
+            if ((*total += MAIN_INCREMENT) > MAIN_LIMIT) rescale_counts(freq, total);
+            xs[l] = symbol;   /* the lane's code is rebuilt from it after the loop */
             direct_lanes |= 1u << l;
         } else {
             lc->input.dec = rd;
@@ -633,11 +789,24 @@ static __attribute__((noinline)) int decode_grid_step_avx2(channel_state *states
         lc->code[c] = rd.code;
     }
     lc->input.dec = rd;
-    const __m256i x = _mm256_setr_epi32(xs[0], xs[1], xs[2], xs[3], xs[4], xs[5], xs[6], xs[7]);
-    int32_t next[LANES];
-    _mm256_storeu_si256((__m256i *)next, next_activity_avx2(act, mirror_avx2(_mm256_sub_epi32(x, pred), down)));
+    /* The direct lanes' codes, pred + residual mirrored, and their samples, eight at once. */
+    /* read one by one, as the scalar code has just stored them (see load4_fresh) */
+    const __m256i got = _mm256_setr_epi32(xs[0], xs[1], xs[2], xs[3], xs[4], xs[5], xs[6], xs[7]);
+    const __m256i moved = mirror_avx2(_mm256_sub_epi32(got, _mm256_set1_epi32(HALF)), down);   /* x - pred */
+    const __m256i is_direct = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)direct_lanes),
+        _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
+    const __m256i x = _mm256_blendv_epi8(got, _mm256_add_epi32(pred, moved), is_direct);
+    /* a code off the grid's ends (unsigned: below 0 too): only a damaged block decodes one */
+    if (_mm256_movemask_epi8(_mm256_cmpeq_epi32(_mm256_min_epu32(x, _mm256_set1_epi32(GRID_CODES - 1)), x)) != -1)
+        return NW_ERR_CORRUPT;
+    int32_t next[LANES], codes[LANES];
+    _mm256_storeu_si256((__m256i *)codes, x);
+    _mm256_storeu_si256((__m256i *)next, next_activity_avx2(act, moved));
     for (int l = 0; l < LANES; l++)
-        if (direct_lanes >> l & 1) states[l].activity = next[l];
+        if (direct_lanes >> l & 1) {
+            states[l].activity = next[l];
+            row[l] = nw_code_value[codes[l]];
+        }
     *x_out = x;
     return NW_OK;
 }
@@ -693,6 +862,8 @@ HOT int code_group(const lane_job *job, uint32_t g, const lane_domain *dom, int 
     size_t n_events = pass == PASS_ENCODE ? lc->n_events : 0;
 #if defined(NW_LANES_AVX2)
     const int whole_grid_steps = isa == ISA_AVX2 && pass != PASS_UPDATE && !bounded && all_grid && active == LANES;
+    /* the grid steps encode with the coders in direct form, model_code in the other */
+    if (pass == PASS_ENCODE) coders_direct(lc, whole_grid_steps);
 #endif
         for (uint32_t t = 0; t < job->n; t++) {
 #if defined(NW_LANES_AVX2)
