@@ -40,7 +40,6 @@ struct nw_team;
 
 typedef struct helper {
     struct nw_team *team;
-    uint32_t worker;          /* 1.. (the caller is worker 0) */
     pthread_t thread;
 } helper;
 
@@ -252,7 +251,6 @@ nw_team *nw_team_new(uint32_t helpers, const int *cpus) {
     for (uint32_t i = 0; i < helpers; i++) {
         helper *h = &team->helpers[i];
         h->team = team;
-        h->worker = i + 1;
         if (pthread_create(&h->thread, NULL, helper_main, h) != 0) break;
         if (cpus) bind_to_cpu(h->thread, cpus[i]);
         team->started++;
