@@ -93,6 +93,8 @@ static uint64_t now_ns(void) {
  * no atomics. */
 #define CLAIM(round, front, back) ((uint64_t)(uint32_t)(round) << 32 | (uint64_t)(front) << 16 | (back))
 #define NO_GROUP UINT32_MAX
+/* A block has at most one group per channel: front and back fit their 16 bits. */
+typedef char groups_fit_claim_fields[NW_MAX_CHANNELS <= 0xFFFF ? 1 : -1];
 #if defined(__GNUC__) && !defined(NW_TEAM_LOCKED_CLAIMS)
 static unsigned long load_round(nw_team *team) { return __atomic_load_n(&team->round, __ATOMIC_ACQUIRE); }
 static int load_quit(nw_team *team) { return __atomic_load_n(&team->quit, __ATOMIC_ACQUIRE); }
