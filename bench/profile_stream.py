@@ -124,6 +124,31 @@ def codec_alone(channels: int, packet_samples: int, rate: float) -> dict:
     return result
 
 
+def schedstat(pid: int) -> dict:
+    """{thread id: (name, ns on a CPU, ns runnable but waiting for one)} of a process's
+    threads (/proc/PID/task/TID/schedstat): the wait is time a thread could have run but
+    the CPUs were taken, by our other processes or anyone's."""
+    threads = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as comm, \
+                    open(f"/proc/{pid}/task/{tid}/schedstat") as stat:
+                on_cpu, waiting = map(int, stat.read().split()[:2])
+                threads[tid] = (comm.read().strip(), on_cpu, waiting)
+        except (OSError, ValueError):
+            continue  # a thread that ended meanwhile
+    return threads
+
+
+def busiest_thread(before: dict, after: dict) -> tuple[float, float]:
+    """(ns on a CPU, ns waiting for one) of the thread, outside libzmq's, that ran most
+    between two schedstat readings: the daemon's data thread, the subscriber's receiving
+    one."""
+    deltas = [(after[tid][1] - before[tid][1], after[tid][2] - before[tid][2])
+              for tid in after if tid in before and not after[tid][0].startswith("ZMQ")]
+    return max(deltas, default=(0, 0))
+
+
 def _pid(pattern: str, deadline: float) -> int:
     while time.monotonic() < deadline:
         found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
@@ -163,6 +188,8 @@ def main(argv=None) -> int:
     deadline = time.monotonic() + 30
     pids = {"daemon": _pid(f"neurowire.daemon --config {workdir}/daemon.toml", deadline),
             "subscriber": _pid(f"neurowire.clients.subscribe.*{workdir}", deadline)}
+    sched_before = {name: schedstat(pid) for name, pid in pids.items()}
+    sched_started = time.monotonic()
     recorders = [subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "4000", "-g",
                                    "-o", os.path.join(workdir, f"{name}.perf"), "-p", str(pid),
                                    "--", "sleep", str(args.seconds_profiled)],
@@ -170,6 +197,8 @@ def main(argv=None) -> int:
                  for name, pid in pids.items()]
     for recorder in recorders:
         recorder.wait()
+    sched_after = {name: schedstat(pid) for name, pid in pids.items()}
+    sched_seconds = time.monotonic() - sched_started
     report = json.loads(bench.communicate()[0].strip().splitlines()[-1])
     if args.codec_baseline:
         baseline.append(codec_alone(stream_shape.channels, stream_shape.packet_samples,
@@ -199,12 +228,16 @@ def main(argv=None) -> int:
                 print(f"codec alone {when} the stream, {data}: encode p50 {p50['encode']:.0f} us, "
                       f"decode p50 {p50['decode']:.0f} us, CRC of the decoded block "
                       f"{p50['crc']:.1f} us")
+    packets_profiled = sched_seconds * config["rate"] / config["packet_samples"]
     for name in pids:
         per_packet = window[name]["us_per_packet"]
         counts = tables[name]
         total = sum(counts.values())
+        on_cpu, waiting = busiest_thread(sched_before[name], sched_after[name])
         print(f"\n{name}: {per_packet} us per packet ({window[name]['percent_of_core']} % of a "
-              f"core), {total} samples")
+              f"core), {total} samples; its busiest thread: {on_cpu / 1e3 / packets_profiled:.0f}"
+              f" us per packet on a CPU, {waiting / 1e3 / packets_profiled:.0f} us runnable but "
+              "waiting for one")
         for what, count in counts.most_common():
             print(f"  {per_packet * count / total:7.1f} us  {100 * count / total:5.1f} %  {what}")
     return 0
