@@ -13,6 +13,13 @@ per packet, printed beside the bare C relay the bench times in the same run.
         --workers 1
 
 Prints one table per process. Needs `perf` (Debian: linux-perf).
+
+`--codec-baseline` also times the codec alone in this process, before the stream and after
+it, as `neurowire bench codec` does (the same function: one thread, lane format, 0.5 ms
+blocks coded back to back) on the simulator's synthetic table and, when found, on the
+challenge recordings; printed beside the stream's own compression and decoding p50 (wall
+time, what the stream reports) and the codec's CPU per packet in the daemon (perf), so the
+stream's codec figures are compared with the bench's taken in the same run.
 """
 
 from __future__ import annotations
@@ -80,6 +87,68 @@ def samples(perf_data: str):
             frames.append(parts[-1])
 
 
+def codec_alone(channels: int, packet_samples: int, rate: float) -> dict:
+    """The codec alone, timed as `neurowire bench codec` times it (its own function), on
+    the simulator's table (seed 1, its default) and on the recordings when found: p50 in us
+    of encode, decode, and decode plus the subscriber's CRC-32 of the decoded block."""
+    import zlib
+
+    import numpy as np
+
+    from neurowire.clients.synth import synthesize
+    from neurowire.codec import LANE_FORMAT_VERSION, StreamDecoder, StreamEncoder
+    from neurowire.codec.bench import find_recordings, load, neurowire_blocks, stack_channels
+
+    steps = 5000  # the bench's --latency-samples
+    tables = {"synthetic": np.ascontiguousarray(synthesize(channels, rate, 15000, 1)[:steps])}
+    try:
+        paths, source = find_recordings()
+    except SystemExit:
+        source = None
+    if source and source != "bundled test excerpts":
+        tables["recordings"] = stack_channels(load(paths)[1], channels, steps)
+    result = {}
+    for name, table in tables.items():
+        t_enc, t_dec, _, _ = neurowire_blocks(table, packet_samples, version=LANE_FORMAT_VERSION)
+        # the subscriber's decoding stage also takes the CRC of what it decoded
+        encoder, decoder, t_crc = StreamEncoder(channels, format_version=LANE_FORMAT_VERSION), \
+            StreamDecoder(channels), []
+        for first in range(0, steps - packet_samples + 1, packet_samples):
+            samples = decoder.decode(encoder.encode(table[first:first + packet_samples]))
+            started = time.perf_counter_ns()
+            zlib.crc32(samples)
+            t_crc.append(time.perf_counter_ns() - started)
+        result[name] = {"encode": float(np.median(t_enc)) / 1e3,
+                        "decode": float(np.median(t_dec)) / 1e3,
+                        "crc": float(np.median(t_crc)) / 1e3}
+    return result
+
+
+def schedstat(pid: int) -> dict:
+    """{thread id: (name, ns on a CPU, ns runnable but waiting for one)} of a process's
+    threads (/proc/PID/task/TID/schedstat): the wait is time a thread could have run but
+    the CPUs were taken, by our other processes or anyone's."""
+    threads = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as comm, \
+                    open(f"/proc/{pid}/task/{tid}/schedstat") as stat:
+                on_cpu, waiting = map(int, stat.read().split()[:2])
+                threads[tid] = (comm.read().strip(), on_cpu, waiting)
+        except (OSError, ValueError):
+            continue  # a thread that ended meanwhile
+    return threads
+
+
+def busiest_thread(before: dict, after: dict) -> tuple[float, float]:
+    """(ns on a CPU, ns waiting for one) of the thread, outside libzmq's, that ran most
+    between two schedstat readings: the daemon's data thread, the subscriber's receiving
+    one."""
+    deltas = [(after[tid][1] - before[tid][1], after[tid][2] - before[tid][2])
+              for tid in after if tid in before and not after[tid][0].startswith("ZMQ")]
+    return max(deltas, default=(0, 0))
+
+
 def _pid(pattern: str, deadline: float) -> int:
     while time.monotonic() < deadline:
         found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
@@ -95,11 +164,23 @@ def main(argv=None) -> int:
     parser.add_argument("--start-after", type=float, default=7.0,
                         help="seconds from the bench's start to the profile's (start-up, "
                              "the subscriber's reference table, the first packets)")
+    parser.add_argument("--codec-baseline", action="store_true",
+                        help="also time the codec alone before and after the stream, as "
+                             "`neurowire bench codec` does (the module doc)")
     parser.add_argument("bench", nargs=argparse.REMAINDER,
                         help="options of `neurowire bench stream` (after --)")
     args = parser.parse_args(argv)
     options = [option for option in args.bench if option != "--"]
     workdir = tempfile.mkdtemp(prefix="neurowire-profile-")
+    baseline = []
+    if args.codec_baseline:
+        shape = argparse.ArgumentParser(add_help=False)
+        shape.add_argument("--channels", type=int, default=1024)
+        shape.add_argument("--packet-samples", type=int, default=10)
+        shape.add_argument("--rate", type=float, default=20000.0)
+        stream_shape, _ = shape.parse_known_args(options)
+        baseline.append(codec_alone(stream_shape.channels, stream_shape.packet_samples,
+                                    stream_shape.rate))
     bench = subprocess.Popen([sys.executable, "-m", "neurowire.cli", "bench", "stream", "--json",
                               "--keep", workdir, *options], stdout=subprocess.PIPE, text=True,
                              stderr=subprocess.DEVNULL)
@@ -107,6 +188,8 @@ def main(argv=None) -> int:
     deadline = time.monotonic() + 30
     pids = {"daemon": _pid(f"neurowire.daemon --config {workdir}/daemon.toml", deadline),
             "subscriber": _pid(f"neurowire.clients.subscribe.*{workdir}", deadline)}
+    sched_before = {name: schedstat(pid) for name, pid in pids.items()}
+    sched_started = time.monotonic()
     recorders = [subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "4000", "-g",
                                    "-o", os.path.join(workdir, f"{name}.perf"), "-p", str(pid),
                                    "--", "sleep", str(args.seconds_profiled)],
@@ -114,7 +197,12 @@ def main(argv=None) -> int:
                  for name, pid in pids.items()]
     for recorder in recorders:
         recorder.wait()
+    sched_after = {name: schedstat(pid) for name, pid in pids.items()}
+    sched_seconds = time.monotonic() - sched_started
     report = json.loads(bench.communicate()[0].strip().splitlines()[-1])
+    if args.codec_baseline:
+        baseline.append(codec_alone(stream_shape.channels, stream_shape.packet_samples,
+                                    stream_shape.rate))
     window = report["cpu_streaming"]
     relay = window.get("bare_c_relay", {}).get("us_per_packet")
     config = report["config"]
@@ -123,13 +211,33 @@ def main(argv=None) -> int:
           f"{config['verify']}: {report['packets_lost']} packets lost, exact {report['exact']}, "
           f"load average {report['load_average']['start'][0]}-{report['load_average']['end'][0]}; "
           f"bare C relay, same run: {relay} us per packet")
+    latency = report["latency_us"]
+    print(f"the stream's own figures (wall time): compression p50 {latency['compress']['p50']:.0f}"
+          f" us, decoding p50 {latency['decode']['p50']:.0f} us (the subscriber's stage: its CRC "
+          "of the decoded block included)")
+    tables = {}
+    for name in pids:
+        tables[name] = collections.Counter(category(comm, frames) for comm, frames in
+                                           samples(os.path.join(workdir, f"{name}.perf")))
+    if baseline:
+        daemon = tables["daemon"]
+        codec_us = window["daemon"]["us_per_packet"] * daemon["codec"] / max(1, sum(daemon.values()))
+        print(f"the daemon's codec CPU per packet (perf): {codec_us:.0f} us")
+        for when, figures in zip(("before", "after"), baseline):
+            for data, p50 in figures.items():
+                print(f"codec alone {when} the stream, {data}: encode p50 {p50['encode']:.0f} us, "
+                      f"decode p50 {p50['decode']:.0f} us, CRC of the decoded block "
+                      f"{p50['crc']:.1f} us")
+    packets_profiled = sched_seconds * config["rate"] / config["packet_samples"]
     for name in pids:
         per_packet = window[name]["us_per_packet"]
-        counts = collections.Counter(category(comm, frames) for comm, frames in
-                                     samples(os.path.join(workdir, f"{name}.perf")))
+        counts = tables[name]
         total = sum(counts.values())
+        on_cpu, waiting = busiest_thread(sched_before[name], sched_after[name])
         print(f"\n{name}: {per_packet} us per packet ({window[name]['percent_of_core']} % of a "
-              f"core), {total} samples")
+              f"core), {total} samples; its busiest thread: {on_cpu / 1e3 / packets_profiled:.0f}"
+              f" us per packet on a CPU, {waiting / 1e3 / packets_profiled:.0f} us runnable but "
+              "waiting for one")
         for what, count in counts.most_common():
             print(f"  {per_packet * count / total:7.1f} us  {100 * count / total:5.1f} %  {what}")
     return 0

@@ -37,17 +37,22 @@ CHANNEL_LADDER = (1024, 512, 256, 128, 64)
 # used only when no channel count fits at 0.5 ms (and the stream benchmark offers it).
 PACKET_LADDER = (10, 20, 40)
 # Per-packet pipeline work in hops (see the module doc): `neurowire bench capacity --calibrate
-# CHANNELS [--packet-samples N]` streams through `neurowire bench stream` and divides the CPU
-# the daemon, simulator and subscriber spent per packet, less the codec's, by a hop measured
-# just before.  On the README's host B (load average 1.8-2.1): 4.1 and 6.1 at 64 x 10, 4.7
-# at 256 x 10, 4.2 and 5.1 at 1024 x 20, 6.5 at 256 x 40 (~600 us per packet outside the
-# codec).  Again with the daemon's, subscriber's and simulator's loops in C (load average
-# 3.1-5.2, `--seconds 10`): 5.1 at 64 x 10, 5.8 at 256 x 10, 7.0 at 128 x 20, hops of
-# 52-55 us; they hold the subscriber's decoding after the stream too (not subtracted), so
-# the figure stays.  With the streams in the lane format (load average 4.6-4.9): 4.8 at
-# 64 x 10, 5.1 at 256 x 10, hops of 52-54 us; the figure stays, as margin.  Re-measure it
-# when the data path changes.
-PER_PACKET_HOPS = 6.0
+# CHANNELS [--packet-samples N]` streams through `neurowire bench stream` (one encoder
+# thread, decoding after the stream) and divides the CPU the daemon, simulator and subscriber
+# spent per packet while streaming, less one thread's block encoding as measured here, by a
+# hop measured just before. That remainder is not all outside the codec: a block encoded in
+# the daemon, whose CPU it shares with the other processes between packets, costs more CPU
+# than the same block encoded back to back here (README, "the stream's codec figures"). On
+# the README's host D (Intel Xeon model 207, 2 cores, load average 3.7-4.9 from other
+# sessions, 2026-12-05): 7.3 and 7.5 hops at 1024 x 10, 6.1 at 256 x 10, 3.9 at 64 x 10, hops
+# of 30-39 us (over the whole run, start-up included, as measured until then: 8.0 / 8.5, 6.3,
+# 4.4). It was 6.0 before, set on host B when the data path was Python: below what 1024
+# channels take now. Re-measure it when the data path changes.
+PER_PACKET_HOPS = 8.0
+# The daemon's part of it (its data thread, libzmq's I/O thread, the codec's extra CPU in
+# the stream), for the serial check below: 3.6 and 4.2 hops at 1024 x 10, 2.3 at 256, 1.1
+# at 64 in the same runs (half of PER_PACKET_HOPS before).
+DAEMON_HOPS = 4.5
 # A team of encoder threads costs more CPU than one thread doing the same block (hand-offs,
 # the caller waiting for its helpers): on the README's host A a 1024 x 10 block took p50
 # ~180 us on 2 threads against 297 us on one, 2 x 180 / 297 = 1.2 (`neurowire bench codec`).
@@ -197,9 +202,8 @@ def plan(channels: int, packet_samples: int, cpus: int, cores: float, encode_us:
     per_packet_us = encode_us * team + PER_PACKET_HOPS * hop_us
     demand = per_packet_us / period_us
     # The daemon's data thread handles packets one after another: its share of the
-    # per-packet work (about half of the hops) plus its part of the encoding must fit in a
-    # packet period by itself.
-    serial = (encode_us * team / workers + PER_PACKET_HOPS / 2 * hop_us) / period_us
+    # per-packet work plus its part of the encoding must fit in a packet period by itself.
+    serial = (encode_us * team / workers + DAEMON_HOPS * hop_us) / period_us
     fits = demand <= cores * headroom and serial <= SERIAL_LIMIT
     return Plan(channels, packet_samples, workers, round(demand, 3), round(serial, 3), fits)
 
@@ -244,9 +248,10 @@ def describe(capacity: Capacity) -> str:
     default = capacity.plans[0]
     key = f"{default.channels}x{default.packet_samples}"
     numbers = (f"{default.channels} channels in 0.5 ms packets need ~{default.demand_cores:.2f}"
-               f" cores (a block encodes in {capacity.encode_us[key]:.0f} us of CPU here and "
-               f"each packet costs ~{PER_PACKET_HOPS * capacity.hop_us[key]:.0f} us outside "
-               f"the codec), and {capacity.cores_available:.2f} of its {capacity.cpus} CPUs are "
+               f" cores (a block encodes in {capacity.encode_us[key]:.0f} us of CPU here alone, "
+               f"and each packet costs the pipeline ~{PER_PACKET_HOPS * capacity.hop_us[key]:.0f}"
+               " us more: the data path and the codec's extra cost beside the other processes),"
+               f" and {capacity.cores_available:.2f} of its {capacity.cpus} CPUs are "
                f"free for it, of which the margin lets a stream use {HEADROOM:.0%}")
     chosen = capacity.chosen
     if chosen is default:
@@ -268,32 +273,51 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--calibrate", type=int, metavar="CHANNELS",
                         help="instead: stream CHANNELS for --seconds through `neurowire bench "
                              "stream` and print the pipeline's CPU per packet in hops (the "
-                             "figure PER_PACKET_HOPS holds)")
+                             "figures PER_PACKET_HOPS and DAEMON_HOPS hold)")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--packet-samples", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="with --calibrate: the daemon's encoder threads")
     return parser
 
 
-def calibrate(channels: int, seconds: float, packet_samples: int = 10) -> dict:
-    """The pipeline's CPU per packet outside the codec, in hops measured just before."""
+def calibrate(channels: int, seconds: float, packet_samples: int = 10,
+              workers: int = 1) -> dict:
+    """The pipeline's CPU per packet outside the codec, in hops measured just before: over
+    the streaming window (what competes with the stream), and, for comparison, over the
+    whole run (start-up and the decoding after the stream included)."""
     import subprocess
 
-    cpus = len(os.sched_getaffinity(0))
     encode_us = encode_cpu_us(channels, packet_samples)
     hop_us = hop_cpu_us(channels, packet_samples)
-    workers = workers_for(cpus)
     result = subprocess.run(
         [sys.executable, "-m", "neurowire.cli", "bench", "stream", "--seconds", str(seconds),
          "--channels", str(channels), "--workers", str(workers), "--verify", "after",
-         "--packet-samples", str(packet_samples),
-         "--json"], capture_output=True, text=True)
-    report = json.loads(result.stdout)
-    cpu_s = sum(report["cpu"][part]["cpu_s"] for part in ("daemon", "simulator", "subscriber"))
-    per_packet_us = cpu_s / report["packets_sent"] * 1e6
-    team = TEAM_CPU_FACTOR if workers > 1 else 1.0
-    return {"channels": channels, "workers": workers, "encode_us": round(encode_us, 1),
-            "hop_us": round(hop_us, 1), "pipeline_cpu_us_per_packet": round(per_packet_us, 1),
-            "hops_per_packet": round((per_packet_us - encode_us * team) / hop_us, 2),
+         "--packet-samples", str(packet_samples), "--no-baseline", "--json"],
+        capture_output=True, text=True)
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    return calibration(report, encode_us, hop_us, workers)
+
+
+PARTS = ("daemon", "simulator", "subscriber")
+
+
+def calibration(report: dict, encode_us: float, hop_us: float, workers: int) -> dict:
+    """What `calibrate` prints, from a `neurowire bench stream --json` report and the
+    encode and hop figures measured beside it."""
+    codec_us = encode_us * (TEAM_CPU_FACTOR if workers > 1 else 1.0)
+    window = report["cpu_streaming"]
+    streaming = {part: window[part]["us_per_packet"] for part in PARTS}
+    whole_run_us = sum(report["cpu"][part]["cpu_s"] for part in PARTS) / report[
+        "packets_sent"] * 1e6
+    pipeline_us = sum(streaming.values())
+    return {"channels": report["config"]["channels"], "workers": workers,
+            "encode_us": round(encode_us, 1), "hop_us": round(hop_us, 1),
+            "streaming_us_per_packet": streaming,
+            "hops_per_packet": round((pipeline_us - codec_us) / hop_us, 2),
+            "daemon_hops_per_packet": round((streaming["daemon"] - codec_us) / hop_us, 2),
+            "whole_run_us_per_packet": round(whole_run_us, 1),
+            "whole_run_hops_per_packet": round((whole_run_us - codec_us) / hop_us, 2),
             "packets_lost": report["packets_lost"]}
 
 
@@ -307,7 +331,8 @@ def to_json(capacity: Capacity) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     if args.calibrate:
-        print(json.dumps(calibrate(args.calibrate, args.seconds, args.packet_samples)))
+        print(json.dumps(calibrate(args.calibrate, args.seconds, args.packet_samples,
+                                   args.workers)))
         return 0
     capacity = measure()
     if args.json:

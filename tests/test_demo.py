@@ -34,8 +34,8 @@ def test_one_encoder_thread_where_it_keeps_up_alone_else_the_team():
     assert small.demand_cores < capacity.plan(256, 10, cpus=2, cores=2.0, encode_us=80,
                                               hop_us=50).demand_cores
     # A block one thread cannot encode within the packet period's serial share: the team.
-    wide = capacity.cheapest_plan(1024, 10, cpus=2, cores=4.0, encode_us=320, hop_us=50)
-    assert capacity.plan(1024, 10, cpus=2, cores=4.0, encode_us=320, hop_us=50,
+    wide = capacity.cheapest_plan(1024, 10, cpus=2, cores=4.0, encode_us=400, hop_us=20)
+    assert capacity.plan(1024, 10, cpus=2, cores=4.0, encode_us=400, hop_us=20,
                          workers=1).daemon_thread_share > capacity.SERIAL_LIMIT
     assert wide.workers == 2 and wide.fits
     # Neither fits: the team's plan, whose figures the sentence then gives.
@@ -117,13 +117,46 @@ def test_when_nothing_fits_the_smallest_size_is_tried_and_said_so(monkeypatch, c
     assert "lost: nothing (2,000 of 2,000 packets arrived" in out
 
 
+def test_the_serial_check_counts_the_daemons_share_of_the_hops_alone():
+    one = capacity.plan(1024, 10, cpus=2, cores=2.0, encode_us=300, hop_us=50, workers=1)
+    assert one.daemon_thread_share == pytest.approx((300 + capacity.DAEMON_HOPS * 50) / 500)
+    two = capacity.plan(1024, 10, cpus=2, cores=2.0, encode_us=300, hop_us=50, workers=2)
+    assert two.daemon_thread_share == pytest.approx(
+        (300 * capacity.TEAM_CPU_FACTOR / 2 + capacity.DAEMON_HOPS * 50) / 500)
+
+
+def _stream_report(streaming_us: dict, whole_run_cpu_s: dict, packets: int) -> dict:
+    """The parts of a `neurowire bench stream --json` report that calibration reads."""
+    return {"config": {"channels": 1024}, "packets_sent": packets, "packets_lost": 0,
+            "cpu": {part: {"cpu_s": cpu_s} for part, cpu_s in whole_run_cpu_s.items()},
+            "cpu_streaming": {part: {"us_per_packet": us} for part, us in streaming_us.items()}}
+
+
+def test_calibration_counts_only_the_streaming_window_as_per_packet_work():
+    # Start-up imports and the subscriber's reference table are in the whole run's CPU, not
+    # in the window: they must not be taken for work each packet costs.
+    report = _stream_report({"daemon": 350.0, "subscriber": 80.0, "simulator": 40.0},
+                            {"daemon": 8.0, "subscriber": 3.0, "simulator": 1.5}, 20000)
+    figures = capacity.calibration(report, encode_us=290.0, hop_us=60.0, workers=1)
+    assert figures["hops_per_packet"] == pytest.approx((470 - 290) / 60, abs=0.01)
+    assert figures["daemon_hops_per_packet"] == pytest.approx((350 - 290) / 60, abs=0.01)
+    assert figures["whole_run_us_per_packet"] == pytest.approx(625.0)
+    assert figures["whole_run_hops_per_packet"] == pytest.approx((625 - 290) / 60, abs=0.01)
+    # A team's encoding costs TEAM_CPU_FACTOR times one thread's.
+    team = capacity.calibration(report, encode_us=200.0, hop_us=60.0, workers=2)
+    assert team["daemon_hops_per_packet"] == pytest.approx(
+        (350 - 200 * capacity.TEAM_CPU_FACTOR) / 60, abs=0.01)
+
+
 def test_calibration_reads_a_real_stream_in_hops():
     result = subprocess.run(
         [sys.executable, "-m", "neurowire.cli", "bench", "capacity", "--calibrate", "16",
          "--seconds", "1"], capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout)
-    assert figures["channels"] == 16 and figures["packets_lost"] == 0
+    assert figures["channels"] == 16 and figures["packets_lost"] == 0 and figures["workers"] == 1
+    streaming = figures["streaming_us_per_packet"]
+    assert set(streaming) == {"daemon", "simulator", "subscriber"}
     # The pipeline's CPU per packet covers at least its codec work and some hops' worth more.
-    assert figures["pipeline_cpu_us_per_packet"] > figures["encode_us"]
-    assert figures["hops_per_packet"] > 0
+    assert sum(streaming.values()) > figures["encode_us"]
+    assert figures["hops_per_packet"] > 0 and figures["daemon_hops_per_packet"] > 0
