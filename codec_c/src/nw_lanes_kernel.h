@@ -262,59 +262,70 @@ static inline void weigh_direct_avx2(const uint16_t *freq, const uint16_t *width
     *own = g[symbol];
 }
 
-/* The predictor of update_sse2 and predict_sse2 on 256-bit vectors: a tap pair of all
- * eight lanes is one vector. Same integers. */
-static inline __m256i delta_pairs_avx2(const lane_group *gr, int p) {
-    /* deltas[2p] and deltas[2p+1] are adjacent: [a0..a7 | b0..b7] becomes
-     * [a0 b0 a1 b1 a2 b2 a3 b3 | a4 b4 ... a7 b7], the layout of weights[p]. */
+/* The predictor of update_sse2 and predict_sse2 on 256-bit vectors, for a group's run of
+ * time steps. Same integers.
+ *
+ * A tap pair of all eight lanes is one vector, (d[k], d[k+1]) interleaved per lane: the
+ * layout of weights[p] when k = 2p. After a time step the history moves on by one tap, so the
+ * pairs the next prediction multiplies, (d'[2p], d'[2p+1]) = (d[2p-1], d[2p]), are the odd
+ * pairs of the history before. The run therefore keeps every overlapping pair Q_k =
+ * (d[k], d[k+1]), k = 0..TAPS-2, newest first in a ring on the stack: a step writes one new
+ * pair (the new delta beside the old d[0]) in front of the others instead of moving the
+ * history, and reads pairs without shuffling them. lane_group keeps its plain layout between
+ * runs (pairs_load, pairs_store), so the state is the same whatever code ran. */
+#define PAIR_SPAN (TAPS - 1)          /* the live pairs Q_0..Q_{TAPS-2} */
+#define PAIR_RING (PAIR_SPAN + 48)    /* steps between two moves of the live pairs */
+typedef struct pair_ring {
+    __m256i q[PAIR_RING];             /* Q_k at q[at + k] */
+    int at;
+} pair_ring;
+
+/* The pairs of the history in gr. */
+static inline void pairs_load(const lane_group *gr, pair_ring *ring) {
+    /* deltas[k] and deltas[k+1] are adjacent: [a0..a7 | b0..b7] becomes
+     * [a0 b0 a1 b1 a2 b2 a3 b3 | a4 b4 ... a7 b7] */
     const __m256i order = _mm256_setr_epi8(0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15,
                                            0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15);
-    __m256i v = _mm256_permute4x64_epi64(_mm256_loadu_si256((const __m256i *)gr->deltas[2 * p]), 0xD8);
-    return _mm256_shuffle_epi8(v, order);
+    ring->at = PAIR_RING - PAIR_SPAN;
+    for (int k = 0; k < PAIR_SPAN; k++) {
+        const __m256i v = _mm256_permute4x64_epi64(_mm256_loadu_si256((const __m256i *)gr->deltas[k]), 0xD8);
+        ring->q[ring->at + k] = _mm256_shuffle_epi8(v, order);
+    }
 }
 
-static inline __m256i predict_vec_avx2(const lane_group *gr, const lane_domain *dom) {
-    __m256i acc = _mm256_setzero_si256();
+/* The history back in gr's layout: rows 2p and 2p+1 are Q_2p taken apart. */
+static inline void pairs_store(lane_group *gr, const pair_ring *ring) {
+    const __m256i order = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,
+                                           0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
     for (int p = 0; p < PAIRS; p++)
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)gr->weights[p]),
-                                                      delta_pairs_avx2(gr, p)));
+        _mm256_storeu_si256((__m256i *)gr->deltas[2 * p],
+                            _mm256_permute4x64_epi64(_mm256_shuffle_epi8(ring->q[ring->at + 2 * p], order), 0xD8));
+}
+
+/* The prediction from the sums of products acc (predict_scalar's tail). */
+static inline __m256i prediction_avx2(__m256i acc, __m256i last, const lane_domain *dom) {
     /* dshift is 0 or 6, so the shift is predict_scalar's multiplication by 1 << dshift */
     __m256i t = _mm256_sllv_epi32(_mm256_srai_epi32(acc, WEIGHT_SHIFT - FRACTION_BITS),
                                   _mm256_loadu_si256((const __m256i *)dom->dshift));
-    __m256i q = _mm256_add_epi32(_mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)gr->last), FRACTION_BITS), t);
+    __m256i q = _mm256_add_epi32(_mm256_slli_epi32(last, FRACTION_BITS), t);
     return _mm256_min_epi32(_mm256_max_epi32(q, _mm256_setzero_si256()), _mm256_loadu_si256((const __m256i *)dom->top_q));
 }
 
-static inline void predict_avx2(const lane_group *gr, const lane_domain *dom, int32_t *pred_q) {
-    _mm256_storeu_si256((__m256i *)pred_q, predict_vec_avx2(gr, dom));
-}
-
-/* apply_update for steps held as int32 (each within 16 bits) and deltas as int16. */
-static inline void apply_update_avx2(lane_group *gr, __m256i step, __m128i deltas) {
-    /* [s0 s0 s1 s1 ... s7 s7]: each lane's step against both taps of a pair */
-    const __m256i st = _mm256_blend_epi16(step, _mm256_slli_epi32(step, 16), 0xAA);
-    for (int p = 0; p < PAIRS; p++) {
-        __m256i *w = (__m256i *)gr->weights[p];
-        /* weight_step's (step x (delta << UPDATE_SHIFT) + 2^15) >> 16 is the rounded
-         * (step x (delta << (UPDATE_SHIFT - 1)) + 2^14) >> 15 of a multiply-high-round (the
-         * product is halved exactly, and rounding after flooring by 2^14 loses nothing) */
-        const __m256i half_u = _mm256_slli_epi16(delta_pairs_avx2(gr, p), UPDATE_SHIFT - 1);
-        _mm256_storeu_si256(w, _mm256_adds_epi16(_mm256_loadu_si256(w), _mm256_mulhrs_epi16(st, half_u)));
-    }
-    /* The history moves on by one row, two rows per move from the oldest end (each load
-     * reads rows not yet overwritten). */
-    for (int k = TAPS - 2; k > 0; k -= 2)
-        _mm256_storeu_si256((__m256i *)gr->deltas[k], _mm256_loadu_si256((const __m256i *)gr->deltas[k - 1]));
-    typedef char taps_move_in_pairs[TAPS % 2 == 0 ? 1 : -1];
-    _mm_storeu_si128((__m128i *)gr->deltas[1], _mm_loadu_si128((const __m128i *)gr->deltas[0]));
-    _mm_storeu_si128((__m128i *)gr->deltas[0], deltas);
+/* The first prediction of a run. */
+static inline __m256i predict_ring_avx2(const lane_group *gr, const pair_ring *ring, const lane_domain *dom) {
+    __m256i acc = _mm256_setzero_si256();
+    for (int p = 0; p < PAIRS; p++)
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)gr->weights[p]),
+                                                      ring->q[ring->at + 2 * p]));
+    return prediction_avx2(acc, _mm256_loadu_si256((const __m256i *)gr->last), dom);
 }
 
 /* After a time step of a group, from the samples x (domain units): for each lane the NLMS
  * step (nlms_step, eight at once: the same integers), the new delta, energy and last sample,
- * then the weight update and the history push of update_sse2. */
-static inline void finish_step_avx2(lane_group *gr, const __m256i xv, const __m256i pred_q,
-                                    const lane_domain *dom) {
+ * the weight update of update_sse2 and the history's move; returns the next step's
+ * prediction, computed as the weights are updated. */
+static inline __m256i finish_step_avx2(lane_group *gr, pair_ring *ring, const __m256i xv, const __m256i pred_q,
+                                       const lane_domain *dom) {
     const __m256i dshift = _mm256_loadu_si256((const __m256i *)dom->dshift);
     __m256i err = _mm256_sub_epi32(_mm256_slli_epi32(xv, FRACTION_BITS), pred_q);
     err = _mm256_min_epi32(_mm256_max_epi32(err, _mm256_set1_epi32(-(1 << 20))), _mm256_set1_epi32(1 << 20));
@@ -344,14 +355,37 @@ static inline void finish_step_avx2(lane_group *gr, const __m256i xv, const __m2
     __m256i step = _mm256_sign_epi32(q, err);
     step = _mm256_min_epi32(_mm256_max_epi32(step, _mm256_set1_epi32(-32767)), _mm256_set1_epi32(32767));
 
+    if (ring->at == 0) {   /* the live pairs to the ring's end, for the new one in front */
+        for (int k = PAIR_SPAN - 1; k >= 0; k--) ring->q[PAIR_RING - PAIR_SPAN + k] = ring->q[k];
+        ring->at = PAIR_RING - PAIR_SPAN;
+    }
+    const __m256i *old = ring->q + ring->at;   /* Q_k before the step; Q'_k = old[k - 1] after */
     const __m256i last = _mm256_loadu_si256((const __m256i *)gr->last);
     const __m256i delta = _mm256_srav_epi32(_mm256_sub_epi32(xv, last), dshift);
-    const __m256i oldest = _mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)gr->deltas[TAPS - 1]));
+    /* the oldest delta, d[TAPS-1] of each lane: the high half of its 32 bits in Q_{TAPS-2} */
+    const __m256i oldest = _mm256_srai_epi32(old[PAIR_SPAN - 1], 16);
     energy = _mm256_add_epi32(energy, _mm256_sub_epi32(_mm256_mullo_epi32(delta, delta), _mm256_mullo_epi32(oldest, oldest)));
     _mm256_storeu_si256((__m256i *)gr->energy, energy);
     _mm256_storeu_si256((__m256i *)gr->last, xv);
+    /* Q'_0: the new delta (within 16 bits) in each lane's low half, the old d[0] above it */
+    const __m256i front = _mm256_blend_epi16(_mm256_slli_epi32(old[0], 16), delta, 0x55);
 
-    apply_update_avx2(gr, step, _mm_packs_epi32(_mm256_castsi256_si128(delta), _mm256_extracti128_si256(delta, 1)));
+    /* [s0 s0 s1 s1 ... s7 s7]: each lane's step against both taps of a pair (steps fit 16 bits) */
+    const __m256i st = _mm256_blend_epi16(step, _mm256_slli_epi32(step, 16), 0xAA);
+    __m256i acc = _mm256_setzero_si256();
+    for (int p = 0; p < PAIRS; p++) {
+        __m256i *w = (__m256i *)gr->weights[p];
+        /* weight_step's (step x (delta << UPDATE_SHIFT) + 2^15) >> 16 is the rounded
+         * (step x (delta << (UPDATE_SHIFT - 1)) + 2^14) >> 15 of a multiply-high-round (the
+         * product is halved exactly, and rounding after flooring by 2^14 loses nothing) */
+        const __m256i half_u = _mm256_slli_epi16(old[2 * p], UPDATE_SHIFT - 1);
+        const __m256i wp = _mm256_adds_epi16(_mm256_loadu_si256(w), _mm256_mulhrs_epi16(st, half_u));
+        _mm256_storeu_si256(w, wp);
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(wp, p == 0 ? front : old[2 * p - 1]));
+    }
+    ring->at--;
+    ring->q[ring->at] = front;
+    return prediction_avx2(acc, xv, dom);
 }
 
 /* One grid sample of a lossless block, encoded: model_code(PASS_ENCODE, grid) in short when
@@ -864,11 +898,18 @@ HOT int code_group(const lane_job *job, uint32_t g, const lane_domain *dom, int 
     const int whole_grid_steps = isa == ISA_AVX2 && pass != PASS_UPDATE && !bounded && all_grid && active == LANES;
     /* the grid steps encode with the coders in direct form, model_code in the other */
     if (pass == PASS_ENCODE) coders_direct(lc, whole_grid_steps);
+    /* the history as tap pairs for the run (see pair_ring), and the first prediction */
+    pair_ring ring;
+    __m256i next_pq = _mm256_setzero_si256();
+    if (isa == ISA_AVX2) {
+        pairs_load(gr, &ring);
+        next_pq = predict_ring_avx2(gr, &ring, dom);
+    }
 #endif
         for (uint32_t t = 0; t < job->n; t++) {
 #if defined(NW_LANES_AVX2)
             if (whole_grid_steps) {
-                const __m256i pq = predict_vec_avx2(gr, dom);
+                const __m256i pq = next_pq;
                 __m256i x;
                 if (pass == PASS_ENCODE) {
                     x = encode_grid_step_avx2(states, lc, in_row, pq, channel_bytes, events_cap, &n_events);
@@ -877,11 +918,11 @@ HOT int code_group(const lane_job *job, uint32_t g, const lane_domain *dom, int 
                     if (decode_grid_step_avx2(states, lc, out_row, pq, &x) != NW_OK) return NW_ERR_CORRUPT;
                     out_row += stride;
                 }
-                finish_step_avx2(gr, x, pq, dom);
+                next_pq = finish_step_avx2(gr, &ring, x, pq, dom);
                 if (pass == PASS_DECODE && lc->input.dec.overrun > TRIM_LIMIT) return NW_ERR_TRUNCATED;
                 continue;
             }
-            if (isa == ISA_AVX2) predict_avx2(gr, dom, pred_q);
+            if (isa == ISA_AVX2) _mm256_storeu_si256((__m256i *)pred_q, next_pq);
             else
 #endif
             predict(gr, dom, pred_q, isa);
@@ -949,8 +990,8 @@ HOT int code_group(const lane_job *job, uint32_t g, const lane_domain *dom, int 
             }
 #if defined(NW_LANES_AVX2)
             if (isa == ISA_AVX2)
-                finish_step_avx2(gr, _mm256_setr_epi32(xs[0], xs[1], xs[2], xs[3], xs[4], xs[5], xs[6], xs[7]),
-                                 _mm256_loadu_si256((const __m256i *)pred_q), dom);
+                next_pq = finish_step_avx2(gr, &ring, _mm256_setr_epi32(xs[0], xs[1], xs[2], xs[3], xs[4], xs[5], xs[6], xs[7]),
+                                           next_pq, dom);
             else
 #endif
             update(gr, step, delta, isa);
@@ -959,6 +1000,9 @@ HOT int code_group(const lane_job *job, uint32_t g, const lane_domain *dom, int 
             else in_row += stride;
             if (bounded && pass == PASS_ENCODE) rebuilt_row += job->channels;
         }
+#if defined(NW_LANES_AVX2)
+    if (isa == ISA_AVX2) pairs_store(gr, &ring);
+#endif
     if (pass == PASS_ENCODE) lc->n_events = n_events;
     return NW_OK;
 }
