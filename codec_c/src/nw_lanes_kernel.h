@@ -772,55 +772,126 @@ HOT void lane_normalize(range_decoder *rd, ptrdiff_t last_word) {
     rd_normalize(rd);
 }
 
+/* The running sums of a lane's direct symbols, for a grid step's decoding: sums[15 + i] is
+ * the sum of the weighted counts below symbol i (i = 0..2 HALF; sums[15] = 0 is the
+ * caller's), the same integers as direct_sums_avx2. Vectors of the sums are stored whole at
+ * 32-byte boundaries, so that each later read of one is inside one store. */
+static inline void lane_sums_avx2(const uint16_t *freq, const uint16_t *width, uint16_t *sums) {
+    /* within each 128-bit half, running sums of the counts without their + 1 */
+    __m256i s0 = _mm256_mulhi_epu16(_mm256_loadu_si256((const __m256i *)freq), _mm256_loadu_si256((const __m256i *)width));
+    __m256i s1 = _mm256_mulhi_epu16(_mm256_loadu_si256((const __m256i *)(freq + 16)),
+                                    _mm256_loadu_si256((const __m256i *)(width + 16)));
+    s0 = _mm256_add_epi16(s0, _mm256_slli_si256(s0, 2));
+    s1 = _mm256_add_epi16(s1, _mm256_slli_si256(s1, 2));
+    s0 = _mm256_add_epi16(s0, _mm256_slli_si256(s0, 4));
+    s1 = _mm256_add_epi16(s1, _mm256_slli_si256(s1, 4));
+    s0 = _mm256_add_epi16(s0, _mm256_slli_si256(s0, 8));
+    s1 = _mm256_add_epi16(s1, _mm256_slli_si256(s1, 8));
+    /* the halves' sums a | b and c | d, in every lane of their half, carried forward:
+     * [0 | a] onto the first vector, [a + b | a + b + c] onto the second; and the + 1 of
+     * every count, as the running count of symbols */
+    const __m256i last = _mm256_set1_epi16(0x0F0E);
+    const __m256i ab = _mm256_shuffle_epi8(s0, last), cd = _mm256_shuffle_epi8(s1, last);
+    const __m256i ones0 = _mm256_setr_epi16(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16);
+    const __m256i ones1 = _mm256_setr_epi16(17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32);
+    s0 = _mm256_add_epi16(_mm256_add_epi16(s0, ones0), _mm256_permute2x128_si256(ab, ab, 0x08));
+    s1 = _mm256_add_epi16(_mm256_add_epi16(s1, ones1),
+                          _mm256_add_epi16(_mm256_add_epi16(ab, _mm256_permute2x128_si256(ab, ab, 0x01)),
+                                           _mm256_permute2x128_si256(cd, cd, 0x08)));
+    _mm256_store_si256((__m256i *)(void *)(sums + 16), s0);
+    _mm256_store_si256((__m256i *)(void *)(sums + 32), s1);
+}
+
+/* lane_normalize for a coder whose range and code are held apart from rd. */
+HOT void lane_normalize_at(range_decoder *rd, uint32_t *range, uint32_t *code, ptrdiff_t last_word) {
+    if ((ptrdiff_t)rd->pos <= last_word) {
+        /* 8 x renormal_bytes (LZCNT: 32 for a range of 0, which no symbol leaves) */
+        const uint32_t bits = (uint32_t)_lzcnt_u32(*range) & 0x18;
+        uint32_t word;
+        memcpy(&word, rd->in + rd->pos, 4);
+        word = __builtin_bswap32(word);
+        *code = (uint32_t)(((uint64_t)*code << 32 | word) << bits >> 32);
+        *range <<= bits;
+        rd->pos += bits >> 3;
+        return;
+    }
+    rd->range = *range;
+    rd->code = *code;
+    rd_normalize(rd);
+    *range = rd->range;
+    *code = rd->code;
+}
+
 /* One time step of a whole grid group, decoded into row; returns the samples' codes (x) in
- * *x_out, or NW_ERR_CORRUPT. */
+ * *x_out, or NW_ERR_CORRUPT. Every lane's running sums first, which need no coder; then the
+ * coders' chains, whose samples only divide, search those sums and count. `scratch`: the
+ * caller's LANES x 48 counts, 32-byte aligned, 15 of each lane's zero. */
 static __attribute__((noinline)) int decode_grid_step_avx2(channel_state *states, lane_coders *lc, int16_t *row, __m256i pred_q,
-                              __m256i *x_out) {
+                              __m256i *x_out, uint16_t (*sums)[48]) {
     grid_step st;
     __m256i act, pred, down;
     grid_step_prepare(states, pred_q, &st, &act, &pred, &down);
+    for (int l = 0; l < LANES; l++)
+        lane_sums_avx2((const uint16_t *)(const void *)((const char *)states + st.freq_at[l]), st.width[l], sums[l]);
     range_decoder rd = lc->input.dec;
     const ptrdiff_t last_word = (ptrdiff_t)rd.len - 4;   /* blocks are far below 2^63 bytes */
+    /* 64-bit slots, each in a register of its own (GCC packs an array of 32-bit ones two to
+     * a register), holding 32-bit values */
+    uint64_t range[CODERS], code[CODERS];
+    for (int c = 0; c < CODERS; c++) {
+        range[c] = lc->range[c];
+        code[c] = lc->code[c];
+    }
     uint32_t direct_lanes = 0;
     int32_t xs[LANES];
-    /* sums[i + 1] at 32-byte boundaries: each read of one is inside one vector store, which
-     * the CPU forwards to it */
-    uint16_t sums_at[16 + 2 * HALF] __attribute__((aligned(32)));
-    uint16_t *const sums = sums_at + 15;
-    sums[0] = 0;
 #pragma GCC unroll 8
     for (int l = 0; l < LANES; l++) {
         const int c = l % CODERS;
-        rd.range = lc->range[c];
-        rd.code = lc->code[c];
-        uint16_t *freq = (uint16_t *)(void *)((char *)states + st.freq_at[l]);
-        __m256i p0, p1;
-        const uint32_t all = direct_sums_avx2(freq, st.width[l], sums, &p0, &p1);
+        const uint16_t *s = sums[l] + 15;
+        const uint32_t all = s[2 * HALF];
         const uint32_t f_neg = (uint32_t)st.f_neg[l];
         /* rd_target's quotients; a target past the direct symbols (unsigned: before them
          * too, or past the total in a damaged block) goes to model_code, which takes them again */
-        const uint32_t r = rd.range / (all + (uint32_t)st.f_side[l]);
-        const uint32_t target = rd.code / r;
-        if (target - f_neg < all) {
-            const int symbol = find_direct_avx2(p0, p1, target - f_neg);
-            const uint32_t below = sums[symbol];
-            rd.code -= r * (f_neg + below);
-            rd.range = r * (sums[symbol + 1] - below);
-            lane_normalize(&rd, last_word);
+        const uint32_t r = (uint32_t)range[c] / (all + (uint32_t)st.f_side[l]);
+        const uint32_t target = (uint32_t)code[c] / r - f_neg;
+        if (target < all) {
+            /* the sums rise, so the symbols whose running sum with their own count is above
+             * the target (max(sum, t + 1) = sum, unsigned; t + 1 fits 16 bits as t is below a
+             * 16-bit sum) are the top ones, and the first of them is the symbol; the two
+             * masks packed to a byte per symbol (the pack interleaves the 128-bit halves, the
+             * permutation puts them back in order) */
+            const __m256i key = _mm256_set1_epi16((int16_t)(target + 1));
+            const __m256i p0 = _mm256_load_si256((const __m256i *)(const void *)(s + 1));
+            const __m256i p1 = _mm256_load_si256((const __m256i *)(const void *)(s + 1 + HALF));
+            const __m256i above = _mm256_permute4x64_epi64(_mm256_packs_epi16(
+                _mm256_cmpeq_epi16(_mm256_max_epu16(p0, key), p0), _mm256_cmpeq_epi16(_mm256_max_epu16(p1, key), p1)), 0xD8);
+            const int symbol = (int)_tzcnt_u32((uint32_t)_mm256_movemask_epi8(above));
+            const uint32_t below = s[symbol];
+            uint32_t range_c = r * (s[symbol + 1] - below), code_c = (uint32_t)code[c] - r * (f_neg + below);
+            lane_normalize_at(&rd, &range_c, &code_c, last_word);
+            range[c] = range_c;
+            code[c] = code_c;
             /* adapt(), whose count update for a direct symbol is this one */
+            uint16_t *freq = (uint16_t *)(void *)((char *)states + st.freq_at[l]);
             uint32_t *total = (uint32_t *)(void *)((char *)states + st.total_at[l]);
             freq[symbol] = (uint16_t)(freq[symbol] + MAIN_INCREMENT);
             if ((*total += MAIN_INCREMENT) > MAIN_LIMIT) rescale_counts(freq, total);
             xs[l] = symbol;   /* the lane's code is rebuilt from it after the loop */
             direct_lanes |= 1u << l;
         } else {
+            rd.range = (uint32_t)range[c];
+            rd.code = (uint32_t)code[c];
             lc->input.dec = rd;
             if (decode_other_sample(&states[l], &lc->input, &row[l], st.pred_q[l], &xs[l]))
                 return NW_ERR_CORRUPT;
             rd = lc->input.dec;
+            range[c] = rd.range;
+            code[c] = rd.code;
         }
-        lc->range[c] = rd.range;
-        lc->code[c] = rd.code;
+    }
+    for (int c = 0; c < CODERS; c++) {
+        lc->range[c] = (uint32_t)range[c];
+        lc->code[c] = (uint32_t)code[c];
     }
     lc->input.dec = rd;
     /* The direct lanes' codes, pred + residual mirrored, and their samples, eight at once. */
@@ -901,6 +972,10 @@ HOT int code_group(const lane_job *job, uint32_t g, const lane_domain *dom, int 
     /* the history as tap pairs for the run (see pair_ring), and the first prediction */
     pair_ring ring;
     __m256i next_pq = _mm256_setzero_si256();
+    /* the grid steps' running sums (decode_grid_step_avx2) */
+    uint16_t sums[LANES][48] __attribute__((aligned(32)));
+    if (pass == PASS_DECODE && whole_grid_steps)
+        for (int l = 0; l < LANES; l++) sums[l][15] = 0;
     if (isa == ISA_AVX2) {
         pairs_load(gr, &ring);
         next_pq = predict_ring_avx2(gr, &ring, dom);
@@ -915,7 +990,7 @@ HOT int code_group(const lane_job *job, uint32_t g, const lane_domain *dom, int 
                     x = encode_grid_step_avx2(states, lc, in_row, pq, channel_bytes, events_cap, &n_events);
                     in_row += stride;
                 } else {
-                    if (decode_grid_step_avx2(states, lc, out_row, pq, &x) != NW_OK) return NW_ERR_CORRUPT;
+                    if (decode_grid_step_avx2(states, lc, out_row, pq, &x, sums) != NW_OK) return NW_ERR_CORRUPT;
                     out_row += stride;
                 }
                 next_pq = finish_step_avx2(gr, &ring, x, pq, dom);
