@@ -802,6 +802,37 @@ static inline void lane_sums_avx2(const uint16_t *freq, const uint16_t *width, u
     _mm256_store_si256((__m256i *)(void *)(sums + 32), s1);
 }
 
+#if defined(NW_LANES_AVX512)
+/* lane_sums_avx2 on one 512-bit vector: the 32 running sums by five shifts across the whole
+ * vector (by 1, 2, 4, 8 and 16 counts, zeros shifted in), each added. */
+static const uint16_t shift_index_avx512[5][32] __attribute__((aligned(64))) = {
+#define NW_SHIFTED(k) { (0 - k) & 31, (1 - k) & 31, (2 - k) & 31, (3 - k) & 31, (4 - k) & 31, (5 - k) & 31, \
+    (6 - k) & 31, (7 - k) & 31, (8 - k) & 31, (9 - k) & 31, (10 - k) & 31, (11 - k) & 31, (12 - k) & 31, \
+    (13 - k) & 31, (14 - k) & 31, (15 - k) & 31, (16 - k) & 31, (17 - k) & 31, (18 - k) & 31, (19 - k) & 31, \
+    (20 - k) & 31, (21 - k) & 31, (22 - k) & 31, (23 - k) & 31, (24 - k) & 31, (25 - k) & 31, (26 - k) & 31, \
+    (27 - k) & 31, (28 - k) & 31, (29 - k) & 31, (30 - k) & 31, (31 - k) & 31 }
+    NW_SHIFTED(1), NW_SHIFTED(2), NW_SHIFTED(4), NW_SHIFTED(8), NW_SHIFTED(16)
+#undef NW_SHIFTED
+};
+static const uint16_t symbol_count_avx512[32] __attribute__((aligned(64))) = {
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
+    17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32 };
+
+static inline void lane_sums_avx512(const uint16_t *freq, const uint16_t *width, uint16_t *sums) {
+    __m512i s = _mm512_mulhi_epu16(_mm512_loadu_si512(freq), _mm512_loadu_si512(width));
+    for (int j = 0; j < 5; j++)
+        s = _mm512_add_epi16(s, _mm512_maskz_permutexvar_epi16(~(__mmask32)0 << (1 << j),
+                                                               _mm512_load_si512(shift_index_avx512[j]), s));
+    _mm512_storeu_si512(sums + 16, _mm512_add_epi16(s, _mm512_load_si512(symbol_count_avx512)));
+}
+
+/* The direct symbol of target t from lane_sums_avx512's sums (running[i]: up to symbol i):
+ * the number of those not above t (they rise, every count being at least 1). */
+static inline int find_symbol_avx512(const uint16_t *running, uint32_t t) {
+    return __builtin_popcount(_mm512_cmple_epu16_mask(_mm512_loadu_si512(running), _mm512_set1_epi16((int16_t)t)));
+}
+#endif
+
 /* lane_normalize for a coder whose range and code are held apart from rd. */
 HOT void lane_normalize_at(range_decoder *rd, uint32_t *range, uint32_t *code, ptrdiff_t last_word) {
     if ((ptrdiff_t)rd->pos <= last_word) {
@@ -832,7 +863,11 @@ static __attribute__((noinline)) int decode_grid_step_avx2(channel_state *states
     __m256i act, pred, down;
     grid_step_prepare(states, pred_q, &st, &act, &pred, &down);
     for (int l = 0; l < LANES; l++)
+#if defined(NW_LANES_AVX512)
+        lane_sums_avx512((const uint16_t *)(const void *)((const char *)states + st.freq_at[l]), st.width[l], sums[l]);
+#else
         lane_sums_avx2((const uint16_t *)(const void *)((const char *)states + st.freq_at[l]), st.width[l], sums[l]);
+#endif
     range_decoder rd = lc->input.dec;
     const ptrdiff_t last_word = (ptrdiff_t)rd.len - 4;   /* blocks are far below 2^63 bytes */
     /* 64-bit slots, each in a register of its own (GCC packs an array of 32-bit ones two to
@@ -860,12 +895,16 @@ static __attribute__((noinline)) int decode_grid_step_avx2(channel_state *states
              * 16-bit sum) are the top ones, and the first of them is the symbol; the two
              * masks packed to a byte per symbol (the pack interleaves the 128-bit halves, the
              * permutation puts them back in order) */
+#if defined(NW_LANES_AVX512)
+            const int symbol = find_symbol_avx512(s + 1, target);
+#else
             const __m256i key = _mm256_set1_epi16((int16_t)(target + 1));
             const __m256i p0 = _mm256_load_si256((const __m256i *)(const void *)(s + 1));
             const __m256i p1 = _mm256_load_si256((const __m256i *)(const void *)(s + 1 + HALF));
             const __m256i above = _mm256_permute4x64_epi64(_mm256_packs_epi16(
                 _mm256_cmpeq_epi16(_mm256_max_epu16(p0, key), p0), _mm256_cmpeq_epi16(_mm256_max_epu16(p1, key), p1)), 0xD8);
             const int symbol = (int)_tzcnt_u32((uint32_t)_mm256_movemask_epi8(above));
+#endif
             const uint32_t below = s[symbol];
             uint32_t range_c = r * (s[symbol + 1] - below), code_c = (uint32_t)code[c] - r * (f_neg + below);
             lane_normalize_at(&rd, &range_c, &code_c, last_word);
@@ -1113,7 +1152,9 @@ HOT int run_pass(const lane_job *job, int pass, const int isa) {
     return run_groups(job, PASS_UPDATE, 1, isa);
 }
 
-/* The kernel built for AVX2 (nw_lanes_avx2.c); only called where the CPU has AVX2. */
+/* The kernel built for AVX2 (nw_lanes_avx2.c), and for AVX-512 (nw_lanes_avx512.c); only
+ * called where the CPU has them. */
 int nw_lanes_run_avx2(const lane_job *job, int pass);
+int nw_lanes_run_avx512(const lane_job *job, int pass);
 
 #endif
