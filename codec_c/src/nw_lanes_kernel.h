@@ -833,24 +833,29 @@ static inline int find_symbol_avx512(const uint16_t *running, uint32_t t) {
 }
 #endif
 
-/* lane_normalize for a coder whose range and code are held apart from rd. */
-HOT void lane_normalize_at(range_decoder *rd, uint32_t *range, uint32_t *code, ptrdiff_t last_word) {
-    if ((ptrdiff_t)rd->pos <= last_word) {
+/* lane_normalize for a coder whose range and code are held apart from rd, and the position
+ * too, as a pointer `*next` into rd's input (fewer registers in the decoder's lane loop);
+ * `last`: the input's last 4-byte word (may be before its start). */
+HOT void lane_normalize_at(range_decoder *rd, uint32_t *range, uint32_t *code, const uint8_t **next,
+                           uintptr_t last) {
+    if ((uintptr_t)*next <= last) {
         /* 8 x renormal_bytes (LZCNT: 32 for a range of 0, which no symbol leaves) */
         const uint32_t bits = (uint32_t)_lzcnt_u32(*range) & 0x18;
         uint32_t word;
-        memcpy(&word, rd->in + rd->pos, 4);
+        memcpy(&word, *next, 4);
         word = __builtin_bswap32(word);
         *code = (uint32_t)(((uint64_t)*code << 32 | word) << bits >> 32);
         *range <<= bits;
-        rd->pos += bits >> 3;
+        *next += bits >> 3;
         return;
     }
     rd->range = *range;
     rd->code = *code;
+    rd->pos = (size_t)(*next - rd->in);
     rd_normalize(rd);
     *range = rd->range;
     *code = rd->code;
+    *next = rd->in + rd->pos;
 }
 
 /* One time step of a whole grid group, decoded into row; returns the samples' codes (x) in
@@ -869,7 +874,10 @@ static __attribute__((noinline)) int decode_grid_step_avx2(channel_state *states
         lane_sums_avx2((const uint16_t *)(const void *)((const char *)states + st.freq_at[l]), st.width[l], sums[l]);
 #endif
     range_decoder rd = lc->input.dec;
-    const ptrdiff_t last_word = (ptrdiff_t)rd.len - 4;   /* blocks are far below 2^63 bytes */
+    /* compared as addresses: the input's last word may be before its start (inputs under 4
+     * bytes), never before address 4 */
+    const uintptr_t last = (uintptr_t)rd.in + rd.len - 4;
+    const uint8_t *in_at = rd.in + rd.pos;
     /* 64-bit slots, each in a register of its own (GCC packs an array of 32-bit ones two to
      * a register), holding 32-bit values */
     uint64_t range[CODERS], code[CODERS];
@@ -907,7 +915,7 @@ static __attribute__((noinline)) int decode_grid_step_avx2(channel_state *states
 #endif
             const uint32_t below = s[symbol];
             uint32_t range_c = r * (s[symbol + 1] - below), code_c = (uint32_t)code[c] - r * (f_neg + below);
-            lane_normalize_at(&rd, &range_c, &code_c, last_word);
+            lane_normalize_at(&rd, &range_c, &code_c, &in_at, last);
             range[c] = range_c;
             code[c] = code_c;
             /* adapt(), whose count update for a direct symbol is this one */
@@ -920,18 +928,21 @@ static __attribute__((noinline)) int decode_grid_step_avx2(channel_state *states
         } else {
             rd.range = (uint32_t)range[c];
             rd.code = (uint32_t)code[c];
+            rd.pos = (size_t)(in_at - rd.in);
             lc->input.dec = rd;
             if (decode_other_sample(&states[l], &lc->input, &row[l], st.pred_q[l], &xs[l]))
                 return NW_ERR_CORRUPT;
             rd = lc->input.dec;
             range[c] = rd.range;
             code[c] = rd.code;
+            in_at = rd.in + rd.pos;
         }
     }
     for (int c = 0; c < CODERS; c++) {
         lc->range[c] = (uint32_t)range[c];
         lc->code[c] = (uint32_t)code[c];
     }
+    rd.pos = (size_t)(in_at - rd.in);
     lc->input.dec = rd;
     /* The direct lanes' codes, pred + residual mirrored, and their samples, eight at once. */
     /* read one by one, as the scalar code has just stored them (see load4_fresh) */
