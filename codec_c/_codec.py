@@ -495,7 +495,7 @@ class GroupDecoder(_GroupCoder):
 
 
 SIMD_LEVELS = {"auto": lib.NW_SIMD_AUTO, "scalar": lib.NW_SIMD_SCALAR, "sse2": lib.NW_SIMD_SSE2,
-               "avx2": lib.NW_SIMD_AVX2}
+               "avx2": lib.NW_SIMD_AVX2, "avx512": lib.NW_SIMD_AVX512}
 
 
 def native_function(name):
@@ -506,8 +506,8 @@ def native_function(name):
 
 
 def set_simd(level="auto"):
-    """Which code the lane format runs on: "scalar", "sse2", "avx2" or "auto" (the best
-    this CPU has). Every level writes the same bytes; this is for tests and benchmarks.
+    """Which code the lane format runs on: "scalar", "sse2", "avx2", "avx512" (F, BW and VL)
+    or "auto" (the best this CPU has). Every level writes the same bytes; this is for tests and benchmarks.
     Process-wide: call it while no stream is being coded. Returns the level now in use;
     ValueError when the CPU (or this build) lacks it."""
     if level not in SIMD_LEVELS:

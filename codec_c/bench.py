@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from . import (FORMAT_VERSION, LANE_FORMAT_VERSION, CodecTeam, GroupDecoder, GroupEncoder,
-               StreamEncoder, compress_bytes, decompress, team_cpus)
+               StreamEncoder, compress_bytes, decompress, set_simd, team_cpus)
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent  # the repo, for an editable install
 
@@ -238,12 +238,15 @@ def stream_vs_whole(signals, channels, blocks):
 
 
 def run_benchmark(args):
+    # the lane kernel's code for the timed runs (callgrind, which has no AVX-512, counts the
+    # best its CPU model offers)
+    simd = set_simd(getattr(args, "simd", "auto"))
     paths, source = find_recordings(args.data)
     if args.files:
         paths = paths[:args.files]
     files, signals = load(paths)
     n_samples = sum(len(s) for s in signals)
-    report = {"data": source, "files": len(files), "samples": n_samples,
+    report = {"data": source, "simd": simd, "files": len(files), "samples": n_samples,
               "raw_bytes": sum(map(len, files)), "repeats": args.repeats, "files_results": {},
               "latency": {}}
 
@@ -301,7 +304,8 @@ def run_benchmark(args):
 def print_report(r, out=sys.stdout):
     w = out.write
     w(f"data: {r['data']} ({r['files']} files, {r['samples'] / 1e6:.2f} M samples, "
-      f"{r['raw_bytes'] / 1e6:.1f} MB); speeds: 1 thread, median of {r['repeats']}\n\n")
+      f"{r['raw_bytes'] / 1e6:.1f} MB); speeds: 1 thread, median of {r['repeats']}; "
+      f"lane kernel: {r.get('simd', 'auto')}\n\n")
     base = r["files_results"].get("neurowire", {}).get("ratio")
     w(f"{'whole files':<12}{'ratio':>8}{'nw gain':>9}{'enc MS/s':>11}{'dec MS/s':>11}\n")
     for name, v in r["files_results"].items():
@@ -345,6 +349,8 @@ def configure_parser(parser):
                         help="baselines to leave out")
     parser.add_argument("--instructions", action="store_true",
                         help="also count instructions per sample under callgrind (valgrind)")
+    parser.add_argument("--simd", default="auto", choices=["auto", "scalar", "sse2", "avx2", "avx512"],
+                        help="the lane kernel's code for the timed runs (default: the best this CPU has)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 

@@ -93,7 +93,7 @@ int nw_stream_block_peek(const uint8_t *in, size_t in_len, nw_block_info *info);
 int nw_stream_decode_block(nw_stream_decoder *decoder, const uint8_t *in, size_t in_len,
                            int16_t *samples, size_t rows_cap, size_t stride,
                            nw_block_info *info);
-enum nw_simd { NW_SIMD_AUTO, NW_SIMD_SCALAR, NW_SIMD_SSE2, NW_SIMD_AVX2, ... };
+enum nw_simd { NW_SIMD_AUTO, NW_SIMD_SCALAR, NW_SIMD_SSE2, NW_SIMD_AVX2, NW_SIMD_AVX512, ... };
 int nw_lanes_set_simd(int simd);
 
 typedef struct nw_team nw_team;

@@ -12,8 +12,8 @@
  * lays them out as the decoder will read them: four bytes per coder, then one byte of the
  * shifting coder per event. See docs/FORMAT.md.
  *
- * Every path (scalar C, SSE2, SSE2 code built for AVX2) computes the same integers, so the
- * bytes are the same whichever runs; the tests check it.
+ * Every path (scalar C, SSE2, SSE2 code built for AVX2, and that built for AVX-512) computes
+ * the same integers, so the bytes are the same whichever runs; the tests check it.
  */
 #include "nw_lanes_kernel.h"
 
@@ -51,6 +51,10 @@ int nw_lanes_set_simd(int simd) {
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2")
         && lzcnt && pclmul)
         best = NW_SIMD_AVX2;
+    /* (the compiler's check includes the system's support for the 512-bit state) */
+    if (best == NW_SIMD_AVX2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+        && __builtin_cpu_supports("avx512vl"))
+        best = NW_SIMD_AVX512;
 #endif
 #endif
     if (simd == NW_SIMD_AUTO) simd = best;
@@ -60,12 +64,13 @@ int nw_lanes_set_simd(int simd) {
     if (simd == NW_SIMD_SSE2) chosen = run_sse2;
 #if defined(NW_HAVE_AVX2_KERNEL)
     if (simd == NW_SIMD_AVX2) chosen = nw_lanes_run_avx2;
+    if (simd == NW_SIMD_AVX512) chosen = nw_lanes_run_avx512;
 #endif
 #endif
     runner = chosen;
     block_crc = nw_block_crc;
 #if defined(NW_HAVE_AVX2_KERNEL)
-    if (simd == NW_SIMD_AVX2) block_crc = nw_block_crc_avx2;
+    if (simd >= NW_SIMD_AVX2) block_crc = nw_block_crc_avx2;
 #endif
     runner_simd = simd;
     return simd;

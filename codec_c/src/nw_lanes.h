@@ -49,7 +49,7 @@ int nw_stream_decode_block(nw_stream_decoder *decoder, const uint8_t *in, size_t
  * NW_SIMD_AUTO picks the best this CPU has. Returns the one in use after the call, or
  * NW_ERR_ARGUMENT when the CPU lacks the one asked for. Process-wide; set it before
  * coding starts (tests and benchmarks only). */
-enum nw_simd { NW_SIMD_AUTO = -1, NW_SIMD_SCALAR = 0, NW_SIMD_SSE2 = 1, NW_SIMD_AVX2 = 2 };
+enum nw_simd { NW_SIMD_AUTO = -1, NW_SIMD_SCALAR = 0, NW_SIMD_SSE2 = 1, NW_SIMD_AVX2 = 2, NW_SIMD_AVX512 = 3 };
 int nw_lanes_set_simd(int simd);
 
 #endif

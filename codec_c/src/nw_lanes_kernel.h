@@ -262,59 +262,70 @@ static inline void weigh_direct_avx2(const uint16_t *freq, const uint16_t *width
     *own = g[symbol];
 }
 
-/* The predictor of update_sse2 and predict_sse2 on 256-bit vectors: a tap pair of all
- * eight lanes is one vector. Same integers. */
-static inline __m256i delta_pairs_avx2(const lane_group *gr, int p) {
-    /* deltas[2p] and deltas[2p+1] are adjacent: [a0..a7 | b0..b7] becomes
-     * [a0 b0 a1 b1 a2 b2 a3 b3 | a4 b4 ... a7 b7], the layout of weights[p]. */
+/* The predictor of update_sse2 and predict_sse2 on 256-bit vectors, for a group's run of
+ * time steps. Same integers.
+ *
+ * A tap pair of all eight lanes is one vector, (d[k], d[k+1]) interleaved per lane: the
+ * layout of weights[p] when k = 2p. After a time step the history moves on by one tap, so the
+ * pairs the next prediction multiplies, (d'[2p], d'[2p+1]) = (d[2p-1], d[2p]), are the odd
+ * pairs of the history before. The run therefore keeps every overlapping pair Q_k =
+ * (d[k], d[k+1]), k = 0..TAPS-2, newest first in a ring on the stack: a step writes one new
+ * pair (the new delta beside the old d[0]) in front of the others instead of moving the
+ * history, and reads pairs without shuffling them. lane_group keeps its plain layout between
+ * runs (pairs_load, pairs_store), so the state is the same whatever code ran. */
+#define PAIR_SPAN (TAPS - 1)          /* the live pairs Q_0..Q_{TAPS-2} */
+#define PAIR_RING (PAIR_SPAN + 48)    /* steps between two moves of the live pairs */
+typedef struct pair_ring {
+    __m256i q[PAIR_RING];             /* Q_k at q[at + k] */
+    int at;
+} pair_ring;
+
+/* The pairs of the history in gr. */
+static inline void pairs_load(const lane_group *gr, pair_ring *ring) {
+    /* deltas[k] and deltas[k+1] are adjacent: [a0..a7 | b0..b7] becomes
+     * [a0 b0 a1 b1 a2 b2 a3 b3 | a4 b4 ... a7 b7] */
     const __m256i order = _mm256_setr_epi8(0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15,
                                            0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15);
-    __m256i v = _mm256_permute4x64_epi64(_mm256_loadu_si256((const __m256i *)gr->deltas[2 * p]), 0xD8);
-    return _mm256_shuffle_epi8(v, order);
+    ring->at = PAIR_RING - PAIR_SPAN;
+    for (int k = 0; k < PAIR_SPAN; k++) {
+        const __m256i v = _mm256_permute4x64_epi64(_mm256_loadu_si256((const __m256i *)gr->deltas[k]), 0xD8);
+        ring->q[ring->at + k] = _mm256_shuffle_epi8(v, order);
+    }
 }
 
-static inline __m256i predict_vec_avx2(const lane_group *gr, const lane_domain *dom) {
-    __m256i acc = _mm256_setzero_si256();
+/* The history back in gr's layout: rows 2p and 2p+1 are Q_2p taken apart. */
+static inline void pairs_store(lane_group *gr, const pair_ring *ring) {
+    const __m256i order = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,
+                                           0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
     for (int p = 0; p < PAIRS; p++)
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)gr->weights[p]),
-                                                      delta_pairs_avx2(gr, p)));
+        _mm256_storeu_si256((__m256i *)gr->deltas[2 * p],
+                            _mm256_permute4x64_epi64(_mm256_shuffle_epi8(ring->q[ring->at + 2 * p], order), 0xD8));
+}
+
+/* The prediction from the sums of products acc (predict_scalar's tail). */
+static inline __m256i prediction_avx2(__m256i acc, __m256i last, const lane_domain *dom) {
     /* dshift is 0 or 6, so the shift is predict_scalar's multiplication by 1 << dshift */
     __m256i t = _mm256_sllv_epi32(_mm256_srai_epi32(acc, WEIGHT_SHIFT - FRACTION_BITS),
                                   _mm256_loadu_si256((const __m256i *)dom->dshift));
-    __m256i q = _mm256_add_epi32(_mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)gr->last), FRACTION_BITS), t);
+    __m256i q = _mm256_add_epi32(_mm256_slli_epi32(last, FRACTION_BITS), t);
     return _mm256_min_epi32(_mm256_max_epi32(q, _mm256_setzero_si256()), _mm256_loadu_si256((const __m256i *)dom->top_q));
 }
 
-static inline void predict_avx2(const lane_group *gr, const lane_domain *dom, int32_t *pred_q) {
-    _mm256_storeu_si256((__m256i *)pred_q, predict_vec_avx2(gr, dom));
-}
-
-/* apply_update for steps held as int32 (each within 16 bits) and deltas as int16. */
-static inline void apply_update_avx2(lane_group *gr, __m256i step, __m128i deltas) {
-    /* [s0 s0 s1 s1 ... s7 s7]: each lane's step against both taps of a pair */
-    const __m256i st = _mm256_blend_epi16(step, _mm256_slli_epi32(step, 16), 0xAA);
-    for (int p = 0; p < PAIRS; p++) {
-        __m256i *w = (__m256i *)gr->weights[p];
-        /* weight_step's (step x (delta << UPDATE_SHIFT) + 2^15) >> 16 is the rounded
-         * (step x (delta << (UPDATE_SHIFT - 1)) + 2^14) >> 15 of a multiply-high-round (the
-         * product is halved exactly, and rounding after flooring by 2^14 loses nothing) */
-        const __m256i half_u = _mm256_slli_epi16(delta_pairs_avx2(gr, p), UPDATE_SHIFT - 1);
-        _mm256_storeu_si256(w, _mm256_adds_epi16(_mm256_loadu_si256(w), _mm256_mulhrs_epi16(st, half_u)));
-    }
-    /* The history moves on by one row, two rows per move from the oldest end (each load
-     * reads rows not yet overwritten). */
-    for (int k = TAPS - 2; k > 0; k -= 2)
-        _mm256_storeu_si256((__m256i *)gr->deltas[k], _mm256_loadu_si256((const __m256i *)gr->deltas[k - 1]));
-    typedef char taps_move_in_pairs[TAPS % 2 == 0 ? 1 : -1];
-    _mm_storeu_si128((__m128i *)gr->deltas[1], _mm_loadu_si128((const __m128i *)gr->deltas[0]));
-    _mm_storeu_si128((__m128i *)gr->deltas[0], deltas);
+/* The first prediction of a run. */
+static inline __m256i predict_ring_avx2(const lane_group *gr, const pair_ring *ring, const lane_domain *dom) {
+    __m256i acc = _mm256_setzero_si256();
+    for (int p = 0; p < PAIRS; p++)
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)gr->weights[p]),
+                                                      ring->q[ring->at + 2 * p]));
+    return prediction_avx2(acc, _mm256_loadu_si256((const __m256i *)gr->last), dom);
 }
 
 /* After a time step of a group, from the samples x (domain units): for each lane the NLMS
  * step (nlms_step, eight at once: the same integers), the new delta, energy and last sample,
- * then the weight update and the history push of update_sse2. */
-static inline void finish_step_avx2(lane_group *gr, const __m256i xv, const __m256i pred_q,
-                                    const lane_domain *dom) {
+ * the weight update of update_sse2 and the history's move; returns the next step's
+ * prediction, computed as the weights are updated. */
+static inline __m256i finish_step_avx2(lane_group *gr, pair_ring *ring, const __m256i xv, const __m256i pred_q,
+                                       const lane_domain *dom) {
     const __m256i dshift = _mm256_loadu_si256((const __m256i *)dom->dshift);
     __m256i err = _mm256_sub_epi32(_mm256_slli_epi32(xv, FRACTION_BITS), pred_q);
     err = _mm256_min_epi32(_mm256_max_epi32(err, _mm256_set1_epi32(-(1 << 20))), _mm256_set1_epi32(1 << 20));
@@ -344,14 +355,37 @@ static inline void finish_step_avx2(lane_group *gr, const __m256i xv, const __m2
     __m256i step = _mm256_sign_epi32(q, err);
     step = _mm256_min_epi32(_mm256_max_epi32(step, _mm256_set1_epi32(-32767)), _mm256_set1_epi32(32767));
 
+    if (ring->at == 0) {   /* the live pairs to the ring's end, for the new one in front */
+        for (int k = PAIR_SPAN - 1; k >= 0; k--) ring->q[PAIR_RING - PAIR_SPAN + k] = ring->q[k];
+        ring->at = PAIR_RING - PAIR_SPAN;
+    }
+    const __m256i *old = ring->q + ring->at;   /* Q_k before the step; Q'_k = old[k - 1] after */
     const __m256i last = _mm256_loadu_si256((const __m256i *)gr->last);
     const __m256i delta = _mm256_srav_epi32(_mm256_sub_epi32(xv, last), dshift);
-    const __m256i oldest = _mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)gr->deltas[TAPS - 1]));
+    /* the oldest delta, d[TAPS-1] of each lane: the high half of its 32 bits in Q_{TAPS-2} */
+    const __m256i oldest = _mm256_srai_epi32(old[PAIR_SPAN - 1], 16);
     energy = _mm256_add_epi32(energy, _mm256_sub_epi32(_mm256_mullo_epi32(delta, delta), _mm256_mullo_epi32(oldest, oldest)));
     _mm256_storeu_si256((__m256i *)gr->energy, energy);
     _mm256_storeu_si256((__m256i *)gr->last, xv);
+    /* Q'_0: the new delta (within 16 bits) in each lane's low half, the old d[0] above it */
+    const __m256i front = _mm256_blend_epi16(_mm256_slli_epi32(old[0], 16), delta, 0x55);
 
-    apply_update_avx2(gr, step, _mm_packs_epi32(_mm256_castsi256_si128(delta), _mm256_extracti128_si256(delta, 1)));
+    /* [s0 s0 s1 s1 ... s7 s7]: each lane's step against both taps of a pair (steps fit 16 bits) */
+    const __m256i st = _mm256_blend_epi16(step, _mm256_slli_epi32(step, 16), 0xAA);
+    __m256i acc = _mm256_setzero_si256();
+    for (int p = 0; p < PAIRS; p++) {
+        __m256i *w = (__m256i *)gr->weights[p];
+        /* weight_step's (step x (delta << UPDATE_SHIFT) + 2^15) >> 16 is the rounded
+         * (step x (delta << (UPDATE_SHIFT - 1)) + 2^14) >> 15 of a multiply-high-round (the
+         * product is halved exactly, and rounding after flooring by 2^14 loses nothing) */
+        const __m256i half_u = _mm256_slli_epi16(old[2 * p], UPDATE_SHIFT - 1);
+        const __m256i wp = _mm256_adds_epi16(_mm256_loadu_si256(w), _mm256_mulhrs_epi16(st, half_u));
+        _mm256_storeu_si256(w, wp);
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(wp, p == 0 ? front : old[2 * p - 1]));
+    }
+    ring->at--;
+    ring->q[ring->at] = front;
+    return prediction_avx2(acc, xv, dom);
 }
 
 /* One grid sample of a lossless block, encoded: model_code(PASS_ENCODE, grid) in short when
@@ -738,56 +772,177 @@ HOT void lane_normalize(range_decoder *rd, ptrdiff_t last_word) {
     rd_normalize(rd);
 }
 
+/* The running sums of a lane's direct symbols, for a grid step's decoding: sums[15 + i] is
+ * the sum of the weighted counts below symbol i (i = 0..2 HALF; sums[15] = 0 is the
+ * caller's), the same integers as direct_sums_avx2. Vectors of the sums are stored whole at
+ * 32-byte boundaries, so that each later read of one is inside one store. */
+static inline void lane_sums_avx2(const uint16_t *freq, const uint16_t *width, uint16_t *sums) {
+    /* within each 128-bit half, running sums of the counts without their + 1 */
+    __m256i s0 = _mm256_mulhi_epu16(_mm256_loadu_si256((const __m256i *)freq), _mm256_loadu_si256((const __m256i *)width));
+    __m256i s1 = _mm256_mulhi_epu16(_mm256_loadu_si256((const __m256i *)(freq + 16)),
+                                    _mm256_loadu_si256((const __m256i *)(width + 16)));
+    s0 = _mm256_add_epi16(s0, _mm256_slli_si256(s0, 2));
+    s1 = _mm256_add_epi16(s1, _mm256_slli_si256(s1, 2));
+    s0 = _mm256_add_epi16(s0, _mm256_slli_si256(s0, 4));
+    s1 = _mm256_add_epi16(s1, _mm256_slli_si256(s1, 4));
+    s0 = _mm256_add_epi16(s0, _mm256_slli_si256(s0, 8));
+    s1 = _mm256_add_epi16(s1, _mm256_slli_si256(s1, 8));
+    /* the halves' sums a | b and c | d, in every lane of their half, carried forward:
+     * [0 | a] onto the first vector, [a + b | a + b + c] onto the second; and the + 1 of
+     * every count, as the running count of symbols */
+    const __m256i last = _mm256_set1_epi16(0x0F0E);
+    const __m256i ab = _mm256_shuffle_epi8(s0, last), cd = _mm256_shuffle_epi8(s1, last);
+    const __m256i ones0 = _mm256_setr_epi16(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16);
+    const __m256i ones1 = _mm256_setr_epi16(17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32);
+    s0 = _mm256_add_epi16(_mm256_add_epi16(s0, ones0), _mm256_permute2x128_si256(ab, ab, 0x08));
+    s1 = _mm256_add_epi16(_mm256_add_epi16(s1, ones1),
+                          _mm256_add_epi16(_mm256_add_epi16(ab, _mm256_permute2x128_si256(ab, ab, 0x01)),
+                                           _mm256_permute2x128_si256(cd, cd, 0x08)));
+    _mm256_store_si256((__m256i *)(void *)(sums + 16), s0);
+    _mm256_store_si256((__m256i *)(void *)(sums + 32), s1);
+}
+
+#if defined(NW_LANES_AVX512)
+/* lane_sums_avx2 on one 512-bit vector: the 32 running sums by five shifts across the whole
+ * vector (by 1, 2, 4, 8 and 16 counts, zeros shifted in), each added. */
+static const uint16_t shift_index_avx512[5][32] __attribute__((aligned(64))) = {
+#define NW_SHIFTED(k) { (0 - k) & 31, (1 - k) & 31, (2 - k) & 31, (3 - k) & 31, (4 - k) & 31, (5 - k) & 31, \
+    (6 - k) & 31, (7 - k) & 31, (8 - k) & 31, (9 - k) & 31, (10 - k) & 31, (11 - k) & 31, (12 - k) & 31, \
+    (13 - k) & 31, (14 - k) & 31, (15 - k) & 31, (16 - k) & 31, (17 - k) & 31, (18 - k) & 31, (19 - k) & 31, \
+    (20 - k) & 31, (21 - k) & 31, (22 - k) & 31, (23 - k) & 31, (24 - k) & 31, (25 - k) & 31, (26 - k) & 31, \
+    (27 - k) & 31, (28 - k) & 31, (29 - k) & 31, (30 - k) & 31, (31 - k) & 31 }
+    NW_SHIFTED(1), NW_SHIFTED(2), NW_SHIFTED(4), NW_SHIFTED(8), NW_SHIFTED(16)
+#undef NW_SHIFTED
+};
+static const uint16_t symbol_count_avx512[32] __attribute__((aligned(64))) = {
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
+    17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32 };
+
+static inline void lane_sums_avx512(const uint16_t *freq, const uint16_t *width, uint16_t *sums) {
+    __m512i s = _mm512_mulhi_epu16(_mm512_loadu_si512(freq), _mm512_loadu_si512(width));
+    for (int j = 0; j < 5; j++)
+        s = _mm512_add_epi16(s, _mm512_maskz_permutexvar_epi16(~(__mmask32)0 << (1 << j),
+                                                               _mm512_load_si512(shift_index_avx512[j]), s));
+    _mm512_storeu_si512(sums + 16, _mm512_add_epi16(s, _mm512_load_si512(symbol_count_avx512)));
+}
+
+/* The direct symbol of target t from lane_sums_avx512's sums (running[i]: up to symbol i):
+ * the number of those not above t (they rise, every count being at least 1). */
+static inline int find_symbol_avx512(const uint16_t *running, uint32_t t) {
+    return __builtin_popcount(_mm512_cmple_epu16_mask(_mm512_loadu_si512(running), _mm512_set1_epi16((int16_t)t)));
+}
+#endif
+
+/* lane_normalize for a coder whose range and code are held apart from rd, and the position
+ * too, as a pointer `*next` into rd's input (fewer registers in the decoder's lane loop);
+ * `last`: the input's last 4-byte word (may be before its start). */
+HOT void lane_normalize_at(range_decoder *rd, uint32_t *range, uint32_t *code, const uint8_t **next,
+                           uintptr_t last) {
+    if ((uintptr_t)*next <= last) {
+        /* 8 x renormal_bytes (LZCNT: 32 for a range of 0, which no symbol leaves) */
+        const uint32_t bits = (uint32_t)_lzcnt_u32(*range) & 0x18;
+        uint32_t word;
+        memcpy(&word, *next, 4);
+        word = __builtin_bswap32(word);
+        *code = (uint32_t)(((uint64_t)*code << 32 | word) << bits >> 32);
+        *range <<= bits;
+        *next += bits >> 3;
+        return;
+    }
+    rd->range = *range;
+    rd->code = *code;
+    rd->pos = (size_t)(*next - rd->in);
+    rd_normalize(rd);
+    *range = rd->range;
+    *code = rd->code;
+    *next = rd->in + rd->pos;
+}
+
 /* One time step of a whole grid group, decoded into row; returns the samples' codes (x) in
- * *x_out, or NW_ERR_CORRUPT. */
+ * *x_out, or NW_ERR_CORRUPT. Every lane's running sums first, which need no coder; then the
+ * coders' chains, whose samples only divide, search those sums and count. `scratch`: the
+ * caller's LANES x 48 counts, 32-byte aligned, 15 of each lane's zero. */
 static __attribute__((noinline)) int decode_grid_step_avx2(channel_state *states, lane_coders *lc, int16_t *row, __m256i pred_q,
-                              __m256i *x_out) {
+                              __m256i *x_out, uint16_t (*sums)[48]) {
     grid_step st;
     __m256i act, pred, down;
     grid_step_prepare(states, pred_q, &st, &act, &pred, &down);
+    for (int l = 0; l < LANES; l++)
+#if defined(NW_LANES_AVX512)
+        lane_sums_avx512((const uint16_t *)(const void *)((const char *)states + st.freq_at[l]), st.width[l], sums[l]);
+#else
+        lane_sums_avx2((const uint16_t *)(const void *)((const char *)states + st.freq_at[l]), st.width[l], sums[l]);
+#endif
     range_decoder rd = lc->input.dec;
-    const ptrdiff_t last_word = (ptrdiff_t)rd.len - 4;   /* blocks are far below 2^63 bytes */
+    /* compared as addresses: the input's last word may be before its start (inputs under 4
+     * bytes), never before address 4 */
+    const uintptr_t last = (uintptr_t)rd.in + rd.len - 4;
+    const uint8_t *in_at = rd.in + rd.pos;
+    /* 64-bit slots, each in a register of its own (GCC packs an array of 32-bit ones two to
+     * a register), holding 32-bit values */
+    uint64_t range[CODERS], code[CODERS];
+    for (int c = 0; c < CODERS; c++) {
+        range[c] = lc->range[c];
+        code[c] = lc->code[c];
+    }
     uint32_t direct_lanes = 0;
     int32_t xs[LANES];
-    /* sums[i + 1] at 32-byte boundaries: each read of one is inside one vector store, which
-     * the CPU forwards to it */
-    uint16_t sums_at[16 + 2 * HALF] __attribute__((aligned(32)));
-    uint16_t *const sums = sums_at + 15;
-    sums[0] = 0;
 #pragma GCC unroll 8
     for (int l = 0; l < LANES; l++) {
         const int c = l % CODERS;
-        rd.range = lc->range[c];
-        rd.code = lc->code[c];
-        uint16_t *freq = (uint16_t *)(void *)((char *)states + st.freq_at[l]);
-        __m256i p0, p1;
-        const uint32_t all = direct_sums_avx2(freq, st.width[l], sums, &p0, &p1);
+        const uint16_t *s = sums[l] + 15;
+        const uint32_t all = s[2 * HALF];
         const uint32_t f_neg = (uint32_t)st.f_neg[l];
         /* rd_target's quotients; a target past the direct symbols (unsigned: before them
          * too, or past the total in a damaged block) goes to model_code, which takes them again */
-        const uint32_t r = rd.range / (all + (uint32_t)st.f_side[l]);
-        const uint32_t target = rd.code / r;
-        if (target - f_neg < all) {
-            const int symbol = find_direct_avx2(p0, p1, target - f_neg);
-            const uint32_t below = sums[symbol];
-            rd.code -= r * (f_neg + below);
-            rd.range = r * (sums[symbol + 1] - below);
-            lane_normalize(&rd, last_word);
+        const uint32_t r = (uint32_t)range[c] / (all + (uint32_t)st.f_side[l]);
+        const uint32_t target = (uint32_t)code[c] / r - f_neg;
+        if (target < all) {
+            /* the sums rise, so the symbols whose running sum with their own count is above
+             * the target (max(sum, t + 1) = sum, unsigned; t + 1 fits 16 bits as t is below a
+             * 16-bit sum) are the top ones, and the first of them is the symbol; the two
+             * masks packed to a byte per symbol (the pack interleaves the 128-bit halves, the
+             * permutation puts them back in order) */
+#if defined(NW_LANES_AVX512)
+            const int symbol = find_symbol_avx512(s + 1, target);
+#else
+            const __m256i key = _mm256_set1_epi16((int16_t)(target + 1));
+            const __m256i p0 = _mm256_load_si256((const __m256i *)(const void *)(s + 1));
+            const __m256i p1 = _mm256_load_si256((const __m256i *)(const void *)(s + 1 + HALF));
+            const __m256i above = _mm256_permute4x64_epi64(_mm256_packs_epi16(
+                _mm256_cmpeq_epi16(_mm256_max_epu16(p0, key), p0), _mm256_cmpeq_epi16(_mm256_max_epu16(p1, key), p1)), 0xD8);
+            const int symbol = (int)_tzcnt_u32((uint32_t)_mm256_movemask_epi8(above));
+#endif
+            const uint32_t below = s[symbol];
+            uint32_t range_c = r * (s[symbol + 1] - below), code_c = (uint32_t)code[c] - r * (f_neg + below);
+            lane_normalize_at(&rd, &range_c, &code_c, &in_at, last);
+            range[c] = range_c;
+            code[c] = code_c;
             /* adapt(), whose count update for a direct symbol is this one */
+            uint16_t *freq = (uint16_t *)(void *)((char *)states + st.freq_at[l]);
             uint32_t *total = (uint32_t *)(void *)((char *)states + st.total_at[l]);
             freq[symbol] = (uint16_t)(freq[symbol] + MAIN_INCREMENT);
             if ((*total += MAIN_INCREMENT) > MAIN_LIMIT) rescale_counts(freq, total);
             xs[l] = symbol;   /* the lane's code is rebuilt from it after the loop */
             direct_lanes |= 1u << l;
         } else {
+            rd.range = (uint32_t)range[c];
+            rd.code = (uint32_t)code[c];
+            rd.pos = (size_t)(in_at - rd.in);
             lc->input.dec = rd;
             if (decode_other_sample(&states[l], &lc->input, &row[l], st.pred_q[l], &xs[l]))
                 return NW_ERR_CORRUPT;
             rd = lc->input.dec;
+            range[c] = rd.range;
+            code[c] = rd.code;
+            in_at = rd.in + rd.pos;
         }
-        lc->range[c] = rd.range;
-        lc->code[c] = rd.code;
     }
+    for (int c = 0; c < CODERS; c++) {
+        lc->range[c] = (uint32_t)range[c];
+        lc->code[c] = (uint32_t)code[c];
+    }
+    rd.pos = (size_t)(in_at - rd.in);
     lc->input.dec = rd;
     /* The direct lanes' codes, pred + residual mirrored, and their samples, eight at once. */
     /* read one by one, as the scalar code has just stored them (see load4_fresh) */
@@ -864,24 +1019,35 @@ HOT int code_group(const lane_job *job, uint32_t g, const lane_domain *dom, int 
     const int whole_grid_steps = isa == ISA_AVX2 && pass != PASS_UPDATE && !bounded && all_grid && active == LANES;
     /* the grid steps encode with the coders in direct form, model_code in the other */
     if (pass == PASS_ENCODE) coders_direct(lc, whole_grid_steps);
+    /* the history as tap pairs for the run (see pair_ring), and the first prediction */
+    pair_ring ring;
+    __m256i next_pq = _mm256_setzero_si256();
+    /* the grid steps' running sums (decode_grid_step_avx2) */
+    uint16_t sums[LANES][48] __attribute__((aligned(32)));
+    if (pass == PASS_DECODE && whole_grid_steps)
+        for (int l = 0; l < LANES; l++) sums[l][15] = 0;
+    if (isa == ISA_AVX2) {
+        pairs_load(gr, &ring);
+        next_pq = predict_ring_avx2(gr, &ring, dom);
+    }
 #endif
         for (uint32_t t = 0; t < job->n; t++) {
 #if defined(NW_LANES_AVX2)
             if (whole_grid_steps) {
-                const __m256i pq = predict_vec_avx2(gr, dom);
+                const __m256i pq = next_pq;
                 __m256i x;
                 if (pass == PASS_ENCODE) {
                     x = encode_grid_step_avx2(states, lc, in_row, pq, channel_bytes, events_cap, &n_events);
                     in_row += stride;
                 } else {
-                    if (decode_grid_step_avx2(states, lc, out_row, pq, &x) != NW_OK) return NW_ERR_CORRUPT;
+                    if (decode_grid_step_avx2(states, lc, out_row, pq, &x, sums) != NW_OK) return NW_ERR_CORRUPT;
                     out_row += stride;
                 }
-                finish_step_avx2(gr, x, pq, dom);
+                next_pq = finish_step_avx2(gr, &ring, x, pq, dom);
                 if (pass == PASS_DECODE && lc->input.dec.overrun > TRIM_LIMIT) return NW_ERR_TRUNCATED;
                 continue;
             }
-            if (isa == ISA_AVX2) predict_avx2(gr, dom, pred_q);
+            if (isa == ISA_AVX2) _mm256_storeu_si256((__m256i *)pred_q, next_pq);
             else
 #endif
             predict(gr, dom, pred_q, isa);
@@ -949,8 +1115,8 @@ HOT int code_group(const lane_job *job, uint32_t g, const lane_domain *dom, int 
             }
 #if defined(NW_LANES_AVX2)
             if (isa == ISA_AVX2)
-                finish_step_avx2(gr, _mm256_setr_epi32(xs[0], xs[1], xs[2], xs[3], xs[4], xs[5], xs[6], xs[7]),
-                                 _mm256_loadu_si256((const __m256i *)pred_q), dom);
+                next_pq = finish_step_avx2(gr, &ring, _mm256_setr_epi32(xs[0], xs[1], xs[2], xs[3], xs[4], xs[5], xs[6], xs[7]),
+                                           next_pq, dom);
             else
 #endif
             update(gr, step, delta, isa);
@@ -959,6 +1125,9 @@ HOT int code_group(const lane_job *job, uint32_t g, const lane_domain *dom, int 
             else in_row += stride;
             if (bounded && pass == PASS_ENCODE) rebuilt_row += job->channels;
         }
+#if defined(NW_LANES_AVX2)
+    if (isa == ISA_AVX2) pairs_store(gr, &ring);
+#endif
     if (pass == PASS_ENCODE) lc->n_events = n_events;
     return NW_OK;
 }
@@ -994,7 +1163,9 @@ HOT int run_pass(const lane_job *job, int pass, const int isa) {
     return run_groups(job, PASS_UPDATE, 1, isa);
 }
 
-/* The kernel built for AVX2 (nw_lanes_avx2.c); only called where the CPU has AVX2. */
+/* The kernel built for AVX2 (nw_lanes_avx2.c), and for AVX-512 (nw_lanes_avx512.c); only
+ * called where the CPU has them. */
 int nw_lanes_run_avx2(const lane_job *job, int pass);
+int nw_lanes_run_avx512(const lane_job *job, int pass);
 
 #endif
