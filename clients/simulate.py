@@ -29,30 +29,11 @@ from neurowire.wire import (DEFAULT_CONTROL, DEFAULT_INGEST, INGEST_OFFSETS, MAX
                             MAX_RATE, STREAM_ID, ControlTimeout, apply_curve, new_session,
                             pack_ingest, query)
 
+from neurowire.options import bounded, endpoint
+
 from . import synth
 from .liveness import ConnectionWatch
 from .native_zmq import libzmq_functions, loads
-
-
-def _bounded(kind, low, high=None, low_open=False, what="it"):
-    """An argparse type: a finite `kind` within low..high (above low when low_open), or a
-    clear error naming the bound, instead of a traceback or a stream the daemon rejects."""
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
-        if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"{text} is not a finite number")
-        if (value <= low if low_open else value < low) or (
-                high is not None and value > high):
-            bound = f"above {low}" if low_open else f"at least {low}"
-            raise argparse.ArgumentTypeError(
-                f"{text} is out of range: {what} must be {bound}"
-                + (f" and at most {high:{'g' if kind is float else 'd'}}" if high else ""))
-        return value
-    return parse
 
 
 def _stream_id(text: str) -> str:
@@ -64,29 +45,30 @@ def _stream_id(text: str) -> str:
 
 def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.description = "Stream simulated (or recorded) electrode data to a daemon."
-    parser.add_argument("--connect", default=DEFAULT_INGEST,
+    parser.add_argument("--connect", default=DEFAULT_INGEST, type=endpoint,
                         help="daemon ingest endpoint (default %(default)s)")
     parser.add_argument("--stream", default="implant0", type=_stream_id,
                         help="stream id (default %(default)s)")
-    parser.add_argument("--channels", type=_bounded(int, 1, what="channels"), default=1024)
-    parser.add_argument("--rate", type=_bounded(float, 0, MAX_RATE, low_open=True,
+    parser.add_argument("--channels", type=bounded(int, 1, 4096, what="channels"), default=1024)
+    parser.add_argument("--rate", type=bounded(float, 0, MAX_RATE, low_open=True,
                                                 what="the rate"),
                         default=20000.0, help="samples per second")
-    parser.add_argument("--packet-samples", type=_bounded(int, 1, what="time steps per packet"),
+    parser.add_argument("--packet-samples", type=bounded(int, 1, 65536, what="time steps per packet"),
                         default=10,
                         help="time steps per packet (10 = 0.5 ms at 20 kHz)")
-    parser.add_argument("--seconds", type=_bounded(float, 0, what="the duration"), default=0.0,
+    parser.add_argument("--seconds", type=bounded(float, 0, what="the duration"), default=0.0,
                         help="stop after this long (0: until interrupted)")
     parser.add_argument("--seed", type=int, default=1, help="synthetic signal seed")
-    parser.add_argument("--loop-samples", type=_bounded(int, 1, what="the table's length"),
+    parser.add_argument("--loop-samples", type=bounded(int, 1, 1 << 24, what="the table's length"),
                         default=15000,
                         help="length of the synthetic table that is looped")
     parser.add_argument("--wav", metavar="DIR", help="play real recordings instead (one WAV per "
                         "channel, looping)")
     parser.add_argument("--start-sample", default=0,
-                        type=_bounded(int, 0, MAX_INT, what="the first sample's index"),
+                        type=bounded(int, 0, MAX_INT, what="the first sample's index"),
                         help="index of the first sample (continue a stream after a restart)")
-    parser.add_argument("--control", help="the daemon's control endpoint, asked at the end "
+    parser.add_argument("--control", type=endpoint,
+                        help="the daemon's control endpoint, asked at the end "
                         "what it took and rejected (default: "
                         f"{DEFAULT_CONTROL} with the default --connect; '' = do not ask)")
     parser.add_argument("--report", metavar="FILE", help="write the final report as JSON here")
@@ -292,6 +274,11 @@ class Simulator:
         self.sock.close()
 
 
+# The synthetic table is built in memory before the first packet: past this it would take
+# the machine's memory (or minutes) instead of saying so.
+_MAX_TABLE_SAMPLES = 1 << 29
+
+
 def run(args: argparse.Namespace) -> int:
     if args.wav:
         try:
@@ -303,6 +290,11 @@ def run(args: argparse.Namespace) -> int:
         if args.rate != 20000.0:
             rate = args.rate
     else:
+        if args.channels * args.loop_samples > _MAX_TABLE_SAMPLES:
+            print(f"neurowire simulate: a table of {args.channels} channels x "
+                  f"{args.loop_samples} samples is more than {_MAX_TABLE_SAMPLES} samples "
+                  "(1 GiB); use a smaller --loop-samples", file=sys.stderr)
+            return 2
         table = synth.synthesize(args.channels, args.rate, args.loop_samples, args.seed)
         rate = args.rate
     control = args.control

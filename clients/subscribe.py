@@ -14,6 +14,7 @@ import msgpack
 import numpy as np
 import zmq
 
+from neurowire.options import bounded, endpoint
 from neurowire.wire import DEFAULT_LOSSLESS, DEFAULT_PUBLISH, Rejected, parse_block
 
 from .subscription import (FEEDS, Block, Gap, Run, Subscription, _cpu_s,  # noqa: F401
@@ -24,32 +25,32 @@ from .writers import SampleWriter, Spool
 
 def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.description = "Receive, decode and verify a daemon's compressed feed."
-    parser.add_argument("--connect", help="daemon publish (or, with --lossless, lossless) "
+    parser.add_argument("--connect", type=endpoint, help="daemon publish (or, with --lossless, lossless) "
                         f"endpoint (default {DEFAULT_PUBLISH} / {DEFAULT_LOSSLESS})")
-    parser.add_argument("--control", help="ask this control endpoint for the data endpoints")
+    parser.add_argument("--control", type=endpoint, help="ask this control endpoint for the data endpoints")
     parser.add_argument("--stream", action="append", help="stream id (repeatable; default all)")
     parser.add_argument("--lossless", action="store_true",
                         help="the daemon holds blocks for us instead of dropping them")
-    parser.add_argument("--seconds", type=float, default=0.0, help="stop after this long")
-    parser.add_argument("--idle-timeout", type=float, default=0.0,
+    parser.add_argument("--seconds", type=bounded(float, 0, what="the duration"), default=0.0, help="stop after this long")
+    parser.add_argument("--idle-timeout", type=bounded(float, 0, what="the idle timeout"), default=0.0,
                         help="stop after this many seconds without data (0: never); before "
                              "the first message, at least 60 s")
-    parser.add_argument("--until-sample", type=int, default=0,
+    parser.add_argument("--until-sample", type=bounded(int, 0, what="the sample index"), default=0,
                         help="stop once a stream has delivered samples up to this index")
     parser.add_argument("--npy", metavar="FILE", help="write the samples here (.npy)")
     parser.add_argument("--wav-dir", metavar="DIR", help="write one WAV file per channel")
     parser.add_argument("--lsl", metavar="NAME",
                         help="publish the decoded samples as a Lab Streaming Layer outlet "
                              "(NAME with one --stream, else NAME-<stream id>); needs pylsl")
-    parser.add_argument("--republish", metavar="ENDPOINT",
+    parser.add_argument("--republish", metavar="ENDPOINT", type=endpoint,
                         help="bind a PUB socket here with the decoded samples "
                              "(frames: topic, msgpack header, raw int16)")
     parser.add_argument("--verify-synth", type=int, metavar="SEED",
                         help="compare every sample with the simulator's synthetic table")
-    parser.add_argument("--channels", type=int, default=1024, help="for --verify-synth")
-    parser.add_argument("--rate", type=float, default=20000.0, help="for --verify-synth")
-    parser.add_argument("--loop-samples", type=int, default=15000, help="for --verify-synth")
-    parser.add_argument("--resume-from", type=int, metavar="SAMPLE",
+    parser.add_argument("--channels", type=bounded(int, 1, 4096, what="channels"), default=1024, help="for --verify-synth")
+    parser.add_argument("--rate", type=bounded(float, 0, low_open=True, what="the rate"), default=20000.0, help="for --verify-synth")
+    parser.add_argument("--loop-samples", type=bounded(int, 1, what="the table's length"), default=15000, help="for --verify-synth")
+    parser.add_argument("--resume-from", type=bounded(int, 0, what="the sample index"), metavar="SAMPLE",
                         help="report samples missed since this index (where a previous run "
                              "stopped) as a gap")
     parser.add_argument("--spool", metavar="FILE",
@@ -68,10 +69,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--wait", action="store_true",
                         help="keep waiting when nothing answers at the endpoint (default: "
                              "say so and exit after 3 s)")
-    parser.add_argument("--max-gap-s", type=float, default=60.0,
+    parser.add_argument("--max-gap-s", type=bounded(float, 0, what="the gap"), default=60.0,
                         help="with --npy / --wav-dir: a gap longer than this many seconds "
                              "ends the file instead of filling it with zeros")
-    parser.add_argument("--batch-ms", type=float, default=10.0, metavar="MS",
+    parser.add_argument("--batch-ms", type=bounded(float, 0, 10_000, what="the batch time"), default=10.0, metavar="MS",
                         help="hand decoded blocks to the writers (--npy, --lsl, ...) every this "
                              "many ms (default %(default)s; 0: as each wake-up brings them). "
                              "Blocks are decoded, checked and timed as they arrive either way; "

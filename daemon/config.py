@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from neurowire.options import endpoint_problem, http_address_problem
 from neurowire.wire import (DEFAULT_CONTROL, DEFAULT_INGEST, DEFAULT_LOSSLESS,
                             DEFAULT_PUBLISH, FEEDS)
 
@@ -186,11 +188,17 @@ def is_local_http(address: str) -> bool:
 def validate(config: DaemonConfig, where: str = "config") -> DaemonConfig:
     for key in _ENDPOINT_KEYS:
         endpoint = getattr(config, key)
-        if not endpoint.startswith(("tcp://", "ipc://", "inproc://")):
-            raise ConfigError(f"{where}: '{key}' = {endpoint!r} is not a tcp://, ipc:// or "
-                              "inproc:// endpoint")
-    if config.metrics and ":" not in config.metrics:
-        raise ConfigError(f"{where}: 'metrics' = {config.metrics!r} must be HOST:PORT or empty")
+        problem = endpoint_problem(endpoint)
+        if problem:
+            raise ConfigError(f"{where}: '{key}' = {endpoint!r}: {problem}")
+    if config.metrics and http_address_problem(config.metrics):
+        raise ConfigError(f"{where}: 'metrics' = {config.metrics!r} must be HOST:PORT or empty "
+                          f"({http_address_problem(config.metrics)})")
+    # A NaN compares false with every bound below, and an infinite timeout never fires.
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{where}: '{field.name}' must be a finite number, not {value}")
     if config.metrics and not is_local_http(config.metrics) and not config.metrics_beyond_loopback:
         raise ConfigError(f"{where}: 'metrics' = {config.metrics!r} is beyond loopback: /metrics "
                           "is plain HTTP that CURVE cannot protect; serve it on 127.0.0.1 (and "
@@ -311,7 +319,9 @@ def load_config(path: str | os.PathLike | None = None, **overrides: Any) -> Daem
                 document = tomllib.load(handle)
         except FileNotFoundError:
             raise ConfigError(f"{where}: no such config file") from None
-        except tomllib.TOMLDecodeError as error:
+        except OSError as error:  # a directory, no permission, an I/O error
+            raise ConfigError(f"{where}: cannot read: {error.strerror or error}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
             raise ConfigError(f"{where}: not valid TOML: {error}") from None
     if overrides:
         document = dict(document)

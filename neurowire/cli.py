@@ -90,7 +90,19 @@ def build_parser(argv):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv).parse_args(argv)
-    result = args._run(args)
+    try:
+        result = args._run(args)
+    except OSError as error:
+        # A file the user named that cannot be opened or written (a directory given for
+        # a file, no permission, a full disk): one line naming it, not a traceback. Faults
+        # without a file name are not the user's input and keep their traceback.
+        if error.filename is None:
+            raise
+        name = " ".join(word for word in (args.command, getattr(args, "bench_command", None))
+                        if word)
+        print(f"neurowire {name}: {error.filename}: {error.strerror or error}",
+              file=sys.stderr)
+        return 1
     return 0 if result is None else int(result)
 
 

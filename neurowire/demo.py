@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 from neurowire import capacity
+from neurowire.options import bounded
 
 RATE = capacity.RATE
 
@@ -90,10 +91,10 @@ def advice(report: dict, channels: int, packet_samples: int) -> str:
 def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.description = ("Check this machine's capacity, then stream simulator -> daemon -> "
                           "subscriber at the largest size it sustains and check every sample.")
-    parser.add_argument("--seconds", type=float, default=10.0, help="stream length (default 10)")
-    parser.add_argument("--channels", type=int,
+    parser.add_argument("--seconds", type=bounded(float, 0, 86400, low_open=True, what="the stream length"), default=10.0, help="stream length (default 10)")
+    parser.add_argument("--channels", type=bounded(int, 1, 4096, what="channels"),
                         help="run this many channels whatever the capacity check says")
-    parser.add_argument("--packet-samples", type=int, default=None,
+    parser.add_argument("--packet-samples", type=bounded(int, 1, 10_000, what="time steps per packet"), default=None,
                         help="with --channels: time steps per packet (default 10 = 0.5 ms)")
     return parser
 

@@ -11,6 +11,7 @@ import sys
 from aiohttp import web
 
 from neurowire.wire import DEFAULT_CONTROL
+from neurowire.options import bounded, endpoint, port
 
 from .control import load_curve
 from .server import Monitor, make_app
@@ -26,30 +27,30 @@ def default_control() -> str:
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--control", default=None, metavar="ENDPOINT",
+    parser.add_argument("--control", default=None, metavar="ENDPOINT", type=endpoint,
                         help="daemon control endpoint (default: the daemon's default, "
                              f"{DEFAULT_CONTROL} if unknown)")
-    parser.add_argument("--publish", default=None, metavar="ENDPOINT",
+    parser.add_argument("--publish", default=None, metavar="ENDPOINT", type=endpoint,
                         help="daemon publish endpoint for the dashboard's own subscriber "
                              "(default: asked from the daemon's config)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to serve the page on (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT,
+    parser.add_argument("--port", type=port, default=DEFAULT_PORT,
                         help="port to serve the page on; 0 picks a free one "
                              "(default: %(default)s)")
-    parser.add_argument("--interval", type=float, default=0.2, metavar="S",
+    parser.add_argument("--interval", type=bounded(float, 0.01, 3600, what="the interval"), default=0.2, metavar="S",
                         help="seconds between updates (default: %(default)s)")
-    parser.add_argument("--timeout", type=float, default=1.0, metavar="S",
+    parser.add_argument("--timeout", type=bounded(float, 0, 3600, low_open=True, what="the timeout"), default=1.0, metavar="S",
                         help="seconds to wait for a daemon reply (default: %(default)s)")
-    parser.add_argument("--history", type=float, default=120.0, metavar="S",
+    parser.add_argument("--history", type=bounded(float, 0, 86400, what="the history"), default=120.0, metavar="S",
                         help="seconds of history kept for a newly opened page "
                              "(default: %(default)s)")
     parser.add_argument("--no-tap", action="store_true",
                         help="do not subscribe to the stream (no receive/decode latency)")
-    parser.add_argument("--decode-ms", type=float, default=25.0, metavar="MS",
+    parser.add_argument("--decode-ms", type=bounded(float, 0, 60_000, what="the decoded span"), default=25.0, metavar="MS",
                         help="ms of signal decoded after each keyframe by the dashboard's "
                              "subscriber (default: %(default)s)")
-    parser.add_argument("--link-mbps", type=float, default=1.0, metavar="MBPS",
+    parser.add_argument("--link-mbps", type=bounded(float, 0, low_open=True, what="the link capacity"), default=1.0, metavar="MBPS",
                         help="link capacity each feed's bandwidth is shown against "
                              "(default: %(default)s, an implant radio)")
     parser.add_argument("--server-key", metavar="FILE",
@@ -71,7 +72,13 @@ async def _serve(args, curve) -> int:
                            shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as error:  # a port in use, a host that does not resolve or is not ours
+        await runner.cleanup()
+        print(f"neurowire dashboard: cannot serve on {args.host}:{args.port}: "
+              f"{error.strerror or error}", file=sys.stderr)
+        return 1
     port = site._server.sockets[0].getsockname()[1]  # the real port when --port 0
     # One parseable line, so scripts and tests that start us can find the page.
     print(f"dashboard: http://{args.host}:{port}/ (daemon control {monitor.control.endpoint})",

@@ -1,0 +1,87 @@
+"""Checks shared by the commands' options and the daemon's config, so a bad value is refused
+where it is typed, in one line, instead of surfacing later as a traceback from ZeroMQ, a
+socket or a division (a NaN interval, a port beyond 65535, an endpoint ZeroMQ cannot parse)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+
+def bounded(kind, low, high=None, low_open=False, what="it"):
+    """An argparse type: a finite `kind` within low..high (above low when low_open), or a
+    clear error naming the bound."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text} is not a finite number")
+        if (value <= low if low_open else value < low) or (
+                high is not None and value > high):
+            bound = f"above {low}" if low_open else f"at least {low}"
+            raise argparse.ArgumentTypeError(
+                f"{text} is out of range: {what} must be {bound}"
+                + (f" and at most {high:{'g' if kind is float else 'd'}}" if high else ""))
+        return value
+    return parse
+
+
+def _port_problem(port: str, wildcard: bool) -> str | None:
+    if wildcard and port == "*":
+        return None
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        return f"port {port!r} is not a number 0..65535"
+    return None
+
+
+def _host_problem(host: str) -> str | None:
+    if not host:
+        return "no host before the port"
+    parts = host.split(".")
+    # A dotted quad must be a real IPv4 address; anything else (a name, an interface,
+    # '*', [::1]) is left for ZeroMQ to resolve when it binds or connects.
+    if len(parts) == 4 and all(p.isdigit() for p in parts) and any(int(p) > 255 for p in parts):
+        return f"{host!r} is not an IPv4 address"
+    return None
+
+
+def endpoint_problem(endpoint: str) -> str | None:
+    """Why ZeroMQ could not use `endpoint` (None when it looks usable): a transport it
+    knows, a non-empty address, and for tcp a host and a port 0..65535 (or '*')."""
+    transport, sep, address = endpoint.partition("://")
+    if not sep or transport not in ("tcp", "ipc", "inproc"):
+        return "not a tcp://, ipc:// or inproc:// endpoint"
+    if not address:
+        return f"no address after {transport}://"
+    if transport != "tcp":
+        return None
+    address = address.rpartition(";")[2]  # tcp://source;host:port connects from `source`
+    host, colon, port = address.rpartition(":")
+    if not colon:
+        return "a tcp endpoint needs HOST:PORT"
+    return _host_problem(host.strip("[]")) or _port_problem(port, wildcard=True)
+
+
+def http_address_problem(address: str) -> str | None:
+    """Why HOST:PORT cannot be served on (None when it looks usable)."""
+    host, colon, port = address.rpartition(":")
+    if not colon:
+        return "must be HOST:PORT"
+    return _host_problem(host.strip("[]")) or _port_problem(port, wildcard=False)
+
+
+def endpoint(text: str) -> str:
+    """An argparse type for a ZeroMQ endpoint; '' passes (it means 'none' where allowed)."""
+    if text:
+        problem = endpoint_problem(text)
+        if problem:
+            raise argparse.ArgumentTypeError(f"{text!r}: {problem}")
+    return text
+
+
+def port(text: str) -> int:
+    """An argparse type for a TCP port to listen on (0: any free one)."""
+    return bounded(int, 0, 65535, what="a port")(text)

@@ -1,0 +1,117 @@
+"""Hostile command lines: bad option values, bad endpoints, bad config files and paths that
+cannot be used each get one line naming the problem and a non-zero exit, never a traceback,
+a hang or a run that starts and then fails somewhere deep."""
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from neurowire import cli
+
+
+def run_main(capsys, *argv):
+    try:
+        rc = cli.main(list(argv))
+    except SystemExit as stop:  # argparse refuses with exit 2
+        rc = stop.code
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    return rc, captured.err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["simulate", "--connect", "garbage"], "not a tcp://, ipc:// or inproc:// endpoint"),
+    (["simulate", "--control", "tcp://127.0.0.1:99999"], "port '99999' is not a number"),
+    (["simulate", "--channels", "100000"], "at most 4096"),
+    (["simulate", "--packet-samples", "100000000"], "at most 65536"),
+    (["subscribe", "--connect", "tcp://256.1.1.1:7341"], "is not an IPv4 address"),
+    (["subscribe", "--republish", "tcp://127.0.0.1"], "port"),
+    (["subscribe", "--seconds", "nan"], "not a finite number"),
+    (["subscribe", "--batch-ms", "-1"], "at least 0"),
+    (["subscribe", "--verify-synth", "1", "--channels", "0"], "at least 1"),
+    (["dashboard", "--port", "99999"], "at most 65535"),
+    (["dashboard", "--interval", "0"], "at least 0.01"),
+    (["dashboard", "--interval", "nan"], "not a finite number"),
+    (["dashboard", "--timeout", "-1"], "above 0"),
+    (["dashboard", "--history", "-1"], "at least 0"),
+    (["dashboard", "--control", "garbage"], "not a tcp://"),
+    (["dashboard", "--publish", "ipc://"], "no address after ipc://"),
+    (["demo", "--seconds", "nan"], "not a finite number"),
+    (["demo", "--seconds", "-1"], "above 0"),
+    (["demo", "--channels", "0"], "at least 1"),
+    (["demo", "--channels", "4", "--packet-samples", "0"], "at least 1"),
+])
+def test_bad_option_values_are_refused_before_anything_runs(capsys, argv, message):
+    rc, err = run_main(capsys, *argv)
+    assert rc == 2
+    assert message in err
+
+
+def test_a_synthetic_table_beyond_memory_is_refused_not_built(capsys):
+    rc, err = run_main(capsys, "simulate", "--channels", "4096", "--loop-samples", "1000000",
+                       "--control", "")
+    assert rc == 2
+    assert "use a smaller --loop-samples" in err
+
+
+def test_a_directory_given_for_an_output_file_is_one_line(capsys, tmp_path):
+    # Nothing listens at the port; the report is written whatever the daemon said.
+    rc, err = run_main(capsys, "simulate", "--connect", "tcp://127.0.0.1:1", "--control", "",
+                       "--seconds", "0.05", "--channels", "4", "--quiet",
+                       "--report", str(tmp_path))
+    assert rc == 1
+    assert err.strip().splitlines()[-1] == f"neurowire simulate: {tmp_path}: Is a directory"
+
+
+def test_dashboard_on_a_port_in_use_says_so(capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        rc, err = run_main(capsys, "dashboard", "--no-tap", "--port", str(port))
+    assert rc == 1
+    assert f"cannot serve on 127.0.0.1:{port}" in err
+
+
+def test_dashboard_on_a_host_that_does_not_resolve_says_so(capsys):
+    rc, err = run_main(capsys, "dashboard", "--no-tap", "--host", "no-such-host.invalid",
+                       "--port", "0")
+    assert rc == 1
+    assert "cannot serve on no-such-host.invalid:0" in err
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\xff\xfe[daemon]\n", "not valid TOML"),
+    (b'[daemon]\nmetrics = "127.0.0.1:notaport"\n', "port 'notaport' is not a number"),
+    (b'[daemon]\nmetrics = "127.0.0.1:70000"\n', "port '70000' is not a number"),
+    (b'[daemon]\ningest = "tcp://256.1.1.1:7340"\n', "'256.1.1.1' is not an IPv4 address"),
+    (b'[daemon]\npublish = "tcp://127.0.0.1:99999"\n', "port '99999' is not a number"),
+    (b'[daemon]\ncontrol = "tcp://127.0.0.1"\n', "a tcp endpoint needs HOST:PORT"),
+    (b'[daemon]\nlossless = "ipc://"\n', "no address after ipc://"),
+    (b"[daemon]\nstream_idle_timeout_s = inf\n", "'stream_idle_timeout_s' must be a finite"),
+    (b"[daemon]\nlossless_timeout_s = nan\n", "'lossless_timeout_s' must be a finite"),
+    (b"[daemon]\nkeyframe_interval_s = nan\n", "'keyframe_interval_s' must be a finite"),
+])
+def test_bad_config_files_are_refused_with_the_key(capsys, tmp_path, content, message):
+    path = tmp_path / "bad.toml"
+    path.write_bytes(content)
+    rc, err = run_main(capsys, "daemon", "--config", str(path), "--print-config")
+    assert rc == 2
+    assert message in err
+    assert err.count("\n") == 1
+
+
+def test_a_directory_as_config_is_one_line(capsys, tmp_path):
+    rc, err = run_main(capsys, "daemon", "--config", str(tmp_path))
+    assert rc == 2
+    assert err == f"neurowire daemon: {tmp_path}: cannot read: Is a directory\n"
+
+
+def test_metrics_port_beyond_range_on_the_command_line_is_a_config_error():
+    # Before: accepted, then the HTTP server's bind raised OverflowError (exit 70, traceback).
+    r = subprocess.run([sys.executable, "-m", "neurowire", "daemon", "--metrics",
+                        "127.0.0.1:99999"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    assert "port '99999' is not a number 0..65535" in r.stderr
