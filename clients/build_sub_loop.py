@@ -103,6 +103,8 @@ typedef struct nw_spool {
     int reached;
     int stop;
     int64_t last_data_ns;
+    uint64_t taken;
+    int write_error;
     uint32_t streams;
     nw_spool_counts counts;
     ...;

@@ -201,6 +201,7 @@ class Subscription:
         self._native = fastsub.available() if native is None else native
         self._receiver = None
         self._ready: deque[Block] = deque()  # decoded, not yet returned by receive()
+        self.spool_report = None  # spool_into's counters, once it ran
 
     def open(self) -> "Subscription":
         """Connect (asking `control` for the endpoint first, if given); the first receive
@@ -486,6 +487,33 @@ class Subscription:
             elif self._other_feed(frames):
                 continue
             return frames, received_ns
+
+    def spool_into(self, spool, *, c_loop: bool | None = None, seconds: float = 0.0,
+                   idle_timeout: float = 0.0, first_wait: float = 0.0, until_sample: int = 0,
+                   note=None) -> dict:
+        """Receives into `spool` (writers.Spool) until --seconds, the idle time-out,
+        `until_sample` or KeyboardInterrupt, for `handle` to decode after the stream
+        (neurowire.clients.spooling: its rules, limits and counters). c_loop: the C loop
+        (default: where this subscription receives in C), else the Python one. Rejected
+        messages go to decode_errors and feeds' to feed_messages, as decoding them would
+        have. Returns the loop's counters, with "c_loop" and "ended_by" (None when
+        interrupted)."""
+        from . import spooling
+
+        self.open()
+        loop = spooling.spool_loop(self, spool, c_loop=self._native if c_loop is None else c_loop,
+                                   until_sample=until_sample, resume_from=self.resume_from)
+        ended_by = None
+        try:
+            ended_by = spooling.receive_into(self, loop, seconds=seconds,
+                                             idle_timeout=idle_timeout, first_wait=first_wait,
+                                             note=note)
+        finally:
+            counts = loop.counts()
+            self.decode_errors += sum(counts["rejected"].values())
+            self.feed_messages += counts["feed_messages"]
+            self.spool_report = {"c_loop": loop.c_loop, "ended_by": ended_by, **counts}
+        return self.spool_report
 
     def _other_feed(self, frames) -> bool:
         # A feed topic ("<stream>/spikes"; '/' is never in a stream id), which an every-stream

@@ -257,7 +257,7 @@ int nw_spool_run(const nw_sub_zmq *zmq, void *socket, nw_sub_batch *batch, nw_sp
                  int64_t deadline_ns, uint32_t max_messages) {
     const uint32_t message_cap = batch->message_cap;
     uint32_t taken_all = 0;
-    int status = 0;
+    int status = 0, write_failed = 0;
     while (!status && taken_all < max_messages && !spool->stop && !spool->reached) {
         const int64_t left_ns = deadline_ns - monotonic_ns();
         if (left_ns <= 0) break;
@@ -273,6 +273,7 @@ int nw_spool_run(const nw_sub_zmq *zmq, void *socket, nw_sub_batch *batch, nw_sp
         if (!taken) continue;
         spool->last_data_ns = monotonic_ns();
         taken_all += (uint32_t)taken;
+        spool->taken += (uint32_t)taken;
         for (uint32_t m = 0; m < (uint32_t)taken && !spool->reached; m++) {
             const uint32_t k = batch->message_first[m];
             const int took = nw_spool_take(spool, batch->data + k, batch->size + k,
@@ -280,12 +281,14 @@ int nw_spool_run(const nw_sub_zmq *zmq, void *socket, nw_sub_batch *batch, nw_sp
                                            batch->received_ns[m]);
             if (took < 0) {
                 status = took;
+                write_failed = 1;
                 break;
             }
         }
     }
     nw_sub_release(zmq, batch);
     const int flushed = nw_spool_flush(spool);
-    if (status < 0) return status;
-    return flushed ? flushed : (int)taken_all;
+    if (!status && flushed) status = flushed;
+    if (status < 0 && (write_failed || flushed)) spool->write_error = -status;
+    return status < 0 ? status : (int)taken_all;
 }

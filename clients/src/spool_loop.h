@@ -55,6 +55,8 @@ typedef struct nw_spool {
     int reached;                 /* set once a block reached until_sample */
     volatile int stop;           /* set by another thread: return at the next look */
     int64_t last_data_ns;        /* CLOCK_MONOTONIC when messages last came; 0 before */
+    uint64_t taken;              /* messages taken from the socket, every call */
+    int write_error;             /* errno of the write that failed; 0 while none did */
     uint32_t streams;
     nw_spool_tracker tracker[NW_SPOOL_MAX_STREAMS];
     nw_spool_counts counts;
@@ -66,7 +68,8 @@ typedef struct nw_spool {
  * are given back unspooled, as the Python loop never takes them). Every frame is released
  * and the buffer written before it returns.
  * Returns the messages taken, or a negative errno: a socket error (-EINTR when a signal
- * came, for Python to handle) or the spool's write error (what was taken is counted). */
+ * came, for Python to handle), or the spool's write error, then also in write_error (what
+ * was taken is counted in `taken`). */
 int nw_spool_run(const nw_sub_zmq *zmq, void *socket, nw_sub_batch *batch, nw_spool *spool,
                  int64_t deadline_ns, uint32_t max_messages);
 
