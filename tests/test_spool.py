@@ -68,6 +68,7 @@ MALFORMED = {
     "topic_without_nul": ([b"imp", header(), b"a", b"b"], "topic"),
     "topic_not_a_stream_id": ([b"im p\0", header(), b"a", b"b"], "topic"),
     "empty_topic": ([b"\0", header(), b"a", b"b"], "topic"),
+    "empty_topic_frame": ([b"", header(), b"a", b"b"], "topic"),
 }
 
 

@@ -192,6 +192,7 @@ int nw_spool_flush(nw_spool *spool) {
 /* Appends bytes to the buffer; past its room, writes it first, and what cannot fit at all
  * goes straight to the file. */
 static int put(nw_spool *spool, const void *data, size_t len) {
+    if (!len) return 0;  /* an empty frame's data may be NULL */
     if (len > spool->buffer_cap - spool->buffer_used) {
         int status = nw_spool_flush(spool);
         if (status) return status;
@@ -229,7 +230,7 @@ static int put_record(nw_spool *spool, const uint8_t *const *data, const size_t 
 int nw_spool_take(nw_spool *spool, const uint8_t *const *data, const size_t *size,
                   uint32_t frames, uint32_t excess, int64_t received_ns) {
     nw_spool_counts *counts = &spool->counts;
-    if (frames && memchr(data[0], '/', size[0])) {  /* a feed's topic: not ours */
+    if (frames && size[0] && memchr(data[0], '/', size[0])) {  /* a feed's topic: not ours */
         counts->feed_messages++;
         return 0;
     }
