@@ -105,8 +105,9 @@ def endpoint_for(transport, tmp_path):
 def spool_both(context, tmp_path, messages, transport="tcp", **limits):
     """The same messages into a C-loop and a Python-loop subscription of one PUB socket;
     returns [(subscription, spool, spool_into's report)] for (C, Python)."""
-    pub = context.socket(zmq.PUB)
+    pub = context.socket(zmq.XPUB)
     pub.sndhwm = 0
+    pub.setsockopt(zmq.XPUB_VERBOSE, 1)  # each subscription shows, though they are the same
     pub.bind(endpoint_for(transport, tmp_path))
     endpoint = pub.getsockopt_string(zmq.LAST_ENDPOINT)
     subscriptions = [Subscription(endpoint, context=context, live_hwm=0, native=native,
@@ -115,7 +116,8 @@ def spool_both(context, tmp_path, messages, transport="tcp", **limits):
     try:
         for subscription in subscriptions:
             subscription.open()
-        time.sleep(0.5)  # the subscriptions reach the PUB socket
+        for _ in subscriptions:  # both have reached the publisher: nothing sent is missed
+            assert pub.poll(10_000) and pub.recv()[0] == 1
         for message in messages:
             pub.send_multipart(message)
         time.sleep(0.5)  # all of it waits in both SUB sockets
