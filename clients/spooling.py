@@ -30,6 +30,7 @@ import zmq
 from neurowire.wire import STREAM_ID, Rejected, parse_block
 
 from . import fastsub
+from .subscription import rest_of_message
 from .tracker import SequenceTracker
 
 log = logging.getLogger("neurowire.subscribe")
@@ -82,10 +83,7 @@ class PythonSpoolLoop:
                 zmq.zmq_poll(self._poll, max(1, int(wait_ms + 0.999)))
                 continue
             received_ns = time.time_ns()
-            frames = [frame]
-            while frame.more:
-                frame = recv(0, copy=False)
-                frames.append(frame)
+            frames = rest_of_message(recv, frame)
             taken += 1
             self.taken += 1
             self.last_data_ns = monotonic_ns()

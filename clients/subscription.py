@@ -121,6 +121,16 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def rest_of_message(recv, frame) -> list:
+    """A message's frames, from its first (a pyzmq Frame) on: libzmq delivers a message's
+    frames together, so the rest are there already."""
+    frames = [frame]
+    while frame.more:
+        frame = recv(0, copy=False)
+        frames.append(frame)
+    return frames
+
+
 def _view(frame) -> memoryview:
     """A zmq Frame or any bytes-like object as a memoryview, without copying."""
     return frame.buffer if hasattr(frame, "buffer") else memoryview(frame)
@@ -478,10 +488,7 @@ class Subscription:
                     self._idle()
                 continue
             received_ns = time.time_ns()
-            frames = [frame]
-            while frame.more:
-                frame = recv(0, copy=False)
-                frames.append(frame)
+            frames = rest_of_message(recv, frame)
             if self.lossless:
                 self._grant()
             elif self._other_feed(frames):

@@ -24,7 +24,7 @@ from neurowire.clients import fastsub, spooling  # noqa: E402
 from neurowire.clients.subscription import Subscription  # noqa: E402
 from neurowire.clients.writers import Spool  # noqa: E402
 from neurowire.wire import BLOCK, group_suffix, pack_block  # noqa: E402
-from helpers import published_block  # noqa: E402
+from helpers import published_block, run_subscribe_command  # noqa: E402
 
 needs_c = pytest.mark.skipif(not fastsub.available(),
                              reason="the C loops need Linux and a built module")
@@ -370,35 +370,11 @@ def test_subscribe_command_spools_lossless_blocks_exactly(tmp_path, python_loop)
     """`neurowire subscribe --lossless --spool` from a real daemon, either loop: every
     sample exact, and the report says which loop ran."""
     from neurowire.clients import synth
-    from neurowire.clients.simulate import Simulator
-    from neurowire.clients.subscribe import main
-    from neurowire.daemon import DaemonThread, load_config
 
-    config = load_config(ingest="tcp://127.0.0.1:*", publish="tcp://127.0.0.1:*",
-                         lossless="tcp://127.0.0.1:*", control="tcp://127.0.0.1:*",
-                         metrics="", max_backlog_packets=100_000, workers=1)
-    table = synth.synthesize(channels=4, rate=20000, loop_samples=2000, seed=1)
-    report_path = tmp_path / "sub.json"
-    with DaemonThread(config) as running:
-        endpoints = running.daemon.endpoints
-        arguments = ["--control", endpoints["control"], "--lossless", "--until-sample", "3000",
-                     "--spool", str(tmp_path / "spool.bin"), "--npy", str(tmp_path / "out.npy"),
-                     "--verify-synth", "1", "--channels", "4", "--loop-samples", "2000",
-                     "--idle-timeout", "10", "--report", str(report_path), "--quiet",
-                     *(["--python-loop"] if python_loop else [])]
-        result = {}
-        thread = threading.Thread(target=lambda: result.setdefault("rc", main(arguments)))
-        thread.start()
-        deadline = time.monotonic() + 20
-        while not running.daemon.lossless_subscribers:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        simulator = Simulator(endpoints["ingest"], table, 20000.0, 10)
-        for _ in range(300):
-            simulator.send_packet()
-        thread.join(30)
-        simulator.close()
-    assert result.get("rc") == 0
+    rc, table, report_path = run_subscribe_command(
+        tmp_path, 4, ["--spool", str(tmp_path / "spool.bin"),
+                      *(["--python-loop"] if python_loop else [])])
+    assert rc == 0
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy"),
                                   synth.LoopingSource(table).samples(0, 3000))
     report = json.loads(report_path.read_text())
