@@ -235,7 +235,7 @@ int nw_spool_take(nw_spool *spool, const uint8_t *const *data, const size_t *siz
         return 0;
     }
     const uint64_t total = (uint64_t)frames + excess;
-    if (total < 3) {
+    if (frames < 3) {  /* (frames beyond those given come only after the first three) */
         counts->rejected[NW_SPOOL_FRAMES]++;
         return 0;
     }

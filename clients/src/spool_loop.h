@@ -73,7 +73,8 @@ typedef struct nw_spool {
 int nw_spool_run(const nw_sub_zmq *zmq, void *socket, nw_sub_batch *batch, nw_spool *spool,
                  int64_t deadline_ns, uint32_t max_messages);
 
-/* One message as frames (data[k], size[k], `excess` more beyond those given): what
+/* One message as frames (data[k], size[k], `excess` more beyond those given, which a
+ * message of fewer than three given frames cannot have): what
  * nw_spool_run does with each message it takes, for tests and for replaying. Returns 1
  * when spooled, 0 when counted and left, or a negative errno from writing. */
 int nw_spool_take(nw_spool *spool, const uint8_t *const *data, const size_t *size,
