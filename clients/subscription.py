@@ -212,6 +212,7 @@ class Subscription:
         self._receiver = None
         self._ready: deque[Block] = deque()  # decoded, not yet returned by receive()
         self.spool_report = None  # spool_into's counters, once it ran
+        self._spool_loop = None  # the loop spool_into runs, for stop_spooling()
 
     def open(self) -> "Subscription":
         """Connect (asking `control` for the endpoint first, if given); the first receive
@@ -508,8 +509,9 @@ class Subscription:
         from . import spooling
 
         self.open()
-        loop = spooling.spool_loop(self, spool, c_loop=self._native if c_loop is None else c_loop,
-                                   until_sample=until_sample, resume_from=self.resume_from)
+        loop = self._spool_loop = spooling.spool_loop(
+            self, spool, c_loop=self._native if c_loop is None else c_loop,
+            until_sample=until_sample, resume_from=self.resume_from)
         ended_by = None
         try:
             ended_by = spooling.receive_into(self, loop, seconds=seconds,
@@ -520,7 +522,17 @@ class Subscription:
             self.decode_errors += sum(counts["rejected"].values())
             self.feed_messages += counts["feed_messages"]
             self.spool_report = {"c_loop": loop.c_loop, "ended_by": ended_by, **counts}
+            self._spool_loop = None
         return self.spool_report
+
+    def stop_spooling(self) -> bool:
+        """From another thread: ends a running spool_into within STOP_CHECK_S (its
+        ended_by "stop"). False when none is running."""
+        loop = self._spool_loop
+        if loop is None:
+            return False
+        loop.stop()
+        return True
 
     def _other_feed(self, frames) -> bool:
         # A feed topic ("<stream>/spikes"; '/' is never in a stream id), which an every-stream

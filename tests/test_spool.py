@@ -278,7 +278,7 @@ def test_until_sample_stops_after_the_block_that_reaches_it(context, tmp_path):
 @pytest.mark.parametrize("native", [True, False], ids=["c_loop", "python_loop"])
 def test_idle_timeout_stop_and_seconds_end_the_loop(context, tmp_path, native):
     """Nothing comes: the idle time-out ends the loop no sooner than its time (a timed
-    upper bound belongs in bench, not here); stop() from another thread and --seconds end
+    upper bound belongs in bench, not here); stop_spooling() from another thread and --seconds end
     it too."""
     pub = context.socket(zmq.PUB)
     port = pub.bind_to_random_port("tcp://127.0.0.1")
@@ -291,25 +291,14 @@ def test_idle_timeout_stop_and_seconds_end_the_loop(context, tmp_path, native):
         assert report["c_loop"] is native
         report = subscription.spool_into(spool, seconds=0.2)
         assert report["ended_by"] == "seconds"
-        loops = []
-        original = spooling.spool_loop
-
-        def keep(*args, **kwargs):
-            loops.append(original(*args, **kwargs))
-            return loops[-1]
-
-        spooling.spool_loop = keep
-        try:
-            result = {}
-            thread = threading.Thread(target=lambda: result.update(
-                subscription.spool_into(spool, idle_timeout=60)))
-            thread.start()
-            while not loops:
-                time.sleep(0.01)
-            loops[0].stop()
-            thread.join(10)
-        finally:
-            spooling.spool_loop = original
+        assert not subscription.stop_spooling()  # none running
+        result = {}
+        thread = threading.Thread(target=lambda: result.update(
+            subscription.spool_into(spool, idle_timeout=60)))
+        thread.start()
+        while not subscription.stop_spooling():
+            time.sleep(0.01)
+        thread.join(10)
         assert result["ended_by"] == "stop"
     finally:
         subscription.close()
