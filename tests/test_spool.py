@@ -278,8 +278,8 @@ def test_until_sample_stops_after_the_block_that_reaches_it(context, tmp_path):
 @pytest.mark.parametrize("native", [True, False], ids=["c_loop", "python_loop"])
 def test_idle_timeout_stop_and_seconds_end_the_loop(context, tmp_path, native):
     """Nothing comes: the idle time-out ends the loop no sooner than its time (a timed
-    upper bound belongs in bench, not here); stop_spooling() from another thread and --seconds end
-    it too."""
+    upper bound belongs in bench, not here); stop_spooling() from another thread and
+    --seconds end it too."""
     pub = context.socket(zmq.PUB)
     port = pub.bind_to_random_port("tcp://127.0.0.1")
     subscription = Subscription(f"tcp://127.0.0.1:{port}", context=context, native=native)
