@@ -40,7 +40,7 @@ LIBASAN    = $(shell $(CC) -print-file-name=libasan.so)
 FUZZ_BIN  := build/fuzz_decode
 FUZZ_TIME ?= 60
 
-.PHONY: all install tools test bench run asan tsan fuzz golden clean
+.PHONY: all install tools test bench run asan tsan fuzz fuzz-spool golden clean
 
 all: install tools
 
@@ -142,6 +142,18 @@ fuzz:
 		-o $(FUZZ_BIN) codec_c/fuzz/fuzz_decode.c $(CORE_SRC) $(wildcard codec_c/src/nw_lanes*.c) && \
 	$(FUZZ_BIN) -max_total_time=$(FUZZ_TIME) -max_len=65536 -timeout=10 \
 		-artifact_prefix=build/ build/fuzz-corpus codec_c/fuzz/corpus
+
+# The subscriber's spooling checks (clients/src/spool_loop.c) the same way.
+FUZZ_SPOOL_BIN := build/fuzz_spool
+fuzz-spool:
+	@if ! command -v clang >/dev/null; then \
+		echo "make fuzz-spool: clang not found (apt-get install -y clang); skipped"; exit 0; fi; \
+	mkdir -p build/fuzz-spool-corpus && \
+	clang -g -O1 -std=c99 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+		-Iclients/src -Icodec_c/src -o $(FUZZ_SPOOL_BIN) clients/fuzz/fuzz_spool.c \
+		clients/src/spool_loop.c clients/src/sub_loop.c && \
+	$(FUZZ_SPOOL_BIN) -max_total_time=$(FUZZ_TIME) -max_len=4096 -timeout=10 \
+		-artifact_prefix=build/ build/fuzz-spool-corpus clients/fuzz/corpus
 
 # After a deliberate bitstream change (which, once streams exist in the wild, also means a
 # new NW_FORMAT_VERSION): re-make the codec's golden files and the fuzz seeds.

@@ -63,6 +63,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--python-simulator", dest="native_simulator", action="store_false",
                         help="the simulator sends from its Python loop (simulate "
                              "--python-loop), to compare with its C one")
+    parser.add_argument("--python-subscriber", dest="native_subscriber", action="store_false",
+                        help="the subscriber receives (and spools) in its Python loop "
+                             "(subscribe --python-loop), to compare with its C one")
     parser.add_argument("--live", action="store_true",
                         help="live subscriber (drops when behind) instead of lossless")
     parser.add_argument("--no-baseline", dest="baseline", action="store_false",
@@ -346,7 +349,8 @@ def run(args: argparse.Namespace) -> int:
                     "--until-sample", total_samples, "--idle-timeout", 5,
                     *(["--spool", os.path.join(workdir, "spool.bin")]
                       if args.verify == "after" else []),
-                    "--report", sub_report, "--quiet"),
+                    "--report", sub_report, "--quiet",
+                    *([] if args.native_subscriber else ["--python-loop"])),
             stdout=logs["subscriber"], stderr=subprocess.STDOUT, preexec_fn=realtime)
         deadline = time.monotonic() + 60
         while True:  # the subscriber builds its reference table before it connects
@@ -417,6 +421,8 @@ def run(args: argparse.Namespace) -> int:
                    "block_format": data_path.get("block_format"),
                    # Which loop sent: the C one unless asked otherwise or it cannot load.
                    "simulator_c_loop": simulator.get("c_loop"),
+                   # Which loop received (with --verify after, the spooling loop).
+                   "subscriber_c_loop": subscriber.get("c_loop"),
                    "clients_realtime": realtime is not None,
                    "delivery": "live" if args.live else "lossless",
                    "keyframe_interval_s": args.keyframe_interval, "cpus": os.cpu_count(),
@@ -522,7 +528,8 @@ def _print_human(result: dict) -> None:
                               for name, v in result["cpu"].items()))
     window = result["cpu_streaming"]
     relay = window.get("bare_c_relay", {})
-    loops = {"simulator": " (C loop)" if config.get("simulator_c_loop") else " (Python loop)"}
+    loops = {name: " (C loop)" if config.get(f"{name}_c_loop") else " (Python loop)"
+             for name in ("simulator", "subscriber")}
     line = ", ".join(f"{name}{loops.get(name, '')} {window[name]['us_per_packet']} us "
                      f"({window[name]['percent_of_core']}% of a core)"
                      for name in ("daemon", "subscriber", "simulator") if name in window)

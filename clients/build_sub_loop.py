@@ -1,4 +1,4 @@
-"""Declares clients/src/sub_loop.h to cffi and compiles it into neurowire.clients._sub_loop
+"""Declares clients/src/sub_loop.h and spool_loop.h to cffi and compiles it into neurowire.clients._sub_loop
 (API mode, out-of-line). Run by setuptools through ``cffi_modules``; running it as a script
 builds the extension under build/ffi/, to debug the build alone.
 
@@ -81,6 +81,39 @@ uint32_t nw_sub_gather(const nw_sub_zmq *zmq, void *socket, const nw_sub_codec *
                        uint8_t *keyframe, uint8_t *crc_bad, int64_t *stages,
                        int *decode_status, uint32_t *leftover, int *drain_status);
 void nw_sub_prepare(void);
+
+#define NW_SPOOL_MAX_STREAMS ...
+#define NW_SPOOL_TOPIC_BYTES ...
+#define NW_SPOOL_STOP_CHECK_MS ...
+#define NW_SPOOL_REASONS ...
+#define NW_SPOOL_GAP_REASONS ...
+typedef struct nw_spool_tracker { ...; } nw_spool_tracker;
+typedef struct nw_spool_counts {
+    uint64_t spooled, spooled_bytes, feed_messages, rejected[...];
+    uint64_t lost_blocks, duplicates, keyframe_waits, untracked;
+    uint64_t gaps[...], gap_samples;
+} nw_spool_counts;
+typedef struct nw_spool {
+    int fd;
+    uint8_t *buffer;
+    size_t buffer_cap, buffer_used;
+    int has_resume;
+    uint64_t resume_from;
+    uint64_t until_sample;
+    int reached;
+    int stop;
+    int64_t last_data_ns;
+    uint64_t taken;
+    int write_error;
+    uint32_t streams;
+    nw_spool_counts counts;
+    ...;
+} nw_spool;
+int nw_spool_run(const nw_sub_zmq *zmq, void *socket, nw_sub_batch *batch, nw_spool *spool,
+                 int64_t deadline_ns, uint32_t max_messages);
+int nw_spool_take(nw_spool *spool, const uint8_t *const *data, const size_t *size,
+                  uint32_t frames, uint32_t excess, int64_t received_ns);
+int nw_spool_flush(nw_spool *spool);
 """
 
 
@@ -93,8 +126,10 @@ def _rel(path):
 def make_ffibuilder():
     ffi = FFI()
     ffi.cdef(CDEF)
-    ffi.set_source("neurowire.clients._sub_loop", '#include "sub_loop.h"',
-                   sources=[_rel(os.path.join(SRC, "sub_loop.c"))],
+    ffi.set_source("neurowire.clients._sub_loop",
+                   '#include "sub_loop.h"\n#include "spool_loop.h"',
+                   sources=[_rel(os.path.join(SRC, name))
+                            for name in ("sub_loop.c", "spool_loop.c")],
                    include_dirs=[_rel(SRC), _rel(CODEC_SRC)],
                    extra_compile_args=["-O2", "-std=c99"])
     return ffi

@@ -14,6 +14,7 @@ whether this works here; Subscription falls back to pyzmq when not.
 from __future__ import annotations
 
 import functools
+import os
 
 import numpy as np
 
@@ -226,3 +227,73 @@ class FastStream:
                 deadline_ns, *views, self._status, self._leftover, self._drain_status)
         return (accepted, self._status[0], *self._accepted(arrays, accepted),
                 self._leftover[0], self._drain_status[0])
+
+
+class SpoolLoop:
+    """The spooling loop in C (clients/src/spool_loop.c): receives on a Receiver's socket
+    and appends to a file descriptor (writers.Spool.attach), with the rules and counters of
+    neurowire.clients.spooling.PythonSpoolLoop, which it stands in for."""
+
+    c_loop = True
+
+    def __init__(self, receiver: Receiver, fd: int, *, until_sample: int = 0,
+                 resume_from: int | None = None, buffer_bytes: int = 1 << 20):
+        ffi, lib, _, _, _ = _native()
+        self._ffi, self._lib, self._receiver = ffi, lib, receiver
+        self._buffer = ffi.new("uint8_t[]", buffer_bytes)  # lives as long as this object
+        state = self._state = ffi.new("nw_spool *")
+        state.fd, state.buffer, state.buffer_cap = fd, self._buffer, buffer_bytes
+        state.until_sample = until_sample
+        if resume_from is not None:
+            state.has_resume, state.resume_from = 1, resume_from
+
+    def run(self, deadline_ns: int, max_messages: int) -> int:
+        """Receives and spools until deadline_ns (time.monotonic_ns), max_messages taken,
+        stop() or until_sample; the messages taken (0 when a signal came: back to Python,
+        where its handler runs). zmq.ZMQError on a socket error, OSError on a write error."""
+        receiver = self._receiver
+        before = self._state.taken
+        status = self._lib.nw_spool_run(receiver._zmq, receiver._socket, receiver._batch,
+                                        self._state, deadline_ns, min(max_messages, 2**31))
+        if status < 0:
+            import errno
+
+            import zmq
+
+            if self._state.write_error:
+                raise OSError(-status, f"writing the spool: {os.strerror(-status)}")
+            if -status == errno.EINTR:
+                return self._state.taken - before
+            raise zmq.ZMQError(-status)
+        return status
+
+    def stop(self) -> None:
+        """From another thread: the loop returns within NW_SPOOL_STOP_CHECK_MS."""
+        self._state.stop = 1
+
+    @property
+    def stopped(self) -> bool:
+        return bool(self._state.stop)
+
+    @property
+    def reached(self) -> bool:
+        return bool(self._state.reached)
+
+    @property
+    def taken(self) -> int:
+        return self._state.taken
+
+    @property
+    def last_data_ns(self) -> int:
+        return self._state.last_data_ns
+
+    def counts(self, reject_reasons, gap_reasons) -> dict:
+        """The C counters under the Python loop's names."""
+        c = self._state.counts
+        return {"spooled": c.spooled, "spooled_bytes": c.spooled_bytes,
+                "feed_messages": c.feed_messages,
+                "rejected": {reason: c.rejected[k] for k, reason in enumerate(reject_reasons)},
+                "lost_blocks": c.lost_blocks, "duplicates": c.duplicates,
+                "keyframe_waits": c.keyframe_waits, "untracked": c.untracked,
+                "gaps": {reason: c.gaps[k] for k, reason in enumerate(gap_reasons)},
+                "gap_samples": c.gap_samples}

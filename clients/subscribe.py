@@ -15,7 +15,7 @@ import numpy as np
 import zmq
 
 from neurowire.options import bounded, endpoint
-from neurowire.wire import DEFAULT_LOSSLESS, DEFAULT_PUBLISH, Rejected, parse_block
+from neurowire.wire import DEFAULT_LOSSLESS, DEFAULT_PUBLISH
 
 from .subscription import (FEEDS, Block, Gap, Run, Subscription, _cpu_s,  # noqa: F401
                            _view, feed_subscription, subscribe)
@@ -57,6 +57,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
                         help="only receive while streaming (into FILE), then decode and check "
                              "every block: where decoding in real time does not fit next to "
                              "the daemon; latency then counts decoding as if done on arrival")
+    parser.add_argument("--python-loop", action="store_true",
+                        help="receive (and, with --spool, spool) in Python on pyzmq instead "
+                             "of the C loops, to compare; the report's c_loop says which ran")
     parser.add_argument("--report", metavar="FILE", help="write the final report as JSON")
     parser.add_argument("--ready-file", metavar="FILE", help=argparse.SUPPRESS)
     parser.add_argument("--feed", choices=FEEDS, default="lossless",
@@ -175,15 +178,6 @@ def run_feed(args: argparse.Namespace) -> int:
     return 0
 
 
-def _reaches(frames, until_sample: int) -> bool:
-    """A received block ends at or past `until_sample` (unreadable ones do not)."""
-    try:
-        header = parse_block(_view(frames[1]).tobytes(), len(frames) - 2)
-    except (Rejected, IndexError):
-        return False
-    return header.first + header.n_samples >= until_sample
-
-
 def run(args: argparse.Namespace) -> int:
     import signal
 
@@ -221,7 +215,8 @@ def _run(args: argparse.Namespace) -> int:
         expected = lambda stream, first, n: source.samples(first, n)  # noqa: E731
     subscription = Subscription(args.connect, streams=args.stream, lossless=args.lossless,
                                 control=args.control, expected=expected, record_latency=True,
-                                idle_timeout=None, resume_from=args.resume_from)
+                                idle_timeout=None, resume_from=args.resume_from,
+                                native=False if args.python_loop else None)
     subscription.open()
     if not args.wait and not subscription.answering(3.0):
         subscription.close()
@@ -251,10 +246,16 @@ def _run(args: argparse.Namespace) -> int:
     streaming_cpu_s = []  # with a spool: what receiving alone cost, before the decoding
 
     def spool_then_blocks():
-        for raw in _until_limits(subscription.receive_raw, args):
-            spool.write(*raw)
-            if args.until_sample and _reaches(raw[0], args.until_sample):
-                break
+        def note(seconds):
+            print(f"neurowire subscribe: no data yet after {seconds:.0f} s (is a daemon "
+                  "running there, and a source streaming to it?)", file=sys.stderr)
+
+        ended_by = subscription.spool_into(
+            spool, seconds=args.seconds, idle_timeout=args.idle_timeout,
+            first_wait=FIRST_MESSAGE_WAIT_S, until_sample=args.until_sample,
+            note=note)["ended_by"]
+        if ended_by == "idle" and not subscription.spool_report["spooled"]:
+            print("neurowire subscribe: nothing arrived; giving up", file=sys.stderr)
         subscription.close()
         streaming_cpu_s.append(_cpu_s() - subscription._cpu_start)
         if not args.quiet:
@@ -312,6 +313,11 @@ def _run(args: argparse.Namespace) -> int:
         report["file_ends_at_gap"] = writer.ended_at
     report["cpu_streaming_s"] = streaming_cpu_s[0] if streaming_cpu_s else report["cpu_s"]
     report["deferred_decode"] = spool is not None
+    # Which loop received: C (fastsub) or Python (pyzmq); with --spool, the spooling loop's.
+    report["c_loop"] = (subscription.spool_report["c_loop"] if subscription.spool_report
+                        else subscription._receiver is not None)
+    if subscription.spool_report:
+        report["spool"] = subscription.spool_report
     if args.report:
         with open(args.report, "w") as handle:
             json.dump(report, handle)

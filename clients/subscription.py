@@ -121,6 +121,16 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def rest_of_message(recv, frame) -> list:
+    """A message's frames, from its first (a pyzmq Frame) on: libzmq delivers a message's
+    frames together, so the rest are there already."""
+    frames = [frame]
+    while frame.more:
+        frame = recv(0, copy=False)
+        frames.append(frame)
+    return frames
+
+
 def _view(frame) -> memoryview:
     """A zmq Frame or any bytes-like object as a memoryview, without copying."""
     return frame.buffer if hasattr(frame, "buffer") else memoryview(frame)
@@ -201,6 +211,8 @@ class Subscription:
         self._native = fastsub.available() if native is None else native
         self._receiver = None
         self._ready: deque[Block] = deque()  # decoded, not yet returned by receive()
+        self.spool_report = None  # spool_into's counters, once it ran
+        self._spool_loop = None  # the loop spool_into runs, for stop_spooling()
 
     def open(self) -> "Subscription":
         """Connect (asking `control` for the endpoint first, if given); the first receive
@@ -477,15 +489,50 @@ class Subscription:
                     self._idle()
                 continue
             received_ns = time.time_ns()
-            frames = [frame]
-            while frame.more:
-                frame = recv(0, copy=False)
-                frames.append(frame)
+            frames = rest_of_message(recv, frame)
             if self.lossless:
                 self._grant()
             elif self._other_feed(frames):
                 continue
             return frames, received_ns
+
+    def spool_into(self, spool, *, c_loop: bool | None = None, seconds: float = 0.0,
+                   idle_timeout: float = 0.0, first_wait: float = 0.0, until_sample: int = 0,
+                   note=None) -> dict:
+        """Receives into `spool` (writers.Spool) until --seconds, the idle time-out,
+        `until_sample` or KeyboardInterrupt, for `handle` to decode after the stream
+        (neurowire.clients.spooling: its rules, limits and counters). c_loop: the C loop
+        (default: where this subscription receives in C), else the Python one. Rejected
+        messages go to decode_errors and feeds' to feed_messages, as decoding them would
+        have. Returns the loop's counters, with "c_loop" and "ended_by" (None when
+        interrupted)."""
+        from . import spooling
+
+        self.open()
+        loop = self._spool_loop = spooling.spool_loop(
+            self, spool, c_loop=self._native if c_loop is None else c_loop,
+            until_sample=until_sample, resume_from=self.resume_from)
+        ended_by = None
+        try:
+            ended_by = spooling.receive_into(self, loop, seconds=seconds,
+                                             idle_timeout=idle_timeout, first_wait=first_wait,
+                                             note=note)
+        finally:
+            counts = loop.counts()
+            self.decode_errors += sum(counts["rejected"].values())
+            self.feed_messages += counts["feed_messages"]
+            self.spool_report = {"c_loop": loop.c_loop, "ended_by": ended_by, **counts}
+            self._spool_loop = None
+        return self.spool_report
+
+    def stop_spooling(self) -> bool:
+        """From another thread: ends a running spool_into within STOP_CHECK_S (its
+        ended_by "stop"). False when none is running."""
+        loop = self._spool_loop
+        if loop is None:
+            return False
+        loop.stop()
+        return True
 
     def _other_feed(self, frames) -> bool:
         # A feed topic ("<stream>/spikes"; '/' is never in a stream id), which an every-stream

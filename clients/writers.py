@@ -34,6 +34,16 @@ class Spool:
             write(view)
         self.messages += 1
 
+    def attach(self) -> int:
+        """The file descriptor, for a writer outside Python (the C spooling loop) that
+        appends records at the file's offset: what Python buffered is written first, and
+        from here on that writer alone appends (telling `appended` how many it wrote)."""
+        self.handle.flush()
+        return self.handle.fileno()
+
+    def appended(self, messages: int) -> None:
+        self.messages += messages
+
     def replay(self):
         """(frames, received_ns) in the order received; the file is removed afterwards."""
         self.handle.close()

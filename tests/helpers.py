@@ -81,3 +81,39 @@ def published_block(encoder, samples, seq, first, key=True, stream="imp", groups
     header = pack_block(samples.shape[1], samples.shape[0], len(groups), key, seq, epoch, first,
                         20000.0, blobs[0][2], crc, 1, 2, 3, 1, 0, 4, group_suffix(groups))
     return [stream.encode() + b"\0", header, *blobs]
+
+
+def run_subscribe_command(tmp_path, channels, extra_arguments, workers=1):
+    """`neurowire subscribe --lossless` against a real daemon fed 3000 time steps of
+    synthetic data; returns (exit status, the synthetic table, the report path)."""
+    import threading
+
+    from neurowire.clients import synth
+    from neurowire.clients.simulate import Simulator
+    from neurowire.clients.subscribe import main
+    from neurowire.daemon import DaemonThread, load_config
+
+    config = load_config(ingest="tcp://127.0.0.1:*", publish="tcp://127.0.0.1:*",
+                         lossless="tcp://127.0.0.1:*", control="tcp://127.0.0.1:*", metrics="",
+                         max_backlog_packets=100_000, workers=workers)
+    table = synth.synthesize(channels=channels, rate=20000, loop_samples=2000, seed=1)
+    report = tmp_path / "sub.json"
+    with DaemonThread(config) as running:
+        endpoints = running.daemon.endpoints
+        arguments = ["--control", endpoints["control"], "--lossless", "--until-sample", "3000",
+                     "--npy", str(tmp_path / "out.npy"), *extra_arguments,
+                     "--verify-synth", "1", "--channels", str(channels), "--loop-samples", "2000",
+                     "--idle-timeout", "10", "--report", str(report), "--quiet"]
+        result = {}
+        thread = threading.Thread(target=lambda: result.setdefault("rc", main(arguments)))
+        thread.start()
+        deadline = time.monotonic() + 20
+        while not running.daemon.lossless_subscribers:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        simulator = Simulator(endpoints["ingest"], table, 20000.0, 10)
+        for _ in range(300):
+            simulator.send_packet()
+        thread.join(30)
+        simulator.close()
+    return result.get("rc"), table, report

@@ -18,6 +18,7 @@ import zmq
 from neurowire.wire import INGEST, pack_ingest, parse_ingest
 
 from neurowire.clients import synth
+from helpers import run_subscribe_command
 
 CHALLENGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..",
                          "shared", "data", "challenge")
@@ -73,39 +74,6 @@ def test_simulator_paces_and_stamps(tmp_path):
     assert result["packets_sent"] == 400 and "p99_us" in result["pacing_lateness"]
     elapsed = (headers[-1].acquired_ns - headers[0].acquired_ns) / 1e9
     assert 0.15 < elapsed < 0.6  # real-time pacing, not a burst
-
-
-def run_subscribe_command(tmp_path, channels, extra_arguments, workers=1):
-    """`neurowire subscribe --lossless` against a real daemon fed 3000 time steps of
-    synthetic data; returns (exit status, the synthetic table, the report path)."""
-    from neurowire.clients.simulate import Simulator
-    from neurowire.clients.subscribe import main
-    from neurowire.daemon import DaemonThread, load_config
-
-    config = load_config(ingest="tcp://127.0.0.1:*", publish="tcp://127.0.0.1:*",
-                         lossless="tcp://127.0.0.1:*", control="tcp://127.0.0.1:*", metrics="",
-                         max_backlog_packets=100_000, workers=workers)
-    table = synth.synthesize(channels=channels, rate=20000, loop_samples=2000, seed=1)
-    report = tmp_path / "sub.json"
-    with DaemonThread(config) as running:
-        endpoints = running.daemon.endpoints
-        arguments = ["--control", endpoints["control"], "--lossless", "--until-sample", "3000",
-                     "--npy", str(tmp_path / "out.npy"), *extra_arguments,
-                     "--verify-synth", "1", "--channels", str(channels), "--loop-samples", "2000",
-                     "--idle-timeout", "10", "--report", str(report), "--quiet"]
-        result = {}
-        thread = threading.Thread(target=lambda: result.setdefault("rc", main(arguments)))
-        thread.start()
-        deadline = time.monotonic() + 20
-        while not running.daemon.lossless_subscribers:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        simulator = Simulator(endpoints["ingest"], table, 20000.0, 10)
-        for _ in range(300):
-            simulator.send_packet()
-        thread.join(30)
-        simulator.close()
-    return result.get("rc"), table, report
 
 
 @pytest.mark.timeout(60)

@@ -305,6 +305,9 @@ def test_bench_stream_json_checks_every_sample(tmp_path):
     from neurowire.clients.simulate import native_available
 
     assert report["config"]["simulator_c_loop"] is native_available()  # which loop sent
+    from neurowire.clients import fastsub
+
+    assert report["config"]["subscriber_c_loop"] is fastsub.available()  # which spooled
     # What the daemon was granted, as it reports it: realtime where allowed, and with two
     # CPUs or more, its two data-path threads on CPUs of their own.
     granted = report["daemon_data_path"]
