@@ -3,7 +3,7 @@
  * them under ptrace: exact, on any Linux x86-64 or other host, where perf's counters are not
  * permitted (VMs) and callgrind cannot run the code (valgrind has no AVX-512).
  *
- *   cc -O3 -std=c99 -Icodec_c/src -o build/lane_steps bench/lane_steps.c codec_c/src/*.c -lm -lpthread
+ *   cc -O3 -std=c99 -Icodec_c/src -o build/lane_steps bench/lane_steps.c codec_c/src/nw_*.c -lm -pthread
  *   build/lane_steps SAMPLES.i16 CHANNELS BLOCK BLOCKS [scalar|sse2|avx2|avx512]
  *
  * SAMPLES.i16: rows of CHANNELS little-endian int16 samples, at least BLOCK x BLOCKS rows
