@@ -14,6 +14,9 @@
  * child raises around each direction's loop (a few dozen instructions of raise() fall
  * inside, nothing next to the BLOCK x BLOCKS x CHANNELS samples). Give it build flags like
  * the extension's (-O3), or the count is another build's.
+ *
+ * LANE_STEPS_PROFILE=FILE also writes each instruction address's steps (hex address, count;
+ * both directions), about twice as slow; with a -no-pie build, `nm -n` names the functions.
  */
 #define _GNU_SOURCE
 #include <signal.h>
@@ -22,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ptrace.h>
+#include <sys/user.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -69,6 +73,21 @@ static int code_blocks(const int16_t *samples, uint32_t channels, uint32_t block
     return memcmp(samples, decoded, sizeof *decoded * (size_t)channels * block * blocks) != 0 ? 7 : 0;
 }
 
+/* With a profile file: steps by instruction address, in an open-addressed table. */
+#define PROFILE_SLOTS (1u << 16)
+static struct { uint64_t ip, steps; } *profile;
+
+static void profile_step(pid_t child) {
+    struct user_regs_struct regs;
+    if (ptrace(PTRACE_GETREGS, child, NULL, &regs) != 0) return;
+    for (uint32_t i = (uint32_t)(regs.rip * 0x9E3779B1u) >> 16;; i = (i + 1) & (PROFILE_SLOTS - 1))
+        if (profile[i].ip == regs.rip || profile[i].ip == 0) {
+            profile[i].ip = regs.rip;
+            profile[i].steps++;
+            return;
+        }
+}
+
 /* Single steps until the child stops with SIGSTOP again; -1 if it ended instead. */
 static long long steps_to_next_stop(pid_t child) {
     long long steps = 0;
@@ -77,6 +96,7 @@ static long long steps_to_next_stop(pid_t child) {
         if (ptrace(PTRACE_SINGLESTEP, child, NULL, NULL) != 0 || waitpid(child, &status, 0) != child) return -1;
         if (!WIFSTOPPED(status)) return -1;
         if (WSTOPSIG(status) == SIGSTOP) return steps;
+        if (profile) profile_step(child);
         steps++;
     }
 }
@@ -111,6 +131,8 @@ int main(int argc, char **argv) {
     }
     fclose(f);
 
+    const char *profile_path = getenv("LANE_STEPS_PROFILE");
+    if (profile_path && !(profile = calloc(PROFILE_SLOTS, sizeof *profile))) return fail("calloc");
     const pid_t child = fork();
     if (child < 0) return fail("fork");
     if (child == 0) {
@@ -127,6 +149,10 @@ int main(int argc, char **argv) {
         fprintf(stderr, "the coding child failed (status %d)\n", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
         return 1;
     }
+    FILE *out = profile_path ? fopen(profile_path, "w") : NULL;
+    for (uint32_t i = 0; out && i < PROFILE_SLOTS; i++)
+        if (profile[i].ip) fprintf(out, "%llx %llu\n", (unsigned long long)profile[i].ip, (unsigned long long)profile[i].steps);
+    if (out) fclose(out);
     printf("{\"simd\": \"%s\", \"samples\": %zu, \"encode\": %.1f, \"decode\": %.1f}\n", kernels[simd], count,
            (double)encode / (double)count, (double)decode / (double)count);
     return 0;
