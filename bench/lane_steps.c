@@ -15,10 +15,13 @@
  * inside, nothing next to the BLOCK x BLOCKS x CHANNELS samples). Give it build flags like
  * the extension's (-O3), or the count is another build's.
  *
+ * LANE_STEPS_TIME=N codes the blocks N times instead, without ptrace, and prints the median
+ * block's time each way (bench/lane_ab.py times two builds so, alternating).
+ *
  * LANE_STEPS_PROFILE=FILE also writes each instruction address's steps (hex address, count;
  * both directions), about twice as slow; with a -no-pie build, `nm -n` names the functions.
  */
-#define _GNU_SOURCE
+#define _GNU_SOURCE   /* ptrace, clock_gettime */
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -27,6 +30,7 @@
 #include <sys/ptrace.h>
 #include <sys/user.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "neurowire.h"
@@ -37,8 +41,21 @@ static int fail(const char *what) {
     return 2;
 }
 
-/* The child: both directions, each between two stops. */
-static int code_blocks(const int16_t *samples, uint32_t channels, uint32_t block, uint32_t blocks) {
+static uint64_t now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+/* Stops the process for the counting parent, or, when timed, notes the time. */
+static void mark(uint64_t *timed) {
+    if (timed) *timed = now_ns();
+    else raise(SIGSTOP);
+}
+
+/* The child: both directions, each between two stops. Timed (`ns` not NULL): no stops,
+ * each block's time in ns[b] (encoding) and ns[blocks + b] (decoding). */
+static int code_blocks(const int16_t *samples, uint32_t channels, uint32_t block, uint32_t blocks, uint64_t *ns) {
     nw_stream_encoder *enc = nw_stream_encoder_new(channels, NW_LANE_FORMAT_VERSION);
     nw_stream_decoder *dec = nw_stream_decoder_new(channels);
     const size_t cap = nw_encode_bound(channels, block);
@@ -56,21 +73,56 @@ static int code_blocks(const int16_t *samples, uint32_t channels, uint32_t block
     dec = nw_stream_decoder_new(channels);
     if (!enc || !dec) return 3;
 
-    raise(SIGSTOP);
+    uint64_t start = 0;
+    mark(ns ? &start : NULL);
     for (uint32_t b = 0; b < blocks; b++) {
         int64_t n = nw_stream_encode_block(enc, samples + (size_t)b * block * channels, block, channels,
                                            b == 0, coded + (size_t)b * cap, cap);
         if (n < 0) return 5;
         lengths[b] = (size_t)n;
+        if (ns) ns[b] = now_ns() - start, start += ns[b];
     }
-    raise(SIGSTOP);
-    for (uint32_t b = 0; b < blocks; b++)
+    mark(ns ? &start : NULL);
+    for (uint32_t b = 0; b < blocks; b++) {
         if (nw_stream_decode_block(dec, coded + (size_t)b * cap, lengths[b], decoded + (size_t)b * block * channels,
                                    block, channels, &info) < 0)
             return 6;
-    raise(SIGSTOP);
+        if (ns) ns[blocks + b] = now_ns() - start, start += ns[blocks + b];
+    }
+    if (!ns) raise(SIGSTOP);
+    nw_stream_encoder_free(enc);
+    nw_stream_decoder_free(dec);
+    free(coded);
+    free(lengths);
     /* lossless, or the count is of broken code */
-    return memcmp(samples, decoded, sizeof *decoded * (size_t)channels * block * blocks) != 0 ? 7 : 0;
+    const int same = memcmp(samples, decoded, sizeof *decoded * (size_t)channels * block * blocks) == 0;
+    free(decoded);
+    return same ? 0 : 7;
+}
+
+static int by_value(const void *a, const void *b) {
+    const uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* LANE_STEPS_TIME=N: the blocks coded N times without ptrace; the median block's time. */
+static int time_blocks(const int16_t *samples, uint32_t channels, uint32_t block, uint32_t blocks, int repeats,
+                       const char *kernel) {
+    uint64_t *ns = malloc(sizeof *ns * 2 * blocks), *enc = malloc(sizeof *enc * blocks * (size_t)repeats),
+             *dec = malloc(sizeof *dec * blocks * (size_t)repeats);
+    if (!ns || !enc || !dec) return fail("malloc");
+    for (int r = 0; r < repeats; r++) {
+        const int status = code_blocks(samples, channels, block, blocks, ns);
+        if (status) return status;
+        memcpy(enc + (size_t)r * blocks, ns, sizeof *ns * blocks);
+        memcpy(dec + (size_t)r * blocks, ns + blocks, sizeof *ns * blocks);
+    }
+    const size_t n = (size_t)blocks * (size_t)repeats;
+    qsort(enc, n, sizeof *enc, by_value);
+    qsort(dec, n, sizeof *dec, by_value);
+    printf("{\"simd\": \"%s\", \"blocks\": %zu, \"encode_us\": %.1f, \"decode_us\": %.1f}\n", kernel, n,
+           (double)enc[n / 2] / 1e3, (double)dec[n / 2] / 1e3);
+    return 0;
 }
 
 /* With a profile file: steps by instruction address, in an open-addressed table. */
@@ -131,13 +183,15 @@ int main(int argc, char **argv) {
     }
     fclose(f);
 
+    const char *timed = getenv("LANE_STEPS_TIME");
+    if (timed) return time_blocks(samples, channels, block, blocks, atoi(timed) > 0 ? atoi(timed) : 1, kernels[simd]);
     const char *profile_path = getenv("LANE_STEPS_PROFILE");
     if (profile_path && !(profile = calloc(PROFILE_SLOTS, sizeof *profile))) return fail("calloc");
     const pid_t child = fork();
     if (child < 0) return fail("fork");
     if (child == 0) {
         if (ptrace(PTRACE_TRACEME, 0, NULL, NULL) != 0) _exit(fail("ptrace"));
-        _exit(code_blocks(samples, channels, block, blocks));
+        _exit(code_blocks(samples, channels, block, blocks, NULL));
     }
     int status;
     /* the first stop, before the encoder's blocks (ptrace delivers it to the parent) */
