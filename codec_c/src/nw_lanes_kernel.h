@@ -892,123 +892,6 @@ HOT void lane_normalize_at(range_decoder *rd, uint32_t *range, uint32_t *code, c
     *next = rd->in + rd->pos;
 }
 
-/* Lane l of a grid step decoded on its own (decode_grid_step_avx2's loop): a direct symbol
- * here, any other through model_code. The coders' ranges and codes are in range and code,
- * the input's position in *in_at. */
-static inline __attribute__((always_inline)) int decode_lane(int l, channel_state *states, lane_coders *lc,
-        int16_t *row, const grid_step *st, uint16_t (*sums)[48], range_decoder *rd, const uint8_t **in_at,
-        uintptr_t last, uint64_t *range, uint64_t *code, int32_t *xs, uint32_t *direct_lanes) {
-    const int c = l % CODERS;
-    const uint16_t *s = sums[l] + 15;
-    const uint32_t all = s[2 * HALF];
-    const uint32_t f_neg = (uint32_t)st->f_neg[l];
-    /* rd_target's quotients; a target past the direct symbols (unsigned: before them
-     * too, or past the total in a damaged block) goes to model_code, which takes them again */
-    const uint32_t r = (uint32_t)range[c] / (all + (uint32_t)st->f_side[l]);
-    const uint32_t target = (uint32_t)code[c] / r - f_neg;
-    if (target < all) {
-        /* the sums rise, so the symbols whose running sum with their own count is above
-         * the target (max(sum, t + 1) = sum, unsigned; t + 1 fits 16 bits as t is below a
-         * 16-bit sum) are the top ones, and the first of them is the symbol; the two
-         * masks packed to a byte per symbol (the pack interleaves the 128-bit halves, the
-         * permutation puts them back in order) */
-#if defined(NW_LANES_AVX512)
-        const int symbol = find_symbol_avx512(s + 1, target);
-#else
-        const __m256i key = _mm256_set1_epi16((int16_t)(target + 1));
-        const __m256i p0 = _mm256_load_si256((const __m256i *)(const void *)(s + 1));
-        const __m256i p1 = _mm256_load_si256((const __m256i *)(const void *)(s + 1 + HALF));
-        const __m256i above = _mm256_permute4x64_epi64(_mm256_packs_epi16(
-            _mm256_cmpeq_epi16(_mm256_max_epu16(p0, key), p0), _mm256_cmpeq_epi16(_mm256_max_epu16(p1, key), p1)), 0xD8);
-        const int symbol = (int)_tzcnt_u32((uint32_t)_mm256_movemask_epi8(above));
-#endif
-        const uint32_t below = s[symbol];
-        uint32_t range_c = r * (s[symbol + 1] - below), code_c = (uint32_t)code[c] - r * (f_neg + below);
-        lane_normalize_at(rd, &range_c, &code_c, in_at, last);
-        range[c] = range_c;
-        code[c] = code_c;
-#if !defined(NW_LANES_AVX512)   /* which counts the step's direct lanes after the loop */
-        /* adapt(), whose count update for a direct symbol is this one */
-        uint16_t *freq = (uint16_t *)(void *)((char *)states + st->freq_at[l]);
-        uint32_t *total = (uint32_t *)(void *)((char *)states + st->total_at[l]);
-        freq[symbol] = (uint16_t)(freq[symbol] + MAIN_INCREMENT);
-        if ((*total += MAIN_INCREMENT) > MAIN_LIMIT) rescale_counts(freq, total);
-#endif
-        xs[l] = symbol;   /* the lane's code is rebuilt from it after the loop */
-        *direct_lanes |= 1u << l;
-    } else {
-        rd->range = (uint32_t)range[c];
-        rd->code = (uint32_t)code[c];
-        rd->pos = (size_t)(*in_at - rd->in);
-        lc->input.dec = *rd;
-        if (decode_other_sample(&states[l], &lc->input, &row[l], st->pred_q[l], &xs[l]))
-            return NW_ERR_CORRUPT;
-        *rd = lc->input.dec;
-        range[c] = rd->range;
-        code[c] = rd->code;
-        *in_at = rd->in + rd->pos;
-    }
-    return NW_OK;
-}
-
-#if defined(NW_LANES_AVX512)
-typedef char quad_is_one_lane_per_coder[LANES % CODERS == 0 && CODERS == 4 ? 1 : -1];
-
-/* floor(a / b) of four 32-bit pairs (b > 0) in doubles: exact, as a quotient below 2^32 is
- * rounded by less than 2^-21 / b, and one that is not whole is at least 1 / b from the next. */
-static inline __m128i quotient_avx512(__m128i a, __m128i b) {
-    return _mm256_cvttpd_epu32(_mm256_div_pd(_mm256_cvtepu32_pd(a), _mm256_cvtepu32_pd(b)));
-}
-
-/* Four lanes of a grid step, one of each coder's, decoded side by side when all four are
- * direct symbols and their bytes are away from the input's end: decode_lane's integers and
- * its reads, in lane order (each coder's shifted-in bytes follow the lanes before it). Returns
- * 0, nothing changed, otherwise (the caller decodes the four one at a time). `sums`: the
- * four lanes' running sums (lane_sums_avx512's), f_neg and f_side theirs (grid_step's). */
-static inline int decode_quad_avx512(uint16_t (*sums)[48], const int32_t *f_neg_at, const int32_t *f_side_at,
-                                     __m128i *range, __m128i *code, const uint8_t **next, uintptr_t last,
-                                     int32_t *xs) {
-    /* lane 3 reads 4 bytes after at most 3 x 3 of the others' */
-    if ((uintptr_t)*next + 3 * (CODERS - 1) > last) return 0;
-    const int *base = (const int *)(const void *)sums;
-    const __m128i row_at = _mm_setr_epi32(0, sizeof sums[0], 2 * sizeof sums[0], 3 * sizeof sums[0]);
-    /* sums[l][47], the sum of all 32: the high half of the 32 bits at [46] */
-    const __m128i all = _mm_srli_epi32(_mm_i32gather_epi32(base, _mm_add_epi32(row_at, _mm_set1_epi32(2 * 46)), 1), 16);
-    const __m128i f_neg = _mm_loadu_si128((const __m128i *)(const void *)f_neg_at);
-    const __m128i r = quotient_avx512(*range, _mm_add_epi32(all, _mm_loadu_si128((const __m128i *)(const void *)f_side_at)));
-    const __m128i target = _mm_sub_epi32(quotient_avx512(*code, r), f_neg);
-    if (_mm_cmplt_epu32_mask(target, all) != 0xF) return 0;
-    /* each lane's symbol, find_symbol_avx512's, its target (below 2^16) in every 16-bit lane */
-    const __m512i t = _mm512_castsi128_si512(target);
-    int symbol[CODERS];
-    for (int i = 0; i < CODERS; i++)
-        symbol[i] = __builtin_popcount(_mm512_cmple_epu16_mask(_mm512_loadu_si512(sums[i] + 16),
-                                                               _mm512_permutexvar_epi16(_mm512_set1_epi16((short)(2 * i)), t)));
-    const __m128i sym = _mm_setr_epi32(symbol[0], symbol[1], symbol[2], symbol[3]);
-    _mm_storeu_si128((__m128i *)(void *)xs, sym);
-    /* the sums below the symbol and up to it, sums[l][15 + symbol] and the next */
-    const __m128i bounds = _mm_i32gather_epi32(base, _mm_add_epi32(_mm_add_epi32(row_at, _mm_set1_epi32(2 * 15)),
-                                                                   _mm_add_epi32(sym, sym)), 1);
-    const __m128i below = _mm_and_si128(bounds, _mm_set1_epi32(0xFFFF)), upto = _mm_srli_epi32(bounds, 16);
-    __m128i rng = _mm_mullo_epi32(r, _mm_sub_epi32(upto, below));
-    __m128i cod = _mm_sub_epi32(*code, _mm_mullo_epi32(r, _mm_add_epi32(f_neg, below)));
-    /* lane_normalize_at's: bytes = (31 - floor(log2 range)) / 8 (the exponent of the range's
-     * exact double), read as a 32-bit word at the bytes of the lanes before */
-    const __m128i log2 = _mm256_cvtepi64_epi32(_mm256_srli_epi64(_mm256_castpd_si256(_mm256_cvtepu32_pd(rng)), 52));
-    const __m128i bytes = _mm_srli_epi32(_mm_sub_epi32(_mm_set1_epi32(1023 + 31), log2), 3);
-    __m128i upto_bytes = _mm_add_epi32(bytes, _mm_slli_si128(bytes, 4));
-    upto_bytes = _mm_add_epi32(upto_bytes, _mm_slli_si128(upto_bytes, 8));
-    __m128i word = _mm_i32gather_epi32((const int *)(const void *)*next, _mm_sub_epi32(upto_bytes, bytes), 1);
-    word = _mm_shuffle_epi8(word, _mm_setr_epi8(3, 2, 1, 0, 7, 6, 5, 4, 11, 10, 9, 8, 15, 14, 13, 12));
-    const __m128i bits = _mm_slli_epi32(bytes, 3);
-    /* a shift by 32 gives 0: the word of a lane that shifts nothing is not taken */
-    *code = _mm_or_si128(_mm_sllv_epi32(cod, bits), _mm_srlv_epi32(word, _mm_sub_epi32(_mm_set1_epi32(32), bits)));
-    *range = _mm_sllv_epi32(rng, bits);
-    *next += _mm_extract_epi32(upto_bytes, 3);
-    return 1;
-}
-#endif
-
 /* One time step of a whole grid group, decoded into row; returns the samples' codes (x) in
  * *x_out, or NW_ERR_CORRUPT. Every lane's running sums first, which need no coder; then the
  * coders' chains, whose samples only divide, search those sums and count. `scratch`: the
@@ -1029,9 +912,6 @@ static __attribute__((noinline)) int decode_grid_step_avx2(channel_state *states
      * bytes), never before address 4 */
     const uintptr_t last = (uintptr_t)rd.in + rd.len - 4;
     const uint8_t *in_at = rd.in + rd.pos;
-    uint32_t direct_lanes = 0;
-    int32_t xs[LANES];
-#if !defined(NW_LANES_AVX512)
     /* 64-bit slots, each in a register of its own (GCC packs an array of 32-bit ones two to
      * a register), holding 32-bit values */
     uint64_t range[CODERS], code[CODERS];
@@ -1039,43 +919,65 @@ static __attribute__((noinline)) int decode_grid_step_avx2(channel_state *states
         range[c] = lc->range[c];
         code[c] = lc->code[c];
     }
-#endif
-#if defined(NW_LANES_AVX512)
-    /* the coders' ranges and codes as vectors, a lane of each coder's at a time */
-    __m128i range4 = _mm_loadu_si128((const __m128i *)(const void *)lc->range);
-    __m128i code4 = _mm_loadu_si128((const __m128i *)(const void *)lc->code);
-    for (int h = 0; h < LANES / CODERS; h++) {
-        if (decode_quad_avx512(sums + CODERS * h, st.f_neg + CODERS * h, st.f_side + CODERS * h, &range4, &code4,
-                               &in_at, last, xs + CODERS * h)) {
-            direct_lanes |= ((1u << CODERS) - 1) << (CODERS * h);
-            continue;
-        }
-        uint32_t range32[CODERS], code32[CODERS];
-        uint64_t range[CODERS], code[CODERS];
-        _mm_storeu_si128((__m128i *)(void *)range32, range4);
-        _mm_storeu_si128((__m128i *)(void *)code32, code4);
-        for (int c = 0; c < CODERS; c++) {
-            range[c] = range32[c];
-            code[c] = code32[c];
-        }
-        for (int l = CODERS * h; l < CODERS * h + CODERS; l++)
-            if (decode_lane(l, states, lc, row, &st, sums, &rd, &in_at, last, range, code, xs, &direct_lanes) != NW_OK)
-                return NW_ERR_CORRUPT;
-        range4 = _mm_setr_epi32((int)range[0], (int)range[1], (int)range[2], (int)range[3]);
-        code4 = _mm_setr_epi32((int)code[0], (int)code[1], (int)code[2], (int)code[3]);
-    }
-    _mm_storeu_si128((__m128i *)(void *)lc->range, range4);
-    _mm_storeu_si128((__m128i *)(void *)lc->code, code4);
-#else
+    uint32_t direct_lanes = 0;
+    int32_t xs[LANES];
 #pragma GCC unroll 8
-    for (int l = 0; l < LANES; l++)
-        if (decode_lane(l, states, lc, row, &st, sums, &rd, &in_at, last, range, code, xs, &direct_lanes) != NW_OK)
-            return NW_ERR_CORRUPT;
+    for (int l = 0; l < LANES; l++) {
+        const int c = l % CODERS;
+        const uint16_t *s = sums[l] + 15;
+        const uint32_t all = s[2 * HALF];
+        const uint32_t f_neg = (uint32_t)st.f_neg[l];
+        /* rd_target's quotients; a target past the direct symbols (unsigned: before them
+         * too, or past the total in a damaged block) goes to model_code, which takes them again */
+        const uint32_t r = (uint32_t)range[c] / (all + (uint32_t)st.f_side[l]);
+        const uint32_t target = (uint32_t)code[c] / r - f_neg;
+        if (target < all) {
+            /* the sums rise, so the symbols whose running sum with their own count is above
+             * the target (max(sum, t + 1) = sum, unsigned; t + 1 fits 16 bits as t is below a
+             * 16-bit sum) are the top ones, and the first of them is the symbol; the two
+             * masks packed to a byte per symbol (the pack interleaves the 128-bit halves, the
+             * permutation puts them back in order) */
+#if defined(NW_LANES_AVX512)
+            const int symbol = find_symbol_avx512(s + 1, target);
+#else
+            const __m256i key = _mm256_set1_epi16((int16_t)(target + 1));
+            const __m256i p0 = _mm256_load_si256((const __m256i *)(const void *)(s + 1));
+            const __m256i p1 = _mm256_load_si256((const __m256i *)(const void *)(s + 1 + HALF));
+            const __m256i above = _mm256_permute4x64_epi64(_mm256_packs_epi16(
+                _mm256_cmpeq_epi16(_mm256_max_epu16(p0, key), p0), _mm256_cmpeq_epi16(_mm256_max_epu16(p1, key), p1)), 0xD8);
+            const int symbol = (int)_tzcnt_u32((uint32_t)_mm256_movemask_epi8(above));
+#endif
+            const uint32_t below = s[symbol];
+            uint32_t range_c = r * (s[symbol + 1] - below), code_c = (uint32_t)code[c] - r * (f_neg + below);
+            lane_normalize_at(&rd, &range_c, &code_c, &in_at, last);
+            range[c] = range_c;
+            code[c] = code_c;
+#if !defined(NW_LANES_AVX512)   /* which counts the step's direct lanes after the loop */
+            /* adapt(), whose count update for a direct symbol is this one */
+            uint16_t *freq = (uint16_t *)(void *)((char *)states + st.freq_at[l]);
+            uint32_t *total = (uint32_t *)(void *)((char *)states + st.total_at[l]);
+            freq[symbol] = (uint16_t)(freq[symbol] + MAIN_INCREMENT);
+            if ((*total += MAIN_INCREMENT) > MAIN_LIMIT) rescale_counts(freq, total);
+#endif
+            xs[l] = symbol;   /* the lane's code is rebuilt from it after the loop */
+            direct_lanes |= 1u << l;
+        } else {
+            rd.range = (uint32_t)range[c];
+            rd.code = (uint32_t)code[c];
+            rd.pos = (size_t)(in_at - rd.in);
+            lc->input.dec = rd;
+            if (decode_other_sample(&states[l], &lc->input, &row[l], st.pred_q[l], &xs[l]))
+                return NW_ERR_CORRUPT;
+            rd = lc->input.dec;
+            range[c] = rd.range;
+            code[c] = rd.code;
+            in_at = rd.in + rd.pos;
+        }
+    }
     for (int c = 0; c < CODERS; c++) {
         lc->range[c] = (uint32_t)range[c];
         lc->code[c] = (uint32_t)code[c];
     }
-#endif
     rd.pos = (size_t)(in_at - rd.in);
     lc->input.dec = rd;
     /* The direct lanes' codes, pred + residual mirrored, and their samples, eight at once. */
