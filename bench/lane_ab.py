@@ -8,7 +8,9 @@ Each side is the C core of a git revision (`--base`, default main) or of the wor
 (`--head`, the default), compiled with the extension's -O3 into bench/lane_steps.c's driver.
 A round runs each build once per kernel (1024 x 10 blocks of the recordings, 200 blocks,
 the block's median time), the order turned around every round; the table gives each build's
-median over the rounds, their ratio, and the load average before and after. `--count` adds
+median over the rounds, the median and quartiles of the rounds' head/base ratios (a shared
+machine's speed wanders more between rounds than within one), and the load average before
+and after. `--count` adds
 the instructions per sample of each build (lane_steps single-stepping 64 x 10 x 20 blocks,
 as `neurowire bench codec --instructions` counts them).
 """
@@ -91,7 +93,11 @@ def main():
         for key in ("encode_us", "decode_us"):
             base = statistics.median(times["base", simd][key])
             head = statistics.median(times["head", simd][key])
-            line = f"{simd:>7} {key[:6]}: base {base:7.1f} us, head {head:7.1f} us, head/base {head / base:.3f}"
+            # each round's two runs are neighbours in time: their ratio is what the load spares
+            ratios = sorted(h / b for h, b in zip(times["head", simd][key], times["base", simd][key]))
+            line = (f"{simd:>7} {key[:6]}: base {base:7.1f} us, head {head:7.1f} us, head/base per round "
+                    f"{statistics.median(ratios):.3f} (quartiles {ratios[len(ratios) // 4]:.3f}-"
+                    f"{ratios[3 * len(ratios) // 4]:.3f})")
             if counts:
                 c = key[:6]
                 line += (f"; instructions/sample {counts['base', simd][c]:.1f} -> "

@@ -697,6 +697,20 @@ static inline void weigh_below_avx2(const channel_state *states, const grid_step
                               _mm256_and_si256(g1, _mm256_cmpgt_epi16(key, index1)));
 }
 
+#if defined(NW_LANES_AVX512)
+/* weigh_below_avx2 with the 32 counts in one 512-bit vector, those below the symbol picked
+ * by a mask, then each folded to 16 sums of two as weigh_below_avx2 adds them. */
+static inline void weigh_below_avx512(const channel_state *states, const grid_step *st, int l,
+                                      __m256i *all, __m256i *below) {
+    const uint16_t *freq = (const uint16_t *)(const void *)((const char *)states + st->freq_at[l]);
+    const __m512i g = _mm512_mulhi_epu16(_mm512_loadu_si512(freq), _mm512_loadu_si512(st->width[l]));
+    /* a lane that is not direct may hold any symbol: its sums are never used */
+    const __m512i g_below = _mm512_maskz_mov_epi16(_bzhi_u32(~0u, (uint32_t)st->symbol[l]), g);
+    *all = _mm256_add_epi16(_mm512_castsi512_si256(g), _mm512_extracti64x4_epi64(g, 1));
+    *below = _mm256_add_epi16(_mm512_castsi512_si256(g_below), _mm512_extracti64x4_epi64(g_below, 1));
+}
+#endif
+
 /* One time step of a whole grid group, encoded; returns the samples' codes (x). */
 static __attribute__((noinline)) __m256i encode_grid_step_avx2(channel_state *states, lane_coders *lc, const int16_t *row,
                                   __m256i pred_q, uint64_t *channel_bytes, size_t events_cap,
@@ -737,8 +751,13 @@ static __attribute__((noinline)) __m256i encode_grid_step_avx2(channel_state *st
     __m256i all_v[LANES / 2], below_v[LANES / 2];
     for (int l = 0; l < LANES; l += 2) {
         __m256i a0, b0, a1, b1;
+#if defined(NW_LANES_AVX512)
+        weigh_below_avx512(states, &st, l, &a0, &b0);
+        weigh_below_avx512(states, &st, l + 1, &a1, &b1);
+#else
         weigh_below_avx2(states, &st, l, &a0, &b0);
         weigh_below_avx2(states, &st, l + 1, &a1, &b1);
+#endif
         all_v[l / 2] = _mm256_hadd_epi16(a0, a1);
         below_v[l / 2] = _mm256_hadd_epi16(b0, b1);
     }
