@@ -669,7 +669,7 @@ HOT size_t encode_direct(channel_state *s, range_encoder *rc, const grid_step *s
     rc->pos += count;
     rc->low = (uint32_t)(low << bits);
     rc->range = range << bits;
-#if !defined(NW_LANES_AVX512)   /* which counts a whole step's lanes (count_direct_avx512) */
+#if !defined(NW_LANES_AVX512)   /* AVX-512 counts the whole step's lanes at once (count_direct_avx512) */
     /* adapt(), whose count update for a direct symbol is this one */
     uint32_t *total = (uint32_t *)(void *)((char *)(s - l) + st->total_at[l]);
     freq[symbol] = (uint16_t)(freq[symbol] + MAIN_INCREMENT);
@@ -971,7 +971,7 @@ static __attribute__((noinline)) int decode_grid_step_avx2(channel_state *states
             lane_normalize_at(&rd, &range_c, &code_c, &in_at, last);
             range[c] = range_c;
             code[c] = code_c;
-#if !defined(NW_LANES_AVX512)   /* which counts the step's direct lanes after the loop */
+#if !defined(NW_LANES_AVX512)   /* AVX-512 counts the step's direct lanes after the loop */
             /* adapt(), whose count update for a direct symbol is this one */
             uint16_t *freq = (uint16_t *)(void *)((char *)states + st.freq_at[l]);
             uint32_t *total = (uint32_t *)(void *)((char *)states + st.total_at[l]);
