@@ -216,6 +216,27 @@ def instructions_per_sample(version, channels, block, blocks, data_dir):
     return {key: count / samples for key, count in totals.items()}
 
 
+def instructions_by_stepping(channels, block, blocks, data_dir, simd):
+    """The lane format's instructions per sample on one kernel of the lane code, counted by
+    bench/lane_steps.c single-stepping the C core under ptrace: the AVX-512 code, which
+    callgrind cannot run, included. None without the source tree or a C compiler."""
+    driver, src = SOURCE_ROOT / "bench" / "lane_steps.c", SOURCE_ROOT / "codec_c" / "src"
+    cc = shutil.which(os.environ.get("CC", "cc"))
+    if not driver.exists() or not cc:
+        return None
+    _, signals = load(find_recordings(data_dir)[0][:64])
+    with tempfile.TemporaryDirectory() as tmp:
+        binary, data = Path(tmp) / "lane_steps", Path(tmp) / "samples.i16"
+        stack_channels(signals, channels, block * blocks).tofile(data)
+        # the extension's flags (codec_c/build_ffi.py)
+        subprocess.run([cc, "-O3", "-std=c99", "-pthread", f"-I{src}", "-o", str(binary), str(driver),
+                        *sorted(map(str, src.glob("nw_*.c"))), "-lm"], check=True, capture_output=True)
+        out = subprocess.run([str(binary), str(data), str(channels), str(block), str(blocks), simd],
+                             check=True, capture_output=True, text=True).stdout
+    counts = json.loads(out)
+    return {"encode": counts["encode"], "decode": counts["decode"], "blocks": f"{channels}x{block}"}
+
+
 def stream_vs_whole(signals, channels, blocks):
     """Ratio of the recordings streamed as `channels` channels (recordings cycled, each
     channel coded on its own state, so repeats cannot flatter it) in blocks of a few
@@ -298,6 +319,11 @@ def run_benchmark(args):
         report["instructions_per_sample"] = {
             name: instructions_per_sample(version, args.channels, args.blocks[0], 20, args.data)
             for name, version in (("version 1", FORMAT_VERSION), ("lanes", LANE_FORMAT_VERSION))}
+        # callgrind runs the best code its own CPU model has (no AVX-512): the kernel in use
+        # counted by single steps too, on 64 channels (a step costs a system call)
+        stepped = instructions_by_stepping(64, args.blocks[0], 20, args.data, simd)
+        if stepped:
+            report["instructions_per_sample"][f"lanes, {simd} kernel"] = stepped
     return report
 
 
@@ -321,8 +347,9 @@ def print_report(r, out=sys.stdout):
                   for b, v in sv["blocks"].items()) + "\n")
     for name, counts in r.get("instructions_per_sample", {}).items():
         if counts:
-            w(f"\ninstructions per sample, {name} ({r['instructions_blocks']} blocks, "
-              f"callgrind): encode {counts.get('encode', 0):.0f}, "
+            w(f"\ninstructions per sample, {name} ({counts.get('blocks', r['instructions_blocks'])} blocks, "
+              f"{'single steps' if 'kernel' in name else 'callgrind'}): "
+              f"encode {counts.get('encode', 0):.0f}, "
               f"decode {counts.get('decode', 0):.0f}")
     if r.get("instructions_per_sample"):
         w("\n")

@@ -138,6 +138,31 @@ def test_whole_grid_groups_write_the_same_bytes_on_every_level(offgrid, spikes):
         np.testing.assert_array_equal(decode_stream(reference, channels, level), samples)
 
 
+def test_counts_halved_inside_whole_grid_steps_on_every_level():
+    """A context's counts are halved once their total passes the model's limit (60000, 12 a
+    sample): after ~5000 samples of a channel that stays in one context. Quiet grid channels
+    stay in the lowest one, so 12000 time steps of two whole groups halve every channel's
+    counts twice inside the grid steps (the AVX-512 build counts a step's lanes at once, and
+    halves the rows that pass the limit after it); a few escapes and spikes in one group
+    send some of its lanes through the model's general path in the same steps."""
+    rng = np.random.default_rng(11)
+    channels, n = 16, 12000
+    grid = codec.grid_values()
+    codes = 500 + np.cumsum(rng.integers(-1, 2, size=(n, channels)) * (rng.random((n, channels)) < 0.05), axis=0)
+    samples = grid[np.clip(codes, 0, 1023)].astype(np.int16)
+    samples[:, 0:8:3] = grid[300]                       # constant: residual 0 on every sample
+    odd = rng.random((n, 8)) < 0.002
+    samples[:, 8:][odd] += 1                            # escapes
+    samples[::997, 12] = grid[1000]                     # big residuals
+    lengths, keyframes = random_plan(rng, n)
+    keyframes = [i == 0 for i in range(len(lengths))]   # one state for the whole stream
+    reference, _ = encode_stream(samples, lengths, keyframes, level="scalar")
+    for level in LEVELS:
+        blocks, _ = encode_stream(samples, lengths, keyframes, level=level)
+        assert blocks == reference, level
+        np.testing.assert_array_equal(decode_stream(reference, channels, level), samples)
+
+
 @pytest.mark.parametrize("max_error", [1, 3])
 def test_bounded_error_is_the_same_on_every_level_and_within_k(max_error):
     rng = np.random.default_rng(max_error)

@@ -109,3 +109,19 @@ def test_bench_codec_json_on_bundled_excerpts(tmp_path):
     for block in ("10-sample blocks", "20-sample blocks", "10-sample blocks lanes",
                   "20-sample blocks lanes"):
         assert abs(stream["blocks"][block]["change_percent"]) < 1
+
+
+def test_instructions_counted_by_single_steps_on_the_kernel_in_use():
+    """What `bench codec --instructions` reports for the AVX-512 code, which callgrind cannot
+    run: bench/lane_steps.c single-steps the C core's encoder and decoder (and checks they
+    round-trip, or reports nothing)."""
+    import shutil
+    from conftest import DATA
+    from neurowire.codec import bench, set_simd
+    if not shutil.which("cc"):
+        pytest.skip("no C compiler")
+    simd = set_simd("auto")
+    counts = bench.instructions_by_stepping(8, 10, 3, str(DATA), simd)
+    assert counts["blocks"] == "8x10"
+    for key in ("encode", "decode"):   # the lane format: some tens to a few hundred a sample
+        assert 20 < counts[key] < 2000, (key, counts)

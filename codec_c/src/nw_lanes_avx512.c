@@ -1,7 +1,9 @@
 /*
  * The lane kernel (nw_lanes_kernel.h) built for AVX-512 (F, BW, VL) on top of nw_lanes_avx2.c's
  * set: the AVX2 kernel with 32 vector registers, and a decoded grid step whose running sums
- * of a lane's 32 direct counts are one 512-bit vector, searched by one compare into a mask.
+ * of a lane's 32 direct counts are one 512-bit vector, searched by one compare into a mask;
+ * an encoded one weighs a lane's 32 counts as one vector; both count a step's direct symbols
+ * for all eight lanes at once by masked gather and scatter (count_direct_avx512).
  * Same integers, so the same bytes. nw_lanes_set_simd calls it only on CPUs (and systems)
  * that have all of it; the block CRC is nw_lanes_avx2.c's.
  */

@@ -609,6 +609,32 @@ static __attribute__((noinline)) void rescale_counts(uint16_t *freq, uint32_t *t
     adapt(freq, total, MAIN_SYMBOLS, 0, 0, 0);   /* nothing added, every count halved */
 }
 
+#if defined(NW_LANES_AVX512)
+/* adapt() for the direct symbols of a grid step's lanes in `lanes`, eight at once: each
+ * lane's count (the 32 bits at it, the count and its neighbour, which the add leaves alone
+ * as no count reaches 2^16 - MAIN_INCREMENT) and its row's total gathered, raised and
+ * scattered back (the lanes' states are apart, so no two lanes share an address); a total
+ * past MAIN_LIMIT halves its row as adapt() does. Then each lane's activity after the sample. */
+static inline void count_direct_avx512(channel_state *states, const grid_step *st, __m256i symbol,
+                                       __m256i activity, __mmask8 lanes) {
+    const __m256i inc = _mm256_set1_epi32(MAIN_INCREMENT), zero = _mm256_setzero_si256();
+    const __m256i freq_at = _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)st->freq_at),
+                                             _mm256_add_epi32(symbol, symbol));
+    const __m256i total_at = _mm256_loadu_si256((const __m256i *)st->total_at);
+    const __m256i count = _mm256_mmask_i32gather_epi32(zero, lanes, freq_at, states, 1);
+    const __m256i total = _mm256_add_epi32(_mm256_mmask_i32gather_epi32(zero, lanes, total_at, states, 1), inc);
+    _mm256_mask_i32scatter_epi32(states, lanes, freq_at, _mm256_add_epi32(count, inc), 1);
+    _mm256_mask_i32scatter_epi32(states, lanes, total_at, total, 1);
+    _mm256_mask_i32scatter_epi32(&states->activity, lanes, lane_offsets_avx2(), activity, 1);
+    for (uint32_t over = _mm256_mask_cmpgt_epu32_mask(lanes, total, _mm256_set1_epi32((int)MAIN_LIMIT)); over;
+         over &= over - 1) {
+        const int l = __builtin_ctz(over);
+        rescale_counts((uint16_t *)(void *)((char *)states + st->freq_at[l]),
+                       (uint32_t *)(void *)((char *)states + st->total_at[l]));
+    }
+}
+#endif
+
 /* A carry into the bytes a direct-form encoder has written. */
 static __attribute__((noinline)) void direct_carry(range_encoder *rc, size_t pos) {
     if (rc->overflow) return;
@@ -643,11 +669,13 @@ HOT size_t encode_direct(channel_state *s, range_encoder *rc, const grid_step *s
     rc->pos += count;
     rc->low = (uint32_t)(low << bits);
     rc->range = range << bits;
+#if !defined(NW_LANES_AVX512)   /* AVX-512 counts the whole step's lanes at once (count_direct_avx512) */
     /* adapt(), whose count update for a direct symbol is this one */
     uint32_t *total = (uint32_t *)(void *)((char *)(s - l) + st->total_at[l]);
     freq[symbol] = (uint16_t)(freq[symbol] + MAIN_INCREMENT);
     if ((*total += MAIN_INCREMENT) > MAIN_LIMIT) rescale_counts(freq, total);
     s->activity = st->activity[l];
+#endif
     return count;
 }
 
@@ -668,6 +696,20 @@ static inline void weigh_below_avx2(const channel_state *states, const grid_step
     *below = _mm256_add_epi16(_mm256_and_si256(g0, _mm256_cmpgt_epi16(key, index0)),
                               _mm256_and_si256(g1, _mm256_cmpgt_epi16(key, index1)));
 }
+
+#if defined(NW_LANES_AVX512)
+/* weigh_below_avx2 with the 32 counts in one 512-bit vector, those below the symbol picked
+ * by a mask, then each folded to 16 sums of two as weigh_below_avx2 adds them. */
+static inline void weigh_below_avx512(const channel_state *states, const grid_step *st, int l,
+                                      __m256i *all, __m256i *below) {
+    const uint16_t *freq = (const uint16_t *)(const void *)((const char *)states + st->freq_at[l]);
+    const __m512i g = _mm512_mulhi_epu16(_mm512_loadu_si512(freq), _mm512_loadu_si512(st->width[l]));
+    /* a lane that is not direct may hold any symbol: its sums are never used */
+    const __m512i g_below = _mm512_maskz_mov_epi16(_bzhi_u32(~0u, (uint32_t)st->symbol[l]), g);
+    *all = _mm256_add_epi16(_mm512_castsi512_si256(g), _mm512_extracti64x4_epi64(g, 1));
+    *below = _mm256_add_epi16(_mm512_castsi512_si256(g_below), _mm512_extracti64x4_epi64(g_below, 1));
+}
+#endif
 
 /* One time step of a whole grid group, encoded; returns the samples' codes (x). */
 static __attribute__((noinline)) __m256i encode_grid_step_avx2(channel_state *states, lane_coders *lc, const int16_t *row,
@@ -696,8 +738,8 @@ static __attribute__((noinline)) __m256i encode_grid_step_avx2(channel_state *st
         _mm256_cmpeq_epi32(_mm256_min_epu32(symbol, _mm256_set1_epi32(2 * HALF - 1)), symbol));
     const uint32_t direct_lanes = (uint32_t)_mm256_movemask_ps(_mm256_castsi256_ps(direct));
     _mm256_storeu_si256((__m256i *)st.symbol, symbol);
-    _mm256_storeu_si256((__m256i *)st.activity,
-                        next_activity_avx2(act, _mm256_sub_epi32(symbol, _mm256_set1_epi32(HALF))));
+    const __m256i next_act = next_activity_avx2(act, _mm256_sub_epi32(symbol, _mm256_set1_epi32(HALF)));
+    _mm256_storeu_si256((__m256i *)st.activity, next_act);
     int32_t xs[LANES];
     _mm256_storeu_si256((__m256i *)xs, k);
     /* Every lane's weighted counts (g - 1, see weigh) summed, all of them and those below its
@@ -709,8 +751,13 @@ static __attribute__((noinline)) __m256i encode_grid_step_avx2(channel_state *st
     __m256i all_v[LANES / 2], below_v[LANES / 2];
     for (int l = 0; l < LANES; l += 2) {
         __m256i a0, b0, a1, b1;
+#if defined(NW_LANES_AVX512)
+        weigh_below_avx512(states, &st, l, &a0, &b0);
+        weigh_below_avx512(states, &st, l + 1, &a1, &b1);
+#else
         weigh_below_avx2(states, &st, l, &a0, &b0);
         weigh_below_avx2(states, &st, l + 1, &a1, &b1);
+#endif
         all_v[l / 2] = _mm256_hadd_epi16(a0, a1);
         below_v[l / 2] = _mm256_hadd_epi16(b0, b1);
     }
@@ -739,6 +786,9 @@ static __attribute__((noinline)) __m256i encode_grid_step_avx2(channel_state *st
             memcpy(events + n, &word, 4);
             n += count;
         }
+#if defined(NW_LANES_AVX512)
+        count_direct_avx512(states, &st, symbol, next_act, 0xFF);
+#endif
         *n_events = n;
         return k;
     }
@@ -750,6 +800,9 @@ static __attribute__((noinline)) __m256i encode_grid_step_avx2(channel_state *st
         channel_bytes[l] += count;
         put_events(events, events_cap, &n, count, c, &lc->overflow);
     }
+#if defined(NW_LANES_AVX512)
+    count_direct_avx512(states, &st, symbol, next_act, (__mmask8)direct_lanes);
+#endif
     *n_events = n;
     if (direct_lanes == (1u << LANES) - 1) return k;
     return _mm256_setr_epi32(xs[0], xs[1], xs[2], xs[3], xs[4], xs[5], xs[6], xs[7]);
@@ -918,11 +971,13 @@ static __attribute__((noinline)) int decode_grid_step_avx2(channel_state *states
             lane_normalize_at(&rd, &range_c, &code_c, &in_at, last);
             range[c] = range_c;
             code[c] = code_c;
+#if !defined(NW_LANES_AVX512)   /* AVX-512 counts the step's direct lanes after the loop */
             /* adapt(), whose count update for a direct symbol is this one */
             uint16_t *freq = (uint16_t *)(void *)((char *)states + st.freq_at[l]);
             uint32_t *total = (uint32_t *)(void *)((char *)states + st.total_at[l]);
             freq[symbol] = (uint16_t)(freq[symbol] + MAIN_INCREMENT);
             if ((*total += MAIN_INCREMENT) > MAIN_LIMIT) rescale_counts(freq, total);
+#endif
             xs[l] = symbol;   /* the lane's code is rebuilt from it after the loop */
             direct_lanes |= 1u << l;
         } else {
@@ -951,6 +1006,22 @@ static __attribute__((noinline)) int decode_grid_step_avx2(channel_state *states
     const __m256i is_direct = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)direct_lanes),
         _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)), _mm256_setzero_si256());
     const __m256i x = _mm256_blendv_epi8(got, _mm256_add_epi32(pred, moved), is_direct);
+#if defined(NW_LANES_AVX512)
+    const __mmask8 direct = (__mmask8)direct_lanes;
+    count_direct_avx512(states, &st, got, next_activity_avx2(act, moved), direct);
+    /* a code off the grid's ends (unsigned: below 0 too): only a damaged block decodes one */
+    if (_mm256_cmpgt_epu32_mask(x, _mm256_set1_epi32(GRID_CODES - 1)))
+        return NW_ERR_CORRUPT;
+    /* the direct lanes' samples, nw_code_value[x]: as the encoder reads them (the high half
+     * of the 32 bits ending at each, the low half of the first's) */
+    const __m256i zero = _mm256_setzero_si256();
+    const __m256i pair = _mm256_mmask_i32gather_epi32(zero, direct, _mm256_max_epi32(_mm256_sub_epi32(x, _mm256_set1_epi32(1)), zero),
+                                                      (const void *)nw_code_value, 2);
+    const __m256i value = _mm256_mask_blend_epi32(_mm256_cmpeq_epi32_mask(x, zero), _mm256_srli_epi32(pair, 16), pair);
+    _mm256_mask_cvtepi32_storeu_epi16(row, direct, value);
+    *x_out = x;
+    return NW_OK;
+#else
     /* a code off the grid's ends (unsigned: below 0 too): only a damaged block decodes one */
     if (_mm256_movemask_epi8(_mm256_cmpeq_epi32(_mm256_min_epu32(x, _mm256_set1_epi32(GRID_CODES - 1)), x)) != -1)
         return NW_ERR_CORRUPT;
@@ -964,6 +1035,7 @@ static __attribute__((noinline)) int decode_grid_step_avx2(channel_state *states
         }
     *x_out = x;
     return NW_OK;
+#endif
 }
 #endif
 
