@@ -24,7 +24,8 @@ def bounded(kind, low, high=None, low_open=False, what="it"):
             bound = f"above {low}" if low_open else f"at least {low}"
             raise argparse.ArgumentTypeError(
                 f"{text} is out of range: {what} must be {bound}"
-                + (f" and at most {high:{'g' if kind is float else 'd'}}" if high else ""))
+                + (f" and at most {high:{'g' if kind is float else 'd'}}" if high is not None
+                   else ""))
         return value
     return parse
 
@@ -80,6 +81,12 @@ def endpoint(text: str) -> str:
         if problem:
             raise argparse.ArgumentTypeError(f"{text!r}: {problem}")
     return text
+
+
+# Types shared by many commands' options, so one range holds everywhere.
+channels = bounded(int, 1, 4096, what="channels")
+seconds = bounded(float, 0, 86400, low_open=True, what="the duration")
+workers = bounded(int, 1, 64, what="the workers")
 
 
 def port(text: str) -> int:
