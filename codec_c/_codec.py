@@ -108,19 +108,35 @@ def _check_channels(channels):
     return channels
 
 
-def _input_bytes(data, what="data"):
-    """A cffi view of any contiguous bytes-like object, without copying it."""
+def contiguous_bytes(data, what="data"):
+    """`data` as a C-contiguous buffer: a bytes-like object as it is, a strided view (a
+    slice with a step, a transposed array) copied once. Anything else is a TypeError that
+    names it: an int would otherwise become that many zero bytes (`bytes(5)`), and a masked
+    array would be coded as whatever lies under its mask."""
+    if isinstance(data, np.ma.MaskedArray):
+        raise TypeError(f"{what} must be bytes-like, not a numpy masked array (its masked "
+                        "values have no bytes; fill them first: array.filled(...))")
     if isinstance(data, str):
-        raise TypeError(f"{what} must be bytes-like, not str")
+        raise TypeError(f"{what} must be bytes-like, not str (encode it, or pass a path "
+                        "where a path is taken)")
     try:
-        return ffi.from_buffer("uint8_t[]", data)
+        view = memoryview(data)
     except TypeError:
-        raise TypeError(f"{what} must be bytes-like, not {type(data).__name__}") from None
-    except ValueError as exc:  # e.g. a non-contiguous memoryview
-        raise ValueError(f"{what} must be a contiguous buffer: {exc}") from None
+        raise TypeError(f"{what} must be bytes-like (bytes, bytearray, memoryview, numpy "
+                        f"array), not {type(data).__name__}") from None
+    return (view if view.c_contiguous else memoryview(view.tobytes())).cast("B")
+
+
+def _input_bytes(data, what="data"):
+    """A cffi view of any bytes-like object, without copying a contiguous one."""
+    return ffi.from_buffer("uint8_t[]", contiguous_bytes(data, what))
 
 
 def _as_block(samples, channels):
+    if isinstance(samples, np.ma.MaskedArray):
+        raise TypeError("samples must be a plain numpy int16 array, not a masked array (the "
+                        "codec is lossless: masked values have nothing to keep; fill them "
+                        "first: samples.filled(...))")
     if not isinstance(samples, np.ndarray):
         raise TypeError("samples must be a numpy int16 array of shape (n_samples, channels),"
                         f" not {type(samples).__name__}")
@@ -299,7 +315,7 @@ def read_samples(data_or_path):
         with open(data_or_path, "rb") as f:
             data = f.read()
     else:
-        data = bytes(data_or_path)
+        data = contiguous_bytes(data_or_path, "data_or_path")
     wav = data if data[:4] == b"RIFF" else decompress(data)
     return WavSamples(*parse_wav(wav))
 

@@ -29,6 +29,7 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple
 
+from neurowire.feeds.detect import DETECTOR_RANGES
 from neurowire.options import endpoint_problem, http_address_problem, range_words, within
 from neurowire.wire import (DEFAULT_CONTROL, DEFAULT_INGEST, DEFAULT_LOSSLESS,
                             DEFAULT_PUBLISH, FEEDS)
@@ -164,9 +165,10 @@ RANGES = {
     "block_format": Range(0, 255, note="0: the lane format"),
     "control_rate": Range(0, 10_000, low_open=True, note="requests/s"),
     "latency_window": Range(1, 1 << 24),
-    "feed_threshold": Range(0, 1000, low_open=True, note="noise sigmas"),
-    "feed_snippet_ms": Range(0, 1000, low_open=True),
-    "feed_power_bin_ms": Range(0, 60_000, note="must be above 0 with the power feed"),
+    "feed_threshold": Range(*DETECTOR_RANGES["threshold"], note="noise sigmas"),
+    "feed_snippet_ms": Range(*DETECTOR_RANGES["snippet_ms"]),
+    "feed_power_bin_ms": Range(*DETECTOR_RANGES["power_bin_ms"],
+                               note="above 0 with the power feed"),
     "feed_batch_ms": Range(0, 60_000, low_open=True),
     "feed_max_error": Range(1, 63, note="ADC codes; 0 is the lossless stream itself"),
     "feed_queue_packets": Range(1, 10_000_000),
