@@ -124,7 +124,10 @@ def contiguous_bytes(data, what="data"):
     except TypeError:
         raise TypeError(f"{what} must be bytes-like (bytes, bytearray, memoryview, numpy "
                         f"array), not {type(data).__name__}") from None
-    return (view if view.c_contiguous else memoryview(view.tobytes())).cast("B")
+    # A flat uint8 array, not a memoryview: memoryviews we make, exported to cffi and caught
+    # in a traceback, crash CPython 3.11 on release (see neurowire/archive/codec.py).
+    with view:
+        return np.frombuffer(data if view.c_contiguous else view.tobytes(), np.uint8)
 
 
 def _input_bytes(data, what="data"):
@@ -307,8 +310,9 @@ class WavSamples:
 
 def read_samples(data_or_path):
     """Samples of a compressed (or plain) 16-bit PCM WAV file, as WavSamples(.samples: int16
-    array (n_frames, channels), .rate). Raises CodecError for a damaged neurowire file and
-    ValueError when the original is not 16-bit PCM WAV."""
+    array (n_frames, channels), .rate). Raises CodecError for a damaged neurowire file (or
+    bytes that are neither that nor a WAV file) and ValueError when the original is not a
+    whole 16-bit PCM WAV recording (codec_c/_wav.py says what it refuses)."""
     from ._wav import parse_wav
 
     if isinstance(data_or_path, (str, os.PathLike)):
@@ -316,7 +320,13 @@ def read_samples(data_or_path):
             data = f.read()
     else:
         data = contiguous_bytes(data_or_path, "data_or_path")
-    wav = data if data[:4] == b"RIFF" else decompress(data)
+    if bytes(data[:4]) == b"RIFF":
+        wav = data
+    elif bytes(data[:3]) == b"NWF":
+        wav = decompress(data)
+    else:
+        raise CorruptStreamError(f"neither a WAV file (RIFF) nor a neurowire file (NWF): "
+                                 f"it starts with {bytes(data[:12])!r}", lib.NW_ERR_MAGIC)
     return WavSamples(*parse_wav(wav))
 
 
