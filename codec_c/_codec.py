@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._native import ffi, lib
+from ._wav import WavFileError  # noqa: F401 (re-exported: read_samples raises it)
 
 FORMAT_VERSION = lib.NW_FORMAT_VERSION            # streams made with format_version=1
 FILE_FORMAT_VERSION = lib.NW_FILE_FORMAT_VERSION  # files written by compress(); versions 1 to 3 still read
@@ -315,8 +316,10 @@ def read_samples(data_or_path):
     whole 16-bit PCM WAV recording (codec_c/_wav.py says what it refuses)."""
     from ._wav import parse_wav
 
+    path = None
     if isinstance(data_or_path, (str, os.PathLike)):
-        with open(data_or_path, "rb") as f:
+        path = data_or_path
+        with open(path, "rb") as f:
             data = f.read()
     else:
         data = contiguous_bytes(data_or_path, "data_or_path")
@@ -325,9 +328,17 @@ def read_samples(data_or_path):
     elif bytes(data[:3]) == b"NWF":
         wav = decompress(data)
     else:
-        raise CorruptStreamError(f"neither a WAV file (RIFF) nor a neurowire file (NWF): "
-                                 f"it starts with {bytes(data[:12])!r}", lib.NW_ERR_MAGIC)
-    return WavSamples(*parse_wav(wav))
+        problem = (f"neither a WAV file (RIFF) nor a neurowire file (NWF): it starts with "
+                   f"{bytes(data[:12])!r}")
+        if path is not None:
+            raise WavFileError(path, problem)
+        raise CorruptStreamError(problem, lib.NW_ERR_MAGIC)
+    try:
+        return WavSamples(*parse_wav(wav))
+    except ValueError as error:
+        if path is None:
+            raise
+        raise WavFileError(path, error) from None
 
 
 def _group_sizes(group_channels):

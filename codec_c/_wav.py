@@ -8,6 +8,7 @@ longer than the file, a second data (or fmt) chunk, a sample rate of 0.
 ./encode does not use it: the file container keeps ANY bytes exactly, and only codes the
 samples of a WAV it recognises (codec_c/src/nw_file.c)."""
 import struct
+from os import fspath as os_fspath
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,15 +94,13 @@ def parse_wav(data):
     return samples.astype(np.int16).reshape(layout.frames, layout.channels), layout.rate
 
 
-def read_wav_file(path) -> tuple[np.ndarray, int]:
-    """(int16 (n_frames, channels), rate) of the WAV file at `path`; the ValueError of a bad
-    one names the file."""
-    with open(path, "rb") as handle:
-        data = handle.read()
-    try:
-        return parse_wav(data)
-    except ValueError as error:
-        raise ValueError(f"{path}: {error}") from None
+class WavFileError(ValueError):
+    """A named file that is not a whole 16-bit PCM WAV recording; `filename` is its path
+    (as OSError's is), so a command can say which of a folder's files it was."""
+
+    def __init__(self, path, problem):
+        self.filename = os_fspath(path)
+        super().__init__(f"{self.filename}: {problem}")
 
 
 def _parse_fmt(body):

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import wave
 import zlib
 from pathlib import Path
 
@@ -24,8 +23,9 @@ import numpy as np
 from neurowire import options
 from neurowire.options import bounded
 
-from . import (FORMAT_VERSION, LANE_FORMAT_VERSION, MAX_BLOCK_SAMPLES, CodecTeam, GroupDecoder, GroupEncoder,
-               StreamEncoder, compress_bytes, decompress, set_simd, team_cpus)
+from . import (FORMAT_VERSION, LANE_FORMAT_VERSION, MAX_BLOCK_SAMPLES, CodecTeam, GroupDecoder,
+               GroupEncoder, StreamEncoder, compress_bytes, decompress, read_samples, set_simd,
+               team_cpus)
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent  # the repo, for an editable install
 
@@ -53,10 +53,8 @@ def load(paths):
     for p in paths:
         raw = Path(p).read_bytes()
         files.append(raw)
-        with wave.open(p) as w:
-            if w.getsampwidth() == 2:
-                x = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.int16)
-                signals.append(x.reshape(-1, w.getnchannels())[:, 0])
+        # The strict reader: a file of the folder that is no whole recording is named.
+        signals.append(read_samples(p).samples[:, 0])
     return files, signals
 
 
