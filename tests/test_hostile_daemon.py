@@ -76,3 +76,139 @@ def test_a_64_bit_integer_is_refused_by_range_not_overflow(tmp_path):
     path.write_text("[daemon]\nblock_format = 9223372036854775807\nworkers = 2\n")
     with pytest.raises(ConfigError, match="'block_format' .* out of range"):
         load_config(path)
+
+
+# ---- requests: sizes and credit abuse, over tcp and ipc ------------------------------------
+
+import msgpack  # noqa: E402
+import zmq  # noqa: E402
+
+from neurowire.daemon import DaemonThread  # noqa: E402
+from neurowire.daemon.lossless import MAX_CREDIT  # noqa: E402
+from neurowire.daemon.requests import MAX_REQUEST_BYTES, REQUEST_FRAME_LIMIT  # noqa: E402
+from conftest import wait_for  # noqa: E402
+
+
+def endpoints(transport, folder):
+    if transport == "tcp":
+        return {name: "tcp://127.0.0.1:*" for name in ("ingest", "publish", "lossless",
+                                                       "control")}
+    return {name: f"ipc://{folder}/{name}" for name in ("ingest", "publish", "lossless",
+                                                         "control")}
+
+
+@pytest.fixture(params=["tcp", "ipc"])
+def daemon(request, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ipc")
+    config = load_config(**endpoints(request.param, folder), metrics="")
+    with DaemonThread(config) as running:
+        yield running.daemon
+
+
+@pytest.fixture
+def context():
+    ctx = zmq.Context()
+    yield ctx
+    ctx.destroy(linger=0)
+
+
+def padded(request: dict, size: int) -> bytes:
+    """`request` with a 'pad' string making it exactly `size` bytes of msgpack."""
+    bare = len(msgpack.packb({**request, "pad": ""}))
+    for pad in range(max(0, size - bare - 4), size):
+        message = msgpack.packb({**request, "pad": "x" * pad})
+        if len(message) == size:
+            return message
+    raise AssertionError(f"cannot pad to {size}")
+
+
+def ask(context, daemon, frame: bytes, wait_ms=10_000):
+    sock = context.socket(zmq.REQ)
+    sock.linger = 0
+    sock.connect(daemon.endpoints["control"])
+    sock.send(frame)
+    answered = sock.poll(wait_ms)
+    reply = msgpack.unpackb(sock.recv()) if answered else None
+    sock.close()
+    return reply
+
+
+@pytest.mark.parametrize("size", [100, 1025, 4097, 16384, MAX_REQUEST_BYTES])
+def test_control_requests_up_to_64_kib_are_answered(context, daemon, size):
+    reply = ask(context, daemon, padded({"cmd": "status"}, size))
+    assert reply is not None and reply.get("state") == "running", reply
+    assert "request_size" not in daemon.rejected
+
+
+@pytest.mark.parametrize("size", [MAX_REQUEST_BYTES + 1, 200_000, REQUEST_FRAME_LIMIT])
+def test_larger_control_requests_are_refused_answered_and_counted(context, daemon, size):
+    before = daemon.rejected.get("request_size", 0)
+    reply = ask(context, daemon, padded({"cmd": "status"}, size))
+    assert reply is not None and f"limit {MAX_REQUEST_BYTES}" in reply["error"]
+    assert daemon.rejected["request_size"] == before + 1
+
+
+def test_a_frame_beyond_the_socket_limit_leaves_the_daemon_serving(context, daemon):
+    # libzmq cuts that connection (no reply: nothing reaches the daemon to answer) ...
+    assert ask(context, daemon, b"\0" * (REQUEST_FRAME_LIMIT + 1), wait_ms=500) is None
+    # ... and every other client is served as before.
+    assert ask(context, daemon, msgpack.packb({"cmd": "status"}))["state"] == "running"
+
+
+def lossless_dealer(context, daemon):
+    dealer = context.socket(zmq.DEALER)
+    dealer.linger = 0
+    dealer.connect(daemon.endpoints["lossless"])
+    return dealer
+
+
+def test_a_64_kib_lossless_hello_is_taken_a_larger_one_counted(context, daemon):
+    taken = lossless_dealer(context, daemon)
+    taken.send(padded({"cmd": "hello", "streams": None, "credit": 4}, MAX_REQUEST_BYTES))
+    wait_for(lambda: len(daemon.lossless_subscribers) == 1)
+    refused = lossless_dealer(context, daemon)
+    refused.send(padded({"cmd": "hello", "streams": None, "credit": 4},
+                        MAX_REQUEST_BYTES + 1))
+    wait_for(lambda: daemon.rejected.get("request_size") == 1)
+    assert len(daemon.lossless_subscribers) == 1
+
+
+CREDIT_ABUSE = [
+    [msgpack.packb({"cmd": "credit", "n": 5})],                      # before hello
+    [msgpack.packb({"cmd": "hello", "credit": -1})],
+    [msgpack.packb({"cmd": "hello", "credit": MAX_CREDIT + 1})],
+    [msgpack.packb({"cmd": "hello", "credit": 2**63})],
+    [msgpack.packb({"cmd": "hello", "credit": 1.5})],
+    [msgpack.packb({"cmd": "hello", "credit": True})],
+    [msgpack.packb({"cmd": "hello", "credit": "64"})],
+    [msgpack.packb({"cmd": "hello", "streams": "s0"})],
+    [msgpack.packb({"cmd": "hello", "streams": [1, 2]})],
+    [msgpack.packb({"cmd": "hello"}), b"a second frame"],
+    [msgpack.packb({"cmd": "steal"})],
+]
+
+
+def test_lossless_credit_abuse_is_counted_and_grants_nothing(context, daemon):
+    before = daemon.rejected.get("lossless_request", 0)
+    abusers = [lossless_dealer(context, daemon) for _ in CREDIT_ABUSE]  # kept open: linger 0
+    for abuser, frames in zip(abusers, CREDIT_ABUSE):
+        abuser.send_multipart(frames)
+    wait_for(lambda: daemon.rejected.get("lossless_request", 0) == before + len(CREDIT_ABUSE))
+    assert daemon.lossless_subscribers == {} or len(daemon.lossless_subscribers) == 0
+    # A real subscriber then asks for more credit than any may hold: it is clamped.
+    dealer = lossless_dealer(context, daemon)
+    dealer.send(msgpack.packb({"cmd": "hello", "streams": None, "credit": 10}))
+    wait_for(lambda: len(daemon.lossless_subscribers) == 1)
+    for grant in (-5, MAX_CREDIT + 1, False, None):
+        dealer.send(msgpack.packb({"cmd": "credit", "n": grant}))
+    wait_for(lambda: daemon.rejected.get("lossless_request", 0)
+             == before + len(CREDIT_ABUSE) + 4)
+    for _ in range(3):
+        dealer.send(msgpack.packb({"cmd": "credit", "n": MAX_CREDIT}))
+    limit = daemon.config.lossless_max_messages
+    wait_for(lambda: query_lossless(daemon) and query_lossless(daemon)[0]["credit"] == limit)
+
+
+def query_lossless(daemon):
+    from neurowire.wire import query
+    return query(daemon.endpoints["control"], "stats").get("lossless")
