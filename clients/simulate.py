@@ -20,7 +20,6 @@ import resource
 import sys
 import time
 import types
-import wave
 
 import numpy as np
 import zmq
@@ -281,9 +280,11 @@ _MAX_TABLE_SAMPLES = 1 << 29
 
 def run(args: argparse.Namespace) -> int:
     if args.wav:
+        from neurowire.codec import CodecError  # a .wav that is a damaged neurowire file
+
         try:
             table, rate = synth.load_wav_dir(args.wav, args.channels)
-        except (OSError, ValueError, EOFError, wave.Error) as error:
+        except (OSError, ValueError, CodecError) as error:
             print(f"neurowire simulate: cannot play the recordings in {args.wav}: {error}",
                   file=sys.stderr)
             return 2

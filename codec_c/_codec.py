@@ -326,7 +326,14 @@ def read_samples(data_or_path):
     if bytes(data[:4]) == b"RIFF":
         wav = data
     elif bytes(data[:3]) == b"NWF":
-        wav = decompress(data)
+        try:
+            wav = decompress(data)
+        except CodecError as error:
+            if path is None:
+                raise
+            named = type(error)(f"{os.fspath(path)}: {error}", error.status)
+            named.filename = os.fspath(path)  # as WavFileError's: commands print one line
+            raise named from None
     else:
         problem = (f"neither a WAV file (RIFF) nor a neurowire file (NWF): it starts with "
                    f"{bytes(data[:12])!r}")

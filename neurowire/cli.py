@@ -103,10 +103,12 @@ def main(argv=None):
         print(f"neurowire {name}: {error.filename}: {error.strerror or error}",
               file=sys.stderr)
         return 1
-    except ValueError as error:
-        # A file the user named whose contents are wrong (neurowire.codec.WavFileError: a
-        # folder's WAV that is no whole recording): one line, the message names it.
-        if getattr(error, "filename", None) is None:
+    except Exception as error:
+        # A file the user named whose contents are wrong: neurowire's own errors that carry
+        # its path (neurowire.codec.WavFileError, a damaged neurowire file read by name) are
+        # one line, the message names it. Any other error is a fault and keeps its traceback.
+        if getattr(error, "filename", None) is None or not type(error).__module__.startswith(
+                "neurowire."):
             raise
         print(f"neurowire {name}: {error}", file=sys.stderr)
         return 1

@@ -143,3 +143,30 @@ def test_bench_folder_runs_name_the_bad_file(tmp_path, capsys, command):
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]
     assert str(bad) in last and "half a frame" in last
+
+
+@pytest.mark.parametrize("files, message", [
+    ({"a.wav": riff(fmt_chunk(channels=1), chunk(b"data", PCM + b"\1"))}, "half a frame"),
+    ({"a.wav": riff(fmt_chunk(channels=1), chunk(b"data", PCM)),
+      "b.wav": riff(fmt_chunk(channels=1, rate=30000), chunk(b"data", PCM))}, "30000 Hz"),
+    ({"a.wav": codec.compress_bytes(GOOD)[:-9]}, "a.wav"),
+])
+def test_simulate_wav_folders_use_the_strict_reader(tmp_path, capsys, files, message):
+    from neurowire.clients.simulate import main
+
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    assert main(["--wav", str(tmp_path), "--channels", "2", "--control", "",
+                 "--seconds", "0.01", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot play the recordings" in err and "Traceback" not in err
+    assert message in err
+
+
+def test_a_damaged_neurowire_file_in_a_bench_folder_is_named(tmp_path, capsys):
+    bad = tmp_path / "a.wav"
+    bad.write_bytes(codec.compress_bytes(GOOD)[:-9])
+    rc = cli.main(["bench", "bounded", "--levels", "1", "--data", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err
+    assert str(bad) in err.strip().splitlines()[-1]
