@@ -105,13 +105,6 @@ def daemon(request, tmp_path_factory):
         yield running.daemon
 
 
-@pytest.fixture
-def context():
-    ctx = zmq.Context()
-    yield ctx
-    ctx.destroy(linger=0)
-
-
 def padded(request: dict, size: int) -> bytes:
     """`request` with a 'pad' string making it exactly `size` bytes of msgpack."""
     bare = len(msgpack.packb({**request, "pad": ""}))
