@@ -170,3 +170,10 @@ def test_a_damaged_neurowire_file_in_a_bench_folder_is_named(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 1 and "Traceback" not in err
     assert str(bad) in err.strip().splitlines()[-1]
+
+
+def test_bench_feeds_on_a_folder_without_recordings_says_so(tmp_path, capsys):
+    rc = cli.main(["bench", "feeds", "--data", str(tmp_path / "none"), "--no-reference"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err
+    assert err.strip() == f"neurowire bench feeds: {tmp_path / 'none'}: no .wav recordings in it"

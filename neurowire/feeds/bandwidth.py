@@ -12,6 +12,7 @@ put on the wire: codec blocks for lossless, msgpack messages for the others.
 from __future__ import annotations
 
 import argparse
+import errno
 import glob
 import json
 import os
@@ -42,7 +43,8 @@ def load_channels(data_dir, channels: int, seconds: float | None, offset: int = 
 
     paths = sorted(glob.glob(os.path.join(os.fspath(data_dir), "*.wav")))
     if not paths:
-        raise FileNotFoundError(f"no .wav recordings in {data_dir}")
+        # With the folder as filename, a command says it in one line (neurowire/cli.py).
+        raise FileNotFoundError(errno.ENOENT, "no .wav recordings in it", os.fspath(data_dir))
     paths = paths[offset:] + paths[:offset]
     recordings, rates = [], set()
     for path in paths[:channels]:
