@@ -506,6 +506,10 @@ class GroupDecoder(_GroupCoder):
         """Decodes one block per group (a sequence of bytes-like) into an int16 array
         (n_samples, channels)."""
         groups = len(self._coders)
+        if not isinstance(blobs, (list, tuple)):
+            # bytes would iterate as ints, an int or None not at all: say what is wanted.
+            raise TypeError(f"blobs must be a list of {groups} bytes-like blocks (one per "
+                            f"channel group), not {type(blobs).__name__}")
         views = [_input_bytes(blob, "blob") for blob in blobs]
         with self._lock:
             if len(views) != groups:

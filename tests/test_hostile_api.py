@@ -180,3 +180,16 @@ def test_a_tiny_wav_round_trips_through_a_strided_view():
     blob = codec.compress_bytes(data)
     view = np.frombuffer(blob, np.uint8).repeat(3)[::3]
     assert codec.decompress(view) == data
+
+
+@pytest.mark.parametrize("value", [None, 5, b"two blocks?", "xy"], ids=repr)
+def test_group_decoder_wants_a_list_of_blocks(value):
+    with pytest.raises(TypeError, match="list of 2 bytes-like blocks"):
+        codec.GroupDecoder([2, 2]).decode(value)
+
+
+def test_group_blocks_decode_from_strided_views():
+    samples = (np.arange(4000, dtype=np.int16) % 89).reshape(-1, 4)
+    blobs = codec.GroupEncoder([2, 2]).encode(samples, keyframe=True)
+    strided = [np.frombuffer(b, np.uint8).repeat(2)[::2] for b in blobs]
+    np.testing.assert_array_equal(codec.GroupDecoder([2, 2]).decode(strided), samples)
