@@ -120,6 +120,8 @@ def contiguous_bytes(data, what="data"):
     if isinstance(data, str):
         raise TypeError(f"{what} must be bytes-like, not str (encode it, or pass a path "
                         "where a path is taken)")
+    if isinstance(data, np.generic):  # a numpy number exports its bytes, but is a number
+        raise TypeError(f"{what} must be bytes-like, not a numpy {type(data).__name__}")
     try:
         view = memoryview(data)
     except TypeError:

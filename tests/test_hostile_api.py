@@ -73,7 +73,8 @@ def test_an_int16_array_is_taken_as_its_bytes(blob):
         assert codec.decompress(as_int16) == codec.decompress(blob)
 
 
-NOT_BYTES = [5, 0, None, 1.5, math.nan, "RIFF....WAVE", ["R", "I"], object()]
+NOT_BYTES = [5, 0, None, 1.5, math.nan, "RIFF....WAVE", ["R", "I"], object(), np.int64(5),
+             np.float32(1.5)]
 
 
 @pytest.mark.parametrize("value", NOT_BYTES, ids=repr)
