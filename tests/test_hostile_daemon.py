@@ -128,9 +128,14 @@ def ask(context, daemon, frame: bytes, wait_ms=10_000):
 
 @pytest.mark.parametrize("size", [100, 1025, 4097, 16384, MAX_REQUEST_BYTES])
 def test_control_requests_up_to_64_kib_are_answered(context, daemon, size):
+    before = daemon.reporter.control_answered
     reply = ask(context, daemon, padded({"cmd": "status"}, size))
     assert reply is not None and reply.get("state") == "running", reply
     assert "request_size" not in daemon.rejected
+    assert daemon.reporter.control_answered == before + 1
+    stats = ask(context, daemon, msgpack.packb({"cmd": "stats"}))
+    assert stats["requests"]["control"] == before + 1  # those answered before this one
+    assert stats["rejected"] == {}
 
 
 @pytest.mark.parametrize("size", [MAX_REQUEST_BYTES + 1, 200_000, REQUEST_FRAME_LIMIT])
@@ -164,6 +169,7 @@ def test_a_64_kib_lossless_hello_is_taken_a_larger_one_counted(context, daemon):
                         MAX_REQUEST_BYTES + 1))
     wait_for(lambda: daemon.rejected.get("request_size") == 1)
     assert len(daemon.lossless_subscribers) == 1
+    assert daemon.data.lossless.requests_taken == 1
 
 
 CREDIT_ABUSE = [
