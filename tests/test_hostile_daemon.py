@@ -211,3 +211,32 @@ def test_lossless_credit_abuse_is_counted_and_grants_nothing(context, daemon):
 def query_lossless(daemon):
     from neurowire.wire import query
     return query(daemon.endpoints["control"], "stats").get("lossless")
+
+
+def test_malformed_ingest_is_counted_over_either_transport(context, daemon):
+    import time
+
+    import numpy as np
+
+    from neurowire.wire import pack_ingest
+
+    good = pack_ingest("s0", 0, 0, 10, 4, 20000.0, time.time_ns(), 7)
+    samples = np.zeros((10, 4), np.int16).tobytes()
+    abuse = {
+        "header": [b"XX" + good[2:], samples],
+        "frames": [good],
+        "payload_size": [good, samples[:-2]],
+        "stream_id": [pack_ingest("s0", 0, 0, 10, 4, 20000.0, time.time_ns(), 7)[:-2]
+                      + b"\xff\xfe", samples],
+    }
+    push = context.socket(zmq.PUSH)
+    push.linger = 1000
+    push.connect(daemon.endpoints["ingest"])
+    for frames in abuse.values():
+        push.send_multipart(frames)
+    push.send_multipart([good, samples])
+    wait_for(lambda: "s0" in daemon.table.by_name)
+    for reason in ("header", "frames", "payload_size"):
+        assert daemon.rejected.get(reason) == 1, (reason, daemon.rejected)
+    assert sum(daemon.rejected.values()) == len(abuse)
+    push.close()
