@@ -71,7 +71,7 @@ def test_an_int16_array_is_taken_as_its_bytes(wav, blob):
     assert len(wav) % 2 == 0
     as_int16 = np.frombuffer(wav, np.int16)
     assert codec.compress_bytes(as_int16) == blob
-    assert codec.compress_bytes(as_int16.reshape(-1, 2)[:, ::-1][:, ::-1]) == blob
+    assert codec.compress_bytes(np.repeat(as_int16, 2)[::2]) == blob  # stepped
     np.testing.assert_array_equal(codec.read_samples(as_int16).samples,
                                   codec.read_samples(wav).samples)
 
