@@ -87,6 +87,7 @@ from neurowire.daemon import DaemonThread  # noqa: E402
 from neurowire.daemon.lossless import MAX_CREDIT  # noqa: E402
 from neurowire.daemon.requests import MAX_REQUEST_BYTES, REQUEST_FRAME_LIMIT  # noqa: E402
 from conftest import wait_for  # noqa: E402
+from helpers import connected  # noqa: E402
 
 
 def endpoints(transport, folder):
@@ -154,10 +155,7 @@ def test_a_frame_beyond_the_socket_limit_leaves_the_daemon_serving(context, daem
 
 
 def lossless_dealer(context, daemon):
-    dealer = context.socket(zmq.DEALER)
-    dealer.linger = 0
-    dealer.connect(daemon.endpoints["lossless"])
-    return dealer
+    return connected(context, zmq.DEALER, daemon.endpoints["lossless"])
 
 
 def test_a_64_kib_lossless_hello_is_taken_a_larger_one_counted(context, daemon):
@@ -229,9 +227,7 @@ def test_malformed_ingest_is_counted_over_either_transport(context, daemon):
         "stream_id": [pack_ingest("s0", 0, 0, 10, 4, 20000.0, time.time_ns(), 7)[:-2]
                       + b"\xff\xfe", samples],
     }
-    push = context.socket(zmq.PUSH)
-    push.linger = 1000
-    push.connect(daemon.endpoints["ingest"])
+    push = connected(context, zmq.PUSH, daemon.endpoints["ingest"], linger=1000)
     for frames in abuse.values():
         push.send_multipart(frames)
     push.send_multipart([good, samples])
