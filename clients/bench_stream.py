@@ -32,19 +32,6 @@ from neurowire.wire import MAX_RATE, ControlTimeout, query, wait_ready
 from .ports import free_loopback_port
 
 
-def _block_format(text: str) -> int:
-    """--block-format: a version this codec writes, checked as the daemon's config checks
-    it, before a daemon is started only to refuse it."""
-    from neurowire.daemon.config import ConfigError, resolve_block_format
-
-    value = bounded(int, 0, 255, what="the block format")(text)
-    try:
-        resolve_block_format(value, "--block-format")
-    except ConfigError as error:
-        raise argparse.ArgumentTypeError(str(error).partition(": ")[2]) from None
-    return value
-
-
 def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.description = "Run daemon, simulator and subscriber on loopback and measure them."
     parser.add_argument("--seconds", type=options.seconds, default=10.0)
@@ -69,7 +56,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
                         help="decode and check in real time, or receive now and decode and "
                              "check every block after the stream (default %(default)s)")
     parser.add_argument("--keyframe-interval", type=bounded(float, 0, 3600, low_open=True, what="the interval"), default=1.0)
-    parser.add_argument("--block-format", type=_block_format, default=0, metavar="N",
+    parser.add_argument("--block-format", type=bounded(int, 0, 255, what="the block format"), default=0, metavar="N",
                         help="the daemon's block_format: 0 = the lane format (its default), "
                              "1 = version 1 blocks, to compare")
     parser.add_argument("--python-data-path", dest="fast_path", action="store_false",
