@@ -171,6 +171,9 @@ def test_brainwire_spike_options_out_of_range_are_value_errors():
                     dict(snippet_ms=1e9)):
         with pytest.raises(ValueError, match="DetectorConfig"):
             encode.compress(EXCERPT, spikes=True, **options)
+    for options in (dict(threshold=True), dict(threshold="4.5"), dict(snippet_ms=[1.6])):
+        with pytest.raises(TypeError, match="DetectorConfig"):
+            encode.compress(EXCERPT, spikes=True, **options)
 
 
 def test_encode_compress_takes_a_path_not_data(wav):
