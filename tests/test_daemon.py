@@ -185,6 +185,9 @@ def test_metrics_match_daemon_counters(context):
         assert samples[("neurowire_bytes_published_total", label)] == state.bytes_out
         assert samples[("neurowire_keyframes_total", label)] == state.keyframes
         assert samples[("neurowire_messages_rejected_total", (("reason", "header"),))] == 1
+        assert samples[("neurowire_requests_total", (("endpoint", "control"),))] == \
+            daemon.reporter.control_answered
+        assert samples[("neurowire_requests_total", (("endpoint", "lossless"),))] == 0
         assert samples[("neurowire_packets_dropped_total",
                         (("reason", "backlog"), ("stream", "s0")))] == 0
         for stage in ("ingest", "compress", "publish"):
