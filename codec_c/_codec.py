@@ -135,6 +135,9 @@ def contiguous_bytes(data, what="data"):
 
 def _input_bytes(data, what="data"):
     """A cffi view of any bytes-like object, without copying a contiguous one."""
+    kind = type(data)
+    if kind is bytes or kind is bytearray or (kind is memoryview and data.c_contiguous):
+        return ffi.from_buffer("uint8_t[]", data)  # the common cases, per block: no checks
     return ffi.from_buffer("uint8_t[]", contiguous_bytes(data, what))
 
 
