@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 
+from neurowire import options as options_types
 from neurowire.options import bounded
 
 # Innermost frames that are the codec computing (encoder, decoder, lane kernel, block CRC).
@@ -177,9 +178,11 @@ def main(argv=None) -> int:
     baseline = []
     if args.codec_baseline:
         shape = argparse.ArgumentParser(add_help=False)
-        shape.add_argument("--channels", type=int, default=1024)
-        shape.add_argument("--packet-samples", type=int, default=10)
-        shape.add_argument("--rate", type=float, default=20000.0)
+        shape.add_argument("--channels", type=options_types.channels, default=1024)
+        shape.add_argument("--packet-samples", type=bounded(int, 1, 4096, what="time steps"),
+                           default=10)
+        shape.add_argument("--rate", type=bounded(float, 0, 1e6, low_open=True, what="the rate"),
+                           default=20000.0)
         stream_shape, _ = shape.parse_known_args(options)
         baseline.append(codec_alone(stream_shape.channels, stream_shape.packet_samples,
                                     stream_shape.rate))

@@ -28,6 +28,7 @@ from neurowire.wire import (DEFAULT_CONTROL, DEFAULT_INGEST, INGEST_OFFSETS, MAX
                             MAX_RATE, STREAM_ID, ControlTimeout, apply_curve, new_session,
                             pack_ingest, query)
 
+from neurowire import options
 from neurowire.options import bounded, endpoint
 
 from . import synth
@@ -57,7 +58,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
                         help="time steps per packet (10 = 0.5 ms at 20 kHz)")
     parser.add_argument("--seconds", type=bounded(float, 0, what="the duration"), default=0.0,
                         help="stop after this long (0: until interrupted)")
-    parser.add_argument("--seed", type=int, default=1, help="synthetic signal seed")
+    parser.add_argument("--seed", type=options.seed, default=1, help="synthetic signal seed")
     parser.add_argument("--loop-samples", type=bounded(int, 1, 1 << 24, what="the table's length"),
                         default=15000,
                         help="length of the synthetic table that is looped")

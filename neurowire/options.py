@@ -98,6 +98,7 @@ def endpoint(text: str) -> str:
 channels = bounded(int, 1, 4096, what="channels")
 seconds = bounded(float, 0, 86400, low_open=True, what="the duration")
 workers = bounded(int, 1, 64, what="the workers")
+seed = bounded(int, 0, 2**63 - 1, what="a seed")  # numpy's generators take none below 0
 
 
 def port(text: str) -> int:

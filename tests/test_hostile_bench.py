@@ -78,6 +78,9 @@ def test_absurd_numbers_are_one_line_errors(capsys, command, value):
     (["bench", "challenge", "x", "-j", "0"], "at least 1"),
     (["compress", "x", "-o", "y", "--chunk-channels", "5000"], "at most 4096"),
     (["compress", "x", "-o", "y", "--rate", "nan"], "not a finite number"),
+    (["simulate", "--seed", "-1"], "at least 0"),
+    (["subscribe", "--verify-synth", "-1"], "at least 0"),
+    (["daemon", "--workers", "65"], "at most 64"),
 ])
 def test_named_bounds(capsys, argv, message):
     rc, err = run_main(capsys, argv)
