@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from neurowire.options import bounded
+
 
 
 def load_recordings(data: Path, limit: int | None) -> list[np.ndarray]:
@@ -118,8 +120,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data", type=Path, default=None,
                     help="folder of .wav recordings (default: the challenge set beside the "
                          "clone, else the bundled excerpts)")
-    ap.add_argument("--limit", type=int, default=None, help="first N recordings only")
-    ap.add_argument("--repeat", type=int, default=3, help="best of R timings")
+    ap.add_argument("--limit", type=bounded(int, 1, 1_000_000, what="the recordings"), default=None, help="first N recordings only")
+    ap.add_argument("--repeat", type=bounded(int, 1, 1000, what="the repeats"), default=3, help="best of R timings")
     args = ap.parse_args(argv)
     if args.data is None:
         from neurowire.codec.bench import find_recordings

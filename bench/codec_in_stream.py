@@ -26,6 +26,8 @@ import sys
 import tempfile
 import time
 
+from neurowire.options import bounded
+
 CHANNELS, BLOCK, RATE = 1024, 10, 20000.0
 SLEEP_S = 0.00025
 # Sweeps a buffer four times the codec's L2 on host D, touching each cache line.
@@ -123,7 +125,8 @@ def instructions(data_dir: str | None) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("sharing").add_argument("--rounds", type=int, default=30)
+    commands.add_parser("sharing").add_argument(
+        "--rounds", type=bounded(int, 1, 100_000, what="the rounds"), default=30)
     commands.add_parser("instructions").add_argument("--data", help="folder of .wav "
                                                       "recordings (default: the bench's)")
     args = parser.parse_args(argv)

@@ -33,6 +33,9 @@ import sys
 import tempfile
 import time
 
+from neurowire import options as options_types
+from neurowire.options import bounded
+
 # Innermost frames that are the codec computing (encoder, decoder, lane kernel, block CRC).
 CODEC = ("encode_grid_step", "decode_grid_step", "nw_lanes_run", "encode_lanes", "decode_lanes",
          "encode_other", "decode_other", "nw_block_crc", "nw_crc32", "nw_stream", "model_code",
@@ -160,8 +163,8 @@ def _pid(pattern: str, deadline: float) -> int:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds-profiled", type=float, default=5.0)
-    parser.add_argument("--start-after", type=float, default=7.0,
+    parser.add_argument("--seconds-profiled", type=bounded(float, 0, 86400, low_open=True, what="the profile"), default=5.0)
+    parser.add_argument("--start-after", type=bounded(float, 0, 86400, what="the start"), default=7.0,
                         help="seconds from the bench's start to the profile's (start-up, "
                              "the subscriber's reference table, the first packets)")
     parser.add_argument("--codec-baseline", action="store_true",
@@ -175,9 +178,11 @@ def main(argv=None) -> int:
     baseline = []
     if args.codec_baseline:
         shape = argparse.ArgumentParser(add_help=False)
-        shape.add_argument("--channels", type=int, default=1024)
-        shape.add_argument("--packet-samples", type=int, default=10)
-        shape.add_argument("--rate", type=float, default=20000.0)
+        shape.add_argument("--channels", type=options_types.channels, default=1024)
+        shape.add_argument("--packet-samples", type=bounded(int, 1, 4096, what="time steps"),
+                           default=10)
+        shape.add_argument("--rate", type=bounded(float, 0, 1e6, low_open=True, what="the rate"),
+                           default=20000.0)
         stream_shape, _ = shape.parse_known_args(options)
         baseline.append(codec_alone(stream_shape.channels, stream_shape.packet_samples,
                                     stream_shape.rate))

@@ -25,27 +25,29 @@ import time
 
 import numpy as np
 
-from neurowire.wire import ControlTimeout, query, wait_ready
+from neurowire import options
+from neurowire.options import bounded
+from neurowire.wire import MAX_RATE, ControlTimeout, query, wait_ready
 
 from .ports import free_loopback_port
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.description = "Run daemon, simulator and subscriber on loopback and measure them."
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--channels", type=int, default=1024)
-    parser.add_argument("--rate", type=float, default=20000.0)
-    parser.add_argument("--packet-samples", type=int, default=10,
+    parser.add_argument("--seconds", type=options.seconds, default=10.0)
+    parser.add_argument("--channels", type=options.channels, default=1024)
+    parser.add_argument("--rate", type=bounded(float, 0, MAX_RATE, low_open=True, what="the rate"), default=20000.0)
+    parser.add_argument("--packet-samples", type=bounded(int, 1, 4096, what="time steps per packet"), default=10,
                         help="10 = 0.5 ms packets at 20 kHz")
-    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+    parser.add_argument("--workers", type=options.workers, default=min(2, os.cpu_count() or 1),
                         help="daemon channel groups encoded in parallel threads "
                              "(default: %(default)s)")
     parser.add_argument("--no-pin", dest="pin", action="store_false",
                         help="leave the daemon's threads to the scheduler (pin_threads = false)")
-    parser.add_argument("--spin-us", type=int, default=0, metavar="US",
+    parser.add_argument("--spin-us", type=bounded(int, 0, 1_000_000, what="the spin time"), default=0, metavar="US",
                         help="the daemon's spin_us: its encoder threads poll this long for the "
                              "next block before sleeping (default 0)")
-    parser.add_argument("--realtime-priority", type=int, default=0, metavar="N",
+    parser.add_argument("--realtime-priority", type=bounded(int, 0, 99, what="the priority"), default=0, metavar="N",
                         help="1..99: the daemon's realtime_priority (its data path SCHED_FIFO), "
                              "and the simulator (standing in for implant hardware) and the "
                              "subscriber SCHED_FIFO at the same priority; needs root or "
@@ -53,8 +55,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--verify", choices=("realtime", "after"), default="realtime",
                         help="decode and check in real time, or receive now and decode and "
                              "check every block after the stream (default %(default)s)")
-    parser.add_argument("--keyframe-interval", type=float, default=1.0)
-    parser.add_argument("--block-format", type=int, default=0, metavar="N",
+    parser.add_argument("--keyframe-interval", type=bounded(float, 0, 3600, low_open=True, what="the interval"), default=1.0)
+    parser.add_argument("--block-format", type=bounded(int, 0, 255, what="the block format"), default=0, metavar="N",
                         help="the daemon's block_format: 0 = the lane format (its default), "
                              "1 = version 1 blocks, to compare")
     parser.add_argument("--python-data-path", dest="fast_path", action="store_false",

@@ -20,7 +20,6 @@ import resource
 import sys
 import time
 import types
-import wave
 
 import numpy as np
 import zmq
@@ -29,6 +28,7 @@ from neurowire.wire import (DEFAULT_CONTROL, DEFAULT_INGEST, INGEST_OFFSETS, MAX
                             MAX_RATE, STREAM_ID, ControlTimeout, apply_curve, new_session,
                             pack_ingest, query)
 
+from neurowire import options
 from neurowire.options import bounded, endpoint
 
 from . import synth
@@ -58,7 +58,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
                         help="time steps per packet (10 = 0.5 ms at 20 kHz)")
     parser.add_argument("--seconds", type=bounded(float, 0, what="the duration"), default=0.0,
                         help="stop after this long (0: until interrupted)")
-    parser.add_argument("--seed", type=int, default=1, help="synthetic signal seed")
+    parser.add_argument("--seed", type=options.seed, default=1, help="synthetic signal seed")
     parser.add_argument("--loop-samples", type=bounded(int, 1, 1 << 24, what="the table's length"),
                         default=15000,
                         help="length of the synthetic table that is looped")
@@ -281,9 +281,11 @@ _MAX_TABLE_SAMPLES = 1 << 29
 
 def run(args: argparse.Namespace) -> int:
     if args.wav:
+        from neurowire.codec import CodecError  # a .wav that is a damaged neurowire file
+
         try:
             table, rate = synth.load_wav_dir(args.wav, args.channels)
-        except (OSError, ValueError, EOFError, wave.Error) as error:
+        except (OSError, ValueError, CodecError) as error:
             print(f"neurowire simulate: cannot play the recordings in {args.wav}: {error}",
                   file=sys.stderr)
             return 2

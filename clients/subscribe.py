@@ -14,6 +14,7 @@ import msgpack
 import numpy as np
 import zmq
 
+from neurowire import options
 from neurowire.options import bounded, endpoint
 from neurowire.wire import DEFAULT_LOSSLESS, DEFAULT_PUBLISH
 
@@ -45,7 +46,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--republish", metavar="ENDPOINT", type=endpoint,
                         help="bind a PUB socket here with the decoded samples "
                              "(frames: topic, msgpack header, raw int16)")
-    parser.add_argument("--verify-synth", type=int, metavar="SEED",
+    parser.add_argument("--verify-synth", type=options.seed, metavar="SEED",
                         help="compare every sample with the simulator's synthetic table")
     parser.add_argument("--channels", type=bounded(int, 1, 4096, what="channels"), default=1024, help="for --verify-synth")
     parser.add_argument("--rate", type=bounded(float, 0, low_open=True, what="the rate"), default=20000.0, help="for --verify-synth")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import glob
 import os
-import wave
 
 import numpy as np
 
@@ -92,12 +91,17 @@ def load_wav_dir(directory: str, channels: int, loop_seconds: float = 2.0):
     if not paths:
         raise FileNotFoundError(f"no .wav files in {directory}")
     recordings, rate = [], None
+    from neurowire.codec import read_samples  # the strict reader: a bad file is named
+
     for path in paths[:channels]:
-        with wave.open(path, "rb") as handle:
-            if handle.getsampwidth() != 2 or handle.getnchannels() != 1:
-                raise ValueError(f"{path}: expected mono 16-bit PCM")
-            rate = rate or handle.getframerate()
-            recordings.append(np.frombuffer(handle.readframes(handle.getnframes()), "<i2"))
+        read = read_samples(path)
+        if read.samples.shape[1] != 1:
+            raise ValueError(f"{path}: expected mono 16-bit PCM, not {read.samples.shape[1]} "
+                             "channels")
+        if rate is not None and read.rate != rate:
+            raise ValueError(f"{path}: recorded at {read.rate} Hz, the others at {rate} Hz")
+        rate = read.rate
+        recordings.append(read.samples[:, 0])
         if not len(recordings[-1]):
             raise ValueError(f"{path}: no samples in it")
     loop = min(min(len(r) for r in recordings), int(loop_seconds * rate))

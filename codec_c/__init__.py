@@ -24,6 +24,7 @@ from ._codec import (
     StreamDecoder,
     StreamEncoder,
     VersionError,
+    WavFileError,
     WavSamples,
     block_info,
     compress,
@@ -40,6 +41,6 @@ __all__ = [
     "BlockInfo", "CodecError", "CodecMemoryError", "CodecTeam", "CorruptStreamError", "GroupDecoder",
     "GroupEncoder",
     "InvalidArgumentError", "NeedKeyframeError", "OutputFullError", "SequenceError",
-    "StreamDecoder", "StreamEncoder", "VersionError", "WavSamples", "block_info", "compress",
+    "StreamDecoder", "StreamEncoder", "VersionError", "WavFileError", "WavSamples", "block_info", "compress",
     "compress_bytes", "decompress", "grid_values", "read_samples", "set_simd", "team_cpus",
 ]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._native import ffi, lib
+from ._wav import WavFileError  # noqa: F401 (re-exported: read_samples raises it)
 
 FORMAT_VERSION = lib.NW_FORMAT_VERSION            # streams made with format_version=1
 FILE_FORMAT_VERSION = lib.NW_FILE_FORMAT_VERSION  # files written by compress(); versions 1 to 3 still read
@@ -108,19 +109,43 @@ def _check_channels(channels):
     return channels
 
 
-def _input_bytes(data, what="data"):
-    """A cffi view of any contiguous bytes-like object, without copying it."""
+def contiguous_bytes(data, what="data"):
+    """`data` as a C-contiguous buffer: a bytes-like object as it is, a strided view (a
+    slice with a step, a transposed array) copied once. Anything else is a TypeError that
+    names it: an int would otherwise become that many zero bytes (`bytes(5)`), and a masked
+    array would be coded as whatever lies under its mask."""
+    if isinstance(data, np.ma.MaskedArray):
+        raise TypeError(f"{what} must be bytes-like, not a numpy masked array (its masked "
+                        "values have no bytes; fill them first: array.filled(...))")
     if isinstance(data, str):
-        raise TypeError(f"{what} must be bytes-like, not str")
+        raise TypeError(f"{what} must be bytes-like, not str (encode it, or pass a path "
+                        "where a path is taken)")
+    if isinstance(data, np.generic):  # a numpy number exports its bytes, but is a number
+        raise TypeError(f"{what} must be bytes-like, not a numpy {type(data).__name__}")
     try:
-        return ffi.from_buffer("uint8_t[]", data)
+        view = memoryview(data)
     except TypeError:
-        raise TypeError(f"{what} must be bytes-like, not {type(data).__name__}") from None
-    except ValueError as exc:  # e.g. a non-contiguous memoryview
-        raise ValueError(f"{what} must be a contiguous buffer: {exc}") from None
+        raise TypeError(f"{what} must be bytes-like (bytes, bytearray, memoryview, numpy "
+                        f"array), not {type(data).__name__}") from None
+    # A flat uint8 array, not a memoryview: memoryviews we make, exported to cffi and caught
+    # in a traceback, crash CPython 3.11 on release (see neurowire/archive/codec.py).
+    with view:
+        return np.frombuffer(data if view.c_contiguous else view.tobytes(), np.uint8)
+
+
+def _input_bytes(data, what="data"):
+    """A cffi view of any bytes-like object, without copying a contiguous one."""
+    kind = type(data)
+    if kind is bytes or kind is bytearray or (kind is memoryview and data.c_contiguous):
+        return ffi.from_buffer("uint8_t[]", data)  # the common cases, per block: no checks
+    return ffi.from_buffer("uint8_t[]", contiguous_bytes(data, what))
 
 
 def _as_block(samples, channels):
+    if isinstance(samples, np.ma.MaskedArray):
+        raise TypeError("samples must be a plain numpy int16 array, not a masked array (the "
+                        "codec is lossless: masked values have nothing to keep; fill them "
+                        "first: samples.filled(...))")
     if not isinstance(samples, np.ndarray):
         raise TypeError("samples must be a numpy int16 array of shape (n_samples, channels),"
                         f" not {type(samples).__name__}")
@@ -291,17 +316,41 @@ class WavSamples:
 
 def read_samples(data_or_path):
     """Samples of a compressed (or plain) 16-bit PCM WAV file, as WavSamples(.samples: int16
-    array (n_frames, channels), .rate). Raises CodecError for a damaged neurowire file and
-    ValueError when the original is not 16-bit PCM WAV."""
+    array (n_frames, channels), .rate). Raises CodecError for a damaged neurowire file (or
+    bytes that are neither that nor a WAV file) and ValueError when the original is not a
+    whole 16-bit PCM WAV recording (codec_c/_wav.py says what it refuses)."""
     from ._wav import parse_wav
 
+    path = None
     if isinstance(data_or_path, (str, os.PathLike)):
-        with open(data_or_path, "rb") as f:
+        path = data_or_path
+        with open(path, "rb") as f:
             data = f.read()
     else:
-        data = bytes(data_or_path)
-    wav = data if data[:4] == b"RIFF" else decompress(data)
-    return WavSamples(*parse_wav(wav))
+        data = contiguous_bytes(data_or_path, "data_or_path")
+    if bytes(data[:4]) == b"RIFF":
+        wav = data
+    elif bytes(data[:3]) == b"NWF":
+        try:
+            wav = decompress(data)
+        except CodecError as error:
+            if path is None:
+                raise
+            named = type(error)(f"{os.fspath(path)}: {error}", error.status)
+            named.filename = os.fspath(path)  # as WavFileError's: commands print one line
+            raise named from None
+    else:
+        problem = (f"neither a WAV file (RIFF) nor a neurowire file (NWF): it starts with "
+                   f"{bytes(data[:12])!r}")
+        if path is not None:
+            raise WavFileError(path, problem)
+        raise CorruptStreamError(problem, lib.NW_ERR_MAGIC)
+    try:
+        return WavSamples(*parse_wav(wav))
+    except ValueError as error:
+        if path is None:
+            raise
+        raise WavFileError(path, error) from None
 
 
 def _group_sizes(group_channels):
@@ -462,6 +511,10 @@ class GroupDecoder(_GroupCoder):
         """Decodes one block per group (a sequence of bytes-like) into an int16 array
         (n_samples, channels)."""
         groups = len(self._coders)
+        if not isinstance(blobs, (list, tuple)):
+            # bytes would iterate as ints, an int or None not at all: say what is wanted.
+            raise TypeError(f"blobs must be a list of {groups} bytes-like blocks (one per "
+                            f"channel group), not {type(blobs).__name__}")
         views = [_input_bytes(blob, "blob") for blob in blobs]
         with self._lock:
             if len(views) != groups:

@@ -15,14 +15,17 @@ import subprocess
 import sys
 import tempfile
 import time
-import wave
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-from . import (FORMAT_VERSION, LANE_FORMAT_VERSION, CodecTeam, GroupDecoder, GroupEncoder,
-               StreamEncoder, compress_bytes, decompress, set_simd, team_cpus)
+from neurowire import options
+from neurowire.options import bounded
+
+from . import (FORMAT_VERSION, LANE_FORMAT_VERSION, MAX_BLOCK_SAMPLES, CodecTeam, GroupDecoder,
+               GroupEncoder, StreamEncoder, compress_bytes, decompress, read_samples, set_simd,
+               team_cpus)
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent  # the repo, for an editable install
 
@@ -50,10 +53,8 @@ def load(paths):
     for p in paths:
         raw = Path(p).read_bytes()
         files.append(raw)
-        with wave.open(p) as w:
-            if w.getsampwidth() == 2:
-                x = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.int16)
-                signals.append(x.reshape(-1, w.getnchannels())[:, 0])
+        # The strict reader: a file of the folder that is no whole recording is named.
+        signals.append(read_samples(p).samples[:, 0])
     return files, signals
 
 
@@ -365,12 +366,13 @@ def print_report(r, out=sys.stdout):
 def configure_parser(parser):
     parser.add_argument("--data", help="folder of .wav recordings (default: the challenge set, "
                         "else the bundled excerpts)")
-    parser.add_argument("--files", type=int, default=0, help="use only the first N files")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per speed measurement")
-    parser.add_argument("--channels", type=int, default=1024, help="channels of the latency run")
-    parser.add_argument("--blocks", type=int, nargs="+", default=[10, 20],
+    parser.add_argument("--files", type=bounded(int, 0, 1_000_000, what="the file count"), default=0,
+                        help="use only the first N files (0: all)")
+    parser.add_argument("--repeats", type=bounded(int, 1, 1000, what="the repeats"), default=3, help="runs per speed measurement")
+    parser.add_argument("--channels", type=options.channels, default=1024, help="channels of the latency run")
+    parser.add_argument("--blocks", type=bounded(int, 1, MAX_BLOCK_SAMPLES, what="a block length"), nargs="+", default=[10, 20],
                         help="block lengths (time steps) of the latency run")
-    parser.add_argument("--latency-samples", type=int, default=5000,
+    parser.add_argument("--latency-samples", type=bounded(int, 1, 1 << 26, what="the time steps"), default=5000,
                         help="time steps streamed in the latency run")
     parser.add_argument("--skip", nargs="*", default=[], choices=["zlib-6", "lzma-6", "flac"],
                         help="baselines to leave out")

@@ -11,7 +11,9 @@ import sys
 
 import numpy as np
 
-from . import StreamDecoder, StreamEncoder, grid_values
+from neurowire.options import bounded
+
+from . import MAX_BLOCK_SAMPLES, MAX_ERROR_LIMIT, StreamDecoder, StreamEncoder, grid_values
 from .bench import find_recordings, load
 
 DEFAULT_LEVELS = (0, 1, 2, 4)
@@ -52,9 +54,9 @@ def measure(signals, max_error, block):
 def configure_parser(parser):
     parser.add_argument("--data", help="folder of .wav recordings (default: the challenge "
                         "set when found, else the bundled excerpts)")
-    parser.add_argument("--levels", type=int, nargs="+", default=list(DEFAULT_LEVELS),
+    parser.add_argument("--levels", type=bounded(int, 0, MAX_ERROR_LIMIT, what="max_error"), nargs="+", default=list(DEFAULT_LEVELS),
                         help="max_error values to measure, in ADC levels")
-    parser.add_argument("--block", type=int, default=4096, help="time steps per block")
+    parser.add_argument("--block", type=bounded(int, 1, MAX_BLOCK_SAMPLES, what="the block length"), default=4096, help="time steps per block")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
 
 

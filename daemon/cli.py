@@ -8,6 +8,8 @@ import json
 import logging
 import sys
 
+from neurowire.options import bounded
+
 
 def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.description = ("Compress implant packets and publish them to subscribers. "
@@ -20,7 +22,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--lossless", help="override [daemon] lossless endpoint")
     parser.add_argument("--control", help="override [daemon] control endpoint")
     parser.add_argument("--metrics", help="override [daemon] metrics HOST:PORT ('' = off)")
-    parser.add_argument("--workers", type=int, help="channel groups encoded in parallel")
+    parser.add_argument("--workers", type=bounded(int, 0, 64, what="the workers"),
+                        help="channel groups encoded in parallel (0: one per CPU)")
     parser.add_argument("--feeds", type=lambda text: [f for f in text.split(",") if f],
                         metavar="LIST", help="override [daemon] feeds, e.g. spikes,power,bounded "
                                              "('' = none)")

@@ -27,9 +27,10 @@ import math
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, NamedTuple
 
-from neurowire.options import endpoint_problem, http_address_problem
+from neurowire.feeds.detect import DETECTOR_RANGES
+from neurowire.options import endpoint_problem, http_address_problem, range_words, within
 from neurowire.wire import (DEFAULT_CONTROL, DEFAULT_INGEST, DEFAULT_LOSSLESS,
                             DEFAULT_PUBLISH, FEEDS)
 
@@ -131,6 +132,61 @@ class DaemonConfig:
 _ENDPOINT_KEYS = ("ingest", "publish", "lossless", "control")
 
 
+class Range(NamedTuple):
+    low: float
+    high: float
+    low_open: bool = False  # True: the value must be above `low`, not equal to it
+    note: str = ""          # what the ends mean, for the message
+
+
+# Every numeric [daemon] key and the values it may take (a test walks the dataclass to keep
+# this table complete). The highs are far beyond any real use: they refuse typos (a
+# keyframe every 36000 s, 10**9 streams) before they become an hour-long wait or an
+# allocation that takes the machine down.
+GiB = 2**30
+RANGES = {
+    "keyframe_interval_s": Range(0, 3600, note="seconds; 0: every block is a keyframe"),
+    "max_backlog_packets": Range(1, 10_000_000),
+    "max_backlog_bytes": Range(1, 64 * GiB),
+    "max_channels": Range(1, 4096, note="the codec's limit"),
+    "max_packet_samples": Range(1, 65536),
+    "max_streams": Range(1, 4096),
+    "stream_idle_timeout_s": Range(0, 86400, low_open=True, note="seconds"),
+    "live_hwm": Range(1, 10_000_000),
+    "lossless_max_messages": Range(1, 10_000_000),
+    "lossless_max_bytes": Range(1, 64 * GiB),
+    "lossless_max_subscribers": Range(1, 1024),
+    "ingest_hwm": Range(1, 10_000_000),
+    "lossless_timeout_s": Range(0, 86400, low_open=True, note="seconds"),
+    "workers": Range(0, 64, note="0: one per CPU"),
+    "realtime_priority": Range(0, 99, note="0: off, 1..99: SCHED_FIFO priority"),
+    "spin_us": Range(0, 1_000_000, note="0: sleep at once; microseconds up to 1000000"),
+    "flush_timeout_s": Range(0, 3600, note="seconds"),
+    "block_format": Range(0, 255, note="0: the lane format"),
+    "control_rate": Range(0, 10_000, low_open=True, note="requests/s"),
+    "latency_window": Range(1, 1 << 24),
+    "feed_threshold": Range(*DETECTOR_RANGES["threshold"], note="noise sigmas"),
+    "feed_snippet_ms": Range(*DETECTOR_RANGES["snippet_ms"]),
+    "feed_power_bin_ms": Range(*DETECTOR_RANGES["power_bin_ms"],
+                               note="above 0 with the power feed"),
+    "feed_batch_ms": Range(0, 60_000, low_open=True),
+    "feed_max_error": Range(1, 63, note="ADC codes; 0 is the lossless stream itself"),
+    "feed_queue_packets": Range(1, 10_000_000),
+}
+
+
+def range_problem(key: str, value: float) -> str | None:
+    """Why `value` cannot be [daemon] `key` (None when it can)."""
+    allowed = RANGES[key]
+    if within(value, allowed.low, allowed.high, allowed.low_open):
+        return None
+    if not math.isfinite(value):  # an infinite timeout never fires; NaN passes every bound
+        return f"'{key}' must be a finite number, not {value}"
+    note = f" ({allowed.note})" if allowed.note else ""
+    return (f"'{key}' = {value!r} is out of range: it must be "
+            f"{range_words(allowed.low, allowed.high, allowed.low_open)}{note}")
+
+
 def _check_type(where: str, key: str, value: Any, expected: type) -> Any:
     if expected is tuple and isinstance(value, (list, tuple)):
         if not all(isinstance(item, str) for item in value):
@@ -194,44 +250,18 @@ def validate(config: DaemonConfig, where: str = "config") -> DaemonConfig:
     if config.metrics and http_address_problem(config.metrics):
         raise ConfigError(f"{where}: 'metrics' = {config.metrics!r} must be HOST:PORT or empty "
                           f"({http_address_problem(config.metrics)})")
-    # A NaN compares false with every bound below, and an infinite timeout never fires.
-    for field in dataclasses.fields(config):
-        value = getattr(config, field.name)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"{where}: '{field.name}' must be a finite number, not {value}")
     if config.metrics and not is_local_http(config.metrics) and not config.metrics_beyond_loopback:
         raise ConfigError(f"{where}: 'metrics' = {config.metrics!r} is beyond loopback: /metrics "
                           "is plain HTTP that CURVE cannot protect; serve it on 127.0.0.1 (and "
                           "reach it through a proxy) or set metrics_beyond_loopback = true")
-    positive = ("max_backlog_packets", "max_backlog_bytes", "lossless_max_bytes",
-                "lossless_max_subscribers", "ingest_hwm", "max_channels", "max_packet_samples", "max_streams",
-                "live_hwm", "lossless_max_messages", "latency_window",
-                "feed_queue_packets")
-    for key in positive:
-        if getattr(config, key) < 1:
-            raise ConfigError(f"{where}: '{key}' must be at least 1, not {getattr(config, key)}")
-    if config.max_channels > 4096:
-        raise ConfigError(f"{where}: 'max_channels' is at most 4096 (the codec's limit)")
-    if not 0 < config.control_rate <= 10_000:
-        raise ConfigError(f"{where}: 'control_rate' must be 0 < rate <= 10000 requests/s")
-    if config.stream_idle_timeout_s <= 0:
-        raise ConfigError(f"{where}: 'stream_idle_timeout_s' must be positive")
-    if config.lossless_timeout_s <= 0 or config.flush_timeout_s < 0:
-        raise ConfigError(f"{where}: timeouts must be positive")
-    if not 0 <= config.realtime_priority <= 99:
-        raise ConfigError(f"{where}: 'realtime_priority' must be 0 (off) or 1..99, "
-                          f"not {config.realtime_priority}")
-    if not 0 <= config.spin_us <= 1_000_000:
-        raise ConfigError(f"{where}: 'spin_us' must be 0 (sleep at once) .. 1000000 "
-                          f"microseconds, not {config.spin_us}")
-    if config.workers < 0:
-        raise ConfigError(f"{where}: 'workers' must be 0 (one per CPU) or at least 1")
+    for key in RANGES:
+        problem = range_problem(key, getattr(config, key))
+        if problem:
+            raise ConfigError(f"{where}: {problem}")
     if config.workers == 0:
         config = dataclasses.replace(config, workers=default_workers(config.max_channels))
     config = dataclasses.replace(config, block_format=resolve_block_format(
         config.block_format, where))
-    if config.workers > 64:
-        raise ConfigError(f"{where}: 'workers' = {config.workers} is more than 64")
     remote = [key for key in _ENDPOINT_KEYS if not is_local_endpoint(getattr(config, key))]
     security = config.security
     if remote and not security.curve:
@@ -253,12 +283,6 @@ def validate(config: DaemonConfig, where: str = "config") -> DaemonConfig:
                               f"{', '.join(FEEDS)}")
     if len(set(config.feeds)) != len(config.feeds):
         raise ConfigError(f"{where}: 'feeds' names a feed twice: {list(config.feeds)}")
-    for key in ("feed_threshold", "feed_snippet_ms", "feed_batch_ms"):
-        if not getattr(config, key) > 0:
-            raise ConfigError(f"{where}: '{key}' must be positive, not {getattr(config, key)}")
-    if not 1 <= config.feed_max_error <= 63:
-        raise ConfigError(f"{where}: 'feed_max_error' must be 1..63 (ADC codes), not "
-                          f"{config.feed_max_error} (0 is the lossless stream itself)")
     if "power" in config.feeds and not config.feed_power_bin_ms > 0:
         raise ConfigError(f"{where}: 'feed_power_bin_ms' must be positive with the power feed")
     if config.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):

@@ -76,6 +76,7 @@ class LosslessRouter:
         self.on_join = on_join
         self.subscribers: dict[bytes, LosslessSubscriber] = {}
         self.generation = 0  # +1 whenever a subscriber comes or goes (the C data path's cue)
+        self.requests_taken = 0  # good requests (bad ones are counted as rejected)
 
     @property
     def router(self):
@@ -182,6 +183,7 @@ class LosslessRouter:
             elif command == "bye":
                 del self.subscribers[identity]
                 self.generation += 1
+                self.requests_taken += 1
                 log.info("lossless subscriber %s left", identity.hex())
                 return
             else:
@@ -189,6 +191,7 @@ class LosslessRouter:
         except Rejected as rejection:
             self.reject(rejection)
             return
+        self.requests_taken += 1
         subscriber.last_seen = time.monotonic()
         self.pump(subscriber)
 

@@ -21,6 +21,7 @@ Metric names (label `stream` is the stream id):
 | `neurowire_packets_dropped_total` | counter | stream, reason | whole packets lost: `backlog` (daemon behind) or `sequence_gap` (never reached the daemon) |
 | `neurowire_lossless_overflow_total` | counter | stream | blocks dropped for a lossless subscriber past its hold limit |
 | `neurowire_messages_rejected_total` | counter | reason | malformed, oversized or wrong-version input messages |
+| `neurowire_requests_total` | counter | endpoint | good requests: `control` answered, `lossless` taken (bad ones are rejected messages) |
 | `neurowire_compression_ratio` | gauge | stream | raw bytes / compressed bytes so far |
 | `neurowire_subscribers` | gauge | stream, mode | connected subscribers, mode `live` or `lossless` |
 | `neurowire_feed_messages_total` | counter | stream, feed | feed messages published (`spikes`, `power`; config `feeds`) |
@@ -162,6 +163,11 @@ class DaemonCollector:
         for reason, count in list(daemon.rejected.items()):
             rejected.add_metric([reason], count)
         yield rejected
+        requests = CounterMetricFamily("neurowire_requests", "Good requests",
+                                       labels=["endpoint"])
+        requests.add_metric(["control"], daemon.control_answered)
+        requests.add_metric(["lossless"], daemon.data.lossless.requests_taken)
+        yield requests
 
 
     @staticmethod

@@ -31,6 +31,7 @@ class Reporter:
         self.rejected = rejected
         self.started_monotonic = time.monotonic()
         self.data = None  # the DataPath, once made
+        self.control_answered = 0  # control requests answered with what they asked for
         # StreamState -> (when, slow_stats()); weak, so expired streams leave with it
         self._slow: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.slow_computed = 0
@@ -93,6 +94,9 @@ class Reporter:
                 "process": {"pid": os.getpid(), "cpu_user_s": usage.ru_utime,
                             "cpu_system_s": usage.ru_stime, "max_rss_kb": usage.ru_maxrss},
                 "lossless": self.data.lossless.snapshot(),
+                # requests taken (bad ones are under "rejected"): every request is one or other
+                "requests": {"control": self.control_answered,
+                             "lossless": self.data.lossless.requests_taken},
                 # additions to the contract's keys:
                 "ingest_connections": dict(self.data.ingest_connections),
                 "ingest_limits": dict(zip(("daemon_bytes", "libzmq_bytes"),

@@ -10,16 +10,24 @@ import msgpack
 
 from neurowire.wire import Rejected
 
-MAX_REQUEST_BYTES = 1024
+# A request (control, lossless) is a small map. One of up to this many bytes is decoded and
+# answered, whatever it holds (padding, a long list: an error reply at worst, counted); a
+# larger frame is refused unread and counted as "request_size".
+MAX_REQUEST_BYTES = 64 * 1024
+# libzmq cuts the connection of a peer whose frame exceeds the socket's MAXMSGSIZE, which the
+# daemon never sees (nothing to count, no reply): so the sockets take frames far larger than
+# any request, and only a deliberately huge one meets that limit.
+REQUEST_FRAME_LIMIT = 16 * MAX_REQUEST_BYTES
 
 
 def unpack_small_map(data, limit: int = MAX_REQUEST_BYTES) -> dict:
     """Decode a msgpack map from the network with every size bounded; Rejected otherwise."""
     if len(data) > limit:
-        raise Rejected("header", f"{len(data)} bytes, limit {limit}")
+        raise Rejected("request_size", f"a request of {len(data)} bytes, limit {limit}")
     try:
-        value = msgpack.unpackb(data, max_str_len=256, max_bin_len=256,
-                                max_array_len=256, max_map_len=64, max_ext_len=0,
+        # Each length is bounded by the request's size, so nothing is allocated ahead.
+        value = msgpack.unpackb(data, max_str_len=limit, max_bin_len=limit,
+                                max_array_len=limit, max_map_len=limit, max_ext_len=0,
                                 strict_map_key=True, raw=False)
     except Exception as error:  # msgpack raises several unrelated types for bad input
         raise Rejected("header", f"not msgpack: {error}") from None

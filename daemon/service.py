@@ -172,6 +172,7 @@ class Daemon:
                 if not envelope_ok:
                     raise Rejected("control", "no REQ envelope (use a REQ socket)")
                 reply = self._control_reply(handlers, peer, frames[2:])
+                self.reporter.control_answered += 1
             except Rejected as rejection:
                 self.reject(rejection)
                 reply = {"error": f"{rejection.detail or rejection.reason}; commands: "

@@ -12,6 +12,7 @@ import zmq.auth.thread
 
 from .budget import LOSSLESS_IN_FLIGHT
 from .feedbridge import FeedWorker
+from .requests import REQUEST_FRAME_LIMIT
 
 log = logging.getLogger("neurowire.daemon")
 
@@ -112,7 +113,7 @@ class DaemonSockets:
         # Credit bounds what a subscriber is sent; this bounds what libzmq holds for one
         # that does not read (a full pipe leaves the rest held, counted, in lossless.py).
         self.router.sndhwm = LOSSLESS_IN_FLIGHT
-        self.router.maxmsgsize = 4096
+        self.router.maxmsgsize = REQUEST_FRAME_LIMIT
         self.router.linger = int(config.flush_timeout_s * 1000)
         self._bind(self.router, "lossless", config.lossless)
         if config.feeds:
@@ -123,7 +124,7 @@ class DaemonSockets:
         self.wake_tx.linger = 0
         self.wake_tx.connect(self._wake_endpoint)
         self.control = self.context.socket(zmq.ROUTER)  # REQ clients; ids for the rate limit
-        self.control.maxmsgsize = 4096
+        self.control.maxmsgsize = REQUEST_FRAME_LIMIT
         self.control.linger = 0
         self._bind(self.control, "control", config.control)
 

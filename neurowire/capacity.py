@@ -30,6 +30,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from neurowire import options
+from neurowire.options import bounded
+
 RATE = 20000.0
 # Largest first: the first that fits is what runs.
 CHANNEL_LADDER = (1024, 512, 256, 128, 64)
@@ -270,13 +273,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.description = ("Measure this machine's codec speed, per-packet cost and free CPU, "
                           "and say which stream size it can sustain.")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    parser.add_argument("--calibrate", type=int, metavar="CHANNELS",
+    parser.add_argument("--calibrate", type=options.channels, metavar="CHANNELS",
                         help="instead: stream CHANNELS for --seconds through `neurowire bench "
                              "stream` and print the pipeline's CPU per packet in hops (the "
                              "figures PER_PACKET_HOPS and DAEMON_HOPS hold)")
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--packet-samples", type=int, default=10)
-    parser.add_argument("--workers", type=int, default=1,
+    parser.add_argument("--seconds", type=options.seconds, default=5.0)
+    parser.add_argument("--packet-samples", type=bounded(int, 1, 4096, what="time steps per packet"), default=10)
+    parser.add_argument("--workers", type=options.workers, default=1,
                         help="with --calibrate: the daemon's encoder threads")
     return parser
 

@@ -21,6 +21,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 
+from neurowire.options import bounded
+
 
 class RoundTripError(Exception):
     """A recording did not survive encode and decode unchanged."""
@@ -109,7 +111,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("folder", metavar="DIR", help="folder of .wav recordings")
     parser.add_argument("--encode", default="./encode", help="default ./encode")
     parser.add_argument("--decode", default="./decode", help="default ./decode")
-    parser.add_argument("-j", "--jobs", type=int, default=1,
+    parser.add_argument("-j", "--jobs", type=bounded(int, 1, 256, what="the jobs"), default=1,
                         help="files round-tripped in parallel (default 1)")
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per file")
     return parser

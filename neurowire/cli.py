@@ -90,6 +90,8 @@ def build_parser(argv):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv).parse_args(argv)
+    name = " ".join(word for word in (args.command, getattr(args, "bench_command", None))
+                    if word)
     try:
         result = args._run(args)
     except OSError as error:
@@ -98,10 +100,17 @@ def main(argv=None):
         # without a file name are not the user's input and keep their traceback.
         if error.filename is None:
             raise
-        name = " ".join(word for word in (args.command, getattr(args, "bench_command", None))
-                        if word)
         print(f"neurowire {name}: {error.filename}: {error.strerror or error}",
               file=sys.stderr)
+        return 1
+    except Exception as error:
+        # A file the user named whose contents are wrong: neurowire's own errors that carry
+        # its path (neurowire.codec.WavFileError, a damaged neurowire file read by name) are
+        # one line, the message names it. Any other error is a fault and keeps its traceback.
+        if getattr(error, "filename", None) is None or not type(error).__module__.startswith(
+                "neurowire."):
+            raise
+        print(f"neurowire {name}: {error}", file=sys.stderr)
         return 1
     return 0 if result is None else int(result)
 

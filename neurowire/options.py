@@ -8,6 +8,21 @@ import argparse
 import math
 
 
+def within(value, low, high=None, low_open=False) -> bool:
+    """True when `value` is finite and within low..high (above low when low_open); a NaN
+    compares false with every bound, so it is refused here by name."""
+    return math.isfinite(value) and not (
+        (value <= low if low_open else value < low) or (high is not None and value > high))
+
+
+def range_words(low, high=None, low_open=False) -> str:
+    """'above 0 and at most 3600', 'at least 1': the range in words, for messages."""
+    words = f"above {low:g}" if low_open else f"at least {low:g}"
+    if high is not None:
+        words += f" and at most {high:d}" if isinstance(high, int) else f" and at most {high:g}"
+    return words
+
+
 def bounded(kind, low, high=None, low_open=False, what="it"):
     """An argparse type: a finite `kind` within low..high (above low when low_open), or a
     clear error naming the bound."""
@@ -19,12 +34,9 @@ def bounded(kind, low, high=None, low_open=False, what="it"):
                 f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
         if not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"{text} is not a finite number")
-        if (value <= low if low_open else value < low) or (
-                high is not None and value > high):
-            bound = f"above {low}" if low_open else f"at least {low}"
+        if not within(value, low, high, low_open):
             raise argparse.ArgumentTypeError(
-                f"{text} is out of range: {what} must be {bound}"
-                + (f" and at most {high:{'g' if kind is float else 'd'}}" if high else ""))
+                f"{text} is out of range: {what} must be {range_words(low, high, low_open)}")
         return value
     return parse
 
@@ -80,6 +92,13 @@ def endpoint(text: str) -> str:
         if problem:
             raise argparse.ArgumentTypeError(f"{text!r}: {problem}")
     return text
+
+
+# Types shared by many commands' options, so one range holds everywhere.
+channels = bounded(int, 1, 4096, what="channels")
+seconds = bounded(float, 0, 86400, low_open=True, what="the duration")
+workers = bounded(int, 1, 64, what="the workers")
+seed = bounded(int, 0, 2**63 - 1, what="a seed")  # numpy's generators take none below 0
 
 
 def port(text: str) -> int:

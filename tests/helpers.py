@@ -42,11 +42,16 @@ def packet_frames(seq, channels=8, n_samples=10, stream="s0", version=PROTOCOL_V
     return [header, samples.tobytes()], samples
 
 
-def pusher(context, endpoint):
-    sock = context.socket(zmq.PUSH)
-    sock.linger = 1000
+def connected(context, kind, endpoint, linger=0):
+    """A socket of `kind` connected to `endpoint`."""
+    sock = context.socket(kind)
+    sock.linger = linger
     sock.connect(endpoint)
     return sock
+
+
+def pusher(context, endpoint):
+    return connected(context, zmq.PUSH, endpoint, linger=1000)
 
 
 def collect(subscription, n_samples, timeout=10.0):

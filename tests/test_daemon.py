@@ -40,7 +40,7 @@ def test_config_defaults_are_loopback():
     ("[daemon]\nrealtime_priority = 100\n", ["realtime_priority", "1..99"]),
     ("[daemon]\nspin_us = -5\n", ["spin_us", "1000000"]),
     ("[daemon]\nblock_format = 7\n", ["'block_format' = 7", "not a block format", "0 (the lane"]),
-    ("[daemon]\nblock_format = -1\n", ["'block_format' = -1", "not a block format"]),
+    ("[daemon]\nblock_format = -1\n", ["'block_format' = -1", "out of range"]),
     ("[daemon]\nblock_format = \"lanes\"\n", ["block_format", "int"]),
     ("[daemon]\nblock_format = true\n", ["block_format", "integer"]),
     ("[daemon]\ningest = \"tcp://0.0.0.0:7340\"\n", ["ingest", "curve"]),
@@ -185,6 +185,9 @@ def test_metrics_match_daemon_counters(context):
         assert samples[("neurowire_bytes_published_total", label)] == state.bytes_out
         assert samples[("neurowire_keyframes_total", label)] == state.keyframes
         assert samples[("neurowire_messages_rejected_total", (("reason", "header"),))] == 1
+        assert samples[("neurowire_requests_total", (("endpoint", "control"),))] == \
+            daemon.reporter.control_answered
+        assert samples[("neurowire_requests_total", (("endpoint", "lossless"),))] == 0
         assert samples[("neurowire_packets_dropped_total",
                         (("reason", "backlog"), ("stream", "s0")))] == 0
         for stage in ("ingest", "compress", "publish"):

@@ -107,6 +107,84 @@ def test_unwritable_output(tools, tmp_path):
     assert r.returncode != 0 and r.stderr
 
 
+def one_line_error(r, tool, path):
+    assert r.returncode == 1
+    lines = r.stderr.decode().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{tool.name}: {path}: "), lines
+    return lines[0]
+
+
+def test_unwritable_output_is_one_line_and_leaves_nothing(tools, tmp_path):
+    encode, decode = tools
+    src = tmp_path / "in.wav"
+    src.write_bytes(EXCERPTS[0].read_bytes())
+    for out, why in [(tmp_path / "no" / "dir" / "out", "No such file or directory"),
+                     (tmp_path, "Is a directory")]:
+        assert why in one_line_error(run(encode, src, out), encode, out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav"]
+
+
+def test_in_place_encode_and_decode_keep_the_file(tools, tmp_path):
+    encode, decode = tools
+    raw = EXCERPTS[0].read_bytes()
+    path = tmp_path / "same.wav"
+    path.write_bytes(raw)
+    assert run(encode, path, path).returncode == 0
+    assert path.read_bytes() == codec.compress_bytes(raw)
+    assert run(decode, path, path).returncode == 0
+    assert path.read_bytes() == raw
+    assert [p.name for p in tmp_path.iterdir()] == ["same.wav"]
+
+
+def _limit_file_size(limit):
+    def apply():
+        import resource
+        import signal
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails: EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def test_a_failed_write_leaves_the_input_and_any_old_output_whole(tools, tmp_path):
+    # A full disk, as the file size limit makes it: the write fails part way. The output is
+    # written beside OUT and renamed over it only when complete, so IN (when IN is OUT) and
+    # an older OUT survive; nothing half-written is left.
+    encode, _ = tools
+    raw = np.random.default_rng(7).integers(0, 256, 3_000_000, dtype=np.uint8).tobytes()
+    path = tmp_path / "data.bin"
+    path.write_bytes(raw)
+    old = tmp_path / "old.nw"
+    old.write_bytes(b"an older output")
+    for out in (path, old):
+        r = subprocess.run([str(encode), str(path), str(out)], capture_output=True,
+                           timeout=60, preexec_fn=_limit_file_size(1_000_000))
+        assert "File too large" in one_line_error(r, encode, out)
+    assert path.read_bytes() == raw
+    assert old.read_bytes() == b"an older output"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.bin", "old.nw"]
+
+
+def test_a_device_is_written_directly_and_a_full_one_says_so(tools, tmp_path):
+    encode, _ = tools
+    src = tmp_path / "in.wav"
+    src.write_bytes(EXCERPTS[0].read_bytes())
+    assert run(encode, src, "/dev/null").returncode == 0
+    assert "No space left on device" in one_line_error(run(encode, src, "/dev/full"), encode,
+                                                       "/dev/full")
+
+
+def test_a_leftover_partial_file_is_named_not_overwritten(tools, tmp_path):
+    encode, _ = tools
+    src = tmp_path / "in.wav"
+    src.write_bytes(EXCERPTS[0].read_bytes())
+    leftover = tmp_path / "out.nw.partial"
+    leftover.write_bytes(b"someone's")
+    assert "File exists" in one_line_error(run(encode, src, tmp_path / "out.nw"), encode,
+                                           leftover)
+    assert leftover.read_bytes() == b"someone's"
+    assert not (tmp_path / "out.nw").exists()
+
+
 @pytest.mark.parametrize("bad", [b"", b"not neurowire", b"NWF", b"NWF\x09\x00\x00"])
 def test_decode_rejects_garbage(tools, tmp_path, bad):
     _, decode = tools

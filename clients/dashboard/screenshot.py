@@ -12,6 +12,9 @@ import sys
 import tempfile
 import time
 
+from neurowire import options
+from neurowire.options import bounded
+
 from .testing import CHROMIUM, CHROMIUM_ARGS, Pipeline
 
 
@@ -36,14 +39,14 @@ def main(argv=None) -> int:
                                  description=__doc__.splitlines()[0])
     ap.add_argument("out", help="PNG to write (the README uses docs/dashboard.png)")
     ap.add_argument("--url", help="an already running dashboard; default: start a pipeline")
-    ap.add_argument("--warmup", type=float, default=15.0, metavar="S",
+    ap.add_argument("--warmup", type=bounded(float, 0, 3600, what="the warm-up"), default=15.0, metavar="S",
                     help="seconds of live data before the picture (default: %(default)s)")
-    ap.add_argument("--rate", type=float, default=20000.0,
+    ap.add_argument("--rate", type=bounded(float, 0, 1e6, low_open=True, what="the rate"), default=20000.0,
                     help="simulator sample rate (default: %(default)s)")
-    ap.add_argument("--channels", type=int, default=1024)
-    ap.add_argument("--workers", type=int, help="the daemon's --workers (channel groups)")
-    ap.add_argument("--width", type=int, default=1500)
-    ap.add_argument("--height", type=int, default=1100)
+    ap.add_argument("--channels", type=options.channels, default=1024)
+    ap.add_argument("--workers", type=options.workers, help="the daemon's --workers (channel groups)")
+    ap.add_argument("--width", type=bounded(int, 100, 10_000, what="the width"), default=1500)
+    ap.add_argument("--height", type=bounded(int, 100, 10_000, what="the height"), default=1100)
     args = ap.parse_args(argv)
     if not os.path.exists(CHROMIUM):
         print(f"{CHROMIUM} is missing: apt-get install -y chromium", file=sys.stderr)

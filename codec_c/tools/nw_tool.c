@@ -3,14 +3,17 @@
  * the challenge score, and the encoder and decoder share nearly all their code (model, range
  * coder, WAV container, tables), so they are one binary: ./encode, which decodes when its
  * first argument is -d, and ./decode, a two-line script (codec_c/tools/decode.sh) that runs
- * `encode -d` from its own folder. No dependencies beyond libc.
+ * `encode -d` from its own folder. No dependencies beyond libc (and POSIX for the
+ * temporary file that makes writing OUT all or nothing).
  */
+#define _POSIX_C_SOURCE 200809L  /* stat */
 #include "neurowire.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static const char *tool = "encode";   /* which program the messages speak for */
 
@@ -39,6 +42,29 @@ static uint8_t *read_all(const char *path, size_t *len) {
     return buf;
 }
 
+/* Writes OUT all or nothing: into OUT.partial beside it, renamed over OUT once complete, so
+ * a failed write (a full disk) leaves what was there, the input itself when IN and OUT are
+ * one file. OUT.partial is created exclusively ("x": never through a planted link, never over
+ * a file of someone else's). What is not a regular file (a device, a pipe) is written
+ * directly: renaming over it would replace it. */
+static int write_file(const char *path, const uint8_t *data, size_t n) {
+    struct stat st;
+    const int direct = stat(path, &st) == 0 && !S_ISREG(st.st_mode);
+    char tmp[4096 + sizeof ".partial"];    /* PATH_MAX: no longer path can be opened */
+    size_t len = strlen(path);
+    if (len > 4096) return fail(path, strerror(ENAMETOOLONG));
+    memcpy(tmp, path, len);
+    memcpy(tmp + len, ".partial", sizeof ".partial");
+    FILE *f = fopen(direct ? path : tmp, direct ? "wb" : "wbx");
+    int error = f ? 0 : errno;
+    if (f && fwrite(data, 1, n, f) != n) error = errno;
+    if (f && fclose(f) != 0 && !error) error = errno;
+    if (f && !direct && !error && rename(tmp, path) != 0) error = errno;
+    if (f && error && !direct) remove(tmp);
+    /* A leftover OUT.partial (an interrupted run) is named: it is what to remove. */
+    return error ? fail(error == EEXIST && !f ? tmp : path, strerror(error)) : 0;
+}
+
 int main(int argc, char **argv) {
     const int decoding = argc > 1 && strcmp(argv[1], "-d") == 0;   /* (./-d names a file) */
     if (decoding) { tool = "decode"; argv++; argc--; }
@@ -58,11 +84,7 @@ int main(int argc, char **argv) {
         result = decoding ? nw_file_decompress(in, in_len, out, cap) : nw_file_compress(in, in_len, out, cap);
     free(in);
     if (result < 0) { free(out); return fail(argv[1], nw_strerror((int)result)); }
-    FILE *f = fopen(argv[2], "wb");
-    if (!f) { free(out); return fail(argv[2], strerror(errno)); }
-    size_t written = fwrite(out, 1, (size_t)result, f);
-    int closed = fclose(f);
+    int status = write_file(argv[2], out, (size_t)result);
     free(out);
-    if (written != (size_t)result || closed != 0) return fail(argv[2], "write failed");
-    return 0;
+    return status;
 }

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from neurowire import options
+from neurowire.options import bounded
 from neurowire.archive.batch import (DEFAULT_CHUNK_CHANNELS, DEFAULT_CHUNK_SAMPLES,
                                      ArchiveError, compress, decompress)
 from neurowire.archive.sources import InputError, RawLayout
@@ -24,22 +26,22 @@ def configure_compress(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="DIR_OR_FILES",
                         help="files, or directories whose .wav/.npy/.dat/.bin files are taken "
                              "(sorted); an Open Ephys recording folder or its structure.oebin")
-    parser.add_argument("--channels", type=int, default=None,
+    parser.add_argument("--channels", type=bounded(int, 1, 1 << 16, what="channels"), default=None,
                         help="raw .dat/.bin: interleaved channels (read from structure.oebin "
                              "or a SpikeGLX .meta when present)")
-    parser.add_argument("--rate", type=float, default=None,
+    parser.add_argument("--rate", type=bounded(float, 0, 1e9, low_open=True, what="the rate"), default=None,
                         help="raw .dat/.bin: samples per second per channel (likewise)")
     parser.add_argument("-o", "--output", required=True, metavar="OUT.zarr")
-    parser.add_argument("--chunk-samples", type=int, default=DEFAULT_CHUNK_SAMPLES,
+    parser.add_argument("--chunk-samples", type=bounded(int, 1, 1 << 26, what="time steps per chunk"), default=DEFAULT_CHUNK_SAMPLES,
                         help="time steps per chunk (default %(default)s)")
-    parser.add_argument("--chunk-channels", type=int, default=DEFAULT_CHUNK_CHANNELS,
+    parser.add_argument("--chunk-channels", type=options.channels, default=DEFAULT_CHUNK_CHANNELS,
                         help="channels per chunk, at most 4096 (default %(default)s)")
     parser.add_argument("--zarr-format", type=int, choices=(2, 3), default=3)
     parser.add_argument("--dask", metavar="SCHEDULER", default="off",
                         help="a distributed scheduler address, 'local' (a local cluster on "
                              "loopback) or 'off' (default: threads in this process, faster "
                              "on one machine)")
-    parser.add_argument("--workers", type=int, default=None,
+    parser.add_argument("--workers", type=bounded(int, 1, 1024, what="the workers"), default=None,
                         help="threads (local cluster or --dask off); default: all cores")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace OUT.zarr instead of resuming it")

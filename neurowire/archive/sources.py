@@ -25,11 +25,6 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-WAVE_FORMAT_PCM = 0x0001
-WAVE_FORMAT_EXTENSIBLE = 0xFFFE
-# Sub-format GUID tail shared by all KSDATAFORMAT_SUBTYPE_* values; PCM's starts 01 00.
-_PCM_GUID = bytes.fromhex("0100000000001000800000aa00389b71")
-
 
 class InputError(ValueError):
     """An input file this archive format cannot hold byte-exact."""
@@ -102,40 +97,22 @@ class SourceFile:
 
 
 def _parse_wav(path: str, name: str, st: os.stat_result) -> SourceFile:
+    # The same strict reader as read_samples, reading only the chunk headers: a recording
+    # may be far larger than memory, and its samples are mapped, not loaded.
+    from neurowire.codec._wav import wav_layout
+
     with open(path, "rb") as f:
-        head = f.read(12)
-        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-            raise InputError(f"{name}: not a RIFF/WAVE file")
-        fmt = None
-        pos = 12
-        while True:
-            f.seek(pos)
-            hdr = f.read(8)
-            if len(hdr) < 8:
-                raise InputError(f"{name}: no data chunk")
-            cid, csize = hdr[:4], struct.unpack("<I", hdr[4:])[0]
-            if cid == b"fmt ":
-                fmt = f.read(min(csize, 40))
-            elif cid == b"data":
-                break
-            pos += 8 + csize + (csize & 1)  # RIFF chunks are word aligned
-    if fmt is None or len(fmt) < 16:
-        raise InputError(f"{name}: data chunk before a valid fmt chunk")
-    tag, channels, rate, _bps, _align, bits = struct.unpack("<HHIIHH", fmt[:16])
-    if tag == WAVE_FORMAT_EXTENSIBLE and len(fmt) >= 40:
-        tag = WAVE_FORMAT_PCM if fmt[24:40] == _PCM_GUID else tag
-    if tag != WAVE_FORMAT_PCM or bits != 16 or channels == 0:
-        raise InputError(
-            f"{name}: only 16-bit PCM WAV is supported (format 0x{tag:04x}, {bits} bits, "
-            f"{channels} channels)")
-    data_offset = pos + 8
-    # Streamed WAVs leave the size at 0 or 0xFFFFFFFF: trust the file length then.
-    available = max(0, st.st_size - data_offset)
-    payload = min(csize, available) if csize not in (0, 0xFFFFFFFF) else available
-    n = payload // (2 * channels)
+        def read(offset: int, count: int) -> bytes:
+            f.seek(offset)
+            return f.read(count)
+        try:
+            layout = wav_layout(read, st.st_size)
+        except ValueError as error:
+            raise InputError(f"{name}: {error}") from None
     return SourceFile(name=name, path=path, kind="wav", size=st.st_size,
-                      mtime_ns=st.st_mtime_ns, data_offset=data_offset, n_samples=n,
-                      channels=channels, rate=float(rate))
+                      mtime_ns=st.st_mtime_ns, data_offset=layout.data_offset,
+                      n_samples=layout.frames, channels=layout.channels,
+                      rate=float(layout.rate))
 
 
 def _parse_npy(path: str, name: str, st: os.stat_result) -> SourceFile:

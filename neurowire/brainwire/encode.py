@@ -30,10 +30,10 @@ def compress(path, spikes: bool = False, *, threshold: float | None = None,
     samples, rate = wav_samples(path)
     options = {}
     if threshold is not None:
-        options["threshold"] = float(threshold)
+        options["threshold"] = threshold
     if snippet_ms is not None:
-        options["snippet_ms"] = float(snippet_ms)
-    config = DetectorConfig(**options)
+        options["snippet_ms"] = snippet_ms
+    config = DetectorConfig(**options)  # checks each value's type and range
     events = detect_all(samples, rate, config)
     message = pack_spikes(events, 0, max(len(samples), 1), channels=samples.shape[1],
                           rate=rate)

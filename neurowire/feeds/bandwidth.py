@@ -12,6 +12,7 @@ put on the wire: codec blocks for lossless, msgpack messages for the others.
 from __future__ import annotations
 
 import argparse
+import errno
 import glob
 import json
 import os
@@ -19,6 +20,9 @@ import sys
 import time
 
 import numpy as np
+
+from neurowire import options
+from neurowire.options import bounded
 
 from .detect import DetectorConfig
 from .spikes import SpikeFeedEncoder, without_snippets
@@ -39,7 +43,8 @@ def load_channels(data_dir, channels: int, seconds: float | None, offset: int = 
 
     paths = sorted(glob.glob(os.path.join(os.fspath(data_dir), "*.wav")))
     if not paths:
-        raise FileNotFoundError(f"no .wav recordings in {data_dir}")
+        # With the folder as filename, a command says it in one line (neurowire/cli.py).
+        raise FileNotFoundError(errno.ENOENT, "no .wav recordings in it", os.fspath(data_dir))
     paths = paths[offset:] + paths[:offset]
     recordings, rates = [], set()
     for path in paths[:channels]:
@@ -209,18 +214,18 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
                              "excerpts)")
     parser.add_argument("--synthetic", action="store_true",
                         help="use the simulator's synthetic signal instead of recordings")
-    parser.add_argument("--channels", type=int, default=1024)
-    parser.add_argument("--seconds", type=float, default=0.0,
+    parser.add_argument("--channels", type=options.channels, default=1024)
+    parser.add_argument("--seconds", type=bounded(float, 0, 86400, what="the duration"), default=0.0,
                         help="use at most this much of each recording (0: all; synthetic: 2)")
-    parser.add_argument("--block", type=int, default=10, help="samples per packet")
-    parser.add_argument("--threshold", type=float, default=DetectorConfig.threshold)
-    parser.add_argument("--snippet-ms", type=float, default=DetectorConfig.snippet_ms)
-    parser.add_argument("--power-bin-ms", type=float, default=20.0)
-    parser.add_argument("--batch-ms", type=float, default=20.0,
+    parser.add_argument("--block", type=bounded(int, 1, 4096, what="samples per packet"), default=10, help="samples per packet")
+    parser.add_argument("--threshold", type=bounded(float, 0, 1000, low_open=True, what="the threshold"), default=DetectorConfig.threshold)
+    parser.add_argument("--snippet-ms", type=bounded(float, 0, 1000, low_open=True, what="the snippet"), default=DetectorConfig.snippet_ms)
+    parser.add_argument("--power-bin-ms", type=bounded(float, 0, 60_000, low_open=True, what="the power bin"), default=20.0)
+    parser.add_argument("--batch-ms", type=bounded(float, 0, 60_000, low_open=True, what="the batch"), default=20.0,
                         help="spike messages cover this much time each")
-    parser.add_argument("--link-mbps", type=float, default=1.0)
+    parser.add_argument("--link-mbps", type=bounded(float, 0, 1e6, low_open=True, what="the link capacity"), default=1.0)
     parser.add_argument("--no-lossless", action="store_true", help="skip the codec (faster)")
-    parser.add_argument("--bounded", type=int, nargs="*", default=[], metavar="K",
+    parser.add_argument("--bounded", type=bounded(int, 1, 63, what="max_error"), nargs="*", default=[], metavar="K",
                         help="add the daemon's bounded feed for these max_error values")
     parser.add_argument("--no-reference", action="store_true",
                         help="skip scoring the detector against the offline reference")

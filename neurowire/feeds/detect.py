@@ -36,15 +36,36 @@ that, not tolerance, is why offline and streaming give identical events.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import numbers
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
+
+from neurowire.options import range_words, within
 
 MAD_TO_SIGMA = 0.6745
 # Our band-pass's sigma per standard sigma at a spike (see the module docstring): on the 137
 # development recordings with a usable noise floor, this detector at 4.0 of its own sigma
 # finds as many events (4,169) as the reference at 4.5 (4,343).
 STANDARD_SIGMA = 0.89
+
+
+# Each DetectorConfig field's values: (low, high, low_open: must be above low). The highs are
+# far past any use; they refuse a typo before it becomes a filter of minutes or a snippet
+# that fills memory. The daemon's feed_* keys take the same ranges.
+DETECTOR_RANGES = {
+    "threshold": (0, 1000, True),
+    "refractory_ms": (0, 1000, False),
+    "snippet_ms": (0, 1000, True),
+    "pre_ms": (0, 1000, False),
+    "short_ms": (0, 1000, True),
+    "long_ms": (0, 10_000, True),
+    "noise_bin": (1, 1 << 20, False),
+    "noise_gain": (0, 16, True),
+    "warmup_gain": (0, 16, True),
+    "warmup_s": (0, 3600, False),
+    "power_bin_ms": (0, 60_000, False),
+}
 
 
 @dataclass(frozen=True)
@@ -60,6 +81,20 @@ class DetectorConfig:
     warmup_gain: float = 0.25       # the same during warm-up, to converge from the first guess
     warmup_s: float = 0.1           # no detection before this (filter, noise estimate settle)
     power_bin_ms: float = 0.0       # spike-band power bins; 0 = off
+
+    def __post_init__(self):
+        for field in fields(self):
+            value = getattr(self, field.name)
+            integer = field.type == "int"
+            kind = numbers.Integral if integer else numbers.Real
+            if isinstance(value, bool) or not isinstance(value, kind):
+                raise TypeError(f"DetectorConfig.{field.name} must be "
+                                f"{'an integer' if integer else 'a number'}, not "
+                                f"{type(value).__name__} {value!r}")
+            low, high, low_open = DETECTOR_RANGES[field.name]
+            if not within(value, low, high, low_open):
+                raise ValueError(f"DetectorConfig.{field.name} = {value!r} is out of range: "
+                                 f"it must be {range_words(low, high, low_open)}")
 
     def to_dict(self) -> dict:
         return asdict(self)
