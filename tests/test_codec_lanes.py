@@ -138,6 +138,29 @@ def test_whole_grid_groups_write_the_same_bytes_on_every_level(offgrid, spikes):
         np.testing.assert_array_equal(decode_stream(reference, channels, level), samples)
 
 
+def test_every_activity_context_in_whole_grid_steps_on_every_level():
+    """The grid steps of the AVX2 and AVX-512 builds carry each lane's activity from one
+    time step to the next and find its context by comparing it with the contexts' bounds:
+    channels whose steps range from none to ±40 codes sweep the activity across all twelve
+    contexts, up and down, in whole groups."""
+    rng = np.random.default_rng(12)
+    channels, n = 48, 400
+    grid = codec.grid_values()
+    amplitude = np.arange(channels) % 41
+    # each channel's amplitude rises and falls along the stream, so its activity passes
+    # every bound in both directions
+    swing = (np.sin(np.linspace(0, 3 * np.pi, n))[:, None] ** 2 * amplitude[None, :]).round().astype(int)
+    steps = rng.integers(-1, 2, size=(n, channels)) * swing
+    codes = np.clip(512 + np.cumsum(steps, axis=0), 0, 1023)
+    samples = grid[codes].astype(np.int16)
+    lengths, keyframes = random_plan(rng, n)
+    reference, _ = encode_stream(samples, lengths, keyframes, level="scalar")
+    for level in LEVELS:
+        blocks, _ = encode_stream(samples, lengths, keyframes, level=level)
+        assert blocks == reference, level
+        np.testing.assert_array_equal(decode_stream(reference, channels, level), samples)
+
+
 def test_counts_halved_inside_whole_grid_steps_on_every_level():
     """A context's counts are halved once their total passes the model's limit (60000, 12 a
     sample): after ~5000 samples of a channel that stays in one context. Quiet grid channels
