@@ -526,16 +526,19 @@ static inline __m256i lane_activity_avx2(const channel_state *states) {
     return _mm256_i32gather_epi32((const int *)(const void *)&states->activity, lane_offsets_avx2(), 1);
 }
 
-/* nw_context_of_activity[min(act >> 2, 255)] of each lane, by comparing: the number of the
- * contexts' lower bounds (nw_context_bound[1..], rounded up to whole multiples of 4 as
- * act >> 2 << 2 compares them) that act reaches. Shorter than a gather in the chain from
- * one time step's samples to the next step's counts. */
+/* nw_context_of_activity[a], a = min(act >> 2, 255), of each lane, without a gather (which
+ * would lengthen the chain from one time step's samples to the next step's counts): the
+ * table's first 16 entries by a byte shuffle (the index is a's low byte, its three zero bytes
+ * pick entry 0, context 0), and for a above 15 the number of the contexts' lower bounds
+ * above 15 x 4 that a x 4 reaches, added by comparing. */
 static inline __m256i context_avx2(__m256i act) {
     static const uint16_t bounds[CONTEXTS + 1] = {CONTEXT_BOUNDS};
-    __m256i ctx = _mm256_setzero_si256();
+    const __m256i a = _mm256_srai_epi32(act, 2);   /* the activity is never negative */
+    const __m256i first = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)nw_context_of_activity));
+    __m256i ctx = _mm256_shuffle_epi8(first, _mm256_min_epi32(a, _mm256_set1_epi32(15)));
     for (int c = 1; c < CONTEXTS; c++) {
-        const int bound = (bounds[c] + 3) & ~3;
-        ctx = _mm256_sub_epi32(ctx, _mm256_cmpgt_epi32(act, _mm256_set1_epi32(bound - 1)));
+        const int least = (bounds[c] + 3) / 4;   /* the least a whose a x 4 reaches the bound */
+        if (least > 15) ctx = _mm256_sub_epi32(ctx, _mm256_cmpgt_epi32(a, _mm256_set1_epi32(least - 1)));
     }
     return ctx;
 }
