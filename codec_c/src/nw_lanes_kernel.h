@@ -940,7 +940,15 @@ HOT void lane_normalize_at(range_decoder *rd, uint32_t *range, uint32_t *code, c
  * *x_out, or NW_ERR_CORRUPT. Every lane's running sums first, which need no coder; then the
  * coders' chains, whose samples only divide, search those sums and count. `scratch`: the
  * caller's LANES x 48 counts, 32-byte aligned, 15 of each lane's zero. */
-static __attribute__((noinline)) int decode_grid_step_avx2(channel_state *states, lane_coders *lc, int16_t *row, __m256i pred_q,
+/* GCC's straight-line vectoriser packs the coders' ranges and codes two to a vector register
+ * (it sees four of each loaded and stored side by side), so that every sample's chain took
+ * them out of a vector, or from the stack, and put them back: kept out of this function. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define SCALAR_CODERS __attribute__((optimize("no-tree-slp-vectorize")))
+#else
+#define SCALAR_CODERS
+#endif
+static __attribute__((noinline)) SCALAR_CODERS int decode_grid_step_avx2(channel_state *states, lane_coders *lc, int16_t *row, __m256i pred_q,
                               __m256i *activity, __m256i *x_out, uint16_t (*sums)[48]) {
     grid_step st;
     __m256i pred, down;
