@@ -68,6 +68,15 @@ def decode_stream(blocks, channels, level="auto"):
     return np.concatenate([dec.decode(b) for b in blocks])
 
 
+def assert_every_level_matches_scalar(samples, lengths, keyframes):
+    """Lossless streams: every SIMD level writes the scalar code's bytes and decodes them."""
+    reference, _ = encode_stream(samples, lengths, keyframes, level="scalar")
+    for level in LEVELS:
+        blocks, _ = encode_stream(samples, lengths, keyframes, level=level)
+        assert blocks == reference, level
+        np.testing.assert_array_equal(decode_stream(reference, samples.shape[1], level), samples)
+
+
 def random_plan(rng, total):
     lengths = []
     while sum(lengths) < total:
@@ -131,11 +140,26 @@ def test_whole_grid_groups_write_the_same_bytes_on_every_level(offgrid, spikes):
     samples[::3, 9] = grid[-1]
     samples[:, 10] = grid[512]
     lengths, keyframes = random_plan(rng, n)
-    reference, _ = encode_stream(samples, lengths, keyframes, level="scalar")
-    for level in LEVELS:
-        blocks, _ = encode_stream(samples, lengths, keyframes, level=level)
-        assert blocks == reference, level
-        np.testing.assert_array_equal(decode_stream(reference, channels, level), samples)
+    assert_every_level_matches_scalar(samples, lengths, keyframes)
+
+
+def test_every_activity_context_in_whole_grid_steps_on_every_level():
+    """The grid steps of the AVX2 and AVX-512 builds carry each lane's activity from one
+    time step to the next and find its context by comparing it with the contexts' bounds:
+    channels whose steps range from none to ±40 codes sweep the activity across all twelve
+    contexts, up and down, in whole groups."""
+    rng = np.random.default_rng(12)
+    channels, n = 48, 400
+    grid = codec.grid_values()
+    amplitude = np.arange(channels) % 41
+    # each channel's amplitude rises and falls along the stream, so its activity passes
+    # every bound in both directions
+    swing = (np.sin(np.linspace(0, 3 * np.pi, n))[:, None] ** 2 * amplitude[None, :]).round().astype(int)
+    steps = rng.integers(-1, 2, size=(n, channels)) * swing
+    codes = np.clip(512 + np.cumsum(steps, axis=0), 0, 1023)
+    samples = grid[codes].astype(np.int16)
+    lengths, keyframes = random_plan(rng, n)
+    assert_every_level_matches_scalar(samples, lengths, keyframes)
 
 
 def test_counts_halved_inside_whole_grid_steps_on_every_level():
@@ -156,11 +180,7 @@ def test_counts_halved_inside_whole_grid_steps_on_every_level():
     samples[::997, 12] = grid[1000]                     # big residuals
     lengths, keyframes = random_plan(rng, n)
     keyframes = [i == 0 for i in range(len(lengths))]   # one state for the whole stream
-    reference, _ = encode_stream(samples, lengths, keyframes, level="scalar")
-    for level in LEVELS:
-        blocks, _ = encode_stream(samples, lengths, keyframes, level=level)
-        assert blocks == reference, level
-        np.testing.assert_array_equal(decode_stream(reference, channels, level), samples)
+    assert_every_level_matches_scalar(samples, lengths, keyframes)
 
 
 @pytest.mark.parametrize("max_error", [1, 3])

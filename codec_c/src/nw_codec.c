@@ -35,7 +35,7 @@ const uint16_t nw_analog_scale[CONTEXTS] = {ANALOG_SCALE};
 /* Activity bounds of the contexts (mean |residual|, Q4): context c holds [bound[c],
  * bound[c+1]). The last context's upper bound is nominal: only file container version 4's
  * blend (context_blend) reads it, as that context's width. */
-const uint16_t nw_context_bound[CONTEXTS + 1] = {0, 14, 20, 26, 32, 38, 46, 56, 70, 92, 124, 180, 260};
+const uint16_t nw_context_bound[CONTEXTS + 1] = {CONTEXT_BOUNDS};
 const uint16_t nw_analog_share[CONTEXTS] = {ANALOG_SHARE};
 static int tables_ready;
 

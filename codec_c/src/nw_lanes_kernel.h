@@ -521,19 +521,38 @@ static inline __m256i lane_offsets_avx2(void) {
     return _mm256_setr_epi32(0, size, 2 * size, 3 * size, 4 * size, 5 * size, 6 * size, 7 * size);
 }
 
-/* Fills the lane-wise fields of st shared by both passes; returns the activities (in
- * *act), the predictions rounded (in *pred) and the mirrored lanes' mask (in *down). */
+/* The lanes' activities, as the grid steps carry them from one step to the next. */
+static inline __m256i lane_activity_avx2(const channel_state *states) {
+    return _mm256_i32gather_epi32((const int *)(const void *)&states->activity, lane_offsets_avx2(), 1);
+}
+
+/* nw_context_of_activity[a], a = min(act >> 2, 255), of each lane, without a gather (which
+ * would lengthen the chain from one time step's samples to the next step's counts): the
+ * table's first 16 entries by a byte shuffle (the index is a's low byte, its three zero bytes
+ * pick entry 0, context 0), and for a above 15 the number of the contexts' lower bounds
+ * above 15 x 4 that a x 4 reaches, added by comparing. */
+static inline __m256i context_avx2(__m256i act) {
+    static const uint16_t bounds[CONTEXTS + 1] = {CONTEXT_BOUNDS};
+    const __m256i a = _mm256_srai_epi32(act, 2);   /* the activity is never negative */
+    const __m256i first = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)nw_context_of_activity));
+    __m256i ctx = _mm256_shuffle_epi8(first, _mm256_min_epi32(a, _mm256_set1_epi32(15)));
+    for (int c = 1; c < CONTEXTS; c++) {
+        const int least = (bounds[c] + 3) / 4;   /* the least a whose a x 4 reaches the bound */
+        if (least > 15) ctx = _mm256_sub_epi32(ctx, _mm256_cmpgt_epi32(a, _mm256_set1_epi32(least - 1)));
+    }
+    return ctx;
+}
+
+typedef char freq_row_is_forty[FREQ_ROW == 40 ? 1 : -1];   /* grid_step_prepare's row offsets */
+
+/* Fills the lane-wise fields of st shared by both passes from the lanes' activities `act`;
+ * returns the predictions rounded (in *pred) and the mirrored lanes' mask (in *down). */
 static inline void grid_step_prepare(const channel_state *states, __m256i pred_q, grid_step *st,
-                                     __m256i *act, __m256i *pred, __m256i *down) {
-    const __m256i lane_at = lane_offsets_avx2(), zero = _mm256_setzero_si256();
-    *act = _mm256_i32gather_epi32((const int *)(const void *)&states->activity, lane_at, 1);
-    /* The activity is never negative: its update moves it towards a non-negative value. */
-    const __m256i a = _mm256_min_epi32(_mm256_srai_epi32(*act, 2), _mm256_set1_epi32(255));
-    /* nw_context_of_activity[a]: the top byte of the four bytes ending at it, which stay
-     * inside the table (below 3, those of a = 3, whose context 0 is theirs too). */
-    const __m256i ctx = _mm256_srli_epi32(_mm256_i32gather_epi32(
-        (const int *)(const void *)nw_context_of_activity, _mm256_max_epi32(_mm256_sub_epi32(a, _mm256_set1_epi32(3)), zero), 1), 24);
-    const __m256i freq_at = _mm256_add_epi32(lane_at, _mm256_mullo_epi32(ctx, _mm256_set1_epi32(FREQ_ROW * 2)));
+                                     __m256i act, __m256i *pred, __m256i *down) {
+    const __m256i lane_at = lane_offsets_avx2();
+    const __m256i ctx = context_avx2(act);
+    /* ctx x FREQ_ROW x 2 bytes (see freq_row_is_forty) */
+    const __m256i freq_at = _mm256_add_epi32(lane_at, _mm256_add_epi32(_mm256_slli_epi32(ctx, 6), _mm256_slli_epi32(ctx, 4)));
     _mm256_storeu_si256((__m256i *)st->freq_at, freq_at);
     _mm256_storeu_si256((__m256i *)st->total_at,
                         _mm256_add_epi32(_mm256_add_epi32(lane_at, _mm256_set1_epi32((int)offsetof(channel_state, main_total))),
@@ -713,11 +732,12 @@ static inline void weigh_below_avx512(const channel_state *states, const grid_st
 
 /* One time step of a whole grid group, encoded; returns the samples' codes (x). */
 static __attribute__((noinline)) __m256i encode_grid_step_avx2(channel_state *states, lane_coders *lc, const int16_t *row,
-                                  __m256i pred_q, uint64_t *channel_bytes, size_t events_cap,
+                                  __m256i pred_q, __m256i *activity, uint64_t *channel_bytes, size_t events_cap,
                                   size_t *n_events) {
     grid_step st;
-    __m256i act, pred, down;
-    grid_step_prepare(states, pred_q, &st, &act, &pred, &down);
+    __m256i pred, down;
+    const __m256i act = *activity;
+    grid_step_prepare(states, pred_q, &st, act, &pred, &down);
     const __m256i v = _mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)row));
     /* grid_code's estimate ((v + 32768) x 1023 + 32767) / 65535, the division as
      * (x + (x >> 16) + 1) >> 16 (the same for every 16-bit value, checked exhaustively) */
@@ -790,6 +810,7 @@ static __attribute__((noinline)) __m256i encode_grid_step_avx2(channel_state *st
         count_direct_avx512(states, &st, symbol, next_act, 0xFF);
 #endif
         *n_events = n;
+        *activity = next_act;
         return k;
     }
     for (int l = 0; l < LANES; l++) {
@@ -804,7 +825,11 @@ static __attribute__((noinline)) __m256i encode_grid_step_avx2(channel_state *st
     count_direct_avx512(states, &st, symbol, next_act, (__mmask8)direct_lanes);
 #endif
     *n_events = n;
-    if (direct_lanes == (1u << LANES) - 1) return k;
+    if (direct_lanes == (1u << LANES) - 1) {
+        *activity = next_act;
+        return k;
+    }
+    *activity = lane_activity_avx2(states);   /* model_code's for the other lanes */
     return _mm256_setr_epi32(xs[0], xs[1], xs[2], xs[3], xs[4], xs[5], xs[6], xs[7]);
 }
 
@@ -915,11 +940,20 @@ HOT void lane_normalize_at(range_decoder *rd, uint32_t *range, uint32_t *code, c
  * *x_out, or NW_ERR_CORRUPT. Every lane's running sums first, which need no coder; then the
  * coders' chains, whose samples only divide, search those sums and count. `scratch`: the
  * caller's LANES x 48 counts, 32-byte aligned, 15 of each lane's zero. */
-static __attribute__((noinline)) int decode_grid_step_avx2(channel_state *states, lane_coders *lc, int16_t *row, __m256i pred_q,
-                              __m256i *x_out, uint16_t (*sums)[48]) {
+/* GCC's straight-line vectoriser packs the coders' ranges and codes two to a vector register
+ * (it sees four of each loaded and stored side by side), so that every sample's chain took
+ * them out of a vector, or from the stack, and put them back: kept out of this function. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define SCALAR_CODERS __attribute__((optimize("no-tree-slp-vectorize")))
+#else
+#define SCALAR_CODERS
+#endif
+static __attribute__((noinline)) SCALAR_CODERS int decode_grid_step_avx2(channel_state *states, lane_coders *lc, int16_t *row, __m256i pred_q,
+                              __m256i *activity, __m256i *x_out, uint16_t (*sums)[48]) {
     grid_step st;
-    __m256i act, pred, down;
-    grid_step_prepare(states, pred_q, &st, &act, &pred, &down);
+    __m256i pred, down;
+    const __m256i act = *activity;
+    grid_step_prepare(states, pred_q, &st, act, &pred, &down);
     for (int l = 0; l < LANES; l++)
 #if defined(NW_LANES_AVX512)
         lane_sums_avx512((const uint16_t *)(const void *)((const char *)states + st.freq_at[l]), st.width[l], sums[l]);
@@ -1008,7 +1042,9 @@ static __attribute__((noinline)) int decode_grid_step_avx2(channel_state *states
     const __m256i x = _mm256_blendv_epi8(got, _mm256_add_epi32(pred, moved), is_direct);
 #if defined(NW_LANES_AVX512)
     const __mmask8 direct = (__mmask8)direct_lanes;
-    count_direct_avx512(states, &st, got, next_activity_avx2(act, moved), direct);
+    const __m256i next_act = next_activity_avx2(act, moved);
+    count_direct_avx512(states, &st, got, next_act, direct);
+    *activity = direct == 0xFF ? next_act : lane_activity_avx2(states);   /* model_code's for the others */
     /* a code off the grid's ends (unsigned: below 0 too): only a damaged block decodes one */
     if (_mm256_cmpgt_epu32_mask(x, _mm256_set1_epi32(GRID_CODES - 1)))
         return NW_ERR_CORRUPT;
@@ -1026,13 +1062,15 @@ static __attribute__((noinline)) int decode_grid_step_avx2(channel_state *states
     if (_mm256_movemask_epi8(_mm256_cmpeq_epi32(_mm256_min_epu32(x, _mm256_set1_epi32(GRID_CODES - 1)), x)) != -1)
         return NW_ERR_CORRUPT;
     int32_t next[LANES], codes[LANES];
+    const __m256i next_act = next_activity_avx2(act, moved);
     _mm256_storeu_si256((__m256i *)codes, x);
-    _mm256_storeu_si256((__m256i *)next, next_activity_avx2(act, moved));
+    _mm256_storeu_si256((__m256i *)next, next_act);
     for (int l = 0; l < LANES; l++)
         if (direct_lanes >> l & 1) {
             states[l].activity = next[l];
             row[l] = nw_code_value[codes[l]];
         }
+    *activity = direct_lanes == (1u << LANES) - 1 ? next_act : lane_activity_avx2(states);
     *x_out = x;
     return NW_OK;
 #endif
@@ -1094,6 +1132,8 @@ HOT int code_group(const lane_job *job, uint32_t g, const lane_domain *dom, int 
     /* the history as tap pairs for the run (see pair_ring), and the first prediction */
     pair_ring ring;
     __m256i next_pq = _mm256_setzero_si256();
+    /* the grid steps' activities, carried from one step to the next */
+    __m256i activity = whole_grid_steps ? lane_activity_avx2(states) : _mm256_setzero_si256();
     /* the grid steps' running sums (decode_grid_step_avx2) */
     uint16_t sums[LANES][48] __attribute__((aligned(32)));
     if (pass == PASS_DECODE && whole_grid_steps)
@@ -1109,10 +1149,10 @@ HOT int code_group(const lane_job *job, uint32_t g, const lane_domain *dom, int 
                 const __m256i pq = next_pq;
                 __m256i x;
                 if (pass == PASS_ENCODE) {
-                    x = encode_grid_step_avx2(states, lc, in_row, pq, channel_bytes, events_cap, &n_events);
+                    x = encode_grid_step_avx2(states, lc, in_row, pq, &activity, channel_bytes, events_cap, &n_events);
                     in_row += stride;
                 } else {
-                    if (decode_grid_step_avx2(states, lc, out_row, pq, &x, sums) != NW_OK) return NW_ERR_CORRUPT;
+                    if (decode_grid_step_avx2(states, lc, out_row, pq, &activity, &x, sums) != NW_OK) return NW_ERR_CORRUPT;
                     out_row += stride;
                 }
                 next_pq = finish_step_avx2(gr, &ring, x, pq, dom);

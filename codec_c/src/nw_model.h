@@ -533,7 +533,10 @@ extern uint32_t nw_phi[2 * PHI_HALF + 1];        /* Gaussian CDF at (i - PHI_HAL
 extern int32_t nw_code_edge[GRID_CODES + 1 + 2 * EDGE_PAD];
 extern const uint16_t nw_analog_scale[CONTEXTS]; /* standard deviation / mean |residual|, Q6 */
 extern const uint16_t nw_analog_share[CONTEXTS]; /* the Gaussian's share of the mix, /256 */
-extern const uint16_t nw_context_bound[CONTEXTS + 1]; /* contexts' activity bounds (nw_codec.c) */
+/* The contexts' activity bounds (Q4 mean |residual|), here so that kernels can hold them as
+ * constants; nw_context_bound (nw_codec.c) is the table. */
+#define CONTEXT_BOUNDS 0, 14, 20, 26, 32, 38, 46, 56, 70, 92, 124, 180, 260
+extern const uint16_t nw_context_bound[CONTEXTS + 1];
 
 #define ANALOG_FIXED 1             /* file container version 2: the share per context is fixed */
 #define ANALOG_LEARNED 2           /* version 3: it follows the channel (analog_learn) */
