@@ -32,6 +32,7 @@ typedef struct nw_sub_codec {
                        const uint8_t *const *blocks, const size_t *lengths, int16_t *samples,
                        size_t rows_cap, size_t stride, int *statuses, nw_block_info *infos);
     void (*decoder_reset)(nw_stream_decoder *decoder);
+    uint32_t (*crc32_z)(uint32_t crc, const uint8_t *buf, size_t len);
     unsigned long (*crc32)(unsigned long crc, const unsigned char *buf, unsigned int len);
 } nw_sub_codec;
 #define NW_SUB_MSG_BYTES ...

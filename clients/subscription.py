@@ -23,7 +23,6 @@ from collections import deque
 import resource
 import time
 import uuid
-import zlib
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -31,6 +30,7 @@ import msgpack
 import numpy as np
 import zmq
 
+from neurowire import checksum
 from neurowire.codec import CodecError, CorruptStreamError
 from neurowire.wire import FEEDS as WIRE_FEEDS
 from neurowire.wire import (DEFAULT_LOSSLESS, DEFAULT_PUBLISH, Rejected, apply_curve,
@@ -628,7 +628,7 @@ class Subscription:
             state.decoder.reset()
             raise CorruptStreamError(f"{samples.shape[0]} time steps decoded, the block header "
                                      f"says {header.n_samples}")
-        return samples, zlib.crc32(samples)
+        return samples, checksum.crc32(samples)
 
     def _block(self, topic: bytes, header_bytes: bytes, blobs, n_blobs: int, blob_bytes: int,
                received_ns: int, deferred: bool) -> Block | None:

@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import logging
 import time
-import zlib
 
 import numpy as np
 import zmq
 
+from neurowire import checksum
 from neurowire.wire import Rejected, pack_block, parse_ingest, topic_for
 
 from .fastpath import FRAMES, PACKET, FastPath
@@ -268,7 +268,7 @@ class DataPath:
         acquired_ns = header.acquired_ns
         head = pack_block(header.channels, header.n_samples, len(blobs), keyframe,
                           state.seq_out, state.epoch, header.first, header.rate,
-                          state.codec_version, zlib.crc32(payload), acquired_ns, received_ns,
+                          state.codec_version, checksum.crc32(payload), acquired_ns, received_ns,
                           compressed_ns, compress_ns, state.drops, compressed_ns,
                           state.groups_suffix)
         # Counted before sending, so that whoever has the block also sees it in the stats.

@@ -9,7 +9,8 @@ rejections are decided. Blocks for lossless subscribers come back to Python too,
 arena, for lossless.py to hold and send against credit.
 
 The C code includes no ZeroMQ, codec or zlib header: it calls the libzmq that pyzmq loaded,
-the codec extension and zlib through function pointers taken here, so the socket and encoder
+the codec extension and zlib-ng (or zlib: neurowire.checksum) through function pointers
+taken here, so the socket and encoder
 pointers it is given belong to the very same library instances.
 
 `FastPath.load` returns None, saying why, where that cannot be done (no compiled extension,
@@ -20,12 +21,12 @@ does the whole job, as it always could.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import sys
-import zlib
 
 import zmq
+
+from neurowire.checksum import native_crc32
 
 from .metrics import LatencyStage
 from .streams import HOT_FIELDS
@@ -90,10 +91,9 @@ def _functions():
     if zmq_path is None:
         raise FastPathUnavailable("cannot tell which libzmq pyzmq loaded")
     libzmq = ctypes.CDLL(zmq_path)  # already loaded: the same instance as pyzmq's
-    zlib_path = _loaded_library("libz") or ctypes.util.find_library("z")
-    if zlib_path is None:
-        raise FastPathUnavailable("no zlib library for crc32")
-    libz = ctypes.CDLL(zlib_path)
+    crc = native_crc32()
+    if crc is None:
+        raise FastPathUnavailable("no zlib or zlib-ng crc32 that agrees with zlib.crc32")
     functions = ffi.new("nwfp_zmq *")
     for field, symbol in (("msg_init", "zmq_msg_init"), ("msg_recv", "zmq_msg_recv"),
                           ("msg_close", "zmq_msg_close"), ("msg_data", "zmq_msg_data"),
@@ -106,10 +106,10 @@ def _functions():
                                  native_function("nw_team_encode"))
     codec.encode_bound = ffi.cast(ffi.typeof(codec.encode_bound),
                                   native_function("nw_encode_bound"))
-    codec.crc32 = ffi.cast(ffi.typeof(codec.crc32), _address(libz, "crc32"))
-    if codec.crc32(0, b"123456789", 9) != zlib.crc32(b"123456789"):
-        raise FastPathUnavailable(f"{zlib_path}'s crc32 is not zlib's")
-    return functions, codec, (libzmq, libz)
+    kind, address = crc
+    field = "crc32_z" if kind == "zlib-ng" else "crc32"
+    setattr(codec, field, ffi.cast(ffi.typeof(getattr(codec, field)), address))
+    return functions, codec, (libzmq,)
 
 
 class FastPath:

@@ -260,9 +260,15 @@ def test_fast_and_python_paths_publish_the_same_blocks(tmp_path, context, block_
 @needs_fast_path
 @pytest.mark.parametrize("block_format", [None, *block_formats()[1:]],
                          ids=["default_lanes", "v1"])
-def test_lossless_with_scarce_credit_gets_every_block_in_order_and_exact(context, block_format):
+@pytest.mark.parametrize("crc_kind", ["zlib-ng", "zlib"])
+def test_lossless_with_scarce_credit_gets_every_block_in_order_and_exact(
+        context, monkeypatch, block_format, crc_kind):
+    """...and each header's CRC is zlib's of the samples, computed by zlib-ng (the default)
+    or by zlib where zlib-ng is missing."""
+    from neurowire import checksum
     from neurowire.codec import LANE_FORMAT_VERSION, GroupDecoder
 
+    monkeypatch.setattr(fastpath, "native_crc32", lambda: checksum.native_crc32((crc_kind,)))
     options = {} if block_format is None else {"block_format": block_format}
     config = load_config(**LOOPBACK, workers=2, max_channels=256, max_packet_samples=64,
                          **options)

@@ -218,15 +218,18 @@ def test_the_c_loop_uses_the_libzmq_pyzmq_loaded():
 
 
 @pytest.mark.parametrize("block_format", block_formats())
-@pytest.mark.parametrize("use_zlib", [True, False], ids=["zlib_crc", "table_crc"])
-def test_the_c_decode_gives_the_samples_and_zlibs_crc_of_them(context, block_format, use_zlib):
-    """nw_sub_decode's CRC of the decoded rows, by zlib's crc32 (found at load) or by its own
-    table loop when no zlib was found, is zlib.crc32 of the samples the encoder was given."""
+@pytest.mark.parametrize("crc_source", ["zlib-ng", "zlib", "table"])
+def test_the_c_decode_gives_the_samples_and_zlibs_crc_of_them(context, block_format, crc_source):
+    """nw_sub_decode's CRC of the decoded rows, by zlib-ng's zng_crc32_z (found at load), by
+    zlib's crc32 when zlib-ng is missing, or by its own table loop when neither was found, is
+    zlib.crc32 of the samples the encoder was given."""
     import zlib
 
+    from neurowire.checksum import native_crc32
+
     ffi, _, _, codec_api, _ = fastsub._native()
-    crc32 = codec_api.crc32
-    assert crc32 != ffi.NULL  # this machine's Python links zlib
+    found = (codec_api.crc32_z, codec_api.crc32)
+    assert codec_api.crc32_z != ffi.NULL  # zlib-ng is a dependency: the default
     rows = np.random.default_rng(5).integers(-3000, 3000, (60, 200), dtype=np.int16)
     encoder = codec.GroupEncoder([64, 136], format_version=block_format)
     decoder = fastsub.NativeGroupDecoder(codec.GroupDecoder([64, 136]))
@@ -235,8 +238,11 @@ def test_the_c_decode_gives_the_samples_and_zlibs_crc_of_them(context, block_for
     push.connect(f"tcp://127.0.0.1:{port}")
     receiver = fastsub.Receiver(pull)
     try:
-        if not use_zlib:
-            codec_api.crc32 = ffi.NULL
+        codec_api.crc32_z = codec_api.crc32 = ffi.NULL
+        if crc_source != "table":
+            kind, address = native_crc32((crc_source,))
+            field = "crc32_z" if kind == "zlib-ng" else "crc32"
+            setattr(codec_api, field, ffi.cast(ffi.typeof(getattr(codec_api, field)), address))
         for block in range(6):
             samples = rows[block * 10:block * 10 + 10]
             push.send_multipart(published_block(encoder, samples, block, block * 10,
@@ -247,7 +253,7 @@ def test_the_c_decode_gives_the_samples_and_zlibs_crc_of_them(context, block_for
             np.testing.assert_array_equal(decoded, samples)
             assert crc == zlib.crc32(samples.tobytes())
     finally:
-        codec_api.crc32 = crc32
+        codec_api.crc32_z, codec_api.crc32 = found
         receiver.release()
         push.close(0)
         pull.close(0)

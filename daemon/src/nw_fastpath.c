@@ -433,12 +433,15 @@ static int64_t compress_and_publish(nwfp_path *path, nwfp_call *call, entry *e,
         return NWFP_CODEC_ERROR + status;
     int64_t compressed_ns = now_ns(CLOCK_REALTIME);
     uint32_t crc = 0;
-    for (size_t done = 0; done < payload_len;) { /* zlib takes an unsigned int length */
-        unsigned int part = payload_len - done > 0x40000000u ? 0x40000000u
-                                                              : (unsigned int)(payload_len - done);
-        crc = (uint32_t)path->codec.crc32(crc, payload + done, part);
-        done += part;
-    }
+    if (path->codec.crc32_z)
+        crc = path->codec.crc32_z(0, payload, payload_len);
+    else
+        for (size_t done = 0; done < payload_len;) { /* zlib takes an unsigned int length */
+            unsigned int part = payload_len - done > 0x40000000u ? 0x40000000u
+                                                                  : (unsigned int)(payload_len - done);
+            crc = (uint32_t)path->codec.crc32(crc, payload + done, part);
+            done += part;
+        }
     uint64_t drops = hot[NWFP_HOT_DROPS_BACKLOG] + hot[NWFP_HOT_DROPS_SEQUENCE];
     nwfp_pack_block(head, stream->channels, n, groups, keyframe,
                     hot[NWFP_HOT_SEQ_OUT], stream->epoch, e->first, stream->rate,

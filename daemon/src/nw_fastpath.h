@@ -56,6 +56,9 @@ typedef struct nwfp_codec {
                        const int16_t *samples, uint32_t n_samples, size_t stride, int keyframe,
                        uint8_t *out, size_t out_cap, const size_t *offsets, int64_t *sizes);
     size_t (*encode_bound)(uint32_t channels, uint32_t n_samples);
+    /* The CRC-32 of the samples: zlib-ng's zng_crc32_z when set (neurowire.checksum),
+     * else zlib's crc32. */
+    uint32_t (*crc32_z)(uint32_t crc, const uint8_t *buf, size_t len);
     unsigned long (*crc32)(unsigned long crc, const unsigned char *buf, unsigned int len);
 } nwfp_codec;
 
