@@ -98,7 +98,7 @@ def _functions():
     for field, symbol in (("msg_init", "zmq_msg_init"), ("msg_recv", "zmq_msg_recv"),
                           ("msg_close", "zmq_msg_close"), ("msg_data", "zmq_msg_data"),
                           ("msg_size", "zmq_msg_size"), ("msg_more", "zmq_msg_more"),
-                          ("send", "zmq_send"), ("errno_", "zmq_errno")):
+                          ("send", "zmq_send"), ("errno_", "zmq_errno"), ("poll", "zmq_poll")):
         setattr(functions, field,
                 ffi.cast(ffi.typeof(getattr(functions, field)), _address(libzmq, symbol)))
     codec = ffi.new("nwfp_codec *")
@@ -245,12 +245,15 @@ class FastPath:
         self.subscribers, self._c_subscribers = subscribers, array
         self._keep_subscribers = keep
 
-    def drain(self, wait: bool, live: bool) -> int:
+    def drain(self, wait: bool, live: bool, until_ns: int | None = None) -> int:
         """Take what is waiting (`wait`: the first receive waits up to the socket's RCVTIMEO),
         publishing live when `live`, serving the lossless subscribers given last; blocks
-        one of them must wait for are in `kept_blocks` after. Returns what is handed back:
-        NOTHING, PACKET (`held_packet`) or FRAMES (`call.frames`). The encoders' and team's
-        locks are held while it takes and encodes, as encode holds them."""
+        one of them must wait for are in `kept_blocks` after. With `until_ns` (a
+        time.monotonic_ns), it goes on taking packets as they come until then, unless one
+        needs Python first (nwfp_run): one return per few packets, not one per packet.
+        Returns what is handed back: NOTHING, PACKET (`held_packet`) or FRAMES
+        (`call.frames`). The encoders' and team's locks are held while it takes and encodes,
+        as encode holds them, but not during the first wait."""
         call = self.call
         if wait:
             # The wait needs no encoder: the locks are not held while it lasts, so the
@@ -270,7 +273,10 @@ class FastPath:
         for lock in locks:
             lock.acquire()
         try:
-            status = lib.nwfp_drain(self._path, call)
+            if until_ns is None:
+                status = lib.nwfp_drain(self._path, call)
+            else:
+                status = lib.nwfp_run(self._path, call, until_ns)
         finally:
             for lock in locks:
                 lock.release()

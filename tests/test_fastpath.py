@@ -292,6 +292,49 @@ def test_lossless_with_scarce_credit_gets_every_block_in_order_and_exact(
             assert header.crc == zlib.crc32(expected.tobytes())
 
 
+@needs_fast_path
+def test_the_c_path_takes_packet_after_packet_without_returning_to_python(context, monkeypatch):
+    """nwfp_run: between side-socket checks the C path waits for and publishes each packet
+    itself, so Python runs once per check, not once per packet; every block still comes out
+    as its packet arrives, in order and exact."""
+    from neurowire.codec import GroupDecoder
+    from neurowire.daemon import datapath
+
+    monkeypatch.setattr(datapath, "SIDE_CHECK_S", 0.5)  # a run may last this long
+    config = load_config(**LOOPBACK, workers=1, max_channels=256, max_packet_samples=64)
+    sockets = []
+    try:
+        with DaemonThread(config) as running:
+            daemon = running.daemon
+            live = context.socket(zmq.SUB)
+            push = context.socket(zmq.PUSH)
+            sockets += [live, push]
+            live.connect(daemon.endpoints["publish"])
+            live.subscribe(b"")
+            wait_for(lambda: daemon.live_subscriptions, timeout=10)
+            push.connect(daemon.endpoints["ingest"])
+            first = pack_ingest("s", 0, 0, 10, 8, 20000.0, 1, 7)
+            push.send_multipart([first, _samples(0, 10, 8, 0).tobytes()])  # Python's: new
+            blocks = [live.recv_multipart()]
+            calls_before = daemon.data.fast_calls
+            for seq in range(1, 21):
+                # one at a time: the next is sent once the last one's block is out
+                head = pack_ingest("s", seq, seq * 10, 10, 8, 20000.0, 1 + seq, 7)
+                push.send_multipart([head, _samples(seq * 10, 10, 8, 0).tobytes()])
+                assert live.poll(10_000), f"no block for packet {seq}"
+                blocks.append(live.recv_multipart())
+            calls = daemon.data.fast_calls - calls_before
+    finally:
+        for sock in sockets:
+            sock.close(0)
+    assert calls < 10, f"{calls} returns to Python for 20 packets"
+    decoder = GroupDecoder(parse_block(blocks[0][1], len(blocks[0]) - 2).groups)
+    for seq, frames in enumerate(blocks):
+        header = parse_block(frames[1], len(frames) - 2)
+        assert header.seq == seq
+        np.testing.assert_array_equal(decoder.decode(frames[2:]), _samples(seq * 10, 10, 8, 0))
+
+
 def test_the_python_path_serves_alone_when_the_fast_path_is_off(context):
     config = load_config(**LOOPBACK, fast_path=False, max_channels=256, max_packet_samples=64)
     got, rejected, stats, data_path = _run(config, context, credit=64)

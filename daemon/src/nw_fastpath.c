@@ -13,10 +13,17 @@
 #include <string.h>
 #include <time.h>
 
-enum { ZMQ_DONTWAIT = 1, ZMQ_SNDMORE = 2 };
+enum { ZMQ_DONTWAIT = 1, ZMQ_SNDMORE = 2, ZMQ_POLLIN = 1 };
 enum { INGEST_BYTES = 52, BLOCK_BYTES = 104, MAX_ID = 64, MAX_GROUPS = 1024 };
 #define MAX_INT64 ((uint64_t)INT64_MAX)
 #define NONE UINT64_MAX /* in a hot slot: none yet */
+
+/* libzmq's zmq_pollitem_t on POSIX (libzmq 4.x ABI). */
+typedef struct {
+    void *socket;
+    int fd;
+    short events, revents;
+} zmq_pollitem;
 
 /* libzmq's zmq_msg_t: 64 bytes, pointer-aligned (libzmq 4.x ABI). */
 typedef union {
@@ -620,4 +627,37 @@ int64_t nwfp_drain(nwfp_path *path, nwfp_call *call) {
         done++;
     }
     return failed < 0 ? failed : done;
+}
+
+int64_t nwfp_run(nwfp_path *path, nwfp_call *call, int64_t deadline_ns) {
+    int64_t packets = 0, published = 0, done = 0;
+    call->wait = 0;
+    for (;;) {
+        int64_t status = nwfp_drain(path, call);
+        packets += call->packets;
+        published += call->published;
+        if (status < 0) {
+            done = status;
+            break;
+        }
+        done += status;
+        if (call->handback != NWFP_NOTHING || call->n_blocks || call->dropped)
+            break; /* Python's turn: the arena and the held packet are reused by a drain */
+        int64_t left_ns = deadline_ns - now_ns(CLOCK_MONOTONIC);
+        if (left_ns <= 0)
+            break;
+        zmq_pollitem item = {path->ingest, 0, ZMQ_POLLIN, 0};
+        int ready = path->zmq.poll(&item, 1, (long)((left_ns + 999999) / 1000000));
+        if (ready == 0)
+            break;
+        if (ready < 0) {
+            int error = path->zmq.errno_();
+            if (error != EINTR)
+                done = -error;
+            break;
+        }
+    }
+    call->packets = packets;
+    call->published = published;
+    return done;
 }

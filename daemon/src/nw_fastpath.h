@@ -49,6 +49,7 @@ typedef struct nwfp_zmq {
     int (*msg_more)(const void *msg);
     int (*send)(void *socket, const void *buf, size_t len, int flags);
     int (*errno_)(void);
+    int (*poll)(void *items, int count, long timeout_ms);   /* zmq_poll */
 } nwfp_zmq;
 
 typedef struct nwfp_codec {
@@ -164,6 +165,15 @@ int64_t nwfp_wait(nwfp_path *path);
 /* >= 0: packets processed; < 0: -errno of a receive that failed (ETERM: the context ends),
  * or a codec status (NWFP_CODEC_ERROR - status). */
 int64_t nwfp_drain(nwfp_path *path, nwfp_call *call);
+/* nwfp_drain (call->wait ignored: 0) wake-up after wake-up, waiting for the next packet in
+ * between, until CLOCK_MONOTONIC `deadline_ns`, a wait that timed out, or a call that left
+ * something for Python (a packet or message handed back, kept blocks, drops): at 2000
+ * packets/s that is one return to Python per few packets instead of one per packet. The
+ * caller holds the encoders' locks throughout, so it should take the first packet with
+ * nwfp_wait, unlocked. call->packets and ->published add up over the run; the rest is the
+ * last drain's. Returns what nwfp_drain would (packets processed, added up), or its error;
+ * -EINTR from a wait ends the run early with what was done. */
+int64_t nwfp_run(nwfp_path *path, nwfp_call *call, int64_t deadline_ns);
 /* The held packet's frame (0 header, 1 samples); NULL when none is held. */
 const uint8_t *nwfp_held_frame(nwfp_path *path, int frame, size_t *size);
 void nwfp_release_held(nwfp_path *path);
