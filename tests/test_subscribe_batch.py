@@ -257,3 +257,30 @@ def test_the_c_decode_gives_the_samples_and_zlibs_crc_of_them(context, block_for
         receiver.release()
         push.close(0)
         pull.close(0)
+
+
+@pytest.mark.parametrize("limit", ["seconds", "idle_timeout"])
+def test_the_real_time_loop_never_waits_past_its_limit(monkeypatch, limit):
+    """subscribe's real-time loop asks for data no longer than until --seconds or
+    --idle-timeout runs out (it waited 0.2 s at a time before, so it could end that late)."""
+    import argparse
+
+    from neurowire.clients import subscribe as subscribe_cli
+
+    clock = [1000.0]
+    monkeypatch.setattr(subscribe_cli.time, "monotonic", lambda: clock[0])
+    asked = []
+
+    def receive(timeout):
+        asked.append(timeout)
+        clock[0] += timeout  # nothing came in that time
+        return [] if len(asked) > 1 else ["block"]
+
+    args = argparse.Namespace(seconds=0.35 if limit == "seconds" else 0.0,
+                              idle_timeout=0.33 if limit == "idle_timeout" else 0.0)
+    got = list(subscribe_cli._until_limits(receive, args))
+    assert got == [["block"]]
+    assert max(asked) <= 0.2
+    # it ends when the limit runs out, not at the next 0.2 s step after it
+    end = 1000.0 + (0.35 if limit == "seconds" else asked[0] + 0.33)
+    assert clock[0] == pytest.approx(end, abs=0.002)
