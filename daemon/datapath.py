@@ -43,6 +43,11 @@ _NOBLOCK, _MORE = int(zmq.NOBLOCK), int(zmq.NOBLOCK | zmq.SNDMORE)
 # connection events, feeds, the stop signal); credit is granted every 256 blocks or so, so
 # a few milliseconds never leave a lossless subscriber waiting.
 SIDE_CHECK_S = 0.002
+# The C data path waits for packets and for the side sockets itself (nwfp_run), so it
+# returns to Python when one of those has a message, or at the latest after this: the
+# encoders' locks are held meanwhile, so a status request's per-channel ratios may wait
+# this long.
+FAST_RUN_S = 0.01
 IDLE_WAIT_S = 0.01  # with no packets: how long a receive waits before the side sockets
 
 
@@ -88,7 +93,9 @@ class DataPath:
         """Wait in a blocking receive on the ingest socket (libzmq sleeps on one file
         descriptor), and look at the other sockets at most every SIDE_CHECK_S (IDLE_WAIT_S
         when no packet comes): a zmq_poll over all of them per packet cost more than the
-        rest of the packet's Python."""
+        rest of the packet's Python. The C data path, once a packet came, polls them all
+        itself between packets (in C that is cheap) and returns as soon as one has a
+        message, or after FAST_RUN_S."""
         sockets = self.sockets
         side = [(sockets.publisher, self._on_subscriptions),
                 (sockets.router, self.lossless.on_requests),
@@ -103,10 +110,15 @@ class DataPath:
         recv, monotonic, poll = ingest.recv, time.monotonic, zmq.zmq_poll
         next_side = next_housekeeping = 0.0
         fast = self.fast
+        if fast is not None:
+            fast.set_side([sock for sock, _ in side])
+        monotonic_ns = time.monotonic_ns
         while not self.stopping:
             if fast is not None:
-                # packets as they come, in C, until the side sockets are due
-                self._fast_ingest(wait=True, until_ns=round(next_side * 1e9))
+                # packets as they come, in C, until a side socket has a message
+                self._fast_ingest(wait=True, until_ns=monotonic_ns() + round(FAST_RUN_S * 1e9))
+                if fast.call.side_ready:
+                    next_side = 0.0
             else:
                 try:
                     head = recv(0, copy=False)

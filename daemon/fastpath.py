@@ -179,6 +179,16 @@ class FastPath:
         self._keep: list = []  # what the C stream array points into
         self._keep_subscribers: list = []
 
+    def set_side(self, sockets) -> None:
+        """The data thread's other sockets: a run (drain with until_ns) returns as soon as
+        one has a message (`call.side_ready`)."""
+        if len(sockets) > lib.NWFP_MAX_SIDE:
+            raise ValueError(f"at most {lib.NWFP_MAX_SIDE} side sockets")
+        handles = ffi.new("void *[]", [ffi.cast("void *", sock.underlying) for sock in sockets]
+                          or [ffi.NULL])
+        lib.nwfp_set_side(self._path, handles, len(sockets))
+        self._side = list(sockets)  # the C side holds their addresses
+
     def update(self, table, lossless) -> None:
         """Hand C the streams and lossless subscribers, when any came or went."""
         if self.generation != (table.generation, lossless.generation):
@@ -250,7 +260,8 @@ class FastPath:
         publishing live when `live`, serving the lossless subscribers given last; blocks
         one of them must wait for are in `kept_blocks` after. With `until_ns` (a
         time.monotonic_ns), it goes on taking packets as they come until then, unless one
-        needs Python first (nwfp_run): one return per few packets, not one per packet.
+        needs Python first or a side socket (set_side) has a message (nwfp_run): one return
+        per many packets, not one per packet.
         Returns what is handed back: NOTHING, PACKET (`held_packet`) or FRAMES
         (`call.frames`). The encoders' and team's locks are held while it takes and encodes,
         as encode holds them, but not during the first wait."""
@@ -263,7 +274,7 @@ class FastPath:
                 self._fail(status)
             if status == 0:
                 call.handback = NOTHING
-                call.packets = call.dropped = call.n_blocks = 0
+                call.packets = call.dropped = call.n_blocks = call.side_ready = 0
                 return NOTHING
         subscribers = self.subscribers
         call.wait, call.live, call.lossless = False, live, bool(subscribers)

@@ -294,13 +294,13 @@ def test_lossless_with_scarce_credit_gets_every_block_in_order_and_exact(
 
 @needs_fast_path
 def test_the_c_path_takes_packet_after_packet_without_returning_to_python(context, monkeypatch):
-    """nwfp_run: between side-socket checks the C path waits for and publishes each packet
-    itself, so Python runs once per check, not once per packet; every block still comes out
-    as its packet arrives, in order and exact."""
+    """nwfp_run: the C path waits for and publishes each packet itself, so Python runs
+    once per run (until a side socket has a message, or FAST_RUN_S), not once per packet;
+    every block still comes out as its packet arrives, in order and exact."""
     from neurowire.codec import GroupDecoder
     from neurowire.daemon import datapath
 
-    monkeypatch.setattr(datapath, "SIDE_CHECK_S", 0.5)  # a run may last this long
+    monkeypatch.setattr(datapath, "FAST_RUN_S", 0.5)  # a run may last this long
     config = load_config(**LOOPBACK, workers=1, max_channels=256, max_packet_samples=64)
     sockets = []
     try:
@@ -333,6 +333,42 @@ def test_the_c_path_takes_packet_after_packet_without_returning_to_python(contex
         header = parse_block(frames[1], len(frames) - 2)
         assert header.seq == seq
         np.testing.assert_array_equal(decoder.decode(frames[2:]), _samples(seq * 10, 10, 8, 0))
+
+
+@needs_fast_path
+def test_a_long_c_run_still_serves_the_side_sockets_at_once(context, monkeypatch):
+    """While the C path waits for packets (a run of up to FAST_RUN_S, here a minute), a new
+    subscriber is taken on and a stop request heard: nwfp_run polls the side sockets too
+    and hands them to Python as soon as one has a message."""
+    from neurowire.daemon import datapath
+
+    monkeypatch.setattr(datapath, "FAST_RUN_S", 60.0)
+    config = load_config(**LOOPBACK, workers=1, max_channels=256, max_packet_samples=64)
+    sockets = []
+    try:
+        running = DaemonThread(config).start()
+        daemon = running.daemon
+        push = context.socket(zmq.PUSH)
+        sockets.append(push)
+        push.connect(daemon.endpoints["ingest"])
+        for seq in range(2):  # the first through Python, the second starts a run in C
+            head = pack_ingest("s", seq, seq * 10, 10, 8, 20000.0, 1 + seq, 7)
+            push.send_multipart([head, _samples(seq * 10, 10, 8, 0).tobytes()])
+        wait_for(lambda: "s" in daemon.streams and daemon.streams["s"].hot[
+            fastpath.lib.NWFP_HOT_PACKETS_IN] >= 2, timeout=20)  # the run has begun
+        live = context.socket(zmq.SUB)
+        sockets.append(live)
+        live.connect(daemon.endpoints["publish"])
+        live.subscribe(b"")
+        wait_for(lambda: daemon.live_subscriptions, timeout=20)   # not after the minute
+        head = pack_ingest("s", 2, 20, 10, 8, 20000.0, 3, 7)
+        push.send_multipart([head, _samples(20, 10, 8, 0).tobytes()])
+        assert live.poll(20_000)
+        assert parse_block(*(lambda f: (f[1], len(f) - 2))(live.recv_multipart())).seq == 2
+        running.stop(timeout=20)                                   # nor the stop
+    finally:
+        for sock in sockets:
+            sock.close(0)
 
 
 def test_the_python_path_serves_alone_when_the_fast_path_is_off(context):

@@ -62,6 +62,8 @@ struct nwfp_path {
     size_t aligned_cap;
     size_t *offsets;             /* per group */
     int64_t *sizes;
+    void *side[NWFP_MAX_SIDE];   /* polled beside ingest by nwfp_run */
+    uint32_t n_side;
 };
 
 static int64_t now_ns(clockid_t clock) {
@@ -629,9 +631,17 @@ int64_t nwfp_drain(nwfp_path *path, nwfp_call *call) {
     return failed < 0 ? failed : done;
 }
 
+void nwfp_set_side(nwfp_path *path, void *const *sockets, uint32_t n) {
+    path->n_side = n > NWFP_MAX_SIDE ? NWFP_MAX_SIDE : n;
+    for (uint32_t i = 0; i < path->n_side; i++)
+        path->side[i] = sockets[i];
+}
+
 int64_t nwfp_run(nwfp_path *path, nwfp_call *call, int64_t deadline_ns) {
     int64_t packets = 0, published = 0, done = 0;
+    zmq_pollitem items[1 + NWFP_MAX_SIDE];
     call->wait = 0;
+    call->side_ready = 0;
     for (;;) {
         int64_t status = nwfp_drain(path, call);
         packets += call->packets;
@@ -646,8 +656,11 @@ int64_t nwfp_run(nwfp_path *path, nwfp_call *call, int64_t deadline_ns) {
         int64_t left_ns = deadline_ns - now_ns(CLOCK_MONOTONIC);
         if (left_ns <= 0)
             break;
-        zmq_pollitem item = {path->ingest, 0, ZMQ_POLLIN, 0};
-        int ready = path->zmq.poll(&item, 1, (long)((left_ns + 999999) / 1000000));
+        items[0] = (zmq_pollitem){path->ingest, 0, ZMQ_POLLIN, 0};
+        for (uint32_t i = 0; i < path->n_side; i++)
+            items[1 + i] = (zmq_pollitem){path->side[i], 0, ZMQ_POLLIN, 0};
+        int ready = path->zmq.poll(items, 1 + (int)path->n_side,
+                                   (long)((left_ns + 999999) / 1000000));
         if (ready == 0)
             break;
         if (ready < 0) {
@@ -656,6 +669,10 @@ int64_t nwfp_run(nwfp_path *path, nwfp_call *call, int64_t deadline_ns) {
                 done = -error;
             break;
         }
+        for (uint32_t i = 0; i < path->n_side; i++)
+            call->side_ready |= (items[1 + i].revents & ZMQ_POLLIN) != 0;
+        if (call->side_ready)
+            break; /* Python's turn, after the packets it brought: the next drain takes them */
     }
     call->packets = packets;
     call->published = published;

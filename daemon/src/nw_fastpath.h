@@ -114,7 +114,7 @@ typedef struct nwfp_subscriber {
     int queued;                      /* in: Python holds blocks for it; out: and now too */
 } nwfp_subscriber;
 
-enum { NWFP_MAX_SUBSCRIBERS = 64 };
+enum { NWFP_MAX_SUBSCRIBERS = 64, NWFP_MAX_SIDE = 8 };
 
 /* A block kept for Python: for the lossless subscribers in `pending` (bit i: subscriber i).
  * The header at arena + head_offset, then its codec frames, blob g at
@@ -142,6 +142,7 @@ typedef struct nwfp_call {
     int64_t published;               /* blocks made */
     int64_t dropped;                 /* packets dropped, the batch over a backlog limit */
     int32_t n_blocks;                /* kept blocks */
+    int side_ready;                  /* nwfp_run: a side socket (nwfp_set_side) has a message */
     int32_t blocks_cap;
     nwfp_block *blocks;
     int64_t *blobs;                  /* (offset, size) pairs */
@@ -165,13 +166,17 @@ int64_t nwfp_wait(nwfp_path *path);
 /* >= 0: packets processed; < 0: -errno of a receive that failed (ETERM: the context ends),
  * or a codec status (NWFP_CODEC_ERROR - status). */
 int64_t nwfp_drain(nwfp_path *path, nwfp_call *call);
+/* The data thread's other sockets (subscriptions, lossless requests, events, the wake-up;
+ * at most NWFP_MAX_SIDE): nwfp_run returns as soon as one has a message, for Python. */
+void nwfp_set_side(nwfp_path *path, void *const *sockets, uint32_t n);
 /* nwfp_drain (call->wait ignored: 0) wake-up after wake-up, waiting for the next packet in
- * between, until CLOCK_MONOTONIC `deadline_ns`, a wait that timed out, or a call that left
+ * between (zmq_poll on the ingest and side sockets), until CLOCK_MONOTONIC `deadline_ns`, a
+ * wait that timed out, a side socket with a message (call->side_ready), or a call that left
  * something for Python (a packet or message handed back, kept blocks, drops): at 2000
- * packets/s that is one return to Python per few packets instead of one per packet. The
- * caller holds the encoders' locks throughout, so it should take the first packet with
- * nwfp_wait, unlocked. call->packets and ->published add up over the run; the rest is the
- * last drain's. Returns what nwfp_drain would (packets processed, added up), or its error;
+ * packets/s one return to Python per many packets instead of one per packet. The caller
+ * holds the encoders' locks throughout, so it should take the first packet with nwfp_wait,
+ * unlocked. call->packets and ->published add up over the run; the rest is the last
+ * drain's. Returns what nwfp_drain would (packets processed, added up), or its error;
  * -EINTR from a wait ends the run early with what was done. */
 int64_t nwfp_run(nwfp_path *path, nwfp_call *call, int64_t deadline_ns);
 /* The held packet's frame (0 header, 1 samples); NULL when none is held. */
