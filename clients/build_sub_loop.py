@@ -115,6 +115,9 @@ int nw_spool_run(const nw_sub_zmq *zmq, void *socket, nw_sub_batch *batch, nw_sp
 int nw_spool_take(nw_spool *spool, const uint8_t *const *data, const size_t *size,
                   uint32_t frames, uint32_t excess, int64_t received_ns);
 int nw_spool_flush(nw_spool *spool);
+
+/* libc's, for fastsub.same_bytes (a check of decoded samples without copying them) */
+int memcmp(const void *a, const void *b, size_t n);
 """
 
 
@@ -128,7 +131,7 @@ def make_ffibuilder():
     ffi = FFI()
     ffi.cdef(CDEF)
     ffi.set_source("neurowire.clients._sub_loop",
-                   '#include "sub_loop.h"\n#include "spool_loop.h"',
+                   '#include <string.h>\n#include "sub_loop.h"\n#include "spool_loop.h"',
                    sources=[_rel(os.path.join(SRC, name))
                             for name in ("sub_loop.c", "spool_loop.c")],
                    include_dirs=[_rel(SRC), _rel(CODEC_SRC)],

@@ -284,3 +284,19 @@ def test_the_real_time_loop_never_waits_past_its_limit(monkeypatch, limit):
     # it ends when the limit runs out, not at the next 0.2 s step after it
     end = 1000.0 + (0.35 if limit == "seconds" else asked[0] + 0.33)
     assert clock[0] == pytest.approx(end, abs=0.002)
+
+
+def test_decoded_samples_are_checked_in_place_and_exactly():
+    """fastsub.same_bytes (memcmp on the arrays' own memory) and _same_samples, which a
+    checking subscriber (--verify-synth, bench stream) runs on every decoded run."""
+    from neurowire.clients.subscription import _same_samples
+
+    a = np.random.default_rng(3).integers(-2**15, 2**15, (20, 1024), dtype=np.int16)
+    b = a.copy()
+    assert fastsub.same_bytes(a, b) is True and _same_samples(a, b)
+    b[19, 1023] ^= 1                                   # the very last byte differs
+    assert fastsub.same_bytes(a, b) is False and not _same_samples(a, b)
+    assert fastsub.same_bytes(a, a[:10]) is False
+    # strided and other-typed views are compared too, by copy
+    assert _same_samples(a[:, ::2], a[:, ::2].copy()) and not _same_samples(a[:, ::2], b[:, 1::2])
+    assert _same_samples(a, a.astype(np.int32)) and not _same_samples(a, b.astype(np.int32))
