@@ -5,7 +5,7 @@ way, samples the daemon and the subscriber with `perf record -e cpu-clock -g` (a
 clock: it works on VMs without hardware counters, as root or with perf_event_paranoid <= 1).
 Each sample is put in one category by its innermost frame (and, for kernel frames, the first
 user frame under them): the codec's own work, the codec team's hand-off (the caller polling
-for its helper, futex waits and wake-ups), libzmq's I/O thread, zlib's crc32, Python, and so
+for its helper, futex waits and wake-ups), libzmq's I/O thread, the CRC-32 (zlib-ng's or zlib's), Python, and so
 on. The shares times the bench's CPU per packet over the streaming window give microseconds
 per packet, printed beside the bare C relay the bench times in the same run.
 
@@ -60,8 +60,8 @@ def category(comm: str, frames: list) -> str:
         if "write" in user:
             return "kernel: write (libzmq waking its I/O thread)"
         return "kernel, other"
-    if "libz.so" in top:
-        return "zlib crc32 (the header's CRC of the samples)"
+    if "libz.so" in top or "zlib_ng" in top:
+        return "crc32 (the header's CRC of the samples; zlib or zlib-ng)"
     if "libzmq" in top:
         return "libzmq in the data thread"
     if any(name in top for name in ("libpython", "cpython", "_cffi", "_zmq.", "msgpack")):

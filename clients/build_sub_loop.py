@@ -32,6 +32,7 @@ typedef struct nw_sub_codec {
                        const uint8_t *const *blocks, const size_t *lengths, int16_t *samples,
                        size_t rows_cap, size_t stride, int *statuses, nw_block_info *infos);
     void (*decoder_reset)(nw_stream_decoder *decoder);
+    uint32_t (*crc32_z)(uint32_t crc, const uint8_t *buf, size_t len);
     unsigned long (*crc32)(unsigned long crc, const unsigned char *buf, unsigned int len);
 } nw_sub_codec;
 #define NW_SUB_MSG_BYTES ...
@@ -114,6 +115,9 @@ int nw_spool_run(const nw_sub_zmq *zmq, void *socket, nw_sub_batch *batch, nw_sp
 int nw_spool_take(nw_spool *spool, const uint8_t *const *data, const size_t *size,
                   uint32_t frames, uint32_t excess, int64_t received_ns);
 int nw_spool_flush(nw_spool *spool);
+
+/* libc's, for fastsub.same_bytes (a check of decoded samples without copying them) */
+int memcmp(const void *a, const void *b, size_t n);
 """
 
 
@@ -127,7 +131,7 @@ def make_ffibuilder():
     ffi = FFI()
     ffi.cdef(CDEF)
     ffi.set_source("neurowire.clients._sub_loop",
-                   '#include "sub_loop.h"\n#include "spool_loop.h"',
+                   '#include <string.h>\n#include "sub_loop.h"\n#include "spool_loop.h"',
                    sources=[_rel(os.path.join(SRC, name))
                             for name in ("sub_loop.c", "spool_loop.c")],
                    include_dirs=[_rel(SRC), _rel(CODEC_SRC)],

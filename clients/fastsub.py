@@ -19,9 +19,10 @@ import os
 import numpy as np
 
 from neurowire.codec import MAX_BLOCK_SAMPLES, CorruptStreamError
+from neurowire.checksum import native_crc32
 from neurowire.codec._codec import _error as codec_error
 
-from .native_zmq import libzmq_functions, loads, zlib_crc32_address
+from .native_zmq import libzmq_functions, loads
 
 _LIBZMQ_FUNCTIONS = {"msg_init": "zmq_msg_init", "msg_recv": "zmq_msg_recv",
                      "msg_data": "zmq_msg_data", "msg_size": "zmq_msg_size",
@@ -44,15 +45,31 @@ def _native():
                           ("decoder_reset", "nw_stream_decoder_reset")):
         address = int(codec_ffi.cast("uintptr_t", codec_ffi.addressof(codec_lib, symbol)))
         setattr(codec_api, field, ffi.cast(ffi.typeof(getattr(codec_api, field)), address))
-    crc32 = zlib_crc32_address()
-    if crc32 is not None:  # else NULL: the C side's own table loop
-        codec_api.crc32 = ffi.cast(ffi.typeof(codec_api.crc32), crc32)
+    crc = native_crc32()
+    if crc is not None:  # else both NULL: the C side's own table loop
+        kind, address = crc
+        field = "crc32_z" if kind == "zlib-ng" else "crc32"
+        setattr(codec_api, field, ffi.cast(ffi.typeof(getattr(codec_api, field)), address))
     return ffi, lib, zmq_api, codec_api, codec_ffi
 
 
 def available() -> bool:
     """Whether the C loop can run here (built, on Linux, one libzmq loaded)."""
     return loads(_native)
+
+
+def same_bytes(a: np.ndarray, b: np.ndarray) -> bool | None:
+    """Whether two C-contiguous arrays of one size hold the same bytes, compared in place
+    (a.tobytes() == b.tobytes() copies both first: at 1024 channels that was most of a
+    checking subscriber's libc time); None when the extension is missing."""
+    try:
+        from ._sub_loop import ffi, lib
+        memcmp = lib.memcmp
+    except (ImportError, AttributeError):
+        return None
+    if a.nbytes != b.nbytes:
+        return False
+    return memcmp(ffi.from_buffer(a), ffi.from_buffer(b), a.nbytes) == 0
 
 
 class Receiver:

@@ -40,27 +40,3 @@ def loads(set_up) -> bool:
         return False
     return True
 
-
-def zlib_crc32_address() -> int | None:
-    """Address of zlib's crc32 in the zlib this process loaded (Python's zlib module links
-    it) or, failing that, the system's, checked against zlib.crc32; None when there is none
-    (a C loop then uses its own, slower, table loop)."""
-    import ctypes.util
-    import zlib
-
-    try:
-        with open("/proc/self/maps") as handle:
-            paths = {line.split()[-1] for line in handle
-                     if line.rstrip().rsplit("/", 1)[-1].startswith(("libz.so", "libz-"))}
-        path = paths.pop() if len(paths) == 1 else ctypes.util.find_library("z")
-        if path is None:
-            return None
-        crc32 = ctypes.CDLL(path).crc32
-    except (OSError, AttributeError):
-        return None
-    crc32.restype, crc32.argtypes = ctypes.c_ulong, [ctypes.c_ulong, ctypes.c_char_p,
-                                                     ctypes.c_uint]
-    if crc32(0, b"123456789", 9) != zlib.crc32(b"123456789"):
-        return None
-    return ctypes.cast(crc32, ctypes.c_void_p).value
-

@@ -120,7 +120,13 @@ def _until_limits(receive, args: argparse.Namespace):
             last_note = now
             print(f"neurowire subscribe: no data yet after {now - started:.0f} s (is a daemon "
                   "running there, and a source streaming to it?)", file=sys.stderr)
-        message = receive(timeout=0.2)
+        # Wake at least every 0.2 s for the notes, and when a limit runs out: on time.
+        left = [0.2]
+        if args.seconds:
+            left.append(started + args.seconds - now)
+        if args.idle_timeout:
+            left.append(last_data + idle_limit - now)
+        message = receive(timeout=max(min(left), 0.001))
         if message:  # None or [] when nothing came
             received = True
             last_data = time.monotonic()

@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import logging
 import time
-import zlib
 
 import numpy as np
 import zmq
 
+from neurowire import checksum
 from neurowire.wire import Rejected, pack_block, parse_ingest, topic_for
 
 from .fastpath import FRAMES, PACKET, FastPath
@@ -43,6 +43,11 @@ _NOBLOCK, _MORE = int(zmq.NOBLOCK), int(zmq.NOBLOCK | zmq.SNDMORE)
 # connection events, feeds, the stop signal); credit is granted every 256 blocks or so, so
 # a few milliseconds never leave a lossless subscriber waiting.
 SIDE_CHECK_S = 0.002
+# The C data path waits for packets and for the side sockets itself (nwfp_run), so it
+# returns to Python when one of those has a message, or at the latest after this: the
+# encoders' locks are held meanwhile, so a status request's per-channel ratios may wait
+# this long.
+FAST_RUN_S = 0.01
 IDLE_WAIT_S = 0.01  # with no packets: how long a receive waits before the side sockets
 
 
@@ -55,6 +60,7 @@ class DataPath:
         self.reject = reject
         self.feeds = None  # the feed bridge, if `feeds` is on: made with the sockets
         self.fast: FastPath | None = None  # the C data path, made by the thread
+        self.fast_calls = 0  # returns from it to Python (the tests count them)
         self.lossless = LosslessRouter(sockets, config, reject, self.keyframe_soon)
         self.live_subscriptions: dict[bytes, int] = {}
         self.ingest_connections = {"accepted": 0, "disconnected": 0}
@@ -87,7 +93,9 @@ class DataPath:
         """Wait in a blocking receive on the ingest socket (libzmq sleeps on one file
         descriptor), and look at the other sockets at most every SIDE_CHECK_S (IDLE_WAIT_S
         when no packet comes): a zmq_poll over all of them per packet cost more than the
-        rest of the packet's Python."""
+        rest of the packet's Python. The C data path, once a packet came, polls them all
+        itself between packets (in C that is cheap) and returns as soon as one has a
+        message, or after FAST_RUN_S."""
         sockets = self.sockets
         side = [(sockets.publisher, self._on_subscriptions),
                 (sockets.router, self.lossless.on_requests),
@@ -102,9 +110,15 @@ class DataPath:
         recv, monotonic, poll = ingest.recv, time.monotonic, zmq.zmq_poll
         next_side = next_housekeeping = 0.0
         fast = self.fast
+        if fast is not None:
+            fast.set_side([sock for sock, _ in side])
+        monotonic_ns = time.monotonic_ns
         while not self.stopping:
             if fast is not None:
-                self._fast_ingest(wait=True)
+                # packets as they come, in C, until a side socket has a message
+                self._fast_ingest(wait=True, until_ns=monotonic_ns() + round(FAST_RUN_S * 1e9))
+                if fast.call.side_ready:
+                    next_side = 0.0
             else:
                 try:
                     head = recv(0, copy=False)
@@ -176,13 +190,15 @@ class DataPath:
             head = None
         self._process_backlogs()
 
-    def _fast_ingest(self, wait: bool) -> int:
-        """One call of the C data path, then what it handed back: blocks for lossless
-        subscribers, a packet for the Python path, a message of the wrong shape. Returns
-        the packets it received."""
+    def _fast_ingest(self, wait: bool, until_ns: int | None = None) -> int:
+        """One call of the C data path (until `until_ns`, time.monotonic_ns, when given: see
+        FastPath.drain), then what it handed back: blocks for lossless subscribers, a packet
+        for the Python path, a message of the wrong shape. Returns the packets it
+        received."""
         fast = self.fast
         fast.update(self.table, self.lossless)
-        handback = fast.drain(wait, bool(self.live_subscriptions))
+        handback = fast.drain(wait, bool(self.live_subscriptions), until_ns)
+        self.fast_calls += 1
         call = fast.call
         if call.n_blocks:
             for state, frames, subscribers in fast.kept_blocks():
@@ -268,7 +284,7 @@ class DataPath:
         acquired_ns = header.acquired_ns
         head = pack_block(header.channels, header.n_samples, len(blobs), keyframe,
                           state.seq_out, state.epoch, header.first, header.rate,
-                          state.codec_version, zlib.crc32(payload), acquired_ns, received_ns,
+                          state.codec_version, checksum.crc32(payload), acquired_ns, received_ns,
                           compressed_ns, compress_ns, state.drops, compressed_ns,
                           state.groups_suffix)
         # Counted before sending, so that whoever has the block also sees it in the stats.

@@ -9,7 +9,8 @@ rejections are decided. Blocks for lossless subscribers come back to Python too,
 arena, for lossless.py to hold and send against credit.
 
 The C code includes no ZeroMQ, codec or zlib header: it calls the libzmq that pyzmq loaded,
-the codec extension and zlib through function pointers taken here, so the socket and encoder
+the codec extension and zlib-ng (or zlib: neurowire.checksum) through function pointers
+taken here, so the socket and encoder
 pointers it is given belong to the very same library instances.
 
 `FastPath.load` returns None, saying why, where that cannot be done (no compiled extension,
@@ -20,12 +21,12 @@ does the whole job, as it always could.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import sys
-import zlib
 
 import zmq
+
+from neurowire.checksum import native_crc32
 
 from .metrics import LatencyStage
 from .streams import HOT_FIELDS
@@ -90,15 +91,14 @@ def _functions():
     if zmq_path is None:
         raise FastPathUnavailable("cannot tell which libzmq pyzmq loaded")
     libzmq = ctypes.CDLL(zmq_path)  # already loaded: the same instance as pyzmq's
-    zlib_path = _loaded_library("libz") or ctypes.util.find_library("z")
-    if zlib_path is None:
-        raise FastPathUnavailable("no zlib library for crc32")
-    libz = ctypes.CDLL(zlib_path)
+    crc = native_crc32()
+    if crc is None:
+        raise FastPathUnavailable("no zlib or zlib-ng crc32 that agrees with zlib.crc32")
     functions = ffi.new("nwfp_zmq *")
     for field, symbol in (("msg_init", "zmq_msg_init"), ("msg_recv", "zmq_msg_recv"),
                           ("msg_close", "zmq_msg_close"), ("msg_data", "zmq_msg_data"),
                           ("msg_size", "zmq_msg_size"), ("msg_more", "zmq_msg_more"),
-                          ("send", "zmq_send"), ("errno_", "zmq_errno")):
+                          ("send", "zmq_send"), ("errno_", "zmq_errno"), ("poll", "zmq_poll")):
         setattr(functions, field,
                 ffi.cast(ffi.typeof(getattr(functions, field)), _address(libzmq, symbol)))
     codec = ffi.new("nwfp_codec *")
@@ -106,10 +106,10 @@ def _functions():
                                  native_function("nw_team_encode"))
     codec.encode_bound = ffi.cast(ffi.typeof(codec.encode_bound),
                                   native_function("nw_encode_bound"))
-    codec.crc32 = ffi.cast(ffi.typeof(codec.crc32), _address(libz, "crc32"))
-    if codec.crc32(0, b"123456789", 9) != zlib.crc32(b"123456789"):
-        raise FastPathUnavailable(f"{zlib_path}'s crc32 is not zlib's")
-    return functions, codec, (libzmq, libz)
+    kind, address = crc
+    field = "crc32_z" if kind == "zlib-ng" else "crc32"
+    setattr(codec, field, ffi.cast(ffi.typeof(getattr(codec, field)), address))
+    return functions, codec, (libzmq,)
 
 
 class FastPath:
@@ -179,6 +179,16 @@ class FastPath:
         self._keep: list = []  # what the C stream array points into
         self._keep_subscribers: list = []
 
+    def set_side(self, sockets) -> None:
+        """The data thread's other sockets: a run (drain with until_ns) returns as soon as
+        one has a message (`call.side_ready`)."""
+        if len(sockets) > lib.NWFP_MAX_SIDE:
+            raise ValueError(f"at most {lib.NWFP_MAX_SIDE} side sockets")
+        handles = ffi.new("void *[]", [ffi.cast("void *", sock.underlying) for sock in sockets]
+                          or [ffi.NULL])
+        lib.nwfp_set_side(self._path, handles, len(sockets))
+        self._side = list(sockets)  # the C side holds their addresses
+
     def update(self, table, lossless) -> None:
         """Hand C the streams and lossless subscribers, when any came or went."""
         if self.generation != (table.generation, lossless.generation):
@@ -245,12 +255,16 @@ class FastPath:
         self.subscribers, self._c_subscribers = subscribers, array
         self._keep_subscribers = keep
 
-    def drain(self, wait: bool, live: bool) -> int:
+    def drain(self, wait: bool, live: bool, until_ns: int | None = None) -> int:
         """Take what is waiting (`wait`: the first receive waits up to the socket's RCVTIMEO),
         publishing live when `live`, serving the lossless subscribers given last; blocks
-        one of them must wait for are in `kept_blocks` after. Returns what is handed back:
-        NOTHING, PACKET (`held_packet`) or FRAMES (`call.frames`). The encoders' and team's
-        locks are held while it takes and encodes, as encode holds them."""
+        one of them must wait for are in `kept_blocks` after. With `until_ns` (a
+        time.monotonic_ns), it goes on taking packets as they come until then, unless one
+        needs Python first or a side socket (set_side) has a message (nwfp_run): one return
+        per many packets, not one per packet.
+        Returns what is handed back: NOTHING, PACKET (`held_packet`) or FRAMES
+        (`call.frames`). The encoders' and team's locks are held while it takes and encodes,
+        as encode holds them, but not during the first wait."""
         call = self.call
         if wait:
             # The wait needs no encoder: the locks are not held while it lasts, so the
@@ -260,7 +274,7 @@ class FastPath:
                 self._fail(status)
             if status == 0:
                 call.handback = NOTHING
-                call.packets = call.dropped = call.n_blocks = 0
+                call.packets = call.dropped = call.n_blocks = call.side_ready = 0
                 return NOTHING
         subscribers = self.subscribers
         call.wait, call.live, call.lossless = False, live, bool(subscribers)
@@ -270,7 +284,10 @@ class FastPath:
         for lock in locks:
             lock.acquire()
         try:
-            status = lib.nwfp_drain(self._path, call)
+            if until_ns is None:
+                status = lib.nwfp_drain(self._path, call)
+            else:
+                status = lib.nwfp_run(self._path, call, until_ns)
         finally:
             for lock in locks:
                 lock.release()

@@ -260,9 +260,15 @@ def test_fast_and_python_paths_publish_the_same_blocks(tmp_path, context, block_
 @needs_fast_path
 @pytest.mark.parametrize("block_format", [None, *block_formats()[1:]],
                          ids=["default_lanes", "v1"])
-def test_lossless_with_scarce_credit_gets_every_block_in_order_and_exact(context, block_format):
+@pytest.mark.parametrize("crc_kind", ["zlib-ng", "zlib"])
+def test_lossless_with_scarce_credit_gets_every_block_in_order_and_exact(
+        context, monkeypatch, block_format, crc_kind):
+    """...and each header's CRC is zlib's of the samples, computed by zlib-ng (the default)
+    or by zlib where zlib-ng is missing."""
+    from neurowire import checksum
     from neurowire.codec import LANE_FORMAT_VERSION, GroupDecoder
 
+    monkeypatch.setattr(fastpath, "native_crc32", lambda: checksum.native_crc32((crc_kind,)))
     options = {} if block_format is None else {"block_format": block_format}
     config = load_config(**LOOPBACK, workers=2, max_channels=256, max_packet_samples=64,
                          **options)
@@ -284,6 +290,85 @@ def test_lossless_with_scarce_credit_gets_every_block_in_order_and_exact(context
             expected = _samples(header.first, header.n_samples, header.channels, salt)
             np.testing.assert_array_equal(samples, expected)
             assert header.crc == zlib.crc32(expected.tobytes())
+
+
+@needs_fast_path
+def test_the_c_path_takes_packet_after_packet_without_returning_to_python(context, monkeypatch):
+    """nwfp_run: the C path waits for and publishes each packet itself, so Python runs
+    once per run (until a side socket has a message, or FAST_RUN_S), not once per packet;
+    every block still comes out as its packet arrives, in order and exact."""
+    from neurowire.codec import GroupDecoder
+    from neurowire.daemon import datapath
+
+    monkeypatch.setattr(datapath, "FAST_RUN_S", 0.5)  # a run may last this long
+    config = load_config(**LOOPBACK, workers=1, max_channels=256, max_packet_samples=64)
+    sockets = []
+    try:
+        with DaemonThread(config) as running:
+            daemon = running.daemon
+            live = context.socket(zmq.SUB)
+            push = context.socket(zmq.PUSH)
+            sockets += [live, push]
+            live.connect(daemon.endpoints["publish"])
+            live.subscribe(b"")
+            wait_for(lambda: daemon.live_subscriptions, timeout=10)
+            push.connect(daemon.endpoints["ingest"])
+            first = pack_ingest("s", 0, 0, 10, 8, 20000.0, 1, 7)
+            push.send_multipart([first, _samples(0, 10, 8, 0).tobytes()])  # Python's: new
+            blocks = [live.recv_multipart()]
+            calls_before = daemon.data.fast_calls
+            for seq in range(1, 21):
+                # one at a time: the next is sent once the last one's block is out
+                head = pack_ingest("s", seq, seq * 10, 10, 8, 20000.0, 1 + seq, 7)
+                push.send_multipart([head, _samples(seq * 10, 10, 8, 0).tobytes()])
+                assert live.poll(10_000), f"no block for packet {seq}"
+                blocks.append(live.recv_multipart())
+            calls = daemon.data.fast_calls - calls_before
+    finally:
+        for sock in sockets:
+            sock.close(0)
+    assert calls < 10, f"{calls} returns to Python for 20 packets"
+    decoder = GroupDecoder(parse_block(blocks[0][1], len(blocks[0]) - 2).groups)
+    for seq, frames in enumerate(blocks):
+        header = parse_block(frames[1], len(frames) - 2)
+        assert header.seq == seq
+        np.testing.assert_array_equal(decoder.decode(frames[2:]), _samples(seq * 10, 10, 8, 0))
+
+
+@needs_fast_path
+def test_a_long_c_run_still_serves_the_side_sockets_at_once(context, monkeypatch):
+    """While the C path waits for packets (a run of up to FAST_RUN_S, here a minute), a new
+    subscriber is taken on and a stop request heard: nwfp_run polls the side sockets too
+    and hands them to Python as soon as one has a message."""
+    from neurowire.daemon import datapath
+
+    monkeypatch.setattr(datapath, "FAST_RUN_S", 60.0)
+    config = load_config(**LOOPBACK, workers=1, max_channels=256, max_packet_samples=64)
+    sockets = []
+    try:
+        running = DaemonThread(config).start()
+        daemon = running.daemon
+        push = context.socket(zmq.PUSH)
+        sockets.append(push)
+        push.connect(daemon.endpoints["ingest"])
+        for seq in range(2):  # the first through Python, the second starts a run in C
+            head = pack_ingest("s", seq, seq * 10, 10, 8, 20000.0, 1 + seq, 7)
+            push.send_multipart([head, _samples(seq * 10, 10, 8, 0).tobytes()])
+        wait_for(lambda: "s" in daemon.streams and daemon.streams["s"].hot[
+            fastpath.lib.NWFP_HOT_PACKETS_IN] >= 2, timeout=20)  # the run has begun
+        live = context.socket(zmq.SUB)
+        sockets.append(live)
+        live.connect(daemon.endpoints["publish"])
+        live.subscribe(b"")
+        wait_for(lambda: daemon.live_subscriptions, timeout=20)   # not after the minute
+        head = pack_ingest("s", 2, 20, 10, 8, 20000.0, 3, 7)
+        push.send_multipart([head, _samples(20, 10, 8, 0).tobytes()])
+        assert live.poll(20_000)
+        assert parse_block(*(lambda f: (f[1], len(f) - 2))(live.recv_multipart())).seq == 2
+        running.stop(timeout=20)                                   # nor the stop
+    finally:
+        for sock in sockets:
+            sock.close(0)
 
 
 def test_the_python_path_serves_alone_when_the_fast_path_is_off(context):

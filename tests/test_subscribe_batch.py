@@ -218,15 +218,18 @@ def test_the_c_loop_uses_the_libzmq_pyzmq_loaded():
 
 
 @pytest.mark.parametrize("block_format", block_formats())
-@pytest.mark.parametrize("use_zlib", [True, False], ids=["zlib_crc", "table_crc"])
-def test_the_c_decode_gives_the_samples_and_zlibs_crc_of_them(context, block_format, use_zlib):
-    """nw_sub_decode's CRC of the decoded rows, by zlib's crc32 (found at load) or by its own
-    table loop when no zlib was found, is zlib.crc32 of the samples the encoder was given."""
+@pytest.mark.parametrize("crc_source", ["zlib-ng", "zlib", "table"])
+def test_the_c_decode_gives_the_samples_and_zlibs_crc_of_them(context, block_format, crc_source):
+    """nw_sub_decode's CRC of the decoded rows, by zlib-ng's zng_crc32_z (found at load), by
+    zlib's crc32 when zlib-ng is missing, or by its own table loop when neither was found, is
+    zlib.crc32 of the samples the encoder was given."""
     import zlib
 
+    from neurowire.checksum import native_crc32
+
     ffi, _, _, codec_api, _ = fastsub._native()
-    crc32 = codec_api.crc32
-    assert crc32 != ffi.NULL  # this machine's Python links zlib
+    found = (codec_api.crc32_z, codec_api.crc32)
+    assert codec_api.crc32_z != ffi.NULL  # zlib-ng is a dependency: the default
     rows = np.random.default_rng(5).integers(-3000, 3000, (60, 200), dtype=np.int16)
     encoder = codec.GroupEncoder([64, 136], format_version=block_format)
     decoder = fastsub.NativeGroupDecoder(codec.GroupDecoder([64, 136]))
@@ -235,8 +238,11 @@ def test_the_c_decode_gives_the_samples_and_zlibs_crc_of_them(context, block_for
     push.connect(f"tcp://127.0.0.1:{port}")
     receiver = fastsub.Receiver(pull)
     try:
-        if not use_zlib:
-            codec_api.crc32 = ffi.NULL
+        codec_api.crc32_z = codec_api.crc32 = ffi.NULL
+        if crc_source != "table":
+            kind, address = native_crc32((crc_source,))
+            field = "crc32_z" if kind == "zlib-ng" else "crc32"
+            setattr(codec_api, field, ffi.cast(ffi.typeof(getattr(codec_api, field)), address))
         for block in range(6):
             samples = rows[block * 10:block * 10 + 10]
             push.send_multipart(published_block(encoder, samples, block, block * 10,
@@ -247,7 +253,50 @@ def test_the_c_decode_gives_the_samples_and_zlibs_crc_of_them(context, block_for
             np.testing.assert_array_equal(decoded, samples)
             assert crc == zlib.crc32(samples.tobytes())
     finally:
-        codec_api.crc32 = crc32
+        codec_api.crc32_z, codec_api.crc32 = found
         receiver.release()
         push.close(0)
         pull.close(0)
+
+
+@pytest.mark.parametrize("limit", ["seconds", "idle_timeout"])
+def test_the_real_time_loop_never_waits_past_its_limit(monkeypatch, limit):
+    """subscribe's real-time loop asks for data no longer than until --seconds or
+    --idle-timeout runs out (it waited 0.2 s at a time before, so it could end that late)."""
+    import argparse
+
+    from neurowire.clients import subscribe as subscribe_cli
+
+    clock = [1000.0]
+    monkeypatch.setattr(subscribe_cli.time, "monotonic", lambda: clock[0])
+    asked = []
+
+    def receive(timeout):
+        asked.append(timeout)
+        clock[0] += timeout  # nothing came in that time
+        return [] if len(asked) > 1 else ["block"]
+
+    args = argparse.Namespace(seconds=0.35 if limit == "seconds" else 0.0,
+                              idle_timeout=0.33 if limit == "idle_timeout" else 0.0)
+    got = list(subscribe_cli._until_limits(receive, args))
+    assert got == [["block"]]
+    assert max(asked) <= 0.2
+    # it ends when the limit runs out, not at the next 0.2 s step after it
+    end = 1000.0 + (0.35 if limit == "seconds" else asked[0] + 0.33)
+    assert clock[0] == pytest.approx(end, abs=0.002)
+
+
+def test_decoded_samples_are_checked_in_place_and_exactly():
+    """fastsub.same_bytes (memcmp on the arrays' own memory) and _same_samples, which a
+    checking subscriber (--verify-synth, bench stream) runs on every decoded run."""
+    from neurowire.clients.subscription import _same_samples
+
+    a = np.random.default_rng(3).integers(-2**15, 2**15, (20, 1024), dtype=np.int16)
+    b = a.copy()
+    assert fastsub.same_bytes(a, b) is True and _same_samples(a, b)
+    b[19, 1023] ^= 1                                   # the very last byte differs
+    assert fastsub.same_bytes(a, b) is False and not _same_samples(a, b)
+    assert fastsub.same_bytes(a, a[:10]) is False
+    # strided and other-typed views are compared too, by copy
+    assert _same_samples(a[:, ::2], a[:, ::2].copy()) and not _same_samples(a[:, ::2], b[:, 1::2])
+    assert _same_samples(a, a.astype(np.int32)) and not _same_samples(a, b.astype(np.int32))

@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import zlib
 from collections import deque
 
 import numpy as np
 import zmq
 
+from neurowire import checksum
 from neurowire.clients.tracker import SequenceTracker
 from neurowire.wire import Rejected, apply_curve, parse_block, topic_for
 
@@ -153,7 +153,7 @@ class Tap(threading.Thread):
             # The daemon's CRC of the raw samples it received: the decoded block must be
             # those very samples, channel groups side by side.
             samples = parts[0] if len(parts) == 1 else np.hstack(parts)
-            if zlib.crc32(np.ascontiguousarray(samples, dtype="<i2")) == header.crc:
+            if checksum.crc32(np.ascontiguousarray(samples, dtype="<i2")) == header.crc:
                 self.verified_blocks += 1
             else:
                 self.mismatched_blocks += 1

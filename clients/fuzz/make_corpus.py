@@ -1,5 +1,6 @@
 """Writes the spool fuzz target's seeds (clients/fuzz/corpus): a keyframe block, the block
-after a gap, a feed's message, in fuzz_spool.c's input layout. Run from the repository."""
+after a gap, a feed's message, and a crash the fuzzer found, in fuzz_spool.c's input layout
+(tests/test_fuzz_spool.py replays them). Run from the repository."""
 import os
 import struct
 
@@ -23,6 +24,12 @@ if __name__ == "__main__":
     seeds = {"keyframe": [b"imp\0", block(0, 0, True), b"a", b"b"],
              "after_gap": [b"imp\0", block(5, 50, False), b"a", b"b"],
              "feed": [b"imp/spikes\0", b"x"]}
+    # What the fuzzer's first run found: fewer than three frames kept, more beyond the
+    # limit (an out-of-bounds read before the fix).
+    excess = {"few_frames_excess": ([b"imp\0", block(0, 0, True)], 2)}
     for name, frames in seeds.items():
         with open(os.path.join(HERE, name), "wb") as handle:
             handle.write(encoded(frames))
+    for name, (frames, beyond) in excess.items():
+        with open(os.path.join(HERE, name), "wb") as handle:
+            handle.write(encoded(frames, beyond))

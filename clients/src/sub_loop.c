@@ -138,7 +138,9 @@ int nw_sub_decode(const nw_sub_codec *codec, nw_team *team, uint32_t groups,
     }
     const uint8_t *bytes = (const uint8_t *)out;
     size_t len = (size_t)n_samples * channels * sizeof *out;
-    if (codec->crc32) {
+    if (codec->crc32_z) {
+        *crc = codec->crc32_z(0, bytes, len);
+    } else if (codec->crc32) {
         /* zlib takes an unsigned int length: a block (at most 4096 x 4096 samples, 32 MiB)
          * fits, but the chunks keep that an assumption nobody has to check. */
         unsigned long value = codec->crc32(0, NULL, 0);

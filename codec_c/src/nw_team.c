@@ -13,7 +13,14 @@
 #include <sched.h>
 #endif
 
-#define DONE_POLLS 2000    /* ~50 us of polling for the helpers to finish before sleeping */
+/* How the caller, its own groups coded, waits for a helper still coding one (spin_us 0).
+ * Polling costs CPU that, on a host with as many busy processes as cores, another process
+ * needs; sleeping costs a futex wait and wake (a few us of CPU on each side) and the
+ * caller's wake-up (tens of us on a VM). So it polls only when the helper's group should be
+ * done within DONE_AHEAD_NS, judged by when the helper claimed it and how long the caller's
+ * own groups take, and then for at most DONE_SLACK_NS past that; else it sleeps at once. */
+#define DONE_AHEAD_NS 20000u
+#define DONE_SLACK_NS 10000u
 
 typedef struct team_job {
     uint32_t groups;
@@ -53,6 +60,8 @@ struct nw_team {
     uint64_t claim;
     uint32_t groups;          /* this round's, read with the round under the lock */
     uint32_t finished;        /* groups of this round coded */
+    uint64_t claimed_ns;      /* when a helper last claimed a group (CLOCK_MONOTONIC) */
+    uint64_t group_ns;        /* the caller's time per group, smoothed (the caller's alone) */
     size_t *firsts;           /* the caller's, for its jobs: grown as needed */
     uint32_t firsts_cap;
     int quit;
@@ -105,6 +114,8 @@ static uint32_t load_finished(nw_team *team) { return __atomic_load_n(&team->fin
 static void store_finished(nw_team *team, uint32_t v) { __atomic_store_n(&team->finished, v, __ATOMIC_RELEASE); }
 static uint32_t finished_locked(nw_team *team) { return load_finished(team); }
 static uint32_t finish_group(nw_team *team) { return __atomic_add_fetch(&team->finished, 1, __ATOMIC_ACQ_REL); }
+static uint64_t load_claimed_ns(nw_team *team) { return __atomic_load_n(&team->claimed_ns, __ATOMIC_RELAXED); }
+static void store_claimed_ns(nw_team *team, uint64_t v) { __atomic_store_n(&team->claimed_ns, v, __ATOMIC_RELAXED); }
 /* The next unclaimed group of round `seen`, from the front (the caller) or the back (the
  * helpers), or NO_GROUP once none is left or the round is over. Each side thus keeps
  * coding the same groups block after block while both keep pace (their channel state stays
@@ -139,6 +150,17 @@ static uint32_t load_finished(nw_team *team) {
     return v;
 }
 static uint32_t finished_locked(nw_team *team) { return team->finished; }
+static uint64_t load_claimed_ns(nw_team *team) {
+    pthread_mutex_lock(&team->lock);
+    uint64_t v = team->claimed_ns;
+    pthread_mutex_unlock(&team->lock);
+    return v;
+}
+static void store_claimed_ns(nw_team *team, uint64_t v) {
+    pthread_mutex_lock(&team->lock);
+    team->claimed_ns = v;
+    pthread_mutex_unlock(&team->lock);
+}
 static void store_round(nw_team *team, unsigned long v) { team->round = v; }
 static void store_quit(nw_team *team) { team->quit = 1; }
 static void store_claim(nw_team *team, uint64_t v) { team->claim = v; }
@@ -168,7 +190,13 @@ static uint32_t claim_group(nw_team *team, unsigned long seen, int from_front) {
 static void code_claimed(nw_team *team, const team_job *job, unsigned long seen, uint32_t groups,
                          int from_front) {
     for (uint32_t g; (g = claim_group(team, seen, from_front)) != NO_GROUP;) {
+        const uint64_t started = now_ns();
+        if (!from_front) store_claimed_ns(team, started);
         code_group(job, g, job->firsts[g]);
+        if (from_front) {   /* the caller's: how long a group takes, for waiting on a helper's */
+            const uint64_t took = now_ns() - started;
+            team->group_ns = team->group_ns ? (3 * team->group_ns + took) / 4 : took;
+        }
         if (finish_group(team) == groups && !from_front) {
             pthread_mutex_lock(&team->lock);
             pthread_cond_signal(&team->done);
@@ -331,12 +359,19 @@ static void run_round(nw_team *team, team_job *job) {
     pthread_cond_broadcast(&team->wake);
     pthread_mutex_unlock(&team->lock);
     code_claimed(team, job, round, job->groups, 1);
-    /* A helper that claimed a group is running and usually finishes it within tens of
-     * microseconds: polling that long costs less than being put to sleep and woken again
-     * (~20 us on a VM). With spin_us set, the caller polls as long as the helpers do. */
-    const uint64_t deadline = team->spin_us ? now_ns() + (uint64_t)team->spin_us * 1000u : 0;
-    for (uint32_t poll = 1; load_finished(team) < job->groups; poll++) {
-        if (poll >= DONE_POLLS && (!deadline || (poll % 64 == 0 && now_ns() >= deadline))) break;
+    /* Every group is claimed now; any left is a helper's, under way. With spin_us set (CPUs
+     * given to the team) the caller polls as long as the helpers do; else see DONE_AHEAD_NS. */
+    uint64_t deadline = 0;
+    if (load_finished(team) < job->groups) {
+        const uint64_t now = now_ns();
+        const uint64_t due = load_claimed_ns(team) + team->group_ns;
+        if (team->spin_us)
+            deadline = now + (uint64_t)team->spin_us * 1000u;
+        else if (due <= now + DONE_AHEAD_NS)
+            deadline = (due > now ? due : now) + DONE_SLACK_NS;
+    }
+    for (uint32_t poll = 1; deadline && load_finished(team) < job->groups; poll++) {
+        if (poll % 16 == 0 && now_ns() >= deadline) break;
         cpu_relax();
     }
     pthread_mutex_lock(&team->lock);

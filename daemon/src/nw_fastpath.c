@@ -13,10 +13,17 @@
 #include <string.h>
 #include <time.h>
 
-enum { ZMQ_DONTWAIT = 1, ZMQ_SNDMORE = 2 };
+enum { ZMQ_DONTWAIT = 1, ZMQ_SNDMORE = 2, ZMQ_POLLIN = 1 };
 enum { INGEST_BYTES = 52, BLOCK_BYTES = 104, MAX_ID = 64, MAX_GROUPS = 1024 };
 #define MAX_INT64 ((uint64_t)INT64_MAX)
 #define NONE UINT64_MAX /* in a hot slot: none yet */
+
+/* libzmq's zmq_pollitem_t on POSIX (libzmq 4.x ABI). */
+typedef struct {
+    void *socket;
+    int fd;
+    short events, revents;
+} zmq_pollitem;
 
 /* libzmq's zmq_msg_t: 64 bytes, pointer-aligned (libzmq 4.x ABI). */
 typedef union {
@@ -55,6 +62,8 @@ struct nwfp_path {
     size_t aligned_cap;
     size_t *offsets;             /* per group */
     int64_t *sizes;
+    void *side[NWFP_MAX_SIDE];   /* polled beside ingest by nwfp_run */
+    uint32_t n_side;
 };
 
 static int64_t now_ns(clockid_t clock) {
@@ -433,12 +442,15 @@ static int64_t compress_and_publish(nwfp_path *path, nwfp_call *call, entry *e,
         return NWFP_CODEC_ERROR + status;
     int64_t compressed_ns = now_ns(CLOCK_REALTIME);
     uint32_t crc = 0;
-    for (size_t done = 0; done < payload_len;) { /* zlib takes an unsigned int length */
-        unsigned int part = payload_len - done > 0x40000000u ? 0x40000000u
-                                                              : (unsigned int)(payload_len - done);
-        crc = (uint32_t)path->codec.crc32(crc, payload + done, part);
-        done += part;
-    }
+    if (path->codec.crc32_z)
+        crc = path->codec.crc32_z(0, payload, payload_len);
+    else
+        for (size_t done = 0; done < payload_len;) { /* zlib takes an unsigned int length */
+            unsigned int part = payload_len - done > 0x40000000u ? 0x40000000u
+                                                                  : (unsigned int)(payload_len - done);
+            crc = (uint32_t)path->codec.crc32(crc, payload + done, part);
+            done += part;
+        }
     uint64_t drops = hot[NWFP_HOT_DROPS_BACKLOG] + hot[NWFP_HOT_DROPS_SEQUENCE];
     nwfp_pack_block(head, stream->channels, n, groups, keyframe,
                     hot[NWFP_HOT_SEQ_OUT], stream->epoch, e->first, stream->rate,
@@ -617,4 +629,52 @@ int64_t nwfp_drain(nwfp_path *path, nwfp_call *call) {
         done++;
     }
     return failed < 0 ? failed : done;
+}
+
+void nwfp_set_side(nwfp_path *path, void *const *sockets, uint32_t n) {
+    path->n_side = n > NWFP_MAX_SIDE ? NWFP_MAX_SIDE : n;
+    for (uint32_t i = 0; i < path->n_side; i++)
+        path->side[i] = sockets[i];
+}
+
+int64_t nwfp_run(nwfp_path *path, nwfp_call *call, int64_t deadline_ns) {
+    int64_t packets = 0, published = 0, done = 0;
+    zmq_pollitem items[1 + NWFP_MAX_SIDE];
+    call->wait = 0;
+    call->side_ready = 0;
+    for (;;) {
+        int64_t status = nwfp_drain(path, call);
+        packets += call->packets;
+        published += call->published;
+        if (status < 0) {
+            done = status;
+            break;
+        }
+        done += status;
+        if (call->handback != NWFP_NOTHING || call->n_blocks || call->dropped)
+            break; /* Python's turn: the arena and the held packet are reused by a drain */
+        int64_t left_ns = deadline_ns - now_ns(CLOCK_MONOTONIC);
+        if (left_ns <= 0)
+            break;
+        items[0] = (zmq_pollitem){path->ingest, 0, ZMQ_POLLIN, 0};
+        for (uint32_t i = 0; i < path->n_side; i++)
+            items[1 + i] = (zmq_pollitem){path->side[i], 0, ZMQ_POLLIN, 0};
+        int ready = path->zmq.poll(items, 1 + (int)path->n_side,
+                                   (long)((left_ns + 999999) / 1000000));
+        if (ready == 0)
+            break;
+        if (ready < 0) {
+            int error = path->zmq.errno_();
+            if (error != EINTR)
+                done = -error;
+            break;
+        }
+        for (uint32_t i = 0; i < path->n_side; i++)
+            call->side_ready |= (items[1 + i].revents & ZMQ_POLLIN) != 0;
+        if (call->side_ready)
+            break; /* Python's turn, after the packets it brought: the next drain takes them */
+    }
+    call->packets = packets;
+    call->published = published;
+    return done;
 }

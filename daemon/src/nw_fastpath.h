@@ -49,6 +49,7 @@ typedef struct nwfp_zmq {
     int (*msg_more)(const void *msg);
     int (*send)(void *socket, const void *buf, size_t len, int flags);
     int (*errno_)(void);
+    int (*poll)(void *items, int count, long timeout_ms);   /* zmq_poll */
 } nwfp_zmq;
 
 typedef struct nwfp_codec {
@@ -56,6 +57,9 @@ typedef struct nwfp_codec {
                        const int16_t *samples, uint32_t n_samples, size_t stride, int keyframe,
                        uint8_t *out, size_t out_cap, const size_t *offsets, int64_t *sizes);
     size_t (*encode_bound)(uint32_t channels, uint32_t n_samples);
+    /* The CRC-32 of the samples: zlib-ng's zng_crc32_z when set (neurowire.checksum),
+     * else zlib's crc32. */
+    uint32_t (*crc32_z)(uint32_t crc, const uint8_t *buf, size_t len);
     unsigned long (*crc32)(unsigned long crc, const unsigned char *buf, unsigned int len);
 } nwfp_codec;
 
@@ -110,7 +114,7 @@ typedef struct nwfp_subscriber {
     int queued;                      /* in: Python holds blocks for it; out: and now too */
 } nwfp_subscriber;
 
-enum { NWFP_MAX_SUBSCRIBERS = 64 };
+enum { NWFP_MAX_SUBSCRIBERS = 64, NWFP_MAX_SIDE = 8 };
 
 /* A block kept for Python: for the lossless subscribers in `pending` (bit i: subscriber i).
  * The header at arena + head_offset, then its codec frames, blob g at
@@ -138,6 +142,7 @@ typedef struct nwfp_call {
     int64_t published;               /* blocks made */
     int64_t dropped;                 /* packets dropped, the batch over a backlog limit */
     int32_t n_blocks;                /* kept blocks */
+    int side_ready;                  /* nwfp_run: a side socket (nwfp_set_side) has a message */
     int32_t blocks_cap;
     nwfp_block *blocks;
     int64_t *blobs;                  /* (offset, size) pairs */
@@ -161,6 +166,19 @@ int64_t nwfp_wait(nwfp_path *path);
 /* >= 0: packets processed; < 0: -errno of a receive that failed (ETERM: the context ends),
  * or a codec status (NWFP_CODEC_ERROR - status). */
 int64_t nwfp_drain(nwfp_path *path, nwfp_call *call);
+/* The data thread's other sockets (subscriptions, lossless requests, events, the wake-up;
+ * at most NWFP_MAX_SIDE): nwfp_run returns as soon as one has a message, for Python. */
+void nwfp_set_side(nwfp_path *path, void *const *sockets, uint32_t n);
+/* nwfp_drain (call->wait ignored: 0) wake-up after wake-up, waiting for the next packet in
+ * between (zmq_poll on the ingest and side sockets), until CLOCK_MONOTONIC `deadline_ns`, a
+ * wait that timed out, a side socket with a message (call->side_ready), or a call that left
+ * something for Python (a packet or message handed back, kept blocks, drops): at 2000
+ * packets/s one return to Python per many packets instead of one per packet. The caller
+ * holds the encoders' locks throughout, so it should take the first packet with nwfp_wait,
+ * unlocked. call->packets and ->published add up over the run; the rest is the last
+ * drain's. Returns what nwfp_drain would (packets processed, added up), or its error;
+ * -EINTR from a wait ends the run early with what was done. */
+int64_t nwfp_run(nwfp_path *path, nwfp_call *call, int64_t deadline_ns);
 /* The held packet's frame (0 header, 1 samples); NULL when none is held. */
 const uint8_t *nwfp_held_frame(nwfp_path *path, int frame, size_t *size);
 void nwfp_release_held(nwfp_path *path);
