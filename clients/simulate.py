@@ -56,7 +56,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--packet-samples", type=bounded(int, 1, 65536, what="time steps per packet"),
                         default=10,
                         help="time steps per packet (10 = 0.5 ms at 20 kHz)")
-    parser.add_argument("--seconds", type=bounded(float, 0, what="the duration"), default=0.0,
+    parser.add_argument("--seconds", type=options.duration, default=0.0,
                         help="stop after this long (0: until interrupted)")
     parser.add_argument("--seed", type=options.seed, default=1, help="synthetic signal seed")
     parser.add_argument("--loop-samples", type=bounded(int, 1, 1 << 24, what="the table's length"),
@@ -274,11 +274,6 @@ class Simulator:
         self.sock.close()
 
 
-# The synthetic table is built in memory before the first packet: past this it would take
-# the machine's memory (or minutes) instead of saying so.
-_MAX_TABLE_SAMPLES = 1 << 29
-
-
 def run(args: argparse.Namespace) -> int:
     if args.wav:
         from neurowire.codec import CodecError  # a .wav that is a damaged neurowire file
@@ -292,10 +287,10 @@ def run(args: argparse.Namespace) -> int:
         if args.rate != 20000.0:
             rate = args.rate
     else:
-        if args.channels * args.loop_samples > _MAX_TABLE_SAMPLES:
-            print(f"neurowire simulate: a table of {args.channels} channels x "
-                  f"{args.loop_samples} samples is more than {_MAX_TABLE_SAMPLES} samples "
-                  "(1 GiB); use a smaller --loop-samples", file=sys.stderr)
+        problem = synth.table_problem(args.channels, args.loop_samples)
+        if problem:
+            print(f"neurowire simulate: {problem}; use a smaller --loop-samples",
+                  file=sys.stderr)
             return 2
         table = synth.synthesize(args.channels, args.rate, args.loop_samples, args.seed)
         rate = args.rate

@@ -16,7 +16,7 @@ import zmq
 
 from neurowire import options
 from neurowire.options import bounded, endpoint
-from neurowire.wire import DEFAULT_LOSSLESS, DEFAULT_PUBLISH
+from neurowire.wire import DEFAULT_LOSSLESS, DEFAULT_PUBLISH, MAX_INT, MAX_RATE
 
 from .subscription import (FEEDS, Block, Gap, Run, Subscription, _cpu_s,  # noqa: F401
                            _view, feed_subscription, subscribe)
@@ -32,11 +32,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--stream", action="append", help="stream id (repeatable; default all)")
     parser.add_argument("--lossless", action="store_true",
                         help="the daemon holds blocks for us instead of dropping them")
-    parser.add_argument("--seconds", type=bounded(float, 0, what="the duration"), default=0.0, help="stop after this long")
-    parser.add_argument("--idle-timeout", type=bounded(float, 0, what="the idle timeout"), default=0.0,
+    parser.add_argument("--seconds", type=options.duration, default=0.0, help="stop after this long (0: never)")
+    parser.add_argument("--idle-timeout", type=bounded(float, 0, options.MAX_SECONDS, what="the idle timeout"), default=0.0,
                         help="stop after this many seconds without data (0: never); before "
                              "the first message, at least 60 s")
-    parser.add_argument("--until-sample", type=bounded(int, 0, what="the sample index"), default=0,
+    parser.add_argument("--until-sample", type=bounded(int, 0, MAX_INT, what="the sample index"), default=0,
                         help="stop once a stream has delivered samples up to this index")
     parser.add_argument("--npy", metavar="FILE", help="write the samples here (.npy)")
     parser.add_argument("--wav-dir", metavar="DIR", help="write one WAV file per channel")
@@ -49,9 +49,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--verify-synth", type=options.seed, metavar="SEED",
                         help="compare every sample with the simulator's synthetic table")
     parser.add_argument("--channels", type=bounded(int, 1, 4096, what="channels"), default=1024, help="for --verify-synth")
-    parser.add_argument("--rate", type=bounded(float, 0, low_open=True, what="the rate"), default=20000.0, help="for --verify-synth")
-    parser.add_argument("--loop-samples", type=bounded(int, 1, what="the table's length"), default=15000, help="for --verify-synth")
-    parser.add_argument("--resume-from", type=bounded(int, 0, what="the sample index"), metavar="SAMPLE",
+    parser.add_argument("--rate", type=bounded(float, 0, MAX_RATE, low_open=True, what="the rate"), default=20000.0, help="for --verify-synth")
+    parser.add_argument("--loop-samples", type=bounded(int, 1, 1 << 24, what="the table's length"), default=15000, help="for --verify-synth")
+    parser.add_argument("--resume-from", type=bounded(int, 0, MAX_INT, what="the sample index"), metavar="SAMPLE",
                         help="report samples missed since this index (where a previous run "
                              "stopped) as a gap")
     parser.add_argument("--spool", metavar="FILE",
@@ -73,7 +73,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--wait", action="store_true",
                         help="keep waiting when nothing answers at the endpoint (default: "
                              "say so and exit after 3 s)")
-    parser.add_argument("--max-gap-s", type=bounded(float, 0, what="the gap"), default=60.0,
+    parser.add_argument("--max-gap-s", type=bounded(float, 0, 3600, what="the gap"), default=60.0,
                         help="with --npy / --wav-dir: a gap longer than this many seconds "
                              "ends the file instead of filling it with zeros")
     parser.add_argument("--batch-ms", type=bounded(float, 0, 10_000, what="the batch time"), default=10.0, metavar="MS",
@@ -209,8 +209,13 @@ def _run(args: argparse.Namespace) -> int:
         return run_feed(args)
     expected = None
     if args.verify_synth is not None:
-        from .synth import LoopingSource, synthesize
+        from .synth import LoopingSource, synthesize, table_problem
 
+        problem = table_problem(args.channels, args.loop_samples)
+        if problem:
+            print(f"neurowire subscribe: {problem}; use a smaller --loop-samples",
+                  file=sys.stderr)
+            return 2
         source = LoopingSource(synthesize(args.channels, args.rate, args.loop_samples,
                                           args.verify_synth))
         expected = lambda stream, first, n: source.samples(first, n)  # noqa: E731

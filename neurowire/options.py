@@ -38,6 +38,8 @@ def bounded(kind, low, high=None, low_open=False, what="it"):
             raise argparse.ArgumentTypeError(
                 f"{text} is out of range: {what} must be {range_words(low, high, low_open)}")
         return value
+    # Kept on the type so a test can hold every option to a finite upper bound.
+    parse.kind, parse.low, parse.high = kind, low, high
     return parse
 
 
@@ -94,13 +96,17 @@ def endpoint(text: str) -> str:
     return text
 
 
-# Types shared by many commands' options, so one range holds everywhere.
+# Types shared by many commands' options, so one range holds everywhere. Every numeric
+# option has an upper bound (tests/test_hostile_cli.py walks the parsers): a typo of a few
+# digits must not start a run that outlives anyone watching it.
+MAX_SECONDS = 86400  # one day: longer runs are 0 ("until interrupted") where that is offered
 channels = bounded(int, 1, 4096, what="channels")
-seconds = bounded(float, 0, 86400, low_open=True, what="the duration")
+seconds = bounded(float, 0, MAX_SECONDS, low_open=True, what="the duration")
+# A duration or timeout where 0 means "no limit".
+duration = bounded(float, 0, MAX_SECONDS, what="the duration")
 workers = bounded(int, 1, 64, what="the workers")
 seed = bounded(int, 0, 2**63 - 1, what="a seed")  # numpy's generators take none below 0
 
 
-def port(text: str) -> int:
-    """An argparse type for a TCP port to listen on (0: any free one)."""
-    return bounded(int, 0, 65535, what="a port")(text)
+# A TCP port to listen on (0: any free one).
+port = bounded(int, 0, 65535, what="a port")

@@ -115,3 +115,84 @@ def test_metrics_port_beyond_range_on_the_command_line_is_a_config_error():
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
     assert "port '99999' is not a number 0..65535" in r.stderr
+
+
+def all_commands():
+    """Every subcommand's words (['simulate'], ['bench', 'codec'], ...), from cli.COMMANDS."""
+    words = []
+    for name, target in cli.COMMANDS.items():
+        if isinstance(target, dict):
+            words += [[name, sub] for sub in target]
+        else:
+            words.append([name])
+    return words
+
+
+def subcommand_parser(command):
+    sub = cli.build_parser(command)
+    for word in command:
+        sub = next(a for a in sub._actions if a.dest.endswith("command")).choices[word]
+    return sub
+
+
+# Positionals each command needs before its options are parsed.
+POSITIONALS = {"challenge": ["somewhere"], "compress": ["somewhere", "-o", "out.zarr"],
+               "decompress": ["somewhere", "-o", "out"]}
+
+
+def numeric_options(command):
+    """(option, type) of every option of `command` whose type is a neurowire.options.bounded."""
+    return [(action.option_strings[-1], action.type)
+            for action in subcommand_parser(command)._actions
+            if action.option_strings and hasattr(action.type, "high")]
+
+
+@pytest.mark.parametrize("command", all_commands(), ids=" ".join)
+def test_every_numeric_option_has_a_finite_upper_bound(command):
+    # A duration without a cap once let `simulate --seconds 1e300` run for ever.
+    for action in subcommand_parser(command)._actions:
+        if not action.option_strings or action.nargs == 0 or action.choices:
+            continue
+        assert action.type not in (int, float), f"{command}: {action.option_strings} plain"
+        if hasattr(action.type, "high"):
+            assert action.type.high is not None, f"{command}: {action.option_strings} no cap"
+
+
+@pytest.mark.parametrize("command", all_commands(), ids=" ".join)
+def test_a_huge_value_of_any_numeric_option_is_refused(capsys, command):
+    for option, kind in numeric_options(command):
+        huge = "1e300" if kind.kind is float else str(10 ** 30)
+        argv = command + POSITIONALS.get(command[-1], []) + [f"{option}={huge}"]
+        rc, err = run_main(capsys, *argv)
+        assert rc == 2, argv
+        assert "out of range" in err.strip().splitlines()[-1], (argv, err)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["simulate", "--seconds", "86401"], "at most 86400"),
+    (["subscribe", "--seconds", "1e300"], "at most 86400"),
+    (["subscribe", "--idle-timeout", "1e9"], "at most 86400"),
+    (["subscribe", "--until-sample", str(2 ** 63)], "at most 9223372036854775807"),
+    (["subscribe", "--loop-samples", str(1 << 25)], "at most 16777216"),
+    (["dashboard", "--link-mbps", "1e7"], "at most 1e+06"),
+])
+def test_named_upper_bounds(capsys, argv, message):
+    rc, err = run_main(capsys, *argv)
+    assert rc == 2
+    assert message in err
+
+
+def test_a_synthetic_table_too_short_for_a_spike_is_built():
+    # Before: a table shorter than one spike (30 samples at 20 kHz) crashed in numpy's
+    # integers(0, negative) on the first channel that drew a spike.
+    from neurowire.clients import synth
+
+    table = synth.synthesize(4096, 20000.0, 29, seed=1)
+    assert table.shape == (29, 4096)
+
+
+def test_subscribe_refuses_a_verification_table_beyond_memory(capsys):
+    rc, err = run_main(capsys, "subscribe", "--verify-synth", "1", "--channels", "4096",
+                       "--loop-samples", str(1 << 24), "--connect", "tcp://127.0.0.1:1")
+    assert rc == 2
+    assert "use a smaller --loop-samples" in err

@@ -50,7 +50,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--decode-ms", type=bounded(float, 0, 60_000, what="the decoded span"), default=25.0, metavar="MS",
                         help="ms of signal decoded after each keyframe by the dashboard's "
                              "subscriber (default: %(default)s)")
-    parser.add_argument("--link-mbps", type=bounded(float, 0, low_open=True, what="the link capacity"), default=1.0, metavar="MBPS",
+    parser.add_argument("--link-mbps", type=bounded(float, 0, 1e6, low_open=True, what="the link capacity"), default=1.0, metavar="MBPS",
                         help="link capacity each feed's bandwidth is shown against "
                              "(default: %(default)s, an implant radio)")
     parser.add_argument("--server-key", metavar="FILE",
