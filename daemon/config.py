@@ -22,6 +22,7 @@ that names the file, the table and the key, so an operator reading journald sees
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import ipaddress
 import math
 import os
@@ -188,8 +189,9 @@ def range_problem(key: str, value: float) -> str | None:
 
 
 def _check_type(where: str, key: str, value: Any, expected: type) -> Any:
-    if expected is tuple and isinstance(value, (list, tuple)):
-        if not all(isinstance(item, str) for item in value):
+    if expected is tuple:
+        if not isinstance(value, (list, tuple)) or not all(isinstance(item, str)
+                                                           for item in value):
             raise ConfigError(f"{where}: '{key}' must be a list of strings, not {value!r}")
         return tuple(value)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
@@ -207,8 +209,14 @@ def _build(cls, table: dict, where: str, nested: dict[str, Any] | None = None):
     values: dict[str, Any] = {}
     for key, value in table.items():
         if key not in known or (nested and key in nested):
-            allowed = ", ".join(sorted(k for k in known if not (nested and k in nested)))
-            raise ConfigError(f"{where}: unknown key '{key}' (known keys: {allowed})")
+            names = sorted(k for k in known if not (nested and k in nested))
+            if isinstance(value, dict):  # [daemon.x] or x = {...}: no key holds a table
+                raise ConfigError(f"{where}: '{key}' is a table; this table holds keys only "
+                                  f"({', '.join(names)})")
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise ConfigError(f"{where}: unknown key '{key}' ({hint}known keys: "
+                              f"{', '.join(names)})")
         default = known[key].default
         values[key] = _check_type(where, key, value, type(default))
     if nested:
@@ -247,6 +255,19 @@ def validate(config: DaemonConfig, where: str = "config") -> DaemonConfig:
         problem = endpoint_problem(endpoint)
         if problem:
             raise ConfigError(f"{where}: '{key}' = {endpoint!r}: {problem}")
+    # The daemon's endpoints are for other processes: one of its own threads is all that
+    # could reach an inproc:// one, so a daemon bound there would run and never hear a client.
+    inproc = [key for key in _ENDPOINT_KEYS if getattr(config, key).startswith("inproc://")]
+    if inproc:
+        raise ConfigError(f"{where}: '{inproc[0]}' = {getattr(config, inproc[0])!r}: inproc:// "
+                          "reaches only the daemon's own threads; use tcp:// or ipc://")
+    bound: dict[str, str] = {}
+    for key in _ENDPOINT_KEYS:
+        endpoint = getattr(config, key)
+        if endpoint in bound and not endpoint.endswith(":*") and not endpoint.endswith(":0"):
+            raise ConfigError(f"{where}: '{bound[endpoint]}' and '{key}' are both {endpoint!r}: "
+                              "each endpoint needs an address of its own")
+        bound[endpoint] = key
     if config.metrics and http_address_problem(config.metrics):
         raise ConfigError(f"{where}: 'metrics' = {config.metrics!r} must be HOST:PORT or empty "
                           f"({http_address_problem(config.metrics)})")

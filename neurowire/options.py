@@ -65,6 +65,9 @@ def _host_problem(host: str) -> str | None:
 def endpoint_problem(endpoint: str) -> str | None:
     """Why ZeroMQ could not use `endpoint` (None when it looks usable): a transport it
     knows, a non-empty address, and for tcp a host and a port 0..65535 (or '*')."""
+    if any(not char.isprintable() for char in endpoint):
+        # libzmq stops at a NUL: "ipc:///tmp/a\0b" would bind /tmp/a without a word.
+        return "it holds a control character (NUL, newline, ...)"
     transport, sep, address = endpoint.partition("://")
     if not sep or transport not in ("tcp", "ipc", "inproc"):
         return "not a tcp://, ipc:// or inproc:// endpoint"
@@ -88,9 +91,12 @@ def http_address_problem(address: str) -> str | None:
 
 
 def endpoint(text: str) -> str:
-    """An argparse type for a ZeroMQ endpoint; '' passes (it means 'none' where allowed)."""
+    """An argparse type for a ZeroMQ endpoint; '' passes (it means 'none' where allowed).
+    inproc:// is refused: it reaches only the command's own process, never a daemon."""
     if text:
         problem = endpoint_problem(text)
+        if not problem and text.startswith("inproc://"):
+            problem = "inproc:// reaches only this process; use tcp:// or ipc://"
         if problem:
             raise argparse.ArgumentTypeError(f"{text!r}: {problem}")
     return text

@@ -37,6 +37,8 @@ def run_main(capsys, *argv):
     (["dashboard", "--history", "-1"], "at least 0"),
     (["dashboard", "--control", "garbage"], "not a tcp://"),
     (["dashboard", "--publish", "ipc://"], "no address after ipc://"),
+    (["simulate", "--connect", "inproc://x"], "inproc:// reaches only this process"),
+    (["subscribe", "--connect", "tcp://127.0.0.1:7341\n"], "control character"),
     (["demo", "--seconds", "nan"], "not a finite number"),
     (["demo", "--seconds", "-1"], "above 0"),
     (["demo", "--channels", "0"], "at least 1"),
@@ -92,6 +94,17 @@ def test_dashboard_on_a_host_that_does_not_resolve_says_so(capsys):
     (b"[daemon]\nstream_idle_timeout_s = inf\n", "'stream_idle_timeout_s' must be a finite"),
     (b"[daemon]\nlossless_timeout_s = nan\n", "'lossless_timeout_s' must be a finite"),
     (b"[daemon]\nkeyframe_interval_s = nan\n", "'keyframe_interval_s' must be a finite"),
+    # libzmq stops at a NUL: this bound /tmp/a, silently.
+    (b'[daemon]\ningest = "ipc:///tmp/a\\u0000b"\n', "holds a control character"),
+    (b'[daemon]\ningest = "inproc://x"\n', "inproc:// reaches only the daemon's own threads"),
+    (b'[daemon]\ningest = "tcp://127.0.0.1:17399"\npublish = "tcp://127.0.0.1:17399"\n',
+     "'ingest' and 'publish' are both 'tcp://127.0.0.1:17399'"),
+    (b'[daemon]\nfeeds = "spikes"\n', "'feeds' must be a list of strings, not 'spikes'"),
+    (b"[daemon]\nfeed_treshold = 5.0\n", "did you mean 'feed_threshold'?"),
+    (b"[daemon]\n[daemon.sub]\nx = 1\n", "'sub' is a table; this table holds keys only"),
+    (b"[daemon]\nfoo = {a = 1}\n", "'foo' is a table"),
+    (b"[daemon]\nworkers = 1979-05-27\n", "'workers' must be int, not date"),
+    (b"[security]\ncurve = \"true\"\n", "'curve' must be bool, not str"),
 ])
 def test_bad_config_files_are_refused_with_the_key(capsys, tmp_path, content, message):
     path = tmp_path / "bad.toml"
@@ -196,3 +209,18 @@ def test_subscribe_refuses_a_verification_table_beyond_memory(capsys):
                        "--loop-samples", str(1 << 24), "--connect", "tcp://127.0.0.1:1")
     assert rc == 2
     assert "use a smaller --loop-samples" in err
+
+
+def test_a_metrics_port_in_use_names_the_address():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "neurowire", "daemon", "--metrics",
+                            f"127.0.0.1:{port}", "--ingest", "tcp://127.0.0.1:*", "--publish",
+                            "tcp://127.0.0.1:*", "--lossless", "tcp://127.0.0.1:*",
+                            "--control", "tcp://127.0.0.1:*"],
+                           capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
+    assert f"metrics 127.0.0.1:{port}: Address already in use" in r.stderr
