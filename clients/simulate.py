@@ -30,6 +30,7 @@ from neurowire.wire import (DEFAULT_CONTROL, DEFAULT_INGEST, INGEST_OFFSETS, MAX
 
 from neurowire import options
 from neurowire.options import bounded, endpoint
+from neurowire.outfile import open_output
 
 from . import synth
 from .liveness import ConnectionWatch
@@ -62,7 +63,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--loop-samples", type=bounded(int, 1, 1 << 24, what="the table's length"),
                         default=15000,
                         help="length of the synthetic table that is looped")
-    parser.add_argument("--wav", metavar="DIR", help="play real recordings instead (one WAV per "
+    parser.add_argument("--wav", type=options.path, metavar="DIR", help="play real recordings instead (one WAV per "
                         "channel, looping)")
     parser.add_argument("--start-sample", default=0,
                         type=bounded(int, 0, MAX_INT, what="the first sample's index"),
@@ -71,7 +72,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
                         help="the daemon's control endpoint, asked at the end "
                         "what it took and rejected (default: "
                         f"{DEFAULT_CONTROL} with the default --connect; '' = do not ask)")
-    parser.add_argument("--report", metavar="FILE", help="write the final report as JSON here")
+    parser.add_argument("--report", type=options.path, metavar="FILE", help="write the final report as JSON here")
     parser.add_argument("--python-loop", dest="native", action="store_false",
                         help="send from the Python loop instead of the C one (the same "
                              "packets; to compare their cost)")
@@ -314,7 +315,7 @@ def run(args: argparse.Namespace) -> int:
         simulator.close()  # lingers up to 2 s to hand over what is queued
     report["daemon"] = _what_the_daemon_took(control, args.stream, rejected_before)
     if args.report:
-        with open(args.report, "w") as handle:
+        with open_output(args.report) as handle:
             json.dump(report, handle)
     if not args.quiet:
         pacing = report["pacing_lateness"]

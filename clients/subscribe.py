@@ -16,6 +16,7 @@ import zmq
 
 from neurowire import options
 from neurowire.options import bounded, endpoint
+from neurowire.outfile import open_output
 from neurowire.wire import DEFAULT_LOSSLESS, DEFAULT_PUBLISH, MAX_INT, MAX_RATE
 
 from .subscription import (FEEDS, Block, Gap, Run, Subscription, _cpu_s,  # noqa: F401
@@ -38,8 +39,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
                              "the first message, at least 60 s")
     parser.add_argument("--until-sample", type=bounded(int, 0, MAX_INT, what="the sample index"), default=0,
                         help="stop once a stream has delivered samples up to this index")
-    parser.add_argument("--npy", metavar="FILE", help="write the samples here (.npy)")
-    parser.add_argument("--wav-dir", metavar="DIR", help="write one WAV file per channel")
+    parser.add_argument("--npy", type=options.path, metavar="FILE", help="write the samples here (.npy)")
+    parser.add_argument("--wav-dir", type=options.path, metavar="DIR", help="write one WAV file per channel")
     parser.add_argument("--lsl", metavar="NAME",
                         help="publish the decoded samples as a Lab Streaming Layer outlet "
                              "(NAME with one --stream, else NAME-<stream id>); needs pylsl")
@@ -54,20 +55,20 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--resume-from", type=bounded(int, 0, MAX_INT, what="the sample index"), metavar="SAMPLE",
                         help="report samples missed since this index (where a previous run "
                              "stopped) as a gap")
-    parser.add_argument("--spool", metavar="FILE",
+    parser.add_argument("--spool", type=options.path, metavar="FILE",
                         help="only receive while streaming (into FILE), then decode and check "
                              "every block: where decoding in real time does not fit next to "
                              "the daemon; latency then counts decoding as if done on arrival")
     parser.add_argument("--python-loop", action="store_true",
                         help="receive (and, with --spool, spool) in Python on pyzmq instead "
                              "of the C loops, to compare; the report's c_loop says which ran")
-    parser.add_argument("--report", metavar="FILE", help="write the final report as JSON")
+    parser.add_argument("--report", type=options.path, metavar="FILE", help="write the final report as JSON")
     parser.add_argument("--ready-file", metavar="FILE", help=argparse.SUPPRESS)
     parser.add_argument("--feed", choices=FEEDS, default="lossless",
                         help="which of the daemon's feeds (default lossless; the others need "
                              "the daemon's `feeds` config and --stream or --control; --npy "
                              "writes bounded samples)")
-    parser.add_argument("--events", metavar="FILE",
+    parser.add_argument("--events", type=options.path, metavar="FILE",
                         help="with --feed spikes: write the events here (.npz: sample, "
                              "channel, snippets, pre, rate)")
     parser.add_argument("--wait", action="store_true",
@@ -127,6 +128,11 @@ def _until_limits(receive, args: argparse.Namespace):
             yield message
 
 
+def _with_suffix(path: str, suffix: str) -> str:
+    """The name numpy's save/savez give a path: `suffix` added when missing."""
+    return path if path.endswith(suffix) else path + suffix
+
+
 def run_feed(args: argparse.Namespace) -> int:
     """`--feed spikes|power`: receive until --seconds / --idle-timeout / --until-sample."""
     from neurowire.feeds.detect import Events
@@ -167,12 +173,14 @@ def run_feed(args: argparse.Namespace) -> int:
               "bounded_samples": sum(len(b) for b in bounded), "first_sample": first_bounded,
               "bits_per_s_wall": 8 * subscription.bytes / seconds}
     if args.events and args.feed == "spikes":
-        np.savez(args.events, sample=events.sample, channel=events.channel,
-                 snippets=events.snippets, pre=pre, rate=rate)
+        with open_output(_with_suffix(args.events, ".npz"), "wb") as handle:
+            np.savez(handle, sample=events.sample, channel=events.channel,
+                     snippets=events.snippets, pre=pre, rate=rate)
     if args.npy and bounded:
-        np.save(args.npy, np.concatenate(bounded))  # from first_sample; gaps are not marked
+        with open_output(_with_suffix(args.npy, ".npy"), "wb") as handle:
+            np.save(handle, np.concatenate(bounded))  # from first_sample; gaps not marked
     if args.report:
-        with open(args.report, "w") as handle:
+        with open_output(args.report) as handle:
             json.dump(report, handle)
     if not args.quiet:
         print(json.dumps(report), file=sys.stderr)
@@ -325,7 +333,7 @@ def _run(args: argparse.Namespace) -> int:
     if subscription.spool_report:
         report["spool"] = subscription.spool_report
     if args.report:
-        with open(args.report, "w") as handle:
+        with open_output(args.report) as handle:
             json.dump(report, handle)
     if not args.quiet:
         print(json.dumps({k: v for k, v in report.items() if k != "latency_us"}),

@@ -9,6 +9,8 @@ import tempfile
 
 import numpy as np
 
+from neurowire.outfile import open_output, output_path
+
 
 def _view(frame) -> memoryview:
     """A zmq Frame or any bytes-like object as a memoryview, without copying."""
@@ -123,17 +125,21 @@ class SampleWriter:
                 return
             raw = np.memmap(self.scratch.name, dtype="<i2", mode="r",
                             shape=(self.rows, self.channels))
+            # Each file complete or absent (neurowire.outfile): cut short, a .npy would
+            # still promise all its rows.
             if self.npy_path:
-                out = np.lib.format.open_memmap(self.npy_path, mode="w+", dtype="<i2",
-                                                shape=raw.shape)
-                for start in range(0, self.rows, 65536):
-                    out[start:start + 65536] = raw[start:start + 65536]
-                out.flush()
-                del out
+                with output_path(self.npy_path) as target:
+                    out = np.lib.format.open_memmap(target, mode="w+", dtype="<i2",
+                                                    shape=raw.shape)
+                    for start in range(0, self.rows, 65536):
+                        out[start:start + 65536] = raw[start:start + 65536]
+                    out.flush()
+                    del out
             if self.wav_dir:
                 os.makedirs(self.wav_dir, exist_ok=True)
                 for channel in range(self.channels):
-                    with wave.open(os.path.join(self.wav_dir, f"ch{channel:04d}.wav"), "wb") as w:
+                    with open_output(os.path.join(self.wav_dir, f"ch{channel:04d}.wav"),
+                                     "wb") as handle, wave.open(handle, "wb") as w:
                         w.setnchannels(1)
                         w.setsampwidth(2)
                         w.setframerate(round(self.rate))

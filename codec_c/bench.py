@@ -364,7 +364,7 @@ def print_report(r, out=sys.stdout):
 
 
 def configure_parser(parser):
-    parser.add_argument("--data", help="folder of .wav recordings (default: the challenge set, "
+    parser.add_argument("--data", type=options.path, help="folder of .wav recordings (default: the challenge set, "
                         "else the bundled excerpts)")
     parser.add_argument("--files", type=bounded(int, 0, 1_000_000, what="the file count"), default=0,
                         help="use only the first N files (0: all)")

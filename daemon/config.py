@@ -353,6 +353,52 @@ def config_from_dict(document: dict, where: str = "config") -> DaemonConfig:
     return validate(config, where)
 
 
+# A config is a few KiB; past this the path is something else (/dev/zero, a recording).
+MAX_CONFIG_BYTES = 1 << 20
+# How long a pipe (`--config <(...)`) may take to deliver its config.
+PIPE_WAIT_S = 10.0
+
+
+def _read_config_text(path, where: str) -> str:
+    """The config file's text, read with bounds: a FIFO nobody writes to or a device that
+    never ends is refused in a line instead of hanging the daemon's start (or filling its
+    memory). A file opened without blocking; a pipe waited for up to PIPE_WAIT_S."""
+    import select
+    import stat
+    import time
+
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(21, "Is a directory", os.fspath(path))
+        regular = stat.S_ISREG(mode)
+        deadline = time.monotonic() + PIPE_WAIT_S
+        chunks, size = [], 0
+        while size <= MAX_CONFIG_BYTES:
+            if not regular:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([fd], [], [], left)[0]:
+                    raise ConfigError(f"{where}: nothing complete to read within "
+                                      f"{PIPE_WAIT_S:g} s (a pipe nobody finishes writing?)")
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{where}: more than {MAX_CONFIG_BYTES} bytes: not a config file")
+        if not regular and not size:
+            raise ConfigError(f"{where}: nothing to read (a pipe with no writer, or a device "
+                              "that is empty): give a config file")
+        return b"".join(chunks).decode("utf-8")
+    finally:
+        os.close(fd)
+
+
 def load_config(path: str | os.PathLike | None = None, **overrides: Any) -> DaemonConfig:
     """Read `path` (None: all defaults), then apply keyword overrides of [daemon] keys."""
     document: dict = {}
@@ -360,8 +406,7 @@ def load_config(path: str | os.PathLike | None = None, **overrides: Any) -> Daem
     if path is not None:
         where = os.fspath(path)
         try:
-            with open(path, "rb") as handle:
-                document = tomllib.load(handle)
+            document = tomllib.loads(_read_config_text(path, where))
         except FileNotFoundError:
             raise ConfigError(f"{where}: no such config file") from None
         except OSError as error:  # a directory, no permission, an I/O error

@@ -21,6 +21,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
+from neurowire import options
 from neurowire.options import bounded
 
 
@@ -108,9 +109,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.description = ("The challenge score over a folder of WAV recordings: each file "
                           "round-tripped byte for byte through the programs, then raw bytes / "
                           "(compressed bytes + the programs' sizes).")
-    parser.add_argument("folder", metavar="DIR", help="folder of .wav recordings")
-    parser.add_argument("--encode", default="./encode", help="default ./encode")
-    parser.add_argument("--decode", default="./decode", help="default ./decode")
+    parser.add_argument("folder", type=options.path, metavar="DIR", help="folder of .wav recordings")
+    parser.add_argument("--encode", type=options.path, default="./encode", help="default ./encode")
+    parser.add_argument("--decode", type=options.path, default="./decode", help="default ./decode")
     parser.add_argument("-j", "--jobs", type=bounded(int, 1, 256, what="the jobs"), default=1,
                         help="files round-tripped in parallel (default 1)")
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per file")

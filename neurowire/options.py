@@ -114,5 +114,13 @@ workers = bounded(int, 1, 64, what="the workers")
 seed = bounded(int, 0, 2**63 - 1, what="a seed")  # numpy's generators take none below 0
 
 
+def path(text: str) -> str:
+    """An argparse type for a file or folder name: an empty one (an unset shell variable)
+    is refused here, where it would otherwise mean 'not given' or the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path")
+    return text
+
+
 # A TCP port to listen on (0: any free one).
 port = bounded(int, 0, 65535, what="a port")

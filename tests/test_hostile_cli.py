@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from neurowire import cli
+from neurowire import cli, options
 
 
 def run_main(capsys, *argv):
@@ -224,3 +224,63 @@ def test_a_metrics_port_in_use_names_the_address():
     assert r.returncode == 1
     assert "Traceback" not in r.stderr
     assert f"metrics 127.0.0.1:{port}: Address already in use" in r.stderr
+
+
+PATH_METAVARS = {"FILE", "DIR", "DIR_OR_FILES", "OUT.zarr"}
+
+
+@pytest.mark.parametrize("command", all_commands(), ids=" ".join)
+def test_every_path_option_refuses_an_empty_path(capsys, command):
+    # `--wav "$DIR"` with DIR unset once played the synthetic signal instead, and
+    # `compress -o ""` emptied the current folder.
+    for action in subcommand_parser(command)._actions:
+        named = action.metavar in PATH_METAVARS or action.dest in ("data", "encode", "decode",
+                                                                   "keep")
+        if not named or action.help == "==SUPPRESS==":
+            continue
+        assert action.type is options.path, (command, action.dest)
+        if action.option_strings:
+            argv = command + POSITIONALS.get(command[-1], []) + [action.option_strings[-1], ""]
+            rc, err = run_main(capsys, *argv)
+            assert rc == 2 and "an empty path" in err, (argv, err)
+
+
+@pytest.mark.parametrize("device, message", [
+    ("/dev/zero", "more than 1048576 bytes: not a config file"),
+    ("/dev/null", "nothing to read"),
+])
+def test_a_config_that_is_a_device_is_refused_not_read_for_ever(capsys, device, message):
+    rc, err = run_main(capsys, "daemon", "--config", device, "--print-config")
+    assert rc == 2
+    assert err == f"neurowire daemon: {device}: {message}" + err.split(message, 1)[1]
+    assert err.count("\n") == 1
+
+
+def test_a_config_fifo_without_a_writer_is_refused_in_time(capsys, tmp_path, monkeypatch):
+    import os
+
+    from neurowire.daemon import config
+
+    monkeypatch.setattr(config, "PIPE_WAIT_S", 0.3)
+    fifo = tmp_path / "config.toml"
+    os.mkfifo(fifo)
+    rc, err = run_main(capsys, "daemon", "--config", str(fifo), "--print-config")
+    assert rc == 2
+    assert "nothing complete to read within 0.3 s" in err
+
+
+def test_a_config_from_a_pipe_is_read(tmp_path):
+    # `--config <(...)`: a pipe that is written is as good as a file.
+    r = subprocess.run(["bash", "-c", f"'{sys.executable}' -m neurowire daemon --config "
+                        "<(sleep 0.2; printf '[daemon]\\nworkers = 3\\n') --print-config"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert '"workers": 3' in r.stdout
+
+
+def test_a_report_to_a_full_disk_is_one_line(capsys):
+    rc, err = run_main(capsys, "simulate", "--connect", "tcp://127.0.0.1:1", "--control", "",
+                       "--seconds", "0.05", "--channels", "4", "--quiet",
+                       "--report", "/dev/full")
+    assert rc == 1
+    assert err.strip().splitlines()[-1] == "neurowire simulate: /dev/full: No space left on device"

@@ -11,6 +11,7 @@ import sys
 from aiohttp import web
 
 from neurowire.wire import DEFAULT_CONTROL
+from neurowire import options
 from neurowire.options import bounded, endpoint, port
 
 from .control import load_curve
@@ -53,10 +54,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--link-mbps", type=bounded(float, 0, 1e6, low_open=True, what="the link capacity"), default=1.0, metavar="MBPS",
                         help="link capacity each feed's bandwidth is shown against "
                              "(default: %(default)s, an implant radio)")
-    parser.add_argument("--server-key", metavar="FILE",
+    parser.add_argument("--server-key", type=options.path, metavar="FILE",
                         help="the daemon's public CURVE certificate (zmq.auth format), for a "
                              "daemon bound beyond loopback")
-    parser.add_argument("--client-cert", metavar="FILE",
+    parser.add_argument("--client-cert", type=options.path, metavar="FILE",
                         help="this client's CURVE certificate with its secret key; its public "
                              "key must be in the daemon's client_keys_dir")
     parser.add_argument("-v", "--verbose", action="store_true")
