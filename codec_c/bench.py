@@ -26,6 +26,7 @@ from neurowire.options import bounded
 from . import (FORMAT_VERSION, LANE_FORMAT_VERSION, MAX_BLOCK_SAMPLES, CodecTeam, GroupDecoder,
                GroupEncoder, StreamEncoder, compress_bytes, decompress, read_samples, set_simd,
                team_cpus)
+from ._codec import read_file
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent  # the repo, for an editable install
 
@@ -51,7 +52,7 @@ def find_recordings(explicit=None):
 def load(paths):
     files, signals = [], []
     for p in paths:
-        raw = Path(p).read_bytes()
+        raw = read_file(p)  # a FIFO named *.wav is refused, not waited on
         files.append(raw)
         # The strict reader: a file of the folder that is no whole recording is named.
         signals.append(read_samples(p).samples[:, 0])

@@ -316,6 +316,8 @@ def collect_inputs(paths: list[str], layout: RawLayout = RawLayout()) -> list[So
             files.extend(_oebin_files(p))
         elif os.path.isfile(p):
             files.append((p, os.path.basename(p)))
+        elif os.path.exists(p):
+            raise InputError(f"{p}: not a regular file or folder (a pipe, socket or device)")
         else:
             raise InputError(f"{p}: no such file or directory")
     sources: list[SourceFile] = []
