@@ -37,18 +37,11 @@ from .liveness import ConnectionWatch
 from .native_zmq import libzmq_functions, loads
 
 
-def _stream_id(text: str) -> str:
-    if not STREAM_ID.match(text.encode()):
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: a stream id is 1 to 64 of A-Z a-z 0-9 _ . : -")
-    return text
-
-
 def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.description = "Stream simulated (or recorded) electrode data to a daemon."
     parser.add_argument("--connect", default=DEFAULT_INGEST, type=endpoint,
                         help="daemon ingest endpoint (default %(default)s)")
-    parser.add_argument("--stream", default="implant0", type=_stream_id,
+    parser.add_argument("--stream", default="implant0", type=options.stream_id,
                         help="stream id (default %(default)s)")
     parser.add_argument("--channels", type=bounded(int, 1, 4096, what="channels"), default=1024)
     parser.add_argument("--rate", type=bounded(float, 0, MAX_RATE, low_open=True,

@@ -30,7 +30,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--connect", type=endpoint, help="daemon publish (or, with --lossless, lossless) "
                         f"endpoint (default {DEFAULT_PUBLISH} / {DEFAULT_LOSSLESS})")
     parser.add_argument("--control", type=endpoint, help="ask this control endpoint for the data endpoints")
-    parser.add_argument("--stream", action="append", help="stream id (repeatable; default all)")
+    parser.add_argument("--stream", action="append", type=options.stream_id, help="stream id (repeatable; default all)")
     parser.add_argument("--lossless", action="store_true",
                         help="the daemon holds blocks for us instead of dropping them")
     parser.add_argument("--seconds", type=options.duration, default=0.0, help="stop after this long (0: never)")
@@ -208,12 +208,28 @@ def run(args: argparse.Namespace) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
+# Outputs and the feeds that fill them: any other pairing would be silently ignored.
+_OUTPUT_FEEDS = {"wav_dir": ("lossless",), "npy": ("lossless", "bounded"),
+                 "events": ("spikes",), "lossless": ("lossless",)}
+
+
+def _combination_problem(args: argparse.Namespace) -> str | None:
+    feed = getattr(args, "feed", "lossless")
+    for dest, feeds in _OUTPUT_FEEDS.items():
+        if getattr(args, dest, None) and feed not in feeds:
+            option = "--" + dest.replace("_", "-")
+            return f"{option} is for --feed {' or '.join(feeds)}, not {feed}"
+    if feed != "lossless" and not (args.stream or args.control):
+        return f"--feed {feed} needs --stream ID (or --control, to ask the daemon for them)"
+    return None
+
+
 def _run(args: argparse.Namespace) -> int:
+    problem = _combination_problem(args)
+    if problem:
+        print(f"neurowire subscribe: {problem}", file=sys.stderr)
+        return 2
     if getattr(args, "feed", "lossless") != "lossless":
-        if args.lossless:
-            print("neurowire subscribe: --lossless is for the lossless feed only",
-                  file=sys.stderr)
-            return 2
         return run_feed(args)
     expected = None
     if args.verify_synth is not None:

@@ -114,6 +114,17 @@ workers = bounded(int, 1, 64, what="the workers")
 seed = bounded(int, 0, 2**63 - 1, what="a seed")  # numpy's generators take none below 0
 
 
+def stream_id(text: str) -> str:
+    """An argparse type for a stream id, as the wire protocol allows it (neurowire.wire
+    STREAM_ID): a subscriber asking for an id no stream can have would wait for ever."""
+    from neurowire.wire import STREAM_ID
+
+    if not STREAM_ID.match(text.encode()):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a stream id is 1 to 64 of A-Z a-z 0-9 _ . : -")
+    return text
+
+
 def path(text: str) -> str:
     """An argparse type for a file or folder name: an empty one (an unset shell variable)
     is refused here, where it would otherwise mean 'not given' or the current folder."""

@@ -38,6 +38,9 @@ def run_main(capsys, *argv):
     (["dashboard", "--control", "garbage"], "not a tcp://"),
     (["dashboard", "--publish", "ipc://"], "no address after ipc://"),
     (["simulate", "--connect", "inproc://x"], "inproc:// reaches only this process"),
+    (["subscribe", "--stream", "bad id!"], "a stream id is 1 to 64"),
+    (["subscribe", "--stream", ""], "a stream id is 1 to 64"),
+    (["dashboard", "--host", ""], "an empty host"),
     (["subscribe", "--connect", "tcp://127.0.0.1:7341\n"], "control character"),
     (["demo", "--seconds", "nan"], "not a finite number"),
     (["demo", "--seconds", "-1"], "above 0"),
@@ -284,3 +287,20 @@ def test_a_report_to_a_full_disk_is_one_line(capsys):
                        "--report", "/dev/full")
     assert rc == 1
     assert err.strip().splitlines()[-1] == "neurowire simulate: /dev/full: No space left on device"
+
+
+@pytest.mark.parametrize("argv, message", [
+    # Before: a ValueError traceback from the library.
+    (["--feed", "spikes"], "--feed spikes needs --stream ID"),
+    (["--feed", "power", "--lossless"], "--lossless is for --feed lossless, not power"),
+    # Before: accepted, and the file silently never written.
+    (["--feed", "spikes", "--stream", "s", "--wav-dir", "d"], "--wav-dir is for --feed lossless"),
+    (["--feed", "power", "--stream", "s", "--npy", "x.npy"],
+     "--npy is for --feed lossless or bounded, not power"),
+    (["--events", "e.npz"], "--events is for --feed spikes, not lossless"),
+])
+def test_subscribe_option_combinations_that_cannot_work_are_refused(capsys, argv, message):
+    rc, err = run_main(capsys, "subscribe", "--connect", "tcp://127.0.0.1:1", *argv)
+    assert rc == 2
+    assert err == f"neurowire subscribe: {message}" + err.split(message, 1)[1]
+    assert err.count("\n") == 1

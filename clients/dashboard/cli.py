@@ -34,7 +34,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--publish", default=None, metavar="ENDPOINT", type=endpoint,
                         help="daemon publish endpoint for the dashboard's own subscriber "
                              "(default: asked from the daemon's config)")
-    parser.add_argument("--host", default="127.0.0.1",
+    parser.add_argument("--host", default="127.0.0.1", type=_host,
                         help="address to serve the page on (default: %(default)s)")
     parser.add_argument("--port", type=port, default=DEFAULT_PORT,
                         help="port to serve the page on; 0 picks a free one "
@@ -111,6 +111,14 @@ def run(args) -> int:
         log.warning("serving on %s: the page has no authentication; anyone who can reach "
                     "this address sees the daemon's figures", args.host)
     return asyncio.run(_serve(args, curve))
+
+
+def _host(text: str) -> str:
+    """An argparse type: an empty host would serve on every interface without saying so."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty host; give 127.0.0.1, or 0.0.0.0 to serve "
+                                         "on every interface")
+    return text
 
 
 def _is_loopback(host: str) -> bool:
