@@ -51,9 +51,13 @@ def test_compress_never_deletes_what_is_not_its_archive(capsys, folder, output, 
     before = listing(folder)
     rc, err = run_main(capsys, "compress", "in.wav", "-o", output, "-q",
                        *(["--overwrite"] if overwrite else []))
-    assert rc == 1
-    assert err.count("\n") == 1
-    assert "no output path given" in err or "is not a neurowire archive" in err
+    if output.strip():
+        assert rc == 1
+        assert err.count("\n") == 1
+        assert "is not a neurowire archive" in err
+    else:  # refused by the option's type, before anything runs
+        assert rc == 2
+        assert "argument -o/--output: an empty path" in err
     assert listing(folder) == before
     assert (folder / "notes.txt").read_text() == "mine"
 
@@ -147,3 +151,13 @@ def test_a_store_with_a_header_that_is_base64_of_the_right_size_round_trips(caps
                               ["files"][0]["header"])
     assert len(header) == 44
     assert run_main(capsys, "decompress", store, "-o", "out", "-q")[0] == 0
+
+
+@pytest.mark.parametrize("output", ["", " "])
+def test_the_library_refuses_an_empty_output_too(folder, output):
+    from neurowire.archive.batch import ArchiveError, compress
+
+    before = listing(folder)
+    with pytest.raises(ArchiveError, match="no output path given"):
+        compress(["in.wav"], output, progress=False, overwrite=True)
+    assert listing(folder) == before

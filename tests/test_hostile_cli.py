@@ -304,3 +304,20 @@ def test_subscribe_option_combinations_that_cannot_work_are_refused(capsys, argv
     assert rc == 2
     assert err == f"neurowire subscribe: {message}" + err.split(message, 1)[1]
     assert err.count("\n") == 1
+
+
+def test_standard_output_on_a_full_disk_is_one_line():
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([sys.executable, "-m", "neurowire", "daemon", "--print-config"],
+                           stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert r.returncode == 1
+    assert r.stderr == "neurowire daemon: standard output: No space left on device\n"
+
+
+def test_standard_output_into_a_closed_pipe_is_quiet(tmp_path):
+    (tmp_path / "a.wav").write_bytes(open(
+        __import__("pathlib").Path(__file__).parent / "data" / "excerpt_quiet.wav", "rb").read())
+    r = subprocess.run(f"'{sys.executable}' -m neurowire compress '{tmp_path}/a.wav' -o "
+                       f"'{tmp_path}/s.zarr' -q | true", shell=True, capture_output=True,
+                       text=True, timeout=60)
+    assert "Traceback" not in r.stderr and "Broken pipe" not in r.stderr
