@@ -249,3 +249,12 @@ def test_bench_challenge_stops_a_program_that_hangs(tmp_path, capsys, monkeypatc
     err = capsys.readouterr().err
     assert rc == 1
     assert "a.wav: encode did not finish within 0.5 s" in err
+
+
+def test_a_finished_file_with_no_samples_and_chunks_after_reads_empty():
+    # Before: a data size of 0 meant "the rest of the file", so the LIST chunk after an
+    # empty data chunk came back as 5 frames of garbage.
+    data = riff(fmt_chunk(), chunk(b"data", b""), chunk(b"LIST", b"INFOISFT" + b"x" * 4))
+    read = codec.read_samples(data)
+    assert read.samples.shape == (0, 2)
+    assert codec.decompress(codec.compress_bytes(data)) == data
