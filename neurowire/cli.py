@@ -9,7 +9,9 @@ installed is simply not offered. A module serving several subcommands reads
 import argparse
 import importlib
 import importlib.util
+import signal
 import sys
+import threading
 
 # The one table of subcommands: name -> (module, help), or name -> {nested table}.
 COMMANDS = {
@@ -87,6 +89,14 @@ def build_parser(argv):
     return parser
 
 
+def _terminate_as_interrupt(signum, frame):
+    _terminate_as_interrupt.received = True
+    raise KeyboardInterrupt
+
+
+_terminate_as_interrupt.received = False
+
+
 class _NamedStdout:
     """sys.stdout whose write errors name it, as a file's do, so a full disk or a closed
     pipe under `neurowire ... > out` is the one-line error of any file, not a traceback."""
@@ -130,9 +140,20 @@ def main(argv=None):
                     if word)
     stdout = sys.stdout
     sys.stdout = _NamedStdout(stdout)
+    on_main = threading.current_thread() is threading.main_thread()
+    # SIGTERM ends a command as Ctrl-C does: its `finally` blocks remove scratch files and
+    # stop child processes (commands with handlers of their own, the daemon's, replace it).
+    previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt) if on_main else None
     try:
         result = args._run(args)
         sys.stdout.flush()  # here, where a full disk or closed pipe can still be reported
+    except KeyboardInterrupt:
+        # What a command leaves behind when interrupted is its own contract (a resumable
+        # store, no partial output); here it only must not end in a traceback.
+        terminated = _terminate_as_interrupt.received
+        print(f"neurowire {name}: {'terminated' if terminated else 'interrupted'}",
+              file=sys.stderr)
+        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
     except OSError as error:
         # A file the user named that cannot be opened or written (a directory given for
         # a file, no permission, a full disk; standard output `> /dev/full`): one line
@@ -159,6 +180,9 @@ def main(argv=None):
     finally:
         if isinstance(sys.stdout, _NamedStdout):
             sys.stdout = stdout
+        if on_main:
+            signal.signal(signal.SIGTERM, previous)
+            _terminate_as_interrupt.received = False
     return 0 if result is None else int(result)
 
 

@@ -161,3 +161,75 @@ def test_the_library_refuses_an_empty_output_too(folder, output):
     with pytest.raises(ArchiveError, match="no output path given"):
         compress(["in.wav"], output, progress=False, overwrite=True)
     assert listing(folder) == before
+
+
+def _start(argv, cwd):
+    import signal
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "neurowire", *argv], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def _when(predicate, timeout=30.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "never happened"
+        time.sleep(0.005)
+
+
+@pytest.fixture
+def big_npy(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "big.npy", rng.integers(-300, 300, (600_000, 4), dtype=np.int16))
+    return tmp_path / "big.npy"
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_an_interrupted_compress_says_so_and_resumes(tmp_path, big_npy, sig):
+    import signal
+
+    store = tmp_path / "s.zarr"
+    argv = ["compress", str(big_npy), "-o", str(store), "-q", "--chunk-samples", "4096",
+            "--workers", "1"]
+    run = _start(argv, tmp_path)
+    progress = store / ".neurowire-progress"
+    _when(lambda: progress.is_dir() and any(progress.iterdir()) or run.poll() is not None)
+    run.send_signal(getattr(signal, sig))
+    _, err = run.communicate(timeout=60)
+    assert "Traceback" not in err
+    if run.returncode == 0:
+        pytest.skip("the run finished before the signal arrived")
+    assert run.returncode == 128 + getattr(signal, sig)
+    assert f"neurowire compress: {'terminated' if sig == 'SIGTERM' else 'interrupted'}" in err
+    assert not (store / "samples").exists()  # unfinished, and recognisably so
+    finish = _start(argv, tmp_path)
+    assert finish.wait(120) == 0, finish.stderr.read()
+    finish = _start(["decompress", str(store), "-o", str(tmp_path / "out"), "-q"], tmp_path)
+    assert finish.wait(120) == 0
+    assert (tmp_path / "out" / "big.npy").read_bytes() == big_npy.read_bytes()
+
+
+def test_a_terminated_decompress_leaves_no_partial_file(tmp_path, big_npy, capsys):
+    import signal
+
+    assert run_main(capsys, "compress", str(big_npy), "-o", str(tmp_path / "s.zarr"), "-q",
+                    "--chunk-samples", "4096")[0] == 0
+    out = tmp_path / "out"
+    run = _start(["decompress", str(tmp_path / "s.zarr"), "-o", str(out), "-q"], tmp_path)
+    _when(lambda: out.is_dir() and any(out.iterdir()) or run.poll() is not None)
+    run.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=60)
+    assert "Traceback" not in err
+    names = sorted(p.name for p in out.iterdir())
+    if run.returncode == 0:
+        assert names == ["big.npy"]
+    else:
+        assert run.returncode == 128 + signal.SIGTERM
+        assert names == []  # never a big.npy that is cut short, nor its scratch file
