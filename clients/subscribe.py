@@ -21,7 +21,7 @@ from neurowire.wire import DEFAULT_LOSSLESS, DEFAULT_PUBLISH, MAX_INT, MAX_RATE
 
 from .subscription import (FEEDS, Block, Gap, Run, Subscription, _cpu_s,  # noqa: F401
                            _view, feed_subscription, subscribe)
-from .writers import SampleWriter, Spool
+from .writers import SampleWriter, Spool, spool_problem
 
 
 
@@ -219,6 +219,8 @@ def _combination_problem(args: argparse.Namespace) -> str | None:
         if getattr(args, dest, None) and feed not in feeds:
             option = "--" + dest.replace("_", "-")
             return f"{option} is for --feed {' or '.join(feeds)}, not {feed}"
+    if getattr(args, "spool", None) and spool_problem(args.spool):
+        return f"--spool {args.spool} {spool_problem(args.spool)}"
     if feed != "lossless" and not (args.stream or args.control):
         return f"--feed {feed} needs --stream ID (or --control, to ask the daemon for them)"
     return None

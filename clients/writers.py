@@ -17,6 +17,14 @@ def _view(frame) -> memoryview:
     return frame.buffer if hasattr(frame, "buffer") else memoryview(frame)
 
 
+def spool_problem(path: str) -> str | None:
+    """Why `path` cannot be a spool: the spool is removed after the run, so a file holding
+    anything (a recording given by mistake) must not be emptied and then deleted."""
+    if os.path.isfile(path) and os.path.getsize(path) > 0:
+        return "exists and is not empty: a spool is scratch space, removed after the run"
+    return None
+
+
 class Spool:
     """Received messages in a scratch file, to be decoded after the stream: for machines that
     cannot decode in real time next to the daemon, yet every sample must still be checked.
@@ -24,6 +32,8 @@ class Spool:
 
     def __init__(self, path: str):
         self.path = path
+        if spool_problem(path):
+            raise FileExistsError(17, spool_problem(path), path)
         self.handle = open(path, "wb", buffering=1 << 20)
         self.messages = 0
 

@@ -321,3 +321,20 @@ def test_standard_output_into_a_closed_pipe_is_quiet(tmp_path):
                        f"'{tmp_path}/s.zarr' -q | true", shell=True, capture_output=True,
                        text=True, timeout=60)
     assert "Traceback" not in r.stderr and "Broken pipe" not in r.stderr
+
+
+def test_subscribe_never_spools_over_an_existing_file(capsys, tmp_path):
+    # The spool is deleted after the run: an existing file given by mistake was emptied,
+    # then removed.
+    precious = tmp_path / "recording.npy"
+    precious.write_bytes(b"precious")
+    rc, err = run_main(capsys, "subscribe", "--connect", "tcp://127.0.0.1:1",
+                       "--spool", str(precious))
+    assert rc == 2
+    assert f"--spool {precious} exists and is not empty" in err
+    assert precious.read_bytes() == b"precious"
+    from neurowire.clients.writers import Spool
+
+    with pytest.raises(FileExistsError):
+        Spool(str(precious))
+    assert precious.read_bytes() == b"precious"
