@@ -25,7 +25,8 @@ import numpy as np
 import zmq
 
 from neurowire.wire import (DEFAULT_CONTROL, DEFAULT_INGEST, INGEST_OFFSETS, MAX_INT,
-                            MAX_RATE, STREAM_ID, ControlTimeout, apply_curve, new_session,
+                            MAX_RATE, STREAM_ID, ControlReplyError, ControlTimeout,
+                            apply_curve, new_session, reply_field,
                             pack_ingest, query)
 
 from neurowire import options
@@ -323,16 +324,24 @@ def _daemon_rejections(control: str | None) -> dict | None:
     if not control:
         return None
     try:
-        return query(control, "stats", timeout=1.0)["rejected"]
-    except (ControlTimeout, KeyError, TypeError):
+        return reply_field(query(control, "stats", timeout=1.0), "rejected", dict, control)
+    except (ControlTimeout, ControlReplyError):
         return None
 
 
 def _what_the_daemon_took(control: str | None, stream: str, before: dict | None) -> dict:
     """The daemon's own account, from its control endpoint: what it holds for the stream,
-    and what it rejected (from anyone) while we sent."""
+    and what it rejected (from anyone) while we sent; answered False when the endpoint does
+    not answer as a daemon does."""
     if not control:
         return {"asked": False}
+    try:
+        return _account(control, stream, before)
+    except (ControlReplyError, AttributeError, TypeError, ValueError):
+        return {"asked": True, "answered": False}
+
+
+def _account(control: str, stream: str, before: dict | None) -> dict:
     stats, last_count, deadline = None, None, time.monotonic() + 5.0
     while time.monotonic() < deadline:  # until the daemon has worked through what it got
         try:

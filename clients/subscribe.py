@@ -190,7 +190,7 @@ def run_feed(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     import signal
 
-    from neurowire.wire import ControlTimeout
+    from neurowire.wire import ControlReplyError, ControlTimeout
 
     import threading
 
@@ -202,6 +202,10 @@ def run(args: argparse.Namespace) -> int:
     except ControlTimeout as error:
         print(f"neurowire subscribe: the daemon's control endpoint does not answer ({error})",
               file=sys.stderr)
+        return 1
+    except ControlReplyError as error:
+        print(f"neurowire subscribe: the control endpoint's reply is not a neurowire "
+              f"daemon's: {error}", file=sys.stderr)
         return 1
     finally:
         if on_main:
