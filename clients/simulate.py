@@ -66,7 +66,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
                         help="the daemon's control endpoint, asked at the end "
                         "what it took and rejected (default: "
                         f"{DEFAULT_CONTROL} with the default --connect; '' = do not ask)")
-    parser.add_argument("--report", type=options.path, metavar="FILE", help="write the final report as JSON here")
+    parser.add_argument("--report", type=options.output_file, metavar="FILE", help="write the final report as JSON here")
     parser.add_argument("--python-loop", dest="native", action="store_false",
                         help="send from the Python loop instead of the C one (the same "
                              "packets; to compare their cost)")

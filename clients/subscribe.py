@@ -39,8 +39,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
                              "the first message, at least 60 s")
     parser.add_argument("--until-sample", type=bounded(int, 0, MAX_INT, what="the sample index"), default=0,
                         help="stop once a stream has delivered samples up to this index")
-    parser.add_argument("--npy", type=options.path, metavar="FILE", help="write the samples here (.npy)")
-    parser.add_argument("--wav-dir", type=options.path, metavar="DIR", help="write one WAV file per channel")
+    parser.add_argument("--npy", type=options.output_file, metavar="FILE", help="write the samples here (.npy)")
+    parser.add_argument("--wav-dir", type=options.output_folder, metavar="DIR", help="write one WAV file per channel")
     parser.add_argument("--lsl", metavar="NAME",
                         help="publish the decoded samples as a Lab Streaming Layer outlet "
                              "(NAME with one --stream, else NAME-<stream id>); needs pylsl")
@@ -55,20 +55,20 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--resume-from", type=bounded(int, 0, MAX_INT, what="the sample index"), metavar="SAMPLE",
                         help="report samples missed since this index (where a previous run "
                              "stopped) as a gap")
-    parser.add_argument("--spool", type=options.path, metavar="FILE",
+    parser.add_argument("--spool", type=options.output_file, metavar="FILE",
                         help="only receive while streaming (into FILE), then decode and check "
                              "every block: where decoding in real time does not fit next to "
                              "the daemon; latency then counts decoding as if done on arrival")
     parser.add_argument("--python-loop", action="store_true",
                         help="receive (and, with --spool, spool) in Python on pyzmq instead "
                              "of the C loops, to compare; the report's c_loop says which ran")
-    parser.add_argument("--report", type=options.path, metavar="FILE", help="write the final report as JSON")
+    parser.add_argument("--report", type=options.output_file, metavar="FILE", help="write the final report as JSON")
     parser.add_argument("--ready-file", metavar="FILE", help=argparse.SUPPRESS)
     parser.add_argument("--feed", choices=FEEDS, default="lossless",
                         help="which of the daemon's feeds (default lossless; the others need "
                              "the daemon's `feeds` config and --stream or --control; --npy "
                              "writes bounded samples)")
-    parser.add_argument("--events", type=options.path, metavar="FILE",
+    parser.add_argument("--events", type=options.output_file, metavar="FILE",
                         help="with --feed spikes: write the events here (.npz: sample, "
                              "channel, snippets, pre, rate)")
     parser.add_argument("--wait", action="store_true",

@@ -133,5 +133,24 @@ def path(text: str) -> str:
     return text
 
 
+def output_file(text: str) -> str:
+    """An argparse type for a file a command writes when it ends: a folder given for it is
+    refused now, not after a run whose samples could then not be written."""
+    import os
+
+    if os.path.isdir(path(text)):
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name")
+    return text
+
+
+def output_folder(text: str) -> str:
+    """An argparse type for a folder a command writes files into (made if missing)."""
+    import os
+
+    if os.path.lexists(path(text)) and not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text} exists and is not a folder")
+    return text
+
+
 # A TCP port to listen on (0: any free one).
 port = bounded(int, 0, 65535, what="a port")

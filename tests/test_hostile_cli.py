@@ -60,13 +60,21 @@ def test_a_synthetic_table_beyond_memory_is_refused_not_built(capsys):
     assert "use a smaller --loop-samples" in err
 
 
-def test_a_directory_given_for_an_output_file_is_one_line(capsys, tmp_path):
-    # Nothing listens at the port; the report is written whatever the daemon said.
-    rc, err = run_main(capsys, "simulate", "--connect", "tcp://127.0.0.1:1", "--control", "",
-                       "--seconds", "0.05", "--channels", "4", "--quiet",
-                       "--report", str(tmp_path))
-    assert rc == 1
-    assert err.strip().splitlines()[-1] == f"neurowire simulate: {tmp_path}: Is a directory"
+@pytest.mark.parametrize("argv", [["simulate", "--report"], ["subscribe", "--npy"],
+                                  ["subscribe", "--report"], ["subscribe", "--spool"],
+                                  ["subscribe", "--feed", "spikes", "--events"]])
+def test_a_folder_given_for_an_output_file_is_refused_before_the_run(capsys, tmp_path, argv):
+    # Before: found out when the run ended, with --npy after the samples were received.
+    rc, err = run_main(capsys, *argv, str(tmp_path), "--connect", "tcp://127.0.0.1:1")
+    assert rc == 2
+    assert err.strip().splitlines()[-1].endswith(f"{tmp_path} is a folder; give a file name")
+
+
+def test_a_file_given_for_an_output_folder_is_refused_before_the_run(capsys, tmp_path):
+    (tmp_path / "f").write_text("x")
+    rc, err = run_main(capsys, "subscribe", "--wav-dir", str(tmp_path / "f"))
+    assert rc == 2
+    assert "exists and is not a folder" in err
 
 
 def test_dashboard_on_a_port_in_use_says_so(capsys):
@@ -241,7 +249,8 @@ def test_every_path_option_refuses_an_empty_path(capsys, command):
                                                                    "keep")
         if not named or action.help == "==SUPPRESS==":
             continue
-        assert action.type is options.path, (command, action.dest)
+        assert action.type in (options.path, options.output_file, options.output_folder), (
+            command, action.dest)
         if action.option_strings:
             argv = command + POSITIONALS.get(command[-1], []) + [action.option_strings[-1], ""]
             rc, err = run_main(capsys, *argv)
