@@ -130,9 +130,10 @@ class SampleWriter:
         import wave
 
         self.scratch.close()
+        if not self.rows:
+            os.unlink(self.scratch.name)
+            return
         try:
-            if not self.rows:
-                return
             raw = np.memmap(self.scratch.name, dtype="<i2", mode="r",
                             shape=(self.rows, self.channels))
             # Each file complete or absent (neurowire.outfile): cut short, a .npy would
@@ -155,5 +156,15 @@ class SampleWriter:
                         w.setframerate(round(self.rate))
                         w.writeframes(np.ascontiguousarray(raw[:, channel]).tobytes())
             del raw
-        finally:
+        except OSError as error:
+            # A full disk or a vanished folder at the end of a long run: the samples stay in
+            # the scratch file, and the one-line error says where.
+            kept = self.scratch.name
+            raise type(error)(error.errno, f"{error.strerror}; the {self.rows} rows received "
+                              f"are kept in {kept} (raw little-endian int16, {self.channels} "
+                              "channels)", error.filename) from None
+        except BaseException:
+            os.unlink(self.scratch.name)
+            raise
+        else:
             os.unlink(self.scratch.name)

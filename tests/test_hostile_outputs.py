@@ -105,3 +105,29 @@ def test_a_complete_npy_and_wavs_are_written(tmp_path):
         read = read_samples(str(tmp_path / "wavs" / f"ch{channel:04d}.wav"))
         np.testing.assert_array_equal(read.samples[:, 0], samples[:, channel])
     assert leftovers(tmp_path) == [] and leftovers(tmp_path / "wavs") == []
+
+
+def test_a_failed_write_keeps_the_received_samples_and_says_where(tmp_path, monkeypatch):
+    from neurowire.clients import writers
+
+    writer = writers.SampleWriter(str(tmp_path / "s.npy"), None)
+    samples = np.arange(1000, dtype=np.int16).reshape(500, 2)
+    writer.write(types.SimpleNamespace(samples=samples, first_sample=0, rate=20000.0, gaps=[]))
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np.lib.format, "open_memmap", full)
+    with pytest.raises(OSError) as caught:
+        writer.close()
+    assert caught.value.filename == str(tmp_path / "s.npy")
+    kept = writer.scratch.name
+    assert f"the 500 rows received are kept in {kept}" in caught.value.strerror
+    np.testing.assert_array_equal(np.fromfile(kept, "<i2").reshape(500, 2), samples)
+
+
+def test_nothing_received_leaves_nothing(tmp_path):
+    from neurowire.clients import writers
+
+    writers.SampleWriter(str(tmp_path / "s.npy"), str(tmp_path / "w")).close()
+    assert os.listdir(tmp_path) == []
