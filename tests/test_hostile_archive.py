@@ -233,3 +233,19 @@ def test_a_terminated_decompress_leaves_no_partial_file(tmp_path, big_npy, capsy
     else:
         assert run.returncode == 128 + signal.SIGTERM
         assert names == []  # never a big.npy that is cut short, nor its scratch file
+
+
+@pytest.mark.parametrize("channels", [2.5, "4", True, [4]])
+def test_a_store_codec_config_with_a_channel_count_that_is_no_int_is_refused(channels):
+    import numcodecs
+
+    with pytest.raises(TypeError, match="channels must be an int"):
+        numcodecs.get_codec({"id": "neurowire", "channels": channels})
+
+
+def test_numpy_integer_channel_counts_are_taken():
+    import numpy as np
+
+    from neurowire.archive.codec import NeurowireCodec
+
+    assert NeurowireCodec(np.int64(4)).channels == 4
