@@ -52,7 +52,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
                         default=10,
                         help="time steps per packet (10 = 0.5 ms at 20 kHz)")
     parser.add_argument("--seconds", type=options.duration, default=0.0,
-                        help="stop after this long (0: until interrupted)")
+                        help="stop after this long, at most 86400 (0: until interrupted)")
     parser.add_argument("--seed", type=options.seed, default=1, help="synthetic signal seed")
     parser.add_argument("--loop-samples", type=bounded(int, 1, 1 << 24, what="the table's length"),
                         default=15000,

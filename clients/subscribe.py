@@ -33,7 +33,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--stream", action="append", type=options.stream_id, help="stream id (repeatable; default all)")
     parser.add_argument("--lossless", action="store_true",
                         help="the daemon holds blocks for us instead of dropping them")
-    parser.add_argument("--seconds", type=options.duration, default=0.0, help="stop after this long (0: never)")
+    parser.add_argument("--seconds", type=options.duration, default=0.0, help="stop after this long, at most 86400 (0: never)")
     parser.add_argument("--idle-timeout", type=bounded(float, 0, options.MAX_SECONDS, what="the idle timeout"), default=0.0,
                         help="stop after this many seconds without data (0: never); before "
                              "the first message, at least 60 s")
