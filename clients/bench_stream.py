@@ -73,7 +73,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--no-baseline", dest="baseline", action="store_false",
                         help="skip timing the bare C relay (PULL -> PUB) baseline")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    parser.add_argument("--keep", metavar="DIR", help="keep configs, logs and reports here")
+    parser.add_argument("--keep", type=options.path, metavar="DIR", help="keep configs, logs and reports here")
     return parser
 
 

@@ -25,29 +25,24 @@ import numpy as np
 import zmq
 
 from neurowire.wire import (DEFAULT_CONTROL, DEFAULT_INGEST, INGEST_OFFSETS, MAX_INT,
-                            MAX_RATE, STREAM_ID, ControlTimeout, apply_curve, new_session,
+                            MAX_RATE, STREAM_ID, ControlReplyError, ControlTimeout,
+                            apply_curve, new_session, reply_field,
                             pack_ingest, query)
 
 from neurowire import options
 from neurowire.options import bounded, endpoint
+from neurowire.outfile import open_output
 
 from . import synth
 from .liveness import ConnectionWatch
 from .native_zmq import libzmq_functions, loads
 
 
-def _stream_id(text: str) -> str:
-    if not STREAM_ID.match(text.encode()):
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: a stream id is 1 to 64 of A-Z a-z 0-9 _ . : -")
-    return text
-
-
 def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.description = "Stream simulated (or recorded) electrode data to a daemon."
     parser.add_argument("--connect", default=DEFAULT_INGEST, type=endpoint,
                         help="daemon ingest endpoint (default %(default)s)")
-    parser.add_argument("--stream", default="implant0", type=_stream_id,
+    parser.add_argument("--stream", default="implant0", type=options.stream_id,
                         help="stream id (default %(default)s)")
     parser.add_argument("--channels", type=bounded(int, 1, 4096, what="channels"), default=1024)
     parser.add_argument("--rate", type=bounded(float, 0, MAX_RATE, low_open=True,
@@ -56,13 +51,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--packet-samples", type=bounded(int, 1, 65536, what="time steps per packet"),
                         default=10,
                         help="time steps per packet (10 = 0.5 ms at 20 kHz)")
-    parser.add_argument("--seconds", type=bounded(float, 0, what="the duration"), default=0.0,
-                        help="stop after this long (0: until interrupted)")
+    parser.add_argument("--seconds", type=options.duration, default=0.0,
+                        help="stop after this long, at most 86400 (0: until interrupted)")
     parser.add_argument("--seed", type=options.seed, default=1, help="synthetic signal seed")
     parser.add_argument("--loop-samples", type=bounded(int, 1, 1 << 24, what="the table's length"),
                         default=15000,
                         help="length of the synthetic table that is looped")
-    parser.add_argument("--wav", metavar="DIR", help="play real recordings instead (one WAV per "
+    parser.add_argument("--wav", type=options.path, metavar="DIR", help="play real recordings instead (one WAV per "
                         "channel, looping)")
     parser.add_argument("--start-sample", default=0,
                         type=bounded(int, 0, MAX_INT, what="the first sample's index"),
@@ -71,7 +66,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
                         help="the daemon's control endpoint, asked at the end "
                         "what it took and rejected (default: "
                         f"{DEFAULT_CONTROL} with the default --connect; '' = do not ask)")
-    parser.add_argument("--report", metavar="FILE", help="write the final report as JSON here")
+    parser.add_argument("--report", type=options.output_file, metavar="FILE", help="write the final report as JSON here")
     parser.add_argument("--python-loop", dest="native", action="store_false",
                         help="send from the Python loop instead of the C one (the same "
                              "packets; to compare their cost)")
@@ -274,11 +269,6 @@ class Simulator:
         self.sock.close()
 
 
-# The synthetic table is built in memory before the first packet: past this it would take
-# the machine's memory (or minutes) instead of saying so.
-_MAX_TABLE_SAMPLES = 1 << 29
-
-
 def run(args: argparse.Namespace) -> int:
     if args.wav:
         from neurowire.codec import CodecError  # a .wav that is a damaged neurowire file
@@ -292,10 +282,10 @@ def run(args: argparse.Namespace) -> int:
         if args.rate != 20000.0:
             rate = args.rate
     else:
-        if args.channels * args.loop_samples > _MAX_TABLE_SAMPLES:
-            print(f"neurowire simulate: a table of {args.channels} channels x "
-                  f"{args.loop_samples} samples is more than {_MAX_TABLE_SAMPLES} samples "
-                  "(1 GiB); use a smaller --loop-samples", file=sys.stderr)
+        problem = synth.table_problem(args.channels, args.loop_samples)
+        if problem:
+            print(f"neurowire simulate: {problem}; use a smaller --loop-samples",
+                  file=sys.stderr)
             return 2
         table = synth.synthesize(args.channels, args.rate, args.loop_samples, args.seed)
         rate = args.rate
@@ -319,7 +309,7 @@ def run(args: argparse.Namespace) -> int:
         simulator.close()  # lingers up to 2 s to hand over what is queued
     report["daemon"] = _what_the_daemon_took(control, args.stream, rejected_before)
     if args.report:
-        with open(args.report, "w") as handle:
+        with open_output(args.report) as handle:
             json.dump(report, handle)
     if not args.quiet:
         pacing = report["pacing_lateness"]
@@ -334,16 +324,24 @@ def _daemon_rejections(control: str | None) -> dict | None:
     if not control:
         return None
     try:
-        return query(control, "stats", timeout=1.0)["rejected"]
-    except (ControlTimeout, KeyError, TypeError):
+        return reply_field(query(control, "stats", timeout=1.0), "rejected", dict, control)
+    except (ControlTimeout, ControlReplyError):
         return None
 
 
 def _what_the_daemon_took(control: str | None, stream: str, before: dict | None) -> dict:
     """The daemon's own account, from its control endpoint: what it holds for the stream,
-    and what it rejected (from anyone) while we sent."""
+    and what it rejected (from anyone) while we sent; answered False when the endpoint does
+    not answer as a daemon does."""
     if not control:
         return {"asked": False}
+    try:
+        return _account(control, stream, before)
+    except (ControlReplyError, AttributeError, TypeError, ValueError):
+        return {"asked": True, "answered": False}
+
+
+def _account(control: str, stream: str, before: dict | None) -> dict:
     stats, last_count, deadline = None, None, time.monotonic() + 5.0
     while time.monotonic() < deadline:  # until the daemon has worked through what it got
         try:

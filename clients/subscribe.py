@@ -16,11 +16,12 @@ import zmq
 
 from neurowire import options
 from neurowire.options import bounded, endpoint
-from neurowire.wire import DEFAULT_LOSSLESS, DEFAULT_PUBLISH
+from neurowire.outfile import open_output
+from neurowire.wire import DEFAULT_LOSSLESS, DEFAULT_PUBLISH, MAX_INT, MAX_RATE
 
 from .subscription import (FEEDS, Block, Gap, Run, Subscription, _cpu_s,  # noqa: F401
                            _view, feed_subscription, subscribe)
-from .writers import SampleWriter, Spool
+from .writers import SampleWriter, Spool, spool_problem
 
 
 
@@ -29,17 +30,17 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--connect", type=endpoint, help="daemon publish (or, with --lossless, lossless) "
                         f"endpoint (default {DEFAULT_PUBLISH} / {DEFAULT_LOSSLESS})")
     parser.add_argument("--control", type=endpoint, help="ask this control endpoint for the data endpoints")
-    parser.add_argument("--stream", action="append", help="stream id (repeatable; default all)")
+    parser.add_argument("--stream", action="append", type=options.stream_id, help="stream id (repeatable; default all)")
     parser.add_argument("--lossless", action="store_true",
                         help="the daemon holds blocks for us instead of dropping them")
-    parser.add_argument("--seconds", type=bounded(float, 0, what="the duration"), default=0.0, help="stop after this long")
-    parser.add_argument("--idle-timeout", type=bounded(float, 0, what="the idle timeout"), default=0.0,
+    parser.add_argument("--seconds", type=options.duration, default=0.0, help="stop after this long, at most 86400 (0: never)")
+    parser.add_argument("--idle-timeout", type=bounded(float, 0, options.MAX_SECONDS, what="the idle timeout"), default=0.0,
                         help="stop after this many seconds without data (0: never); before "
                              "the first message, at least 60 s")
-    parser.add_argument("--until-sample", type=bounded(int, 0, what="the sample index"), default=0,
+    parser.add_argument("--until-sample", type=bounded(int, 0, MAX_INT, what="the sample index"), default=0,
                         help="stop once a stream has delivered samples up to this index")
-    parser.add_argument("--npy", metavar="FILE", help="write the samples here (.npy)")
-    parser.add_argument("--wav-dir", metavar="DIR", help="write one WAV file per channel")
+    parser.add_argument("--npy", type=options.output_file, metavar="FILE", help="write the samples here (.npy)")
+    parser.add_argument("--wav-dir", type=options.output_folder, metavar="DIR", help="write one WAV file per channel")
     parser.add_argument("--lsl", metavar="NAME",
                         help="publish the decoded samples as a Lab Streaming Layer outlet "
                              "(NAME with one --stream, else NAME-<stream id>); needs pylsl")
@@ -49,31 +50,31 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--verify-synth", type=options.seed, metavar="SEED",
                         help="compare every sample with the simulator's synthetic table")
     parser.add_argument("--channels", type=bounded(int, 1, 4096, what="channels"), default=1024, help="for --verify-synth")
-    parser.add_argument("--rate", type=bounded(float, 0, low_open=True, what="the rate"), default=20000.0, help="for --verify-synth")
-    parser.add_argument("--loop-samples", type=bounded(int, 1, what="the table's length"), default=15000, help="for --verify-synth")
-    parser.add_argument("--resume-from", type=bounded(int, 0, what="the sample index"), metavar="SAMPLE",
+    parser.add_argument("--rate", type=bounded(float, 0, MAX_RATE, low_open=True, what="the rate"), default=20000.0, help="for --verify-synth")
+    parser.add_argument("--loop-samples", type=bounded(int, 1, 1 << 24, what="the table's length"), default=15000, help="for --verify-synth")
+    parser.add_argument("--resume-from", type=bounded(int, 0, MAX_INT, what="the sample index"), metavar="SAMPLE",
                         help="report samples missed since this index (where a previous run "
                              "stopped) as a gap")
-    parser.add_argument("--spool", metavar="FILE",
+    parser.add_argument("--spool", type=options.output_file, metavar="FILE",
                         help="only receive while streaming (into FILE), then decode and check "
                              "every block: where decoding in real time does not fit next to "
                              "the daemon; latency then counts decoding as if done on arrival")
     parser.add_argument("--python-loop", action="store_true",
                         help="receive (and, with --spool, spool) in Python on pyzmq instead "
                              "of the C loops, to compare; the report's c_loop says which ran")
-    parser.add_argument("--report", metavar="FILE", help="write the final report as JSON")
+    parser.add_argument("--report", type=options.output_file, metavar="FILE", help="write the final report as JSON")
     parser.add_argument("--ready-file", metavar="FILE", help=argparse.SUPPRESS)
     parser.add_argument("--feed", choices=FEEDS, default="lossless",
                         help="which of the daemon's feeds (default lossless; the others need "
                              "the daemon's `feeds` config and --stream or --control; --npy "
                              "writes bounded samples)")
-    parser.add_argument("--events", metavar="FILE",
+    parser.add_argument("--events", type=options.output_file, metavar="FILE",
                         help="with --feed spikes: write the events here (.npz: sample, "
                              "channel, snippets, pre, rate)")
     parser.add_argument("--wait", action="store_true",
                         help="keep waiting when nothing answers at the endpoint (default: "
                              "say so and exit after 3 s)")
-    parser.add_argument("--max-gap-s", type=bounded(float, 0, what="the gap"), default=60.0,
+    parser.add_argument("--max-gap-s", type=bounded(float, 0, 3600, what="the gap"), default=60.0,
                         help="with --npy / --wav-dir: a gap longer than this many seconds "
                              "ends the file instead of filling it with zeros")
     parser.add_argument("--batch-ms", type=bounded(float, 0, 10_000, what="the batch time"), default=10.0, metavar="MS",
@@ -133,6 +134,11 @@ def _until_limits(receive, args: argparse.Namespace):
             yield message
 
 
+def _with_suffix(path: str, suffix: str) -> str:
+    """The name numpy's save/savez give a path: `suffix` added when missing."""
+    return path if path.endswith(suffix) else path + suffix
+
+
 def run_feed(args: argparse.Namespace) -> int:
     """`--feed spikes|power`: receive until --seconds / --idle-timeout / --until-sample."""
     from neurowire.feeds.detect import Events
@@ -173,12 +179,14 @@ def run_feed(args: argparse.Namespace) -> int:
               "bounded_samples": sum(len(b) for b in bounded), "first_sample": first_bounded,
               "bits_per_s_wall": 8 * subscription.bytes / seconds}
     if args.events and args.feed == "spikes":
-        np.savez(args.events, sample=events.sample, channel=events.channel,
-                 snippets=events.snippets, pre=pre, rate=rate)
+        with open_output(_with_suffix(args.events, ".npz"), "wb") as handle:
+            np.savez(handle, sample=events.sample, channel=events.channel,
+                     snippets=events.snippets, pre=pre, rate=rate)
     if args.npy and bounded:
-        np.save(args.npy, np.concatenate(bounded))  # from first_sample; gaps are not marked
+        with open_output(_with_suffix(args.npy, ".npy"), "wb") as handle:
+            np.save(handle, np.concatenate(bounded))  # from first_sample; gaps not marked
     if args.report:
-        with open(args.report, "w") as handle:
+        with open_output(args.report) as handle:
             json.dump(report, handle)
     if not args.quiet:
         print(json.dumps(report), file=sys.stderr)
@@ -188,7 +196,7 @@ def run_feed(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     import signal
 
-    from neurowire.wire import ControlTimeout
+    from neurowire.wire import ControlReplyError, ControlTimeout
 
     import threading
 
@@ -201,22 +209,49 @@ def run(args: argparse.Namespace) -> int:
         print(f"neurowire subscribe: the daemon's control endpoint does not answer ({error})",
               file=sys.stderr)
         return 1
+    except ControlReplyError as error:
+        print(f"neurowire subscribe: the control endpoint's reply is not a neurowire "
+              f"daemon's: {error}", file=sys.stderr)
+        return 1
     finally:
         if on_main:
             signal.signal(signal.SIGTERM, previous)
 
 
+# Outputs and the feeds that fill them: any other pairing would be silently ignored.
+_OUTPUT_FEEDS = {"wav_dir": ("lossless",), "npy": ("lossless", "bounded"),
+                 "events": ("spikes",), "lossless": ("lossless",)}
+
+
+def _combination_problem(args: argparse.Namespace) -> str | None:
+    feed = getattr(args, "feed", "lossless")
+    for dest, feeds in _OUTPUT_FEEDS.items():
+        if getattr(args, dest, None) and feed not in feeds:
+            option = "--" + dest.replace("_", "-")
+            return f"{option} is for --feed {' or '.join(feeds)}, not {feed}"
+    if getattr(args, "spool", None) and spool_problem(args.spool):
+        return f"--spool {args.spool} {spool_problem(args.spool)}"
+    if feed != "lossless" and not (args.stream or args.control):
+        return f"--feed {feed} needs --stream ID (or --control, to ask the daemon for them)"
+    return None
+
+
 def _run(args: argparse.Namespace) -> int:
+    problem = _combination_problem(args)
+    if problem:
+        print(f"neurowire subscribe: {problem}", file=sys.stderr)
+        return 2
     if getattr(args, "feed", "lossless") != "lossless":
-        if args.lossless:
-            print("neurowire subscribe: --lossless is for the lossless feed only",
-                  file=sys.stderr)
-            return 2
         return run_feed(args)
     expected = None
     if args.verify_synth is not None:
-        from .synth import LoopingSource, synthesize
+        from .synth import LoopingSource, synthesize, table_problem
 
+        problem = table_problem(args.channels, args.loop_samples)
+        if problem:
+            print(f"neurowire subscribe: {problem}; use a smaller --loop-samples",
+                  file=sys.stderr)
+            return 2
         source = LoopingSource(synthesize(args.channels, args.rate, args.loop_samples,
                                           args.verify_synth))
         expected = lambda stream, first, n: source.samples(first, n)  # noqa: E731
@@ -326,7 +361,7 @@ def _run(args: argparse.Namespace) -> int:
     if subscription.spool_report:
         report["spool"] = subscription.spool_report
     if args.report:
-        with open(args.report, "w") as handle:
+        with open_output(args.report) as handle:
             json.dump(report, handle)
     if not args.quiet:
         print(json.dumps({k: v for k, v in report.items() if k != "latency_us"}),

@@ -34,7 +34,8 @@ from neurowire import checksum
 from neurowire.codec import CodecError, CorruptStreamError
 from neurowire.wire import FEEDS as WIRE_FEEDS
 from neurowire.wire import (DEFAULT_LOSSLESS, DEFAULT_PUBLISH, Rejected, apply_curve,
-                            is_feed_topic, parse_block, query, topic_for)
+                            bound_endpoint, is_feed_topic, parse_block, query, stream_ids,
+                            topic_for)
 
 from . import fastsub
 from .liveness import ConnectionWatch
@@ -225,8 +226,8 @@ class Subscription:
         if self.sock is not None:
             return self
         if self.endpoint is None and self.control is not None:
-            bound = query(self.control, "config", curve=self.curve)["bound"]
-            self.endpoint = bound["lossless" if self.lossless else "publish"]
+            self.endpoint = bound_endpoint(self.control, "lossless" if self.lossless
+                                           else "publish", self.curve)
         self.endpoint = self.endpoint or (DEFAULT_LOSSLESS if self.lossless else DEFAULT_PUBLISH)
         sock = self.context.socket(zmq.DEALER if self.lossless else zmq.SUB)
         sock.linger = 0
@@ -804,11 +805,11 @@ def feed_subscription(endpoint: str | None = None, *, feed: str, streams=None,
         streams = [streams]
     if control is not None and (endpoint is None or not streams):
         if endpoint is None:
-            endpoint = query(control, "config", curve=curve)["bound"]["publish"]
+            endpoint = bound_endpoint(control, "publish", curve)
         if not streams:
             # Feed topics cannot be matched by a prefix common to all streams without
             # taking every lossless block too, so the streams are named one by one.
-            streams = query(control, "status", curve=curve)["streams"]
+            streams = stream_ids(control, curve)
     if not streams:
         raise ValueError(f"the {feed} feed needs streams=[...] (or control= to list the "
                          "daemon's current streams)")

@@ -40,9 +40,27 @@ def quantize(signal: np.ndarray) -> np.ndarray:
     return grid[index]
 
 
+# The table is built in memory before the first packet (simulator) or block (a subscriber's
+# check): past this it would take the machine's memory, or minutes, instead of saying so.
+MAX_TABLE_SAMPLES = 1 << 29
+
+
+def table_problem(channels: int, loop_samples: int) -> str | None:
+    """Why a synthetic table of this size is refused (None when it is not)."""
+    if channels < 1 or loop_samples < 1:
+        return f"a table needs at least one channel and one sample, not {channels} x {loop_samples}"
+    if channels * loop_samples > MAX_TABLE_SAMPLES:
+        return (f"a table of {channels} channels x {loop_samples} samples is more than "
+                f"{MAX_TABLE_SAMPLES} samples (1 GiB)")
+    return None
+
+
 def synthesize(channels: int = 1024, rate: float = 20000.0, loop_samples: int = 15000,
                seed: int = 1, chunk: int = 64) -> np.ndarray:
     """(loop_samples, channels) int16 that repeats seamlessly enough to be looped."""
+    problem = table_problem(channels, loop_samples)
+    if problem:
+        raise ValueError(problem)
     table = np.empty((loop_samples, channels), dtype=np.int16)
     rng_master = np.random.default_rng(seed)
     t = np.arange(loop_samples, dtype=np.float32) / np.float32(rate)
@@ -74,7 +92,7 @@ def synthesize(channels: int = 1024, rate: float = 20000.0, loop_samples: int = 
         # Spikes: a few units per channel firing at 2-30 Hz.
         for column in range(count):
             n_spikes = rng.poisson(rng.uniform(2, 30) * period)
-            if not n_spikes:
+            if not n_spikes or loop_samples <= len(spike_shape):  # no room for a spike
                 continue
             times = rng.integers(0, loop_samples - len(spike_shape), n_spikes)
             amplitudes = rng.uniform(800, 4000, n_spikes).astype(np.float32)

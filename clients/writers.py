@@ -9,10 +9,20 @@ import tempfile
 
 import numpy as np
 
+from neurowire.outfile import open_output, output_path
+
 
 def _view(frame) -> memoryview:
     """A zmq Frame or any bytes-like object as a memoryview, without copying."""
     return frame.buffer if hasattr(frame, "buffer") else memoryview(frame)
+
+
+def spool_problem(path: str) -> str | None:
+    """Why `path` cannot be a spool: the spool is removed after the run, so a file holding
+    anything (a recording given by mistake) must not be emptied and then deleted."""
+    if os.path.isfile(path) and os.path.getsize(path) > 0:
+        return "exists and is not empty: a spool is scratch space, removed after the run"
+    return None
 
 
 class Spool:
@@ -22,6 +32,8 @@ class Spool:
 
     def __init__(self, path: str):
         self.path = path
+        if spool_problem(path):
+            raise FileExistsError(17, spool_problem(path), path)
         self.handle = open(path, "wb", buffering=1 << 20)
         self.messages = 0
 
@@ -118,26 +130,41 @@ class SampleWriter:
         import wave
 
         self.scratch.close()
+        if not self.rows:
+            os.unlink(self.scratch.name)
+            return
         try:
-            if not self.rows:
-                return
             raw = np.memmap(self.scratch.name, dtype="<i2", mode="r",
                             shape=(self.rows, self.channels))
+            # Each file complete or absent (neurowire.outfile): cut short, a .npy would
+            # still promise all its rows.
             if self.npy_path:
-                out = np.lib.format.open_memmap(self.npy_path, mode="w+", dtype="<i2",
-                                                shape=raw.shape)
-                for start in range(0, self.rows, 65536):
-                    out[start:start + 65536] = raw[start:start + 65536]
-                out.flush()
-                del out
+                with output_path(self.npy_path) as target:
+                    out = np.lib.format.open_memmap(target, mode="w+", dtype="<i2",
+                                                    shape=raw.shape)
+                    for start in range(0, self.rows, 65536):
+                        out[start:start + 65536] = raw[start:start + 65536]
+                    out.flush()
+                    del out
             if self.wav_dir:
                 os.makedirs(self.wav_dir, exist_ok=True)
                 for channel in range(self.channels):
-                    with wave.open(os.path.join(self.wav_dir, f"ch{channel:04d}.wav"), "wb") as w:
+                    with open_output(os.path.join(self.wav_dir, f"ch{channel:04d}.wav"),
+                                     "wb") as handle, wave.open(handle, "wb") as w:
                         w.setnchannels(1)
                         w.setsampwidth(2)
                         w.setframerate(round(self.rate))
                         w.writeframes(np.ascontiguousarray(raw[:, channel]).tobytes())
             del raw
-        finally:
+        except OSError as error:
+            # A full disk or a vanished folder at the end of a long run: the samples stay in
+            # the scratch file, and the one-line error says where.
+            kept = self.scratch.name
+            raise type(error)(error.errno, f"{error.strerror}; the {self.rows} rows received "
+                              f"are kept in {kept} (raw little-endian int16, {self.channels} "
+                              "channels)", error.filename) from None
+        except BaseException:
+            os.unlink(self.scratch.name)
+            raise
+        else:
             os.unlink(self.scratch.name)

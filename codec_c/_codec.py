@@ -1,5 +1,7 @@
 """Python face of the C codec: owns the C objects, checks arguments, maps errors."""
+import errno
 import os
+import stat
 import threading
 from collections import namedtuple
 from dataclasses import dataclass
@@ -274,12 +276,26 @@ def compress_bytes(raw):
     return ffi.buffer(out, size)[:]
 
 
+def read_file(path) -> bytes:
+    """The bytes of the regular file at `path`. A FIFO, socket or device is refused
+    (OSError naming it) before it is opened: opening a FIFO nobody writes to blocks for
+    ever, and /dev/zero never ends."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = None  # open() below says what is wrong, naming the path
+    if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        raise OSError(errno.EINVAL, "not a regular file (a pipe, socket or device)",
+                      os.fspath(path))
+    with open(path, "rb") as f:
+        return f.read()
+
+
 def compress(path):
     """Compresses the file at ``path``; same bytes as ``./encode path OUT``."""
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError("compress() takes a path; use compress_bytes() for data")
-    with open(path, "rb") as f:
-        return compress_bytes(f.read())
+    return compress_bytes(read_file(path))
 
 
 def decompress(data):
@@ -324,8 +340,7 @@ def read_samples(data_or_path):
     path = None
     if isinstance(data_or_path, (str, os.PathLike)):
         path = data_or_path
-        with open(path, "rb") as f:
-            data = f.read()
+        data = read_file(path)
     else:
         data = contiguous_bytes(data_or_path, "data_or_path")
     if bytes(data[:4]) == b"RIFF":

@@ -18,7 +18,8 @@ _EXTENSIBLE = 0xFFFE
 # The first two bytes of the sub-format GUID hold the plain format tag (as in nw_file.c).
 _SUBFORMAT_OFFSET = 24
 # Writers that stream a WAV out before they know its length leave the data size at 0 or
-# 0xFFFFFFFF: the samples then run to the end of the file.
+# 0xFFFFFFFF: the samples then run to the end of the file (unless what follows a 0 is whole
+# chunks to the end: a finished file with no samples, _chunks_to_end).
 STREAMING_SIZES = (0, 0xFFFFFFFF)
 
 
@@ -56,7 +57,8 @@ def wav_layout(read, size: int) -> WavLayout:
             if data is not None:
                 raise ValueError(f"a second data chunk at byte {pos} (the first holds the "
                                  f"samples at byte {data[0]}): which one is the recording?")
-            if chunk_size in STREAMING_SIZES:
+            if chunk_size in STREAMING_SIZES and not (chunk_size == 0 and
+                                                      _chunks_to_end(read, body, size)):
                 chunk_size = size - body
             elif body + chunk_size > size:
                 raise ValueError(f"the data chunk says {chunk_size} bytes but only "
@@ -83,6 +85,22 @@ def wav_layout(read, size: int) -> WavLayout:
                          f"{2 * channels}-byte frames ({channels} channels x 16 bits): "
                          "it ends in half a frame")
     return WavLayout(channels, rate, offset, data_bytes)
+
+
+def _chunks_to_end(read, pos: int, size: int) -> bool:
+    """Whether the bytes from `pos` are whole chunks (an id of four printable ASCII
+    characters, a size, its body) to the end of the file: after a data size of 0 they are
+    a finished file's chunks (LIST, id3) and there are no samples; samples of a file
+    streamed out with the size left at 0 do not line up so."""
+    if pos >= size:
+        return False  # nothing after: the streamed file of no samples yet reads the same
+    while pos + 8 <= size:
+        header = bytes(read(pos, 8))
+        if not all(32 <= c < 127 for c in header[:4]):
+            return False
+        (chunk_size,) = struct.unpack_from("<I", header, 4)
+        pos += 8 + chunk_size + (chunk_size & 1)  # chunks are padded to even sizes
+    return pos in (size, size + 1)  # the last chunk's pad byte may be missing
 
 
 def parse_wav(data):

@@ -26,6 +26,7 @@ from neurowire.options import bounded
 from . import (FORMAT_VERSION, LANE_FORMAT_VERSION, MAX_BLOCK_SAMPLES, CodecTeam, GroupDecoder,
                GroupEncoder, StreamEncoder, compress_bytes, decompress, read_samples, set_simd,
                team_cpus)
+from ._codec import read_file
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent  # the repo, for an editable install
 
@@ -51,7 +52,7 @@ def find_recordings(explicit=None):
 def load(paths):
     files, signals = [], []
     for p in paths:
-        raw = Path(p).read_bytes()
+        raw = read_file(p)  # a FIFO named *.wav is refused, not waited on
         files.append(raw)
         # The strict reader: a file of the folder that is no whole recording is named.
         signals.append(read_samples(p).samples[:, 0])
@@ -364,7 +365,7 @@ def print_report(r, out=sys.stdout):
 
 
 def configure_parser(parser):
-    parser.add_argument("--data", help="folder of .wav recordings (default: the challenge set, "
+    parser.add_argument("--data", type=options.path, help="folder of .wav recordings (default: the challenge set, "
                         "else the bundled excerpts)")
     parser.add_argument("--files", type=bounded(int, 0, 1_000_000, what="the file count"), default=0,
                         help="use only the first N files (0: all)")

@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 
+from neurowire import options
 from neurowire.options import bounded
 
 from . import MAX_BLOCK_SAMPLES, MAX_ERROR_LIMIT, StreamDecoder, StreamEncoder, grid_values
@@ -52,7 +53,7 @@ def measure(signals, max_error, block):
 
 
 def configure_parser(parser):
-    parser.add_argument("--data", help="folder of .wav recordings (default: the challenge "
+    parser.add_argument("--data", type=options.path, help="folder of .wav recordings (default: the challenge "
                         "set when found, else the bundled excerpts)")
     parser.add_argument("--levels", type=bounded(int, 0, MAX_ERROR_LIMIT, what="max_error"), nargs="+", default=list(DEFAULT_LEVELS),
                         help="max_error values to measure, in ADC levels")

@@ -8,13 +8,14 @@ import json
 import logging
 import sys
 
+from neurowire import options
 from neurowire.options import bounded
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.description = ("Compress implant packets and publish them to subscribers. "
                           "Logs go to stderr (journald).")
-    parser.add_argument("--config", metavar="FILE",
+    parser.add_argument("--config", type=options.path, metavar="FILE",
                         help="TOML config (see systemd/neurowire.toml); default: built-in "
                              "loopback endpoints")
     parser.add_argument("--ingest", help="override [daemon] ingest endpoint")

@@ -22,6 +22,7 @@ that names the file, the table and the key, so an operator reading journald sees
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import ipaddress
 import math
 import os
@@ -188,8 +189,9 @@ def range_problem(key: str, value: float) -> str | None:
 
 
 def _check_type(where: str, key: str, value: Any, expected: type) -> Any:
-    if expected is tuple and isinstance(value, (list, tuple)):
-        if not all(isinstance(item, str) for item in value):
+    if expected is tuple:
+        if not isinstance(value, (list, tuple)) or not all(isinstance(item, str)
+                                                           for item in value):
             raise ConfigError(f"{where}: '{key}' must be a list of strings, not {value!r}")
         return tuple(value)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
@@ -207,8 +209,14 @@ def _build(cls, table: dict, where: str, nested: dict[str, Any] | None = None):
     values: dict[str, Any] = {}
     for key, value in table.items():
         if key not in known or (nested and key in nested):
-            allowed = ", ".join(sorted(k for k in known if not (nested and k in nested)))
-            raise ConfigError(f"{where}: unknown key '{key}' (known keys: {allowed})")
+            names = sorted(k for k in known if not (nested and k in nested))
+            if isinstance(value, dict):  # [daemon.x] or x = {...}: no key holds a table
+                raise ConfigError(f"{where}: '{key}' is a table; this table holds keys only "
+                                  f"({', '.join(names)})")
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise ConfigError(f"{where}: unknown key '{key}' ({hint}known keys: "
+                              f"{', '.join(names)})")
         default = known[key].default
         values[key] = _check_type(where, key, value, type(default))
     if nested:
@@ -247,6 +255,19 @@ def validate(config: DaemonConfig, where: str = "config") -> DaemonConfig:
         problem = endpoint_problem(endpoint)
         if problem:
             raise ConfigError(f"{where}: '{key}' = {endpoint!r}: {problem}")
+    # The daemon's endpoints are for other processes: one of its own threads is all that
+    # could reach an inproc:// one, so a daemon bound there would run and never hear a client.
+    inproc = [key for key in _ENDPOINT_KEYS if getattr(config, key).startswith("inproc://")]
+    if inproc:
+        raise ConfigError(f"{where}: '{inproc[0]}' = {getattr(config, inproc[0])!r}: inproc:// "
+                          "reaches only the daemon's own threads; use tcp:// or ipc://")
+    bound: dict[str, str] = {}
+    for key in _ENDPOINT_KEYS:
+        endpoint = getattr(config, key)
+        if endpoint in bound and not endpoint.endswith(":*") and not endpoint.endswith(":0"):
+            raise ConfigError(f"{where}: '{bound[endpoint]}' and '{key}' are both {endpoint!r}: "
+                              "each endpoint needs an address of its own")
+        bound[endpoint] = key
     if config.metrics and http_address_problem(config.metrics):
         raise ConfigError(f"{where}: 'metrics' = {config.metrics!r} must be HOST:PORT or empty "
                           f"({http_address_problem(config.metrics)})")
@@ -332,6 +353,52 @@ def config_from_dict(document: dict, where: str = "config") -> DaemonConfig:
     return validate(config, where)
 
 
+# A config is a few KiB; past this the path is something else (/dev/zero, a recording).
+MAX_CONFIG_BYTES = 1 << 20
+# How long a pipe (`--config <(...)`) may take to deliver its config.
+PIPE_WAIT_S = 10.0
+
+
+def _read_config_text(path, where: str) -> str:
+    """The config file's text, read with bounds: a FIFO nobody writes to or a device that
+    never ends is refused in a line instead of hanging the daemon's start (or filling its
+    memory). A file opened without blocking; a pipe waited for up to PIPE_WAIT_S."""
+    import select
+    import stat
+    import time
+
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(21, "Is a directory", os.fspath(path))
+        regular = stat.S_ISREG(mode)
+        deadline = time.monotonic() + PIPE_WAIT_S
+        chunks, size = [], 0
+        while size <= MAX_CONFIG_BYTES:
+            if not regular:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([fd], [], [], left)[0]:
+                    raise ConfigError(f"{where}: nothing complete to read within "
+                                      f"{PIPE_WAIT_S:g} s (a pipe nobody finishes writing?)")
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{where}: more than {MAX_CONFIG_BYTES} bytes: not a config file")
+        if not regular and not size:
+            raise ConfigError(f"{where}: nothing to read (a pipe with no writer, or a device "
+                              "that is empty): give a config file")
+        return b"".join(chunks).decode("utf-8")
+    finally:
+        os.close(fd)
+
+
 def load_config(path: str | os.PathLike | None = None, **overrides: Any) -> DaemonConfig:
     """Read `path` (None: all defaults), then apply keyword overrides of [daemon] keys."""
     document: dict = {}
@@ -339,8 +406,7 @@ def load_config(path: str | os.PathLike | None = None, **overrides: Any) -> Daem
     if path is not None:
         where = os.fspath(path)
         try:
-            with open(path, "rb") as handle:
-                document = tomllib.load(handle)
+            document = tomllib.loads(_read_config_text(path, where))
         except FileNotFoundError:
             raise ConfigError(f"{where}: no such config file") from None
         except OSError as error:  # a directory, no permission, an I/O error

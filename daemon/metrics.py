@@ -206,8 +206,11 @@ class MetricsServer:
         host, port = address.rsplit(":", 1)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(DaemonCollector(daemon))
-        self.server, self.thread = start_http_server(int(port), addr=host.strip("[]"),
-                                                     registry=self.registry)
+        try:
+            self.server, self.thread = start_http_server(int(port), addr=host.strip("[]"),
+                                                         registry=self.registry)
+        except OSError as error:  # say which address: the endpoints' errors name theirs
+            raise OSError(error.errno, f"metrics {address}: {error.strerror}") from None
         self.port = self.server.server_port
 
     def close(self) -> None:

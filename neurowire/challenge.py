@@ -21,6 +21,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
+from neurowire import options
 from neurowire.options import bounded
 
 
@@ -37,9 +38,20 @@ class FileResult:
     decode_s: float
 
 
+def time_limit_s(source: str) -> float:
+    """How long one program may take on `source` before it counts as hung: a minute, plus a
+    second per MB (the codec does ~10 MB/s on a slow host)."""
+    return 60.0 + os.path.getsize(source) / 1e6
+
+
 def _call(program: str, source: str, target: str, name: str, step: str) -> float:
     start = time.perf_counter()
-    result = subprocess.run([program, source, target], capture_output=True, text=True)
+    limit = time_limit_s(source)
+    try:
+        result = subprocess.run([program, source, target], capture_output=True, text=True,
+                                timeout=limit)
+    except subprocess.TimeoutExpired:
+        raise RoundTripError(f"{name}: {step} did not finish within {limit:g} s") from None
     if result.returncode != 0:
         detail = result.stderr.strip().splitlines()
         raise RoundTripError(f"{name}: {step} exited {result.returncode}"
@@ -72,7 +84,11 @@ def recordings(folder: str) -> list:
     names = sorted(n for n in os.listdir(folder) if n.lower().endswith(".wav"))
     if not names:
         raise FileNotFoundError(f"no .wav files in {folder}")
-    return [os.path.join(folder, n) for n in names]
+    paths = [os.path.join(folder, n) for n in names]
+    for path in paths:  # a program reading a FIFO would wait for a writer for ever
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path} is not a regular file")
+    return paths
 
 
 def evaluate(folder: str, encode: str, decode: str, jobs: int = 1) -> dict:
@@ -108,9 +124,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.description = ("The challenge score over a folder of WAV recordings: each file "
                           "round-tripped byte for byte through the programs, then raw bytes / "
                           "(compressed bytes + the programs' sizes).")
-    parser.add_argument("folder", metavar="DIR", help="folder of .wav recordings")
-    parser.add_argument("--encode", default="./encode", help="default ./encode")
-    parser.add_argument("--decode", default="./decode", help="default ./decode")
+    parser.add_argument("folder", type=options.path, metavar="DIR", help="folder of .wav recordings")
+    parser.add_argument("--encode", type=options.path, default="./encode", help="default ./encode")
+    parser.add_argument("--decode", type=options.path, default="./decode", help="default ./decode")
     parser.add_argument("-j", "--jobs", type=bounded(int, 1, 256, what="the jobs"), default=1,
                         help="files round-tripped in parallel (default 1)")
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per file")

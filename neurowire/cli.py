@@ -9,7 +9,9 @@ installed is simply not offered. A module serving several subcommands reads
 import argparse
 import importlib
 import importlib.util
+import signal
 import sys
+import threading
 
 # The one table of subcommands: name -> (module, help), or name -> {nested table}.
 COMMANDS = {
@@ -87,19 +89,82 @@ def build_parser(argv):
     return parser
 
 
+def _terminate_as_interrupt(signum, frame):
+    _terminate_as_interrupt.received = True
+    raise KeyboardInterrupt
+
+
+_terminate_as_interrupt.received = False
+
+
+class _NamedStdout:
+    """sys.stdout whose write errors name it, as a file's do, so a full disk or a closed
+    pipe under `neurowire ... > out` is the one-line error of any file, not a traceback."""
+
+    NAME = "standard output"
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text):
+        try:
+            return self._stream.write(text)
+        except OSError as error:
+            raise type(error)(error.errno, error.strerror, self.NAME) from None
+
+    def flush(self):
+        try:
+            self._stream.flush()
+        except OSError as error:
+            raise type(error)(error.errno, error.strerror, self.NAME) from None
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def _drop_stdout(stream) -> None:
+    """After standard output failed: what is still buffered goes to /dev/null, so the
+    interpreter's own flush at exit does not fail a second time."""
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+    except (OSError, ValueError, AttributeError):  # not a real file (a test's capture)
+        pass
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv).parse_args(argv)
     name = " ".join(word for word in (args.command, getattr(args, "bench_command", None))
                     if word)
+    stdout = sys.stdout
+    sys.stdout = _NamedStdout(stdout)
+    on_main = threading.current_thread() is threading.main_thread()
+    # SIGTERM ends a command as Ctrl-C does: its `finally` blocks remove scratch files and
+    # stop child processes (commands with handlers of their own, the daemon's, replace it).
+    previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt) if on_main else None
     try:
         result = args._run(args)
+        sys.stdout.flush()  # here, where a full disk or closed pipe can still be reported
+    except KeyboardInterrupt:
+        # What a command leaves behind when interrupted is its own contract (a resumable
+        # store, no partial output); here it only must not end in a traceback.
+        terminated = _terminate_as_interrupt.received
+        print(f"neurowire {name}: {'terminated' if terminated else 'interrupted'}",
+              file=sys.stderr)
+        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
     except OSError as error:
         # A file the user named that cannot be opened or written (a directory given for
-        # a file, no permission, a full disk): one line naming it, not a traceback. Faults
-        # without a file name are not the user's input and keep their traceback.
+        # a file, no permission, a full disk; standard output `> /dev/full`): one line
+        # naming it, not a traceback. Faults without a file name are not the user's input
+        # and keep their traceback.
         if error.filename is None:
             raise
+        if error.filename == _NamedStdout.NAME:
+            _drop_stdout(stdout)
+            if isinstance(error, BrokenPipeError):
+                return 1  # `| head`: the reader left with what it wanted; nothing to say
         print(f"neurowire {name}: {error.filename}: {error.strerror or error}",
               file=sys.stderr)
         return 1
@@ -112,6 +177,12 @@ def main(argv=None):
             raise
         print(f"neurowire {name}: {error}", file=sys.stderr)
         return 1
+    finally:
+        if isinstance(sys.stdout, _NamedStdout):
+            sys.stdout = stdout
+        if on_main:
+            signal.signal(signal.SIGTERM, previous)
+            _terminate_as_interrupt.received = False
     return 0 if result is None else int(result)
 
 

@@ -38,6 +38,8 @@ def bounded(kind, low, high=None, low_open=False, what="it"):
             raise argparse.ArgumentTypeError(
                 f"{text} is out of range: {what} must be {range_words(low, high, low_open)}")
         return value
+    # Kept on the type so a test can hold every option to a finite upper bound.
+    parse.kind, parse.low, parse.high = kind, low, high
     return parse
 
 
@@ -63,6 +65,9 @@ def _host_problem(host: str) -> str | None:
 def endpoint_problem(endpoint: str) -> str | None:
     """Why ZeroMQ could not use `endpoint` (None when it looks usable): a transport it
     knows, a non-empty address, and for tcp a host and a port 0..65535 (or '*')."""
+    if any(not char.isprintable() for char in endpoint):
+        # libzmq stops at a NUL: "ipc:///tmp/a\0b" would bind /tmp/a without a word.
+        return "it holds a control character (NUL, newline, ...)"
     transport, sep, address = endpoint.partition("://")
     if not sep or transport not in ("tcp", "ipc", "inproc"):
         return "not a tcp://, ipc:// or inproc:// endpoint"
@@ -86,21 +91,66 @@ def http_address_problem(address: str) -> str | None:
 
 
 def endpoint(text: str) -> str:
-    """An argparse type for a ZeroMQ endpoint; '' passes (it means 'none' where allowed)."""
+    """An argparse type for a ZeroMQ endpoint; '' passes (it means 'none' where allowed).
+    inproc:// is refused: it reaches only the command's own process, never a daemon."""
     if text:
         problem = endpoint_problem(text)
+        if not problem and text.startswith("inproc://"):
+            problem = "inproc:// reaches only this process; use tcp:// or ipc://"
         if problem:
             raise argparse.ArgumentTypeError(f"{text!r}: {problem}")
     return text
 
 
-# Types shared by many commands' options, so one range holds everywhere.
+# Types shared by many commands' options, so one range holds everywhere. Every numeric
+# option has an upper bound (tests/test_hostile_cli.py walks the parsers): a typo of a few
+# digits must not start a run that outlives anyone watching it.
+MAX_SECONDS = 86400  # one day: longer runs are 0 ("until interrupted") where that is offered
 channels = bounded(int, 1, 4096, what="channels")
-seconds = bounded(float, 0, 86400, low_open=True, what="the duration")
+seconds = bounded(float, 0, MAX_SECONDS, low_open=True, what="the duration")
+# A duration or timeout where 0 means "no limit".
+duration = bounded(float, 0, MAX_SECONDS, what="the duration")
 workers = bounded(int, 1, 64, what="the workers")
 seed = bounded(int, 0, 2**63 - 1, what="a seed")  # numpy's generators take none below 0
 
 
-def port(text: str) -> int:
-    """An argparse type for a TCP port to listen on (0: any free one)."""
-    return bounded(int, 0, 65535, what="a port")(text)
+def stream_id(text: str) -> str:
+    """An argparse type for a stream id, as the wire protocol allows it (neurowire.wire
+    STREAM_ID): a subscriber asking for an id no stream can have would wait for ever."""
+    from neurowire.wire import STREAM_ID
+
+    if not STREAM_ID.match(text.encode()):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a stream id is 1 to 64 of A-Z a-z 0-9 _ . : -")
+    return text
+
+
+def path(text: str) -> str:
+    """An argparse type for a file or folder name: an empty one (an unset shell variable)
+    is refused here, where it would otherwise mean 'not given' or the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path")
+    return text
+
+
+def output_file(text: str) -> str:
+    """An argparse type for a file a command writes when it ends: a folder given for it is
+    refused now, not after a run whose samples could then not be written."""
+    import os
+
+    if os.path.isdir(path(text)):
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name")
+    return text
+
+
+def output_folder(text: str) -> str:
+    """An argparse type for a folder a command writes files into (made if missing)."""
+    import os
+
+    if os.path.lexists(path(text)) and not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text} exists and is not a folder")
+    return text
+
+
+# A TCP port to listen on (0: any free one).
+port = bounded(int, 0, 65535, what="a port")

@@ -290,6 +290,11 @@ def apply_curve(sock, curve: dict | None) -> None:
 
 # ---- control requests (REQ/REP, msgpack maps) --------------------------------------------------
 
+class ControlReplyError(ValueError):
+    """A control endpoint answered, but not as a neurowire daemon does (not msgpack, not a
+    map, a field missing or of the wrong kind)."""
+
+
 class ControlTimeout(TimeoutError):
     """The daemon did not answer in time (stopped, or unreachable)."""
 
@@ -309,9 +314,50 @@ def query(endpoint: str, command: str = "stats", *, timeout: float = 2.0, contex
         sock.send(msgpack.packb({"cmd": command}))
         if not sock.poll(int(timeout * 1000)):
             raise ControlTimeout(f"no reply from {endpoint} within {timeout} s")
-        return msgpack.unpackb(sock.recv(), raw=False, strict_map_key=False)
+        raw = sock.recv()
     finally:
         sock.close()
+    try:
+        reply = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+    except Exception as error:  # noqa: BLE001 - whatever the bytes were, they are no reply
+        raise ControlReplyError(f"{endpoint} answered {len(raw)} bytes that are not msgpack "
+                                f"({error.__class__.__name__})") from None
+    if not isinstance(reply, dict):
+        raise ControlReplyError(f"{endpoint} answered a {type(reply).__name__}, not a map")
+    return reply
+
+
+def reply_field(reply: dict, key: str, kinds, endpoint: str):
+    """reply[key] when it is one of `kinds`; else ControlReplyError saying what came (the
+    daemon's own error, when it sent one)."""
+    value = reply.get(key)
+    if not isinstance(value, kinds):
+        why = f": {reply['error']}" if "error" in reply else ""
+        raise ControlReplyError(f"{endpoint} answered without a usable {key!r}{why}")
+    return value
+
+
+def bound_endpoint(control: str, name: str, curve: dict | None = None) -> str:
+    """The endpoint the daemon at `control` bound for `name` (its `config` reply's "bound"),
+    checked as an endpoint: a client connects where the daemon says, so a reply that is no
+    endpoint is refused here."""
+    from neurowire.options import endpoint_problem
+
+    bound = reply_field(query(control, "config", curve=curve), "bound", dict, control)
+    value = bound.get(name)
+    if not isinstance(value, str) or endpoint_problem(value):
+        raise ControlReplyError(f"{control} named {value!r} as its {name} endpoint")
+    return value
+
+
+def stream_ids(control: str, curve: dict | None = None) -> list[str]:
+    """The stream ids the daemon at `control` serves now (its `status` reply), checked."""
+    streams = reply_field(query(control, "status", curve=curve), "streams", (list, dict),
+                          control)
+    ids = list(streams)
+    if not all(isinstance(i, str) and STREAM_ID.match(i.encode()) for i in ids):
+        raise ControlReplyError(f"{control} listed streams that are no stream ids")
+    return ids
 
 
 def wait_ready(endpoint: str, timeout: float = 10.0, **kwargs) -> dict:

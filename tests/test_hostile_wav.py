@@ -177,3 +177,84 @@ def test_bench_feeds_on_a_folder_without_recordings_says_so(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 1 and "Traceback" not in err
     assert err.strip() == f"neurowire bench feeds: {tmp_path / 'none'}: no .wav recordings in it"
+
+
+@pytest.fixture
+def fifo(tmp_path):
+    import os
+
+    path = tmp_path / "b_fifo.wav"
+    os.mkfifo(path)
+    return path
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("reader", ["read_samples", "compress", "brainwire"])
+@pytest.mark.parametrize("special", ["fifo", "/dev/zero", "/dev/null"])
+def test_a_pipe_or_device_is_refused_not_read_for_ever(fifo, reader, special):
+    # Opening a FIFO nobody writes to blocked for ever; /dev/zero never ends.
+    from neurowire.brainwire import encode
+
+    path = str(fifo) if special == "fifo" else special
+    call = {"read_samples": codec.read_samples, "compress": codec.compress,
+            "brainwire": encode.compress}[reader]
+    with pytest.raises(OSError, match="not a regular file") as caught:
+        call(path)
+    assert caught.value.filename == path
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("command", [["bench", "codec", "--files", "3"],
+                                     ["bench", "bounded", "--levels", "1"]])
+def test_a_fifo_among_a_folders_recordings_is_named(tmp_path, fifo, capsys, command):
+    (tmp_path / "a_good.wav").write_bytes(GOOD)
+    rc = cli.main(command + ["--data", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].endswith(f"{fifo}: not a regular file (a pipe, "
+                                                 "socket or device)")
+
+
+@pytest.mark.timeout(30)
+def test_simulate_and_compress_refuse_a_fifo(tmp_path, fifo, capsys):
+    from neurowire.clients.simulate import main
+
+    assert main(["--wav", str(tmp_path), "--channels", "1", "--control", "",
+                 "--seconds", "0.01", "--quiet"]) == 2
+    assert "not a regular file" in capsys.readouterr().err
+    assert cli.main(["compress", str(fifo), "-o", str(tmp_path / "o.zarr"), "-q"]) == 1
+    assert "not a regular file or folder" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(30)
+def test_bench_challenge_refuses_a_fifo_among_the_recordings(tmp_path, fifo, capsys, tools):
+    (tmp_path / "a_good.wav").write_bytes(GOOD)
+    rc = cli.main(["bench", "challenge", str(tmp_path), "--encode", str(tools[0]),
+                   "--decode", str(tools[1])])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert err.strip() == f"neurowire bench challenge: {fifo} is not a regular file"
+
+
+def test_bench_challenge_stops_a_program_that_hangs(tmp_path, capsys, monkeypatch):
+    from neurowire import challenge
+
+    (tmp_path / "a.wav").write_bytes(GOOD)
+    hanging = tmp_path / "hang"
+    hanging.write_text("#!/bin/sh\nexec sleep 30\n")
+    hanging.chmod(0o755)
+    monkeypatch.setattr(challenge, "time_limit_s", lambda source: 0.5)
+    rc = cli.main(["bench", "challenge", str(tmp_path), "--encode", str(hanging),
+                   "--decode", str(hanging)])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "a.wav: encode did not finish within 0.5 s" in err
+
+
+def test_a_finished_file_with_no_samples_and_chunks_after_reads_empty():
+    # Before: a data size of 0 meant "the rest of the file", so the LIST chunk after an
+    # empty data chunk came back as 5 frames of garbage.
+    data = riff(fmt_chunk(), chunk(b"data", b""), chunk(b"LIST", b"INFOISFT" + b"x" * 4))
+    read = codec.read_samples(data)
+    assert read.samples.shape == (0, 2)
+    assert codec.decompress(codec.compress_bytes(data)) == data

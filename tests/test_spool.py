@@ -222,6 +222,7 @@ def take_in_c(tmp_path, frames):
 
 
 def take_in_python(tmp_path, frames):
+    (tmp_path / "take.bin").unlink(missing_ok=True)  # take_in_c's: a spool is never reused
     spool = Spool(str(tmp_path / "take.bin"))
     loop = spooling.PythonSpoolLoop(None, spool)
     spooled = loop.take(frames, 7)

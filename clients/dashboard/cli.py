@@ -11,6 +11,7 @@ import sys
 from aiohttp import web
 
 from neurowire.wire import DEFAULT_CONTROL
+from neurowire import options
 from neurowire.options import bounded, endpoint, port
 
 from .control import load_curve
@@ -33,7 +34,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--publish", default=None, metavar="ENDPOINT", type=endpoint,
                         help="daemon publish endpoint for the dashboard's own subscriber "
                              "(default: asked from the daemon's config)")
-    parser.add_argument("--host", default="127.0.0.1",
+    parser.add_argument("--host", default="127.0.0.1", type=_host,
                         help="address to serve the page on (default: %(default)s)")
     parser.add_argument("--port", type=port, default=DEFAULT_PORT,
                         help="port to serve the page on; 0 picks a free one "
@@ -50,13 +51,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--decode-ms", type=bounded(float, 0, 60_000, what="the decoded span"), default=25.0, metavar="MS",
                         help="ms of signal decoded after each keyframe by the dashboard's "
                              "subscriber (default: %(default)s)")
-    parser.add_argument("--link-mbps", type=bounded(float, 0, low_open=True, what="the link capacity"), default=1.0, metavar="MBPS",
+    parser.add_argument("--link-mbps", type=bounded(float, 0, 1e6, low_open=True, what="the link capacity"), default=1.0, metavar="MBPS",
                         help="link capacity each feed's bandwidth is shown against "
                              "(default: %(default)s, an implant radio)")
-    parser.add_argument("--server-key", metavar="FILE",
+    parser.add_argument("--server-key", type=options.path, metavar="FILE",
                         help="the daemon's public CURVE certificate (zmq.auth format), for a "
                              "daemon bound beyond loopback")
-    parser.add_argument("--client-cert", metavar="FILE",
+    parser.add_argument("--client-cert", type=options.path, metavar="FILE",
                         help="this client's CURVE certificate with its secret key; its public "
                              "key must be in the daemon's client_keys_dir")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -110,6 +111,14 @@ def run(args) -> int:
         log.warning("serving on %s: the page has no authentication; anyone who can reach "
                     "this address sees the daemon's figures", args.host)
     return asyncio.run(_serve(args, curve))
+
+
+def _host(text: str) -> str:
+    """An argparse type: an empty host would serve on every interface without saying so."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty host; give 127.0.0.1, or 0.0.0.0 to serve "
+                                         "on every interface")
+    return text
 
 
 def _is_loopback(host: str) -> bool:

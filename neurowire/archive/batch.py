@@ -37,7 +37,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from neurowire.archive.codec import NeurowireCodec
-from neurowire.archive.sources import ColumnReader, RawLayout, SourceFile, collect_inputs
+from neurowire.archive.sources import (ColumnReader, InputError, RawLayout, SourceFile,
+                                      collect_inputs)
 
 ARCHIVE_ATTR = "neurowire_archive"
 ARCHIVE_VERSION = 2          # 2: raw inputs, rates, channel attributes; reads 1 and 2
@@ -134,8 +135,46 @@ def _same_run(old: dict, new: dict) -> bool:
     keys = ("version", "zarr_format", "shape", "chunks")
     if any(old.get(k) != new.get(k) for k in keys):
         return False
-    fp = [SourceFile.from_json(f).fingerprint() for f in old.get("files", [])]
+    try:
+        fp = [SourceFile.from_json(f).fingerprint() for f in old.get("files", [])]
+    except InputError:  # a damaged manifest is no run to resume
+        return False
     return fp == [SourceFile.from_json(f).fingerprint() for f in new["files"]]
+
+
+def _remove_archive(zarr, out: str) -> None:
+    """--overwrite: removes `out` only when it is a neurowire archive, finished or not. A
+    folder of other files (the inputs' folder, a home directory given by mistake) or a file
+    is never deleted, whatever the flag says."""
+    try:
+        is_archive = (os.path.isdir(out) and not os.path.islink(out)
+                      and ARCHIVE_ATTR in zarr.open_group(out, mode="r").attrs)
+    except Exception:
+        is_archive = False
+    if not is_archive:
+        raise ArchiveError(f"{out} exists and is not a neurowire archive: --overwrite replaces "
+                           "only an archive; remove it yourself or choose another output")
+    shutil.rmtree(out)
+
+
+def _manifest_files(store: str, manifest, shape) -> list[SourceFile]:
+    """The files a store's manifest lists, each checked (sources.SourceFile.from_json) and
+    all of them against the array: names unique, every file's columns and rows inside it."""
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, list) or not files:
+        raise ArchiveError(f"{store}: damaged manifest: no list of files")
+    try:
+        sources = [SourceFile.from_json(f) for f in files]
+    except InputError as err:
+        raise ArchiveError(f"{store}: damaged manifest: {err}") from None
+    names = [s.name for s in sources]
+    if len(set(names)) != len(names):
+        raise ArchiveError(f"{store}: damaged manifest: a file name appears twice")
+    for s in sources:
+        if s.column + s.channels > shape[1] or s.n_samples > shape[0]:
+            raise ArchiveError(f"{store}: damaged manifest: {s.name!r} reaches past the "
+                               f"{shape[0]} x {shape[1]} array")
+    return sources
 
 
 def channel_attributes(sources: list[SourceFile]) -> dict:
@@ -235,6 +274,9 @@ def compress(inputs: list[str], out: str, *, chunk_samples: int = DEFAULT_CHUNK_
     from tqdm import tqdm
 
     _need_zarr3(zarr)
+    if not os.fspath(out).strip():
+        # zarr takes "" as the current folder, and mode "w" empties it.
+        raise ArchiveError("no output path given")
     if zarr_format not in (2, 3):
         raise ArchiveError(f"zarr format must be 2 or 3, not {zarr_format}")
     if not 1 <= chunk_channels <= 4096 or chunk_samples < 1:
@@ -275,8 +317,8 @@ def compress(inputs: list[str], out: str, *, chunk_samples: int = DEFAULT_CHUNK_
                 if f.endswith(".partial"):
                     os.unlink(os.path.join(root, f))
     else:
-        if os.path.exists(out):
-            shutil.rmtree(out)
+        if os.path.lexists(out):
+            _remove_archive(zarr, out)
         group = zarr.open_group(out, mode="w", zarr_format=zarr_format)
         # The manifest goes first, complete=False: a store cut short at any point after
         # this is recognisably unfinished.
@@ -446,6 +488,8 @@ def decompress(store: str, out_dir: str, *, overwrite: bool = False,
     import neurowire.archive.zarr3  # noqa: F401  (format 3 stores need the codec registered)
 
     t0 = time.perf_counter()
+    if not os.fspath(store).strip() or not os.fspath(out_dir).strip():
+        raise ArchiveError("no store or no output folder given")
     try:
         group = zarr.open_group(store, mode="r")
         manifest = group.attrs[ARCHIVE_ATTR]
@@ -461,7 +505,7 @@ def decompress(store: str, out_dir: str, *, overwrite: bool = False,
         z = group[ARRAY_NAME]
     except Exception as err:
         raise ArchiveError(f"{store} has no {ARRAY_NAME} array ({err})") from err
-    sources = [SourceFile.from_json(f) for f in manifest["files"]]
+    sources = _manifest_files(store, manifest, z.shape)
     chunks = tuple(z.chunks)
     os.makedirs(out_dir, exist_ok=True)
     for s in sources:

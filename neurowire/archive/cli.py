@@ -23,7 +23,7 @@ def configure_compress(parser: argparse.ArgumentParser) -> None:
     parser.description = ("Compress WAV files (16-bit PCM, e.g. one per channel), int16 "
                           ".npy arrays or raw int16 .dat/.bin files (Open Ephys, SpikeGLX, "
                           "Intan, ...) into a zarr store, losslessly; rerun to resume.")
-    parser.add_argument("inputs", nargs="+", metavar="DIR_OR_FILES",
+    parser.add_argument("inputs", type=options.path, nargs="+", metavar="DIR_OR_FILES",
                         help="files, or directories whose .wav/.npy/.dat/.bin files are taken "
                              "(sorted); an Open Ephys recording folder or its structure.oebin")
     parser.add_argument("--channels", type=bounded(int, 1, 1 << 16, what="channels"), default=None,
@@ -31,7 +31,7 @@ def configure_compress(parser: argparse.ArgumentParser) -> None:
                              "or a SpikeGLX .meta when present)")
     parser.add_argument("--rate", type=bounded(float, 0, 1e9, low_open=True, what="the rate"), default=None,
                         help="raw .dat/.bin: samples per second per channel (likewise)")
-    parser.add_argument("-o", "--output", required=True, metavar="OUT.zarr")
+    parser.add_argument("-o", "--output", type=options.path, required=True, metavar="OUT.zarr")
     parser.add_argument("--chunk-samples", type=bounded(int, 1, 1 << 26, what="time steps per chunk"), default=DEFAULT_CHUNK_SAMPLES,
                         help="time steps per chunk (default %(default)s)")
     parser.add_argument("--chunk-channels", type=options.channels, default=DEFAULT_CHUNK_CHANNELS,
@@ -50,8 +50,8 @@ def configure_compress(parser: argparse.ArgumentParser) -> None:
 
 def configure_decompress(parser: argparse.ArgumentParser) -> None:
     parser.description = "Write the files of a neurowire zarr store back, byte for byte."
-    parser.add_argument("store", metavar="OUT.zarr")
-    parser.add_argument("-o", "--output", required=True, metavar="DIR")
+    parser.add_argument("store", type=options.path, metavar="OUT.zarr")
+    parser.add_argument("-o", "--output", type=options.path, required=True, metavar="DIR")
     parser.add_argument("--overwrite", action="store_true", help="replace existing files")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 

@@ -63,6 +63,11 @@ class NeurowireCodec(Codec):
 
     def __init__(self, channels: int | None = None):
         if channels is not None:
+            # A store's config comes from anywhere: 2.5, "4" or true is no channel count
+            # (int() took them as 2, 4 and 1).
+            if isinstance(channels, bool) or not isinstance(channels, (int, np.integer)):
+                raise TypeError(f"channels must be an int, not {type(channels).__name__} "
+                                f"{channels!r}")
             channels = int(channels)
             if not 1 <= channels <= _MAX_CHANNELS:
                 raise ValueError(f"channels must be in 1..{_MAX_CHANNELS}, got {channels}")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import base64
 import os
 import struct
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
@@ -79,10 +79,42 @@ class SourceFile:
 
     @classmethod
     def from_json(cls, d: dict) -> SourceFile:
+        """The entry of a store's manifest, checked: a store comes from anywhere, and its
+        names become paths that decompress writes (InputError says what is wrong)."""
+        if not isinstance(d, dict):
+            raise InputError(f"a file entry is {type(d).__name__}, not a map")
         d = dict(d)
-        d["header"] = base64.b64decode(d["header"])
-        d["trailer"] = base64.b64decode(d["trailer"])
-        return cls(**d)
+        known = {f.name for f in fields(cls)}
+        if set(d) - known or {"name", "size", "n_samples", "channels"} - set(d):
+            raise InputError(f"a file entry has keys {sorted(d)}; expected {sorted(known)}")
+        try:
+            d["header"] = base64.b64decode(d.get("header", ""), validate=True)
+            d["trailer"] = base64.b64decode(d.get("trailer", ""), validate=True)
+        except (TypeError, ValueError) as err:
+            raise InputError(f"a file entry's header or trailer is not base64 ({err})") from None
+        entry = cls(**d)
+        problem = entry._problem()
+        if problem:
+            raise InputError(f"file entry {entry.name!r}: {problem}")
+        return entry
+
+    def _problem(self) -> str | None:
+        name = self.name
+        if not isinstance(name, str) or not name or name in (".", "..") or any(
+                c in name for c in "/\\\0"):
+            return "the name must be a plain file name (no folder, no '..')"
+        for key in ("size", "mtime_ns", "data_offset", "n_samples", "channels", "column",
+                    "ndim"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or (
+                    value < 0 and key != "mtime_ns"):  # a file may predate 1970
+                return f"{key} must be a non-negative integer, not {value!r}"
+        if self.channels < 1 or self.order not in ("C", "F") or self.ndim not in (1, 2):
+            return "channels, order or ndim is not a possible value"
+        if self.size != len(self.header) + self.data_bytes + len(self.trailer):
+            return (f"size {self.size} is not header {len(self.header)} + samples "
+                    f"{self.data_bytes} + trailer {len(self.trailer)} bytes")
+        return None
 
     def fingerprint(self) -> list:
         """What must not change between an interrupted run and its resumption."""
@@ -284,6 +316,8 @@ def collect_inputs(paths: list[str], layout: RawLayout = RawLayout()) -> list[So
             files.extend(_oebin_files(p))
         elif os.path.isfile(p):
             files.append((p, os.path.basename(p)))
+        elif os.path.exists(p):
+            raise InputError(f"{p}: not a regular file or folder (a pipe, socket or device)")
         else:
             raise InputError(f"{p}: no such file or directory")
     sources: list[SourceFile] = []

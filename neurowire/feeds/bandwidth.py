@@ -208,7 +208,7 @@ def reference_markdown(r: dict) -> str:
 def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.description = ("Bits/s of the lossless, spike and spike-band power feeds for a "
                           "1024-channel implant, against a link budget.")
-    parser.add_argument("--data", default=None,
+    parser.add_argument("--data", type=options.path, default=None,
                         help="directory of one-electrode WAV recordings, cycled over channels "
                              "(default: the challenge set beside the clone, else the bundled "
                              "excerpts)")
