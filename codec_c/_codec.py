@@ -102,6 +102,15 @@ def _info(c_info):
                      c_info.max_error)
 
 
+def _keyframe_flag(keyframe):
+    """1 or 0 for the C call. Only a bool (or 0/1) is taken: a string such as "no" is truthy
+    and would silently force a keyframe, which costs ratio on every block."""
+    if isinstance(keyframe, (bool, np.bool_)) or (
+            isinstance(keyframe, (int, np.integer)) and keyframe in (0, 1)):
+        return int(bool(keyframe))
+    raise TypeError(f"keyframe must be a bool, not {type(keyframe).__name__} {keyframe!r}")
+
+
 def _check_channels(channels):
     if isinstance(channels, bool) or not isinstance(channels, (int, np.integer)):
         raise TypeError(f"channels must be an int, not {type(channels).__name__}")
@@ -210,7 +219,7 @@ class StreamEncoder:
         src = ffi.from_buffer("int16_t[]", block)
         with self._lock:
             size = _check(lib.nw_stream_encode_block(self._enc, src, n, self.channels,
-                                                     1 if keyframe else 0, out, cap))
+                                                     _keyframe_flag(keyframe), out, cap))
         return ffi.buffer(out, size)[:]
 
     def channel_bytes(self):
@@ -405,11 +414,15 @@ class CodecTeam:
 
     SPIN_LIMIT_US = lib.NW_TEAM_SPIN_LIMIT_US
 
+    # A team wider than this would be threads waiting for cores: the daemon's `workers` has
+    # the same bound.
+    MAX_THREADS = 64
+
     def __init__(self, threads, cpus=None, spin_us=0):
         if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)):
             raise TypeError(f"threads must be an int, not {type(threads).__name__}")
-        if not 1 <= threads <= MAX_CHANNELS:
-            raise ValueError(f"threads must be in 1..{MAX_CHANNELS}, got {threads}")
+        if not 1 <= threads <= self.MAX_THREADS:
+            raise ValueError(f"threads must be in 1..{self.MAX_THREADS}, got {threads}")
         if isinstance(spin_us, bool) or not isinstance(spin_us, (int, np.integer)):
             raise TypeError(f"spin_us must be an int, not {type(spin_us).__name__}")
         if not 0 <= spin_us <= self.SPIN_LIMIT_US:
@@ -432,6 +445,15 @@ class CodecTeam:
         self.lock = threading.Lock()
 
 
+def default_team_threads(groups):
+    """One thread per group, but no more than the CPUs this process may use."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(groups, cpus, CodecTeam.MAX_THREADS))
+
+
 class _GroupCoder:
     """What GroupEncoder and GroupDecoder share: the groups, a coder each, the team."""
 
@@ -439,7 +461,7 @@ class _GroupCoder:
         self.group_channels = _group_sizes(group_channels)
         self.channels = sum(self.group_channels)
         self._coders = [make_coder(count) for count in self.group_channels]
-        self.team = CodecTeam(len(self._coders)) if team is None else team
+        self.team = CodecTeam(default_team_threads(len(self._coders))) if team is None else team
         self._lock = threading.Lock()
 
 
@@ -450,7 +472,8 @@ class GroupEncoder(_GroupCoder):
     wait between blocks. One call per block, without the GIL and without copying a group
     out of the rows: for a stream too wide for one core.
 
-    team: the CodecTeam that codes the groups (default: a team of one thread per group).
+    team: the CodecTeam that codes the groups (default: a team of one thread per group, at
+    most one per CPU).
     format_version: as StreamEncoder's, for every group."""
 
     def __init__(self, group_channels, team=None, format_version=FORMAT_VERSION):
@@ -480,7 +503,7 @@ class GroupEncoder(_GroupCoder):
         with self._lock, self.team.lock:
             status = lib.nw_team_encode(self.team._team, groups, self._pointers,
                                         ffi.from_buffer("int16_t[]", block), n, self.channels,
-                                        1 if keyframe else 0, out, total, c_offsets, sizes)
+                                        _keyframe_flag(keyframe), out, total, c_offsets, sizes)
         if status < 0:
             raise _error(status)
         view = ffi.buffer(out)
@@ -506,7 +529,7 @@ class GroupDecoder(_GroupCoder):
     span side by side on C threads, into one array. A block whose groups fail or disagree
     is lost as a whole: every group's state is dropped (resume at a keyframe).
 
-    team: the CodecTeam that decodes the groups (default: a team of one thread per group)."""
+    team: the CodecTeam that decodes the groups (default: as GroupEncoder's)."""
 
     def __init__(self, group_channels, team=None):
         _GroupCoder.__init__(self, group_channels, team, StreamDecoder)

@@ -200,3 +200,36 @@ def test_group_blocks_decode_from_strided_views():
     blobs = codec.GroupEncoder([2, 2]).encode(samples, keyframe=True)
     strided = [np.frombuffer(b, np.uint8).repeat(2)[::2] for b in blobs]
     np.testing.assert_array_equal(codec.GroupDecoder([2, 2]).decode(strided), samples)
+
+
+@pytest.mark.parametrize("make", [lambda: codec.StreamEncoder(4),
+                                  lambda: codec.GroupEncoder([2, 2])])
+@pytest.mark.parametrize("flag", ["no", "", 2, -1, 0.0, None, [True]])
+def test_keyframe_flag_must_be_a_bool(make, flag):
+    # A truthy string would otherwise force a keyframe on every block without a word.
+    with pytest.raises(TypeError, match="keyframe"):
+        make().encode(np.zeros((10, 4), np.int16), keyframe=flag)
+
+
+@pytest.mark.parametrize("flag", [True, False, 1, 0, np.bool_(True)])
+def test_keyframe_flag_takes_bools_and_0_1(flag):
+    samples = (np.arange(400, dtype=np.int16) % 89).reshape(-1, 4)
+    first = codec.StreamEncoder(4).encode(samples, keyframe=flag)
+    assert codec.block_info(first).keyframe  # a stream's first block is one either way
+    encoder = codec.StreamEncoder(4)
+    encoder.encode(samples)
+    assert codec.block_info(encoder.encode(samples, keyframe=flag)).keyframe == bool(flag)
+
+
+def test_team_width_is_bounded():
+    with pytest.raises(ValueError, match="threads must be in 1..64"):
+        codec.CodecTeam(codec.CodecTeam.MAX_THREADS + 1)
+
+
+def test_many_groups_get_a_team_no_wider_than_the_cpus():
+    import os
+    encoder = codec.GroupEncoder([1] * 200)
+    assert encoder.team.threads <= len(os.sched_getaffinity(0))
+    samples = (np.arange(2000, dtype=np.int16) % 89).reshape(-1, 200)
+    decoder = codec.GroupDecoder([1] * 200)
+    np.testing.assert_array_equal(decoder.decode(encoder.encode(samples)), samples)
