@@ -911,10 +911,9 @@ static inline int find_symbol_avx512(const uint16_t *running, uint32_t t) {
 }
 #endif
 
-/* lane_normalize_at's last few bytes of the input: rd_normalize on `dec` (the decoder's copy
- * of the block's input, whose count of bytes read past the end it keeps) from the coder's
- * range, code and position. Out of the decoder's lane loop, where it held registers (the
- * input's length) and put the usual path out of line. */
+/* lane_normalize_at's last few bytes of the input: rd_normalize on `dec` (the block's shared
+ * input) from the coder's range, code and position. Out of the decoder's lane loop, where it
+ * held registers (rd's length) and put the usual path out of line. */
 static __attribute__((noinline, cold)) void lane_normalize_end(range_decoder *dec, uint32_t *range,
                                                                uint32_t *code, const uint8_t **next) {
     dec->range = *range;
@@ -1016,7 +1015,7 @@ static __attribute__((noinline)) SCALAR_CODERS int decode_grid_step_avx2(channel
 #endif
             const uint32_t below = s[symbol];
             uint32_t range_c = r * (s[symbol + 1] - below), code_c = (uint32_t)code[c] - r * (f_neg + below);
-            lane_normalize_at(&rd, &range_c, &code_c, &in_at, last);
+            lane_normalize_at(&lc->input.dec, &range_c, &code_c, &in_at, last);
             range[c] = range_c;
             code[c] = code_c;
 #if !defined(NW_LANES_AVX512)   /* AVX-512 counts the step's direct lanes after the loop */
