@@ -911,26 +911,12 @@ static inline int find_symbol_avx512(const uint16_t *running, uint32_t t) {
 }
 #endif
 
-/* lane_normalize_at's last few bytes of the input: rd_normalize on `dec` (the block's shared
- * input) from the coder's range, code and position. Out of the decoder's lane loop, where it
- * held registers (rd's length) and put the usual path out of line. */
-static __attribute__((noinline, cold)) void lane_normalize_end(range_decoder *dec, uint32_t *range,
-                                                               uint32_t *code, const uint8_t **next) {
-    dec->range = *range;
-    dec->code = *code;
-    dec->pos = (size_t)(*next - dec->in);
-    rd_normalize(dec);
-    *range = dec->range;
-    *code = dec->code;
-    *next = dec->in + dec->pos;
-}
-
-/* lane_normalize for a coder whose range and code are held apart from the input `dec`, and
- * the position too, as a pointer `*next` into dec's input (fewer registers in the decoder's
- * lane loop); `last`: the input's last 4-byte word (may be before its start). */
-HOT void lane_normalize_at(range_decoder *dec, uint32_t *range, uint32_t *code, const uint8_t **next,
+/* lane_normalize for a coder whose range and code are held apart from rd, and the position
+ * too, as a pointer `*next` into rd's input (fewer registers in the decoder's lane loop);
+ * `last`: the input's last 4-byte word (may be before its start). */
+HOT void lane_normalize_at(range_decoder *rd, uint32_t *range, uint32_t *code, const uint8_t **next,
                            uintptr_t last) {
-    if (__builtin_expect((uintptr_t)*next <= last, 1)) {
+    if ((uintptr_t)*next <= last) {
         /* 8 x renormal_bytes (LZCNT: 32 for a range of 0, which no symbol leaves) */
         const uint32_t bits = (uint32_t)_lzcnt_u32(*range) & 0x18;
         uint32_t word;
@@ -941,13 +927,13 @@ HOT void lane_normalize_at(range_decoder *dec, uint32_t *range, uint32_t *code, 
         *next += bits >> 3;
         return;
     }
-    /* copies of the lane's values, so that the lane's own stay out of memory */
-    uint32_t range_end = *range, code_end = *code;
-    const uint8_t *next_end = *next;
-    lane_normalize_end(dec, &range_end, &code_end, &next_end);
-    *range = range_end;
-    *code = code_end;
-    *next = next_end;
+    rd->range = *range;
+    rd->code = *code;
+    rd->pos = (size_t)(*next - rd->in);
+    rd_normalize(rd);
+    *range = rd->range;
+    *code = rd->code;
+    *next = rd->in + rd->pos;
 }
 
 /* One time step of a whole grid group, decoded into row; returns the samples' codes (x) in
@@ -1015,7 +1001,7 @@ static __attribute__((noinline)) SCALAR_CODERS int decode_grid_step_avx2(channel
 #endif
             const uint32_t below = s[symbol];
             uint32_t range_c = r * (s[symbol + 1] - below), code_c = (uint32_t)code[c] - r * (f_neg + below);
-            lane_normalize_at(&lc->input.dec, &range_c, &code_c, &in_at, last);
+            lane_normalize_at(&rd, &range_c, &code_c, &in_at, last);
             range[c] = range_c;
             code[c] = code_c;
 #if !defined(NW_LANES_AVX512)   /* AVX-512 counts the step's direct lanes after the loop */
