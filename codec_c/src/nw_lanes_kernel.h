@@ -985,20 +985,19 @@ static __attribute__((noinline)) SCALAR_CODERS int decode_grid_step_avx2(channel
         const uint32_t r = (uint32_t)range[c] / (all + (uint32_t)st.f_side[l]);
         const uint32_t target = (uint32_t)code[c] / r - f_neg;
         if (target < all) {
-            /* the sums rise, so the symbols whose running sum with their own count is above
-             * the target (max(sum, t + 1) = sum, unsigned; t + 1 fits 16 bits as t is below a
-             * 16-bit sum) are the top ones, and the first of them is the symbol; the two
-             * masks packed to a byte per symbol (the pack interleaves the 128-bit halves, the
-             * permutation puts them back in order) */
+            /* the sums rise, so the symbol is the number of them with their own count that
+             * are not above the target (min(sum, t) = sum, unsigned; t fits 16 bits as it is
+             * below a 16-bit sum): the two masks packed to a byte per symbol, counted (the pack
+             * interleaves the 128-bit halves, which a count does not mind) */
 #if defined(NW_LANES_AVX512)
             const int symbol = find_symbol_avx512(s + 1, target);
 #else
-            const __m256i key = _mm256_set1_epi16((int16_t)(target + 1));
+            const __m256i key = _mm256_set1_epi16((int16_t)target);
             const __m256i p0 = _mm256_load_si256((const __m256i *)(const void *)(s + 1));
             const __m256i p1 = _mm256_load_si256((const __m256i *)(const void *)(s + 1 + HALF));
-            const __m256i above = _mm256_permute4x64_epi64(_mm256_packs_epi16(
-                _mm256_cmpeq_epi16(_mm256_max_epu16(p0, key), p0), _mm256_cmpeq_epi16(_mm256_max_epu16(p1, key), p1)), 0xD8);
-            const int symbol = (int)_tzcnt_u32((uint32_t)_mm256_movemask_epi8(above));
+            const __m256i reached = _mm256_packs_epi16(_mm256_cmpeq_epi16(_mm256_min_epu16(p0, key), p0),
+                                                       _mm256_cmpeq_epi16(_mm256_min_epu16(p1, key), p1));
+            const int symbol = __builtin_popcount((uint32_t)_mm256_movemask_epi8(reached));
 #endif
             const uint32_t below = s[symbol];
             uint32_t range_c = r * (s[symbol + 1] - below), code_c = (uint32_t)code[c] - r * (f_neg + below);
