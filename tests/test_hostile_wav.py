@@ -220,6 +220,18 @@ def test_a_file_beyond_4_gib_is_refused_unread(tmp_path, reader):
 
 
 @pytest.mark.timeout(30)
+def test_an_archive_source_with_a_huge_trailer_is_refused_unread(tmp_path):
+    # The samples are mapped, but the bytes after them were read whole into memory. (One
+    # ~4 GiB chunk after the samples, as the chunk walk steps through zeros 8 bytes at a time.)
+    path = tmp_path / "huge.wav"
+    path.write_bytes(GOOD + b"junk" + struct.pack("<I", 0xFFFFFFF0))
+    with open(path, "r+b") as f:
+        f.truncate(len(GOOD) + 8 + 0xFFFFFFF0)
+    with pytest.raises(InputError, match="besides the samples; at most 67108864"):
+        open_source(str(path))
+
+
+@pytest.mark.timeout(30)
 @pytest.mark.parametrize("command", [["bench", "codec", "--files", "3"],
                                      ["bench", "bounded", "--levels", "1"]])
 def test_a_fifo_among_a_folders_recordings_is_named(tmp_path, fifo, capsys, command):
