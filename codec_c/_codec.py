@@ -19,6 +19,9 @@ MAX_CHANNELS = lib.NW_MAX_CHANNELS
 MAX_BLOCK_SAMPLES = lib.NW_MAX_BLOCK_SAMPLES
 BLOCK_HEADER_BYTES = lib.NW_BLOCK_HEADER_BYTES
 MAX_ERROR_LIMIT = lib.NW_MAX_ERROR_LIMIT
+# Inputs read whole from a path stop below 4 GiB, as ./encode and ./decode do: a WAV's
+# 32-bit sizes describe no more, and a larger file would be read into memory entire.
+MAX_INPUT_BYTES = (1 << 32) - 1
 
 # Output buffers are written in full by the C side before any byte is read back, so
 # zero-filling them first would be wasted work on the hot path.
@@ -288,7 +291,8 @@ def compress_bytes(raw):
 def read_file(path) -> bytes:
     """The bytes of the regular file at `path`. A FIFO, socket or device is refused
     (OSError naming it) before it is opened: opening a FIFO nobody writes to blocks for
-    ever, and /dev/zero never ends."""
+    ever, and /dev/zero never ends. A file over MAX_INPUT_BYTES is refused (OSError EFBIG)
+    without being read."""
     try:
         mode = os.stat(path).st_mode
     except OSError:
@@ -297,7 +301,12 @@ def read_file(path) -> bytes:
         raise OSError(errno.EINVAL, "not a regular file (a pipe, socket or device)",
                       os.fspath(path))
     with open(path, "rb") as f:
-        return f.read()
+        # Reads one byte past the cap rather than trusting the size: the file may be growing.
+        if os.fstat(f.fileno()).st_size <= MAX_INPUT_BYTES:
+            data = f.read(MAX_INPUT_BYTES + 1)
+            if len(data) <= MAX_INPUT_BYTES:
+                return data
+    raise OSError(errno.EFBIG, "larger than the 4 GiB a WAV file can hold", os.fspath(path))
 
 
 def compress(path):

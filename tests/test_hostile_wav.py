@@ -204,6 +204,34 @@ def test_a_pipe_or_device_is_refused_not_read_for_ever(fifo, reader, special):
 
 
 @pytest.mark.timeout(30)
+@pytest.mark.parametrize("reader", ["read_samples", "compress", "brainwire"])
+def test_a_file_beyond_4_gib_is_refused_unread(tmp_path, reader):
+    # A 50 GB file was read whole into memory: it is refused by its size, before reading.
+    from neurowire.brainwire import encode
+
+    call = {"read_samples": codec.read_samples, "compress": codec.compress,
+            "brainwire": encode.compress}[reader]
+    path = tmp_path / "huge.wav"
+    with open(path, "wb") as f:
+        f.truncate(50 << 30)
+    with pytest.raises(OSError, match="larger than the 4 GiB") as caught:
+        call(str(path))
+    assert caught.value.filename == str(path)
+
+
+@pytest.mark.timeout(30)
+def test_an_archive_source_with_a_huge_trailer_is_refused_unread(tmp_path):
+    # The samples are mapped, but the bytes after them were read whole into memory. (One
+    # ~4 GiB chunk after the samples, as the chunk walk steps through zeros 8 bytes at a time.)
+    path = tmp_path / "huge.wav"
+    path.write_bytes(GOOD + b"junk" + struct.pack("<I", 0xFFFFFFF0))
+    with open(path, "r+b") as f:
+        f.truncate(len(GOOD) + 8 + 0xFFFFFFF0)
+    with pytest.raises(InputError, match="besides the samples; at most 67108864"):
+        open_source(str(path))
+
+
+@pytest.mark.timeout(30)
 @pytest.mark.parametrize("command", [["bench", "codec", "--files", "3"],
                                      ["bench", "bounded", "--levels", "1"]])
 def test_a_fifo_among_a_folders_recordings_is_named(tmp_path, fifo, capsys, command):

@@ -164,6 +164,31 @@ def test_a_failed_write_leaves_the_input_and_any_old_output_whole(tools, tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.bin", "old.nw"]
 
 
+def _limit_memory(limit):
+    def apply():
+        import resource
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    return apply
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("tool", [0, 1], ids=["encode", "decode"])
+@pytest.mark.parametrize("source", ["/dev/zero", "sparse"])
+def test_an_endless_or_huge_input_is_refused_at_4_gib(tools, tmp_path, tool, source):
+    # /dev/zero never ends and a sparse file can claim any size: both were read until memory
+    # ran out. The address-space limit keeps a regression from taking the machine with it
+    # (it then fails saying "Cannot allocate memory", not "File too large").
+    if source == "sparse":
+        source = tmp_path / "huge.wav"
+        with open(source, "wb") as f:
+            f.truncate(1 << 32)
+    out = tmp_path / "out"
+    r = subprocess.run([str(tools[tool]), str(source), str(out)], capture_output=True,
+                       timeout=110, preexec_fn=_limit_memory(6 << 30))
+    assert one_line_error(r, tools[tool], source).endswith(": File too large")
+    assert not out.exists() and not (tmp_path / "out.partial").exists()
+
+
 def test_a_device_is_written_directly_and_a_full_one_says_so(tools, tmp_path):
     encode, _ = tools
     src = tmp_path / "in.wav"

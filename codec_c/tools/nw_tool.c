@@ -22,7 +22,9 @@ static int fail(const char *path, const char *why) {
     return 1;
 }
 
-/* Reads a whole file; works for pipes too, whose size is not known in advance. */
+/* Reads a whole file; works for pipes too, whose size is not known in advance. Stops at
+ * 4 GiB (EFBIG, "File too large"), what a WAV's 32-bit sizes can describe: /dev/zero or a
+ * pipe that never ends would otherwise be read until memory runs out. */
 static uint8_t *read_all(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
@@ -31,8 +33,8 @@ static uint8_t *read_all(const char *path, size_t *len) {
     while (buf) {
         n += fread(buf + n, 1, cap - n, f);
         if (n < cap) break;
-        uint8_t *bigger = cap < ((size_t)1 << 40) ? realloc(buf, cap * 2) : NULL;
-        if (!bigger) { free(buf); buf = NULL; errno = ENOMEM; break; }
+        uint8_t *bigger = cap < ((size_t)1 << 32) ? realloc(buf, cap * 2) : (errno = EFBIG, NULL);
+        if (!bigger) { free(buf); buf = NULL; break; }
         buf = bigger;
         cap *= 2;
     }

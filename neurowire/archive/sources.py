@@ -26,6 +26,9 @@ from dataclasses import asdict, dataclass, field, fields
 import numpy as np
 
 
+MAX_AROUND_BYTES = 64 << 20   # headers and trailers of a source file, together
+
+
 class InputError(ValueError):
     """An input file this archive format cannot hold byte-exact."""
 
@@ -279,10 +282,20 @@ def open_source(path: str, name: str | None = None,
         src = _parse_raw(path, name, st, layout)
     else:
         raise InputError(f"{name}: not .wav, .npy, .dat or .bin")
+    # The bytes around the samples are held in memory and kept base64 in the manifest: a
+    # file whose samples end early (a huge or sparse file after a small data chunk) would
+    # otherwise be read whole.
+    around = src.data_offset + max(0, st.st_size - src.data_offset - src.data_bytes)
+    if around > MAX_AROUND_BYTES:
+        raise InputError(f"{name}: {around} bytes besides the samples; at most "
+                         f"{MAX_AROUND_BYTES} are kept")
     with open(path, "rb") as f:
         src.header = f.read(src.data_offset)
         f.seek(src.data_offset + src.data_bytes)
-        src.trailer = f.read()
+        src.trailer = f.read(MAX_AROUND_BYTES + 1)
+    if len(src.header) + len(src.trailer) > MAX_AROUND_BYTES:
+        raise InputError(f"{name}: grew while read; more than {MAX_AROUND_BYTES} bytes "
+                         "besides the samples")
     return src
 
 
