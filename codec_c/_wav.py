@@ -49,10 +49,21 @@ def wav_layout(read, size: int) -> WavLayout:
         raise ValueError(not_wav_message(head))
     fmt = data = None
     pos = 12
+    chunks = 0
     while pos + 8 <= size:
         header = bytes(read(pos, 8))
         chunk_id, (chunk_size,) = header[:4], struct.unpack_from("<I", header, 4)
         body = pos + 8
+        chunks += 1
+        # Chunk ids are four printable characters; zeros or noise where a chunk should be
+        # (a sparse or garbage tail) would otherwise be walked 8 bytes at a time to the end.
+        if not _is_chunk_id(chunk_id) or chunks > MAX_CHUNKS:
+            if data is not None and fmt is not None:
+                break  # after the samples: a trailer, not ours
+            what = (f"more than {MAX_CHUNKS} chunks" if chunks > MAX_CHUNKS
+                    else f"no chunk id ({chunk_id!r})")
+            raise ValueError(f"{what} at byte {pos}, before both the fmt and the data "
+                             "chunk: not a WAV recording's layout")
         if chunk_id == b"data":
             if data is not None:
                 raise ValueError(f"a second data chunk at byte {pos} (the first holds the "
@@ -87,6 +98,15 @@ def wav_layout(read, size: int) -> WavLayout:
     return WavLayout(channels, rate, offset, data_bytes)
 
 
+# A recording has a handful of chunks; a bound keeps a hostile file of millions of tiny
+# chunks from costing a walk per chunk.
+MAX_CHUNKS = 4096
+
+
+def _is_chunk_id(chunk_id: bytes) -> bool:
+    return len(chunk_id) == 4 and all(32 <= c < 127 for c in chunk_id)
+
+
 def _chunks_to_end(read, pos: int, size: int) -> bool:
     """Whether the bytes from `pos` are whole chunks (an id of four printable ASCII
     characters, a size, its body) to the end of the file: after a data size of 0 they are
@@ -94,9 +114,11 @@ def _chunks_to_end(read, pos: int, size: int) -> bool:
     streamed out with the size left at 0 do not line up so."""
     if pos >= size:
         return False  # nothing after: the streamed file of no samples yet reads the same
-    while pos + 8 <= size:
+    for _ in range(MAX_CHUNKS):
+        if pos + 8 > size:
+            break
         header = bytes(read(pos, 8))
-        if not all(32 <= c < 127 for c in header[:4]):
+        if not _is_chunk_id(header[:4]):
             return False
         (chunk_size,) = struct.unpack_from("<I", header, 4)
         pos += 8 + chunk_size + (chunk_size & 1)  # chunks are padded to even sizes

@@ -49,6 +49,10 @@ BAD = {
     "two fmt": (riff(fmt_chunk(), fmt_chunk(), chunk(b"data", PCM)), "second fmt chunk"),
     "8-bit": (riff(fmt_chunk(bits=8), chunk(b"data", PCM)), "16-bit PCM"),
     "0 channels": (riff(fmt_chunk(channels=0), chunk(b"data", PCM)), "0 channels"),
+    "noise where a chunk should be": (riff(chunk(b"\0\x01\xfe\0", b"x" * 4), fmt_chunk(),
+                                           chunk(b"data", PCM)), "no chunk id"),
+    "millions of tiny chunks": (riff(*[chunk(b"JUNK", b"")] * 5000, fmt_chunk(),
+                                     chunk(b"data", PCM)), "more than 4096 chunks"),
     "chunk past the end": (riff(fmt_chunk(), chunk(b"LIST", b"x" * 8, size=10**6),
                                 chunk(b"data", PCM)), "past the end of the file"),
 }
@@ -229,6 +233,26 @@ def test_an_archive_source_with_a_huge_trailer_is_refused_unread(tmp_path):
         f.truncate(len(GOOD) + 8 + 0xFFFFFFF0)
     with pytest.raises(InputError, match="besides the samples; at most 67108864"):
         open_source(str(path))
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("tail", [b"\0", b"\xff", b"JUNK\0\0\0\0"])
+def test_a_huge_tail_after_the_samples_is_not_walked_8_bytes_at_a_time(tail):
+    # A recording followed by 50 GB of zeros (a sparse file) or noise: the chunk walk
+    # stepped through it 8 bytes at a time; it now stops at the first bytes that are no
+    # chunk, and a run of tiny chunks ends at the chunk bound.
+    from neurowire.codec._wav import wav_layout
+
+    size = len(GOOD) + (50 << 30)
+
+    def read(offset, count):
+        if offset >= len(GOOD):
+            return (tail * (count // len(tail) + 1))[:count]
+        return GOOD[offset:offset + count]
+
+    layout = wav_layout(read, size)
+    assert (layout.channels, layout.data_bytes) == (2, len(PCM))
+    assert bytes(GOOD[layout.data_offset:layout.data_offset + layout.data_bytes]) == PCM
 
 
 @pytest.mark.timeout(30)
