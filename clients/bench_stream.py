@@ -26,6 +26,7 @@ import time
 import numpy as np
 
 from neurowire import options
+from neurowire.cpus import usable_cpus
 from neurowire.options import bounded
 from neurowire.wire import MAX_RATE, ControlTimeout, query, wait_ready
 
@@ -39,7 +40,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--rate", type=bounded(float, 0, MAX_RATE, low_open=True, what="the rate"), default=20000.0)
     parser.add_argument("--packet-samples", type=bounded(int, 1, 4096, what="time steps per packet"), default=10,
                         help="10 = 0.5 ms packets at 20 kHz")
-    parser.add_argument("--workers", type=options.workers, default=min(2, os.cpu_count() or 1),
+    parser.add_argument("--workers", type=options.workers, default=min(2, usable_cpus()),
                         help="daemon channel groups encoded in parallel threads "
                              "(default: %(default)s)")
     parser.add_argument("--no-pin", dest="pin", action="store_false",

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 from collections import deque
 import resource
 import time
@@ -32,6 +31,7 @@ import zmq
 
 from neurowire import checksum
 from neurowire.codec import CodecError, CorruptStreamError
+from neurowire.cpus import usable_cpus
 from neurowire.wire import FEEDS as WIRE_FEEDS
 from neurowire.wire import (DEFAULT_LOSSLESS, DEFAULT_PUBLISH, Rejected, apply_curve,
                             bound_endpoint, is_feed_topic, parse_block, query, stream_ids,
@@ -210,7 +210,7 @@ class Subscription:
         self._last_hello = 0.0
         self._cpu_start = _cpu_s()  # what building a reference table cost is not ours
         # Channel groups (one per daemon encoder thread) decode in parallel up to the CPUs.
-        self._decode_threads = (os.cpu_count() or 1) if decode_threads is None else decode_threads
+        self._decode_threads = usable_cpus() if decode_threads is None else decode_threads
         self._teams: dict[int, object] = {}  # codec.CodecTeam by thread count, as needed
         # receive() takes every waiting message per wake-up and decodes them in C
         # (fastsub.py) where that runs; native=False keeps it on pyzmq, block by block.

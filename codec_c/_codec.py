@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from neurowire.cpus import usable_cpus
+
 from ._native import ffi, lib
 from ._wav import WavFileError  # noqa: F401 (re-exported: read_samples raises it)
 
@@ -456,11 +458,7 @@ class CodecTeam:
 
 def default_team_threads(groups):
     """One thread per group, but no more than the CPUs this process may use."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    return max(1, min(groups, cpus, CodecTeam.MAX_THREADS))
+    return max(1, min(groups, usable_cpus(), CodecTeam.MAX_THREADS))
 
 
 class _GroupCoder:

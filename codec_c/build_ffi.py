@@ -8,6 +8,7 @@ header: the header is the only place that owns those numbers.
 """
 import glob
 import os
+import re
 
 from cffi import FFI
 
@@ -138,14 +139,23 @@ def _flags():
     return compile_args, link_args
 
 
+def header_cdef(header):
+    """The part of `header` between its cdef markers, as cffi declarations, so the header is
+    the one place that owns its interface. A #define whose value is not a plain integer
+    becomes ``...``: cffi cannot evaluate an expression there, and the compiler reads it."""
+    with open(header) as handle:
+        text = handle.read().split("/* cdef begin */", 1)[1].split("/* cdef end */", 1)[0]
+    # Comments go first so that one after a #define's value does not hide a plain integer.
+    text = re.sub(r"/\*.*?\*/", " ", text, flags=re.S)
+    return re.sub(r"^(\s*#\s*define\s+\w+)\s+(?!\d+\s*$)\S.*$", r"\1 ...", text, flags=re.M)
+
+
 def header_extension(module, header, sources):
     """A cffi builder for a C file beside the codec (the daemon's data path, the simulator's
     send loop), with the codec's compile flags: its declarations are the header's part
     between its cdef markers, so one place owns the interface."""
-    with open(header) as handle:
-        cdef = handle.read().split("/* cdef begin */", 1)[1].split("/* cdef end */", 1)[0]
     ffi = FFI()
-    ffi.cdef(cdef)
+    ffi.cdef(header_cdef(header))
     compile_args, link_args = _flags()
     ffi.set_source(module, f'#include "{os.path.basename(header)}"',
                    sources=[_rel(path) for path in sources],

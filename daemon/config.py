@@ -30,6 +30,7 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple
 
+from neurowire.cpus import usable_cpus
 from neurowire.feeds.detect import DETECTOR_RANGES
 from neurowire.options import endpoint_problem, http_address_problem, range_words, within
 from neurowire.wire import (DEFAULT_CONTROL, DEFAULT_INGEST, DEFAULT_LOSSLESS,
@@ -331,11 +332,7 @@ def resolve_block_format(value: int, where: str = "config") -> int:
 def default_workers(max_channels: int) -> int:
     """One encoder thread per CPU this process may run on, no more than the widest stream
     has channel groups (64 channels each), at most 64."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    return max(1, min(cpus, max_channels // 64, 64))
+    return max(1, min(usable_cpus(), max_channels // 64, 64))
 
 
 def config_from_dict(document: dict, where: str = "config") -> DaemonConfig:

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from neurowire import options
+from neurowire.cpus import usable_cpus
 from neurowire.options import bounded
 
 RATE = 20000.0
@@ -226,7 +227,7 @@ def cheapest_plan(channels: int, packet_samples: int, cpus: int, cores: float,
 
 
 def measure(packet_options=PACKET_LADDER, channel_ladder=CHANNEL_LADDER) -> Capacity:
-    cpus = len(os.sched_getaffinity(0))
+    cpus = usable_cpus()
     cores = cores_available(cpus)
     encode_us, hop_us, plans = {}, {}, []
     chosen = None

@@ -8,6 +8,9 @@
  * the reason neurowire.wire.parse_block gives (or "frames" / "topic"), or spooled; a spooled
  * block moves its stream's tracker as neurowire.clients.tracker.SequenceTracker does.
  * Messages come through nw_sub_drain (sub_loop.h): every waiting one per wake-up.
+ *
+ * The part between the cdef markers is read by clients/build_sub_loop.py as the cffi
+ * declarations, after sub_loop.h's: the same rules as there.
  */
 #ifndef NW_SPOOL_LOOP_H
 #define NW_SPOOL_LOOP_H
@@ -17,6 +20,7 @@
 
 #include "sub_loop.h"
 
+/* cdef begin */
 #define NW_SPOOL_MAX_STREAMS 256      /* streams followed; later ones are spooled, untracked */
 #define NW_SPOOL_TOPIC_BYTES 65       /* a stream id (1..64 bytes, neurowire.wire) and '\0' */
 #define NW_SPOOL_STOP_CHECK_MS 50     /* longest wait before the stop flag is looked at again */
@@ -82,5 +86,6 @@ int nw_spool_take(nw_spool *spool, const uint8_t *const *data, const size_t *siz
 
 /* Writes what the buffer holds: 0, or a negative errno. */
 int nw_spool_flush(nw_spool *spool);
+/* cdef end */
 
 #endif

@@ -6,6 +6,10 @@
  * loaded (the same instance that owns the socket; pyzmq's wheel ships no zmq.h), and the
  * codec's from its own cffi module (so its global tables exist once), both as function
  * pointers filled in by the Python side (neurowire.clients.fastsub).
+ *
+ * The part between the cdef markers is read by clients/build_sub_loop.py as the cffi
+ * declarations: keep #include lines out of it, and a #define's value an integer or an
+ * expression (the latter the compiler evaluates).
  */
 #ifndef NW_SUB_LOOP_H
 #define NW_SUB_LOOP_H
@@ -15,6 +19,7 @@
 
 #include "nw_team.h"  /* the codec's types; its functions come through nw_sub_codec */
 
+/* cdef begin */
 /* Entry points of the loaded libzmq (zmq_msg_t * and zmq_pollitem_t * as void *). */
 typedef struct nw_sub_zmq {
     int (*msg_init)(void *msg);
@@ -131,5 +136,6 @@ uint32_t nw_sub_gather(const nw_sub_zmq *zmq, void *socket, const nw_sub_codec *
 
 /* Builds the CRC table; call once before any other function (not thread-safe itself). */
 void nw_sub_prepare(void);
+/* cdef end */
 
 #endif
