@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from neurowire.archive.codec import NeurowireCodec
+from neurowire.cpus import usable_cpus
 from neurowire.archive.sources import (ColumnReader, InputError, RawLayout, SourceFile,
                                       collect_inputs)
 
@@ -228,7 +229,7 @@ def _open_scheduler(dask: str, workers: int | None):
         # talk in-process; their HTTP servers (dashboard, metrics) listen anyway, on every
         # interface unless told otherwise (dashboard_address=None does not stop them), so
         # they are put on loopback (issue 13).
-        cluster = LocalCluster(n_workers=1, threads_per_worker=workers or os.cpu_count() or 1,
+        cluster = LocalCluster(n_workers=1, threads_per_worker=workers or usable_cpus(),
                                processes=False, dashboard_address="127.0.0.1:0",
                                worker_dashboard_address="127.0.0.1:0")
         client = Client(cluster)
@@ -357,7 +358,7 @@ def compress(inputs: list[str], out: str, *, chunk_samples: int = DEFAULT_CHUNK_
                 _touch(_marker_path(progress_dir, *c))
                 return c
 
-            with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+            with ThreadPoolExecutor(max_workers=workers or usable_cpus()) as pool:
                 for c in pool.map(write, pending):
                     bar.update(raw_bytes(c))
                     processed += raw_bytes(c)
