@@ -81,7 +81,7 @@ class DaemonConfig:
     ingest_hwm: int = 1000
     lossless_timeout_s: float = 30.0
     # Channel groups encoded in parallel threads (C threads of the codec, no GIL); 0: one per
-    # CPU the daemon may use (os.sched_getaffinity), up to max_channels / 64 (a group has at
+    # CPU the daemon may use (neurowire.cpus.usable_cpus), up to max_channels / 64 (a group has at
     # least 64 channels) and 64; `--print-config` shows what it came to.
     workers: int = 0
     # With workers > 1 and at least that many CPUs allowed: the data thread and each encoder

@@ -10,7 +10,7 @@ PER_PACKET_HOPS hops' worth of that work per packet, a figure measured from `neu
 stream --json` (see the constant).  Both measurements scale with the host, so a machine 2x
 slower measures 2x the cost and picks a smaller stream.
 
-What the machine can give is its CPUs (os.sched_getaffinity), times the share of them this
+What the machine can give is its CPUs (neurowire.cpus.usable_cpus), times the share of them this
 process actually gets now: `cpus` threads encode side by side for a moment, and their CPU time
 over the wall time is how many cores other load leaves us.  A stream fits when its demand
 stays within HEADROOM of that, so noise, the decoding after the stream and a neighbour that
@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import sys
 import threading
 import time

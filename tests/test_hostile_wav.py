@@ -226,7 +226,7 @@ def test_a_file_beyond_4_gib_is_refused_unread(tmp_path, reader):
 @pytest.mark.timeout(30)
 def test_an_archive_source_with_a_huge_trailer_is_refused_unread(tmp_path):
     # The samples are mapped, but the bytes after them were read whole into memory. (One
-    # ~4 GiB chunk after the samples, as the chunk walk steps through zeros 8 bytes at a time.)
+    # ~4 GiB chunk after the samples: a run of zeros would end the chunk walk at once.)
     path = tmp_path / "huge.wav"
     path.write_bytes(GOOD + b"junk" + struct.pack("<I", 0xFFFFFFF0))
     with open(path, "r+b") as f:
