@@ -382,11 +382,16 @@ def run(args: argparse.Namespace) -> int:
             say("stream done; the subscriber decodes and checks every block now")
         processes["subscriber"].wait(timeout=60 + (5 * args.seconds
                                                    if args.verify == "after" else 0))
+        # An overloaded daemon may be too busy to answer: the run's figures from the clients
+        # stand, and the report says which of the daemon's are missing and why.
+        stats_error = None
         try:
             stats = query(endpoints["control"], "stats", timeout=5)
             data_path = query(endpoints["control"], "status", timeout=5).get("data_path", {})
         except ControlTimeout:
             stats, data_path = {}, {}
+            stats_error = ("the daemon's control endpoint did not answer within 5 s "
+                           "(overloaded?): its ratio, drops and CPU are not known")
         processes["daemon"].send_signal(signal.SIGTERM)
         try:
             daemon_exit = processes["daemon"].wait(timeout=30)
@@ -450,8 +455,9 @@ def run(args: argparse.Namespace) -> int:
         "keyframes": stream.get("keyframes"),
         "latency_us": latency,
         "daemon_latency_us_recent": stream.get("latency_us"),
-        "cpu": {"daemon": {"cpu_s": round(daemon_cpu_s, 2),
-                           "percent_of_core": round(100 * daemon_cpu_s / wall, 1)},
+        "cpu": {"daemon": {"cpu_s": round(daemon_cpu_s, 2) if daemon_cpu else None,
+                           "percent_of_core": round(100 * daemon_cpu_s / wall, 1)
+                           if daemon_cpu else None},
                 "simulator": {"cpu_s": round(simulator["cpu_s"], 2),
                               "percent_of_core": round(100 * simulator["cpu_s"] / wall, 1)},
                 # While streaming: with --verify after, the decoding that follows is not in it.
@@ -462,6 +468,7 @@ def run(args: argparse.Namespace) -> int:
                                "cpu_total_s": round(subscriber["cpu_s"], 2)}},
         "simulator_pacing_lateness_us": simulator["pacing_lateness"],
         "noise_floor_us": floor,
+        "daemon_stats_error": stats_error,
         "daemon_exit_code": daemon_exit,
         "daemon_data_path": data_path,  # CPUs and priority the daemon actually got
         "workdir": workdir if args.keep else None,
@@ -516,7 +523,10 @@ def _print_human(result: dict) -> None:
           f"{result['daemon_drops']} dropped by the daemon, "
           f"{result['packets_refused_by_socket']} refused at the simulator; "
           f"{len(result['gaps'])} gaps")
-    print(f"ratio: {result['ratio']:.3f}  keyframes: {result['keyframes']}  keyframe cost: "
+    if result.get("daemon_stats_error"):
+        print(f"daemon figures: {result['daemon_stats_error']}")
+    ratio = "not known" if result["ratio"] is None else f"{result['ratio']:.3f}"
+    print(f"ratio: {ratio}  keyframes: {result['keyframes']}  keyframe cost: "
           f"{result['keyframe_cost']}")
     print("latency (us)        p50       p99       max")
     for stage, values in result["latency_us"].items():
@@ -528,6 +538,7 @@ def _print_human(result: dict) -> None:
     print(f"  {'sim pacing':<15}{pacing.get('p50_us', 0):>9.0f} {pacing.get('p99_us', 0):>9.0f} "
           f"{pacing.get('max_us', 0):>9.0f}")
     print("cpu: " + ", ".join(f"{name} {v['cpu_s']} s ({v['percent_of_core']}% of a core)"
+                              if v["cpu_s"] is not None else f"{name} not known"
                               for name, v in result["cpu"].items()))
     window = result["cpu_streaming"]
     relay = window.get("bare_c_relay", {})

@@ -283,7 +283,7 @@ def test_data_path_threads_scheduling(context, pin, priority, spin_us):
 
 
 @pytest.mark.timeout(120)
-def test_bench_stream_json_checks_every_sample(tmp_path):
+def test_bench_stream_json_checks_every_sample(tmp_path, capsys):
     import json
     import subprocess
     import sys
@@ -324,6 +324,21 @@ def test_bench_stream_json_checks_every_sample(tmp_path):
     assert cost["first_only"] > cost["with_keyframes"] > 1
     for stage in ("ingest", "publish", "delivery", "decode", "end_to_end"):
         assert report["latency_us"][stage]["count"] == 2000
+    assert report["daemon_stats_error"] is None
+    from neurowire.clients import bench_stream
+
+    bench_stream._print_human(report)
+    assert f"ratio: {report['ratio']:.3f}" in capsys.readouterr().out
+    # An overloaded daemon that does not answer its control endpoint at the end leaves its
+    # figures unknown: the report says so instead of failing on them (it did, formatting a
+    # ratio of None, after a 4096-channel run of 1-sample packets).
+    unanswered = {**report, "ratio": None, "keyframes": None, "daemon_drops": None,
+                  "cpu": {**report["cpu"], "daemon": {"cpu_s": None, "percent_of_core": None}},
+                  "daemon_stats_error": "the daemon's control endpoint did not answer"}
+    bench_stream._print_human(unanswered)
+    out = capsys.readouterr().out
+    assert "daemon figures: the daemon's control endpoint did not answer" in out
+    assert "ratio: not known" in out and "daemon not known" in out
 
 
 def test_bench_stream_refuses_a_block_format_the_daemon_would_not_start_with(capsys):
