@@ -47,10 +47,10 @@ PACKET_LADDER = (10, 20, 40)
 # the daemon, whose CPU it shares with the other processes between packets, costs more CPU
 # than the same block encoded back to back here (docs/PERFORMANCE.md, "the stream's codec
 # figures"). On the README's host D (Intel Xeon model 207, 2 cores, load average 3.7-4.9
-# from other sessions, 2026-12-05): 7.3 and 7.5 hops at 1024 x 10, 6.1 at 256 x 10, 3.9 at 64 x 10, hops
-# of 30-39 us (over the whole run, start-up included, as measured until then: 8.0 / 8.5, 6.3,
-# 4.4). It was 6.0 before, set on host B when the data path was Python: below what 1024
-# channels take now. Re-measure it when the data path changes.
+# from other sessions, 2026-12-05): 7.3 and 7.5 hops at 1024 x 10, 6.1 at 256 x 10, 3.9 at
+# 64 x 10, hops of 30-39 us (over the whole run, start-up included, as measured until then:
+# 8.0 / 8.5, 6.3, 4.4). It was 6.0 before, set on host B when the data path was Python:
+# below what 1024 channels take now. Re-measure it when the data path changes.
 PER_PACKET_HOPS = 8.0
 # The daemon's part of it (its data thread, libzmq's I/O thread, the codec's extra CPU in
 # the stream), for the serial check below: 3.6 and 4.2 hops at 1024 x 10, 2.3 at 256, 1.1
