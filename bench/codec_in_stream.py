@@ -1,5 +1,6 @@
 """Why a block costs more in the stream than in `neurowire bench codec`: two checks that
-need no stream (README, "the stream's codec figures against `neurowire bench codec`'s").
+need no stream (docs/PERFORMANCE.md, "the stream's codec figures against `neurowire bench
+codec`'s").
 
     python bench/codec_in_stream.py sharing [--rounds 7]
         One thread on CPU 0 encodes 1024 x 10 blocks of the simulator's synthetic signal,

@@ -45,12 +45,12 @@ PACKET_LADDER = (10, 20, 40)
 # spent per packet while streaming, less one thread's block encoding as measured here, by a
 # hop measured just before. That remainder is not all outside the codec: a block encoded in
 # the daemon, whose CPU it shares with the other processes between packets, costs more CPU
-# than the same block encoded back to back here (README, "the stream's codec figures"). On
-# the README's host D (Intel Xeon model 207, 2 cores, load average 3.7-4.9 from other
-# sessions, 2026-12-05): 7.3 and 7.5 hops at 1024 x 10, 6.1 at 256 x 10, 3.9 at 64 x 10, hops
-# of 30-39 us (over the whole run, start-up included, as measured until then: 8.0 / 8.5, 6.3,
-# 4.4). It was 6.0 before, set on host B when the data path was Python: below what 1024
-# channels take now. Re-measure it when the data path changes.
+# than the same block encoded back to back here (docs/PERFORMANCE.md, "the stream's codec
+# figures"). On the README's host D (Intel Xeon model 207, 2 cores, load average 3.7-4.9
+# from other sessions, 2026-12-05): 7.3 and 7.5 hops at 1024 x 10, 6.1 at 256 x 10, 3.9 at
+# 64 x 10, hops of 30-39 us (over the whole run, start-up included, as measured until then:
+# 8.0 / 8.5, 6.3, 4.4). It was 6.0 before, set on host B when the data path was Python:
+# below what 1024 channels take now. Re-measure it when the data path changes.
 PER_PACKET_HOPS = 8.0
 # The daemon's part of it (its data thread, libzmq's I/O thread, the codec's extra CPU in
 # the stream), for the serial check below: 3.6 and 4.2 hops at 1024 x 10, 2.3 at 256, 1.1
@@ -216,7 +216,8 @@ def cheapest_plan(channels: int, packet_samples: int, cpus: int, cores: float,
     """The plan with one encoder thread when its data thread keeps up alone, else with
     workers_for(cpus). A team's hand-off (waking the helper, the caller waiting for it) costs
     CPU on every block whatever its width: at 1024 x 10, ~85 us per packet of the daemon's
-    ~480 here (`neurowire bench stream --channels 1024 --verify after --workers 1|2`, README),
+    ~480 here (`neurowire bench stream --channels 1024 --verify after --workers 1|2`,
+    docs/PERFORMANCE.md),
     CPU that a subscriber and a simulator on the same cores need more than the daemon needs
     the shorter block time."""
     single = plan(channels, packet_samples, cpus, cores, encode_us, hop_us, headroom, workers=1)
