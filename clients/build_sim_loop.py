@@ -12,12 +12,18 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.join(HERE, "src")
 
 sys.path.insert(0, os.path.join(HERE, os.pardir, "codec_c"))
-from build_ffi import header_extension  # noqa: E402  (the codec's compile flags, ASan included)
+from build_ffi import build_alone, header_extension  # noqa: E402  (the codec's compile flags, ASan included)
 
 sys.path.pop(0)
 
-ffibuilder = header_extension("neurowire.clients._sim_loop", os.path.join(SRC, "sim_loop.h"),
-                              [os.path.join(SRC, "sim_loop.c")])
+
+
+def make_ffibuilder():
+    return header_extension("neurowire.clients._sim_loop", os.path.join(SRC, "sim_loop.h"),
+                            [os.path.join(SRC, "sim_loop.c")])
+
+
+ffibuilder = make_ffibuilder()
 
 if __name__ == "__main__":
-    ffibuilder.compile(tmpdir=os.path.join(HERE, os.pardir, "build", "ffi"), verbose=True)
+    build_alone(make_ffibuilder)

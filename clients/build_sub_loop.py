@@ -15,7 +15,7 @@ SRC = os.path.join(HERE, "src")
 CODEC_SRC = os.path.join(HERE, os.pardir, "codec_c", "src")
 
 sys.path.insert(0, os.path.join(HERE, os.pardir, "codec_c"))
-from build_ffi import header_cdef  # noqa: E402
+from build_ffi import build_alone, header_cdef, source_path  # noqa: E402
 
 sys.path.pop(0)
 
@@ -30,21 +30,15 @@ typedef struct nw_block_info nw_block_info;
 LIBC = "int memcmp(const void *a, const void *b, size_t n);\n"
 
 
-def _rel(path):
-    # setuptools wants source paths relative to the project root it runs from.
-    rel = os.path.relpath(path)
-    return path if rel.startswith("..") else rel
-
-
 def make_ffibuilder():
     ffi = FFI()
     ffi.cdef(CODEC_TYPES + header_cdef(os.path.join(SRC, "sub_loop.h"))
              + header_cdef(os.path.join(SRC, "spool_loop.h")) + LIBC)
     ffi.set_source("neurowire.clients._sub_loop",
                    '#include <string.h>\n#include "sub_loop.h"\n#include "spool_loop.h"',
-                   sources=[_rel(os.path.join(SRC, name))
+                   sources=[source_path(os.path.join(SRC, name))
                             for name in ("sub_loop.c", "spool_loop.c")],
-                   include_dirs=[_rel(SRC), _rel(CODEC_SRC)],
+                   include_dirs=[source_path(SRC), source_path(CODEC_SRC)],
                    extra_compile_args=["-O2", "-std=c99"])
     return ffi
 
@@ -52,5 +46,4 @@ def make_ffibuilder():
 ffibuilder = make_ffibuilder()
 
 if __name__ == "__main__":
-    ffibuilder.compile(tmpdir=os.path.join(HERE, os.pardir, "build", "ffi"),
-                       verbose=True)
+    build_alone(make_ffibuilder)

@@ -9,6 +9,7 @@ header: the header is the only place that owns those numbers.
 import glob
 import os
 import re
+import sys
 
 from cffi import FFI
 
@@ -117,11 +118,26 @@ int64_t nw_file_decompress(const uint8_t *in, size_t in_len, uint8_t *out, size_
 """
 
 
-def _rel(path):
-    # setuptools wants source paths relative to the project root it runs from; fall
-    # back to absolute ones when this script is run from elsewhere.
+_absolute_paths = False   # set by build_alone
+
+
+def source_path(path):
+    """A source or include path as cffi is to be given it: relative to the project root
+    setuptools runs from (absolute when run from elsewhere), and absolute in a build run as
+    a script, which cffi compiles inside its tmpdir."""
+    if _absolute_paths:
+        return os.path.abspath(path)
     rel = os.path.relpath(path)
     return path if rel.startswith("..") else rel
+
+
+def build_alone(make_builder):
+    """What a build script does when run as one (`python codec_c/build_ffi.py [DIR]`): the
+    extension built under DIR (default build/ffi/), to debug the build alone."""
+    global _absolute_paths
+    _absolute_paths = True
+    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, os.pardir, "build", "ffi")
+    make_builder().compile(tmpdir=out, verbose=True)
 
 
 def _flags():
@@ -158,8 +174,8 @@ def header_extension(module, header, sources):
     ffi.cdef(header_cdef(header))
     compile_args, link_args = _flags()
     ffi.set_source(module, f'#include "{os.path.basename(header)}"',
-                   sources=[_rel(path) for path in sources],
-                   include_dirs=[_rel(os.path.dirname(header))],
+                   sources=[source_path(path) for path in sources],
+                   include_dirs=[source_path(os.path.dirname(header))],
                    extra_compile_args=compile_args, extra_link_args=link_args)
     return ffi
 
@@ -171,8 +187,8 @@ def make_ffibuilder():
     ffi.set_source(
         "neurowire.codec._native",
         '#include "neurowire.h"\n#include "nw_lanes.h"\n#include "nw_team.h"',
-        sources=[_rel(p) for p in sorted(glob.glob(os.path.join(SRC, "*.c")))],
-        include_dirs=[_rel(SRC)],
+        sources=[source_path(p) for p in sorted(glob.glob(os.path.join(SRC, "*.c")))],
+        include_dirs=[source_path(SRC)],
         extra_compile_args=compile_args,
         extra_link_args=link_args,
     )
@@ -182,4 +198,4 @@ def make_ffibuilder():
 ffibuilder = make_ffibuilder()
 
 if __name__ == "__main__":
-    ffibuilder.compile(tmpdir=os.path.join(HERE, os.pardir, "build", "ffi"), verbose=True)
+    build_alone(make_ffibuilder)

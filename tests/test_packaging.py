@@ -97,3 +97,18 @@ def test_wheel_installs_beside_spikeinterface_and_hdmf_zarr(dist, tmp_path):
     assert figures["zarr"].startswith("2.")  # what SpikeInterface and hdmf-zarr resolved to
     assert figures["si_ratio_neurowire"] > 1.5 * figures["si_ratio_default"]
     print(figures)
+
+
+# The codec's build takes ~30 s at -O3: once, from the project root; the small ones from both.
+@pytest.mark.parametrize("script, cwd", [
+    ("codec_c/build_ffi.py", "repo"),
+    *[(script, cwd) for script in ("daemon/build_fastpath.py", "clients/build_sub_loop.py",
+                                   "clients/build_sim_loop.py") for cwd in ("repo", "elsewhere")]])
+def test_each_build_script_builds_its_extension_when_run_alone(script, cwd, tmp_path):
+    """Each cffi build script says that running it builds its extension alone, to debug the
+    build: it did not (cffi compiles inside its tmpdir, where the relative source paths that
+    setuptools needs lead nowhere), from the project root or from anywhere else."""
+    out = tmp_path / "ffi"
+    run([sys.executable, str(REPO / script), str(out)], timeout=300,
+        cwd=REPO if cwd == "repo" else tmp_path)
+    assert list(out.rglob("*.so")), sorted(p.name for p in out.rglob("*"))
