@@ -17,7 +17,6 @@ from build_ffi import build_alone, header_extension  # noqa: E402  (the codec's 
 sys.path.pop(0)
 
 
-
 def make_ffibuilder():
     return header_extension("neurowire.clients._sim_loop", os.path.join(SRC, "sim_loop.h"),
                             [os.path.join(SRC, "sim_loop.c")])

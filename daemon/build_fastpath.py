@@ -21,7 +21,6 @@ from build_ffi import build_alone, header_extension  # noqa: E402  (the codec's 
 sys.path.pop(0)
 
 
-
 def make_ffibuilder():
     return header_extension("neurowire.daemon._fastpath", os.path.join(SRC, "nw_fastpath.h"),
                             [os.path.join(SRC, "nw_fastpath.c")])

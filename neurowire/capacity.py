@@ -217,9 +217,8 @@ def cheapest_plan(channels: int, packet_samples: int, cpus: int, cores: float,
     workers_for(cpus). A team's hand-off (waking the helper, the caller waiting for it) costs
     CPU on every block whatever its width: at 1024 x 10, ~85 us per packet of the daemon's
     ~480 here (`neurowire bench stream --channels 1024 --verify after --workers 1|2`,
-    docs/PERFORMANCE.md),
-    CPU that a subscriber and a simulator on the same cores need more than the daemon needs
-    the shorter block time."""
+    docs/PERFORMANCE.md), CPU that a subscriber and a simulator on the same cores need more
+    than the daemon needs the shorter block time."""
     single = plan(channels, packet_samples, cpus, cores, encode_us, hop_us, headroom, workers=1)
     if single.fits or workers_for(cpus) == 1:
         return single
