@@ -113,6 +113,10 @@ run: install tools
 # By hand: NEUROWIRE_SANITIZE=1 pip install . in any venv, then run pytest with
 # LD_PRELOAD=$$(cc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0; capture=sys
 # keeps a sanitizer report (written to fd 2) on screen when it aborts the run.
+# The daemon's C data path and the subscriber's receive and spooling loops, in process (the
+# tests that start the daemon or a client as `python -m` from the clone would import the
+# clone's neurowire/ folder before the installed package).
+ASAN_C_PATHS := tests/test_fastpath.py tests/test_spool.py tests/test_subscribe_batch.py
 asan:
 	@test -x $(ASAN_VENV)/bin/python || $(PYTHON) -m venv $(ASAN_VENV)
 	rm -rf build/lib.* build/temp.*
@@ -122,7 +126,7 @@ asan:
 		ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:allocator_may_return_null=1 \
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		$(ASAN_VENV)/bin/pytest -p no:cacheprovider --capture=sys \
-		$(wildcard tests/test_codec*.py tests/test_fuzz*.py)
+		$(wildcard tests/test_codec*.py tests/test_fuzz*.py) $(ASAN_C_PATHS)
 
 # The codec team (the only threaded C) under ThreadSanitizer: sleeping and polling helpers,
 # every block round-tripped. tests/test_codec_groups.py builds and runs the same program.

@@ -15,7 +15,7 @@ SRC = os.path.join(HERE, "src")
 CODEC_SRC = os.path.join(HERE, os.pardir, "codec_c", "src")
 
 sys.path.insert(0, os.path.join(HERE, os.pardir, "codec_c"))
-from build_ffi import build_alone, header_cdef, source_path  # noqa: E402
+from build_ffi import build_alone, compile_flags, header_cdef, source_path  # noqa: E402
 
 sys.path.pop(0)
 
@@ -32,6 +32,7 @@ LIBC = "int memcmp(const void *a, const void *b, size_t n);\n"
 
 def make_ffibuilder():
     ffi = FFI()
+    compile_args, link_args = compile_flags()
     ffi.cdef(CODEC_TYPES + header_cdef(os.path.join(SRC, "sub_loop.h"))
              + header_cdef(os.path.join(SRC, "spool_loop.h")) + LIBC)
     ffi.set_source("neurowire.clients._sub_loop",
@@ -39,7 +40,7 @@ def make_ffibuilder():
                    sources=[source_path(os.path.join(SRC, name))
                             for name in ("sub_loop.c", "spool_loop.c")],
                    include_dirs=[source_path(SRC), source_path(CODEC_SRC)],
-                   extra_compile_args=["-O2", "-std=c99"])
+                   extra_compile_args=compile_args, extra_link_args=link_args)
     return ffi
 
 

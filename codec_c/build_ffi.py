@@ -140,7 +140,9 @@ def build_alone(make_builder):
     make_builder().compile(tmpdir=out, verbose=True)
 
 
-def _flags():
+def compile_flags():
+    """The codec's compile and link flags, which every extension beside it builds with too
+    (so that `make asan` instruments them all)."""
     # -O3: the model loops are vectorised there (measured ~1.3x over -O2)
     compile_args = ["-O3", "-std=c99", "-pthread"]   # -pthread: the thread team (nw_team.c)
     link_args = ["-pthread"]
@@ -172,7 +174,7 @@ def header_extension(module, header, sources):
     between its cdef markers, so one place owns the interface."""
     ffi = FFI()
     ffi.cdef(header_cdef(header))
-    compile_args, link_args = _flags()
+    compile_args, link_args = compile_flags()
     ffi.set_source(module, f'#include "{os.path.basename(header)}"',
                    sources=[source_path(path) for path in sources],
                    include_dirs=[source_path(os.path.dirname(header))],
@@ -183,7 +185,7 @@ def header_extension(module, header, sources):
 def make_ffibuilder():
     ffi = FFI()
     ffi.cdef(CDEF)
-    compile_args, link_args = _flags()
+    compile_args, link_args = compile_flags()
     ffi.set_source(
         "neurowire.codec._native",
         '#include "neurowire.h"\n#include "nw_lanes.h"\n#include "nw_team.h"',
