@@ -137,10 +137,17 @@ tsan:
 		codec_c/stress/team_stress.c $(CSRC)
 	$(TSAN_BIN)
 
-# libFuzzer needs clang; new inputs go to build/, the committed corpus only seeds.
+# libFuzzer needs clang and its runtime (compiler-rt: Debian's libclang-rt-N-dev, which
+# `apt-get install --no-install-recommends clang` leaves out); without them the fuzz targets
+# say what is missing and skip. New inputs go to build/, the committed corpus only seeds.
+FUZZ_TOOLCHAIN = if ! command -v clang >/dev/null; then \
+		echo "make $@: clang not found (Debian: apt-get install -y clang); skipped"; exit 0; fi; \
+	if ! printf 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n) { return (int)(0 * n * !d); }\n' \
+		| clang -x c -fsanitize=fuzzer,address,undefined -o /dev/null - 2>/dev/null; then \
+		echo "make $@: clang cannot link libFuzzer with ASan: its runtime is missing (Debian:" \
+			"apt-get install -y libclang-rt-$$(clang -dumpversion | cut -d. -f1)-dev); skipped"; exit 0; fi
 fuzz:
-	@if ! command -v clang >/dev/null; then \
-		echo "make fuzz: clang not found (apt-get install -y clang); skipped"; exit 0; fi; \
+	@$(FUZZ_TOOLCHAIN); \
 	mkdir -p build/fuzz-corpus && \
 	clang -g -O1 -std=c99 -fsanitize=fuzzer,address,undefined -Icodec_c/src \
 		-o $(FUZZ_BIN) codec_c/fuzz/fuzz_decode.c $(CORE_SRC) $(wildcard codec_c/src/nw_lanes*.c) && \
@@ -150,8 +157,7 @@ fuzz:
 # The subscriber's spooling checks (clients/src/spool_loop.c) the same way.
 FUZZ_SPOOL_BIN := build/fuzz_spool
 fuzz-spool:
-	@if ! command -v clang >/dev/null; then \
-		echo "make fuzz-spool: clang not found (apt-get install -y clang); skipped"; exit 0; fi; \
+	@$(FUZZ_TOOLCHAIN); \
 	mkdir -p build/fuzz-spool-corpus && \
 	clang -g -O1 -std=c99 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 		-Iclients/src -Icodec_c/src -o $(FUZZ_SPOOL_BIN) clients/fuzz/fuzz_spool.c \

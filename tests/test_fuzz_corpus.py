@@ -85,3 +85,21 @@ def test_short_libfuzzer_session(tmp_path):
          f"-artifact_prefix={tmp_path}/", str(work), str(REPO / "codec_c" / "fuzz" / "corpus")],
         capture_output=True, text=True, timeout=seconds + 120, env=env)
     assert run.returncode == 0, run.stderr[-4000:]
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_fuzz_says_what_is_missing_and_skips(tmp_path):
+    """A clang that cannot link libFuzzer with ASan (Debian's clang without its compiler-rt
+    package, which --no-install-recommends leaves out) failed the fuzz targets with a linker
+    error naming a missing .a file; they now say which package is missing and skip."""
+    fake = tmp_path / "clang"
+    fake.write_text('#!/bin/sh\n[ "$1" = -dumpversion ] && { echo 14.0.6; exit 0; }\nexit 1\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}{os.pathsep}{os.environ.get('PATH', '')}"}
+    for target in ("fuzz", "fuzz-spool"):
+        done = subprocess.run(["make", "--no-print-directory", "-C", str(REPO), target,
+                               "FUZZ_TIME=1"], env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert (f"make {target}: clang cannot link libFuzzer with ASan: its runtime is missing"
+                " (Debian: apt-get install -y libclang-rt-14-dev); skipped") in done.stdout
