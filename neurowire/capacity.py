@@ -311,16 +311,20 @@ def calibration(report: dict, encode_us: float, hop_us: float, workers: int) -> 
     codec_us = encode_us * (TEAM_CPU_FACTOR if workers > 1 else 1.0)
     window = report["cpu_streaming"]
     streaming = {part: window[part]["us_per_packet"] for part in PARTS}
-    whole_run_us = sum(report["cpu"][part]["cpu_s"] for part in PARTS) / report[
-        "packets_sent"] * 1e6
+    # The daemon's whole-run CPU comes from its control endpoint, which an overloaded daemon
+    # may not answer (bench stream reports it as None then): those two figures are unknown.
+    whole_run_cpu_s = [report["cpu"][part]["cpu_s"] for part in PARTS]
+    whole_run_us = (None if None in whole_run_cpu_s
+                    else sum(whole_run_cpu_s) / report["packets_sent"] * 1e6)
     pipeline_us = sum(streaming.values())
     return {"channels": report["config"]["channels"], "workers": workers,
             "encode_us": round(encode_us, 1), "hop_us": round(hop_us, 1),
             "streaming_us_per_packet": streaming,
             "hops_per_packet": round((pipeline_us - codec_us) / hop_us, 2),
             "daemon_hops_per_packet": round((streaming["daemon"] - codec_us) / hop_us, 2),
-            "whole_run_us_per_packet": round(whole_run_us, 1),
-            "whole_run_hops_per_packet": round((whole_run_us - codec_us) / hop_us, 2),
+            "whole_run_us_per_packet": None if whole_run_us is None else round(whole_run_us, 1),
+            "whole_run_hops_per_packet": None if whole_run_us is None
+            else round((whole_run_us - codec_us) / hop_us, 2),
             "packets_lost": report["packets_lost"]}
 
 

@@ -146,6 +146,15 @@ def test_calibration_counts_only_the_streaming_window_as_per_packet_work():
     team = capacity.calibration(report, encode_us=200.0, hop_us=60.0, workers=2)
     assert team["daemon_hops_per_packet"] == pytest.approx(
         (350 - 200 * capacity.TEAM_CPU_FACTOR) / 60, abs=0.01)
+    # A daemon that did not answer its control endpoint at the end: its whole-run CPU is
+    # unknown (None in bench stream's report), and so are the whole-run figures; the
+    # streaming window's, measured from outside the daemon, stand.
+    unanswered = _stream_report({"daemon": 350.0, "subscriber": 80.0, "simulator": 40.0},
+                                {"daemon": None, "subscriber": 3.0, "simulator": 1.5}, 20000)
+    figures = capacity.calibration(unanswered, encode_us=290.0, hop_us=60.0, workers=1)
+    assert figures["whole_run_us_per_packet"] is None
+    assert figures["whole_run_hops_per_packet"] is None
+    assert figures["hops_per_packet"] == pytest.approx((470 - 290) / 60, abs=0.01)
 
 
 def test_calibration_reads_a_real_stream_in_hops():
