@@ -34,7 +34,7 @@ from neurowire.codec import CodecError, CorruptStreamError
 from neurowire.cpus import usable_cpus
 from neurowire.wire import FEEDS as WIRE_FEEDS
 from neurowire.wire import (DEFAULT_LOSSLESS, DEFAULT_PUBLISH, Rejected, apply_curve,
-                            bound_endpoint, is_feed_topic, parse_block, query, stream_ids,
+                            bound_endpoint, is_feed_topic, parse_block, stream_ids,
                             topic_for)
 
 from . import fastsub

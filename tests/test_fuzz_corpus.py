@@ -4,7 +4,6 @@ briefly (NEUROWIRE_FUZZ_SECONDS, default 10; 0 skips it)."""
 import os
 import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest

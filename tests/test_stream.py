@@ -13,7 +13,7 @@ pytest.importorskip("neurowire.codec")
 import neurowire  # noqa: E402
 from neurowire import codec  # noqa: E402
 from neurowire.clients.simulate import Simulator  # noqa: E402
-from neurowire.clients.subscribe import Subscription, subscribe  # noqa: E402
+from neurowire.clients.subscribe import Subscription  # noqa: E402
 from neurowire.clients.synth import LoopingSource, load_wav_dir, synthesize  # noqa: E402
 from neurowire.daemon import DaemonThread, load_config  # noqa: E402
 from conftest import wait_for  # noqa: E402

@@ -413,7 +413,6 @@ def _compress_dask(z, reader, chunks, pending, progress_dir, dask_address, worke
             for (bi, bj), d in np.ndenumerate(marks.to_delayed()):
                 a = sum(stored.chunks[0][:bi]) + rows.start
                 b = a + stored.chunks[0][bi]
-                c = sum(stored.chunks[1][:bj])
                 nbytes = (b - a) * stored.chunks[1][bj] * 2
                 deliverables.append((d, nbytes))
         futures = client.compute([d for d, _ in deliverables])

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import os
-import struct
 from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
